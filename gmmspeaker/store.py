@@ -1,0 +1,458 @@
+"""HDF5 feature store: features computed once, cached per utterance, streamed in chunks.
+
+Layout of a store directory::
+
+    store/
+      manifest.json          utterance id -> shard, frame counts, source signature;
+                             the feature config and its hash; written atomically
+      shard-<hash>.h5        one dataset per utterance, (n_frames, dim) float32, chunked
+
+Each shard is written by exactly one worker under a temporary name and renamed when
+complete, and the manifest is rewritten (temp + rename) after every finished shard, so a
+crash never leaves a half-written shard that the store trusts: a shard the manifest does
+not name is an orphan and is deleted by the next extraction. An utterance is recomputed
+when its audio file changed (size or modification time) or the feature config changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gmmspeaker._typing import PathLike
+from gmmspeaker.errors import AudioError, DataError, GmmSpeakerError, SkippedInputWarning
+
+__all__ = ["FeatureStore", "ExtractionReport", "extract_to_store", "config_hash"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+STORE_VERSION = 1
+
+
+def config_hash(config_dict: dict[str, Any]) -> str:
+    """Stable SHA-1 of a JSON-serialisable configuration."""
+    blob = json.dumps(config_dict, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha1(blob).hexdigest()
+
+
+def _source_signature(path: Path) -> list[int]:
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class ExtractionReport:
+    """What :func:`extract_to_store` did.
+
+    Attributes
+    ----------
+    computed, cached : list of str
+        Utterance ids extracted in this call / found up to date in the store.
+    skipped : dict of str to str
+        Utterance id -> reason, for bad audio skipped with ``on_bad_audio="skip"``.
+    frames_total, frames_kept : int
+        Frames before and after VAD over the utterances computed in this call.
+    """
+
+    computed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    frames_total: int = 0
+    frames_kept: int = 0
+
+    @property
+    def kept_fraction(self) -> float:
+        """Fraction of frames VAD kept over the utterances computed in this call."""
+        return self.frames_kept / self.frames_total if self.frames_total else float("nan")
+
+
+def _extract_shard(
+    items: list[tuple[str, str]],
+    store_dir: str,
+    shard_name: str,
+    config_dict: dict[str, Any],
+    compression: str | None,
+    resample: bool,
+) -> tuple[str, dict[str, dict[str, Any]], dict[str, str]]:
+    """Worker: extract ``items`` [(utt_id, path)] into one shard; return metadata and failures."""
+    import h5py
+
+    from gmmspeaker.audio import load_audio
+    from gmmspeaker.features import FeatureConfig, extract
+
+    config = FeatureConfig.from_dict(config_dict)
+    final = Path(store_dir) / shard_name
+    tmp = final.with_name(f".{shard_name}.tmp-{os.getpid()}")
+    meta: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    with h5py.File(tmp, "w") as h5:
+        h5.attrs["gmmspeaker_store_version"] = STORE_VERSION
+        h5.attrs["config_hash"] = config_hash(config_dict)
+        for utt_id, path in items:
+            src = Path(path)
+            try:
+                signal, _ = load_audio(
+                    src,
+                    sample_rate=config.sample_rate,
+                    resample_audio=resample,
+                    min_samples=config.frame_length_samples,
+                )
+                feats = extract(signal, config, name=str(src))
+            except (AudioError, DataError) as exc:
+                failures[utt_id] = str(exc)
+                continue
+            frames = np.ascontiguousarray(feats.frames, dtype=np.float32)
+            chunk_rows = max(1, min(frames.shape[0], 4096))
+            ds = h5.create_dataset(
+                utt_id,
+                data=frames,
+                chunks=(chunk_rows, frames.shape[1]),
+                compression=compression,
+            )
+            ds.attrs["source"] = str(src)
+            ds.attrs["n_total"] = feats.n_total
+            ds.attrs["n_kept"] = feats.n_kept
+            meta[utt_id] = {
+                "shard": shard_name,
+                "n_frames": int(frames.shape[0]),
+                "n_total": int(feats.n_total),
+                "source": str(src),
+                "signature": _source_signature(src),
+            }
+        h5.flush()
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return shard_name, meta, failures
+
+
+class FeatureStore:
+    """Read access to a feature store directory written by :func:`extract_to_store`.
+
+    Parameters
+    ----------
+    path : path-like
+        The store directory (holding ``manifest.json``).
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            raise DataError(f"{self.path}: not a feature store (no {MANIFEST}); run feature extraction first")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            self.config: dict[str, Any] = manifest["config"]
+            self.config_hash: str = manifest["config_hash"]
+            self._utts: dict[str, dict[str, Any]] = manifest["utterances"]
+            self.skipped: dict[str, str] = manifest.get("skipped", {})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{manifest_path}: corrupt feature-store manifest ({exc})") from exc
+
+    # -- metadata -------------------------------------------------------------
+    @property
+    def ids(self) -> list[str]:
+        """Utterance ids in the store, sorted."""
+        return sorted(self._utts)
+
+    def __len__(self) -> int:
+        return len(self._utts)
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._utts
+
+    def n_frames(self, utt_id: str) -> int:
+        """Number of (VAD-kept) frames of an utterance."""
+        return int(self._entry(utt_id)["n_frames"])
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension."""
+        from gmmspeaker.features import FeatureConfig
+
+        return FeatureConfig.from_dict(self.config).dim
+
+    def _entry(self, utt_id: str) -> dict[str, Any]:
+        try:
+            return self._utts[utt_id]
+        except KeyError:
+            raise DataError(f"{self.path}: no features for utterance {utt_id!r} in the store") from None
+
+    # -- data -----------------------------------------------------------------
+    def get(self, utt_id: str) -> np.ndarray:
+        """Features of one utterance, shape (n_frames, dim), float32."""
+        return self.get_many([utt_id])[utt_id]
+
+    __getitem__ = get
+
+    def get_many(self, utt_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """Features of several utterances, opening each shard once."""
+        by_shard: dict[str, list[str]] = {}
+        for u in utt_ids:
+            by_shard.setdefault(self._entry(u)["shard"], []).append(u)
+        out: dict[str, np.ndarray] = {}
+        for shard, ids in by_shard.items():
+            out.update(_read_shard(self.path / shard, ids, {u: self._utts[u]["n_frames"] for u in ids}))
+        return out
+
+    def iter_chunks(self, utt_ids: Sequence[str] | None = None, *, chunk_frames: int = 20_000) -> Iterator[np.ndarray]:
+        """Stream the frames of ``utt_ids`` (default: all) in chunks of at most ``chunk_frames`` rows.
+
+        Memory is bounded by one chunk plus one utterance, whatever the store size.
+        Frames come in the order of ``utt_ids``.
+        """
+        ids = self.ids if utt_ids is None else list(utt_ids)
+        yield from _iter_chunks(str(self.path), [(u, self._entry(u)["shard"], self._utts[u]["n_frames"]) for u in ids], chunk_frames)
+
+    def sources(self, utt_ids: Sequence[str] | None = None, *, n_parts: int = 8, chunk_frames: int = 20_000) -> list[Callable[[], Iterator[np.ndarray]]]:
+        """Split ``utt_ids`` into ``n_parts`` picklable chunk factories (for parallel EM).
+
+        The split depends only on the ids and ``n_parts``, never on the number of jobs,
+        so statistics summed over the parts do not depend on the parallelism.
+        """
+        ids = self.ids if utt_ids is None else list(utt_ids)
+        if not ids:
+            raise DataError(f"{self.path}: no utterances to stream")
+        n_parts = max(1, min(n_parts, len(ids)))
+        bounds = np.linspace(0, len(ids), n_parts + 1).round().astype(int)
+        parts = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            items = [(u, self._entry(u)["shard"], self._utts[u]["n_frames"]) for u in ids[a:b]]
+            parts.append(functools.partial(_iter_chunks, str(self.path), items, chunk_frames))
+        return parts
+
+
+def _read_shard(shard_path: Path, ids: Sequence[str], expected: dict[str, int]) -> dict[str, np.ndarray]:
+    import h5py
+
+    out: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(shard_path, "r") as h5:
+            for u in ids:
+                if u not in h5:
+                    raise DataError(f"{shard_path}: utterance {u!r} missing from shard; re-run feature extraction")
+                arr = h5[u][...]
+                out[u] = _validate_frames(arr, shard_path, u, expected.get(u))
+    except DataError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{shard_path}: corrupt or unreadable feature shard ({exc}); delete it and re-run feature extraction") from exc
+    return out
+
+
+def _validate_frames(arr: np.ndarray, shard_path: Path, utt_id: str, n_expected: int | None) -> np.ndarray:
+    if arr.ndim != 2 or arr.dtype != np.float32 or (n_expected is not None and arr.shape[0] != n_expected):
+        raise DataError(f"{shard_path}: features of {utt_id!r} have shape {arr.shape} {arr.dtype}, "
+                        f"expected ({n_expected}, dim) float32; re-run feature extraction")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{shard_path}: features of {utt_id!r} contain NaN or inf")
+    return arr
+
+
+def _iter_chunks(store_dir: str, items: Sequence[tuple[str, str, int]], chunk_frames: int) -> Iterator[np.ndarray]:
+    """Yield chunks of at most ``chunk_frames`` rows from [(utt_id, shard, n_frames)] in order."""
+    import h5py
+
+    buf: list[np.ndarray] = []
+    n_buf = 0
+    open_name: str | None = None
+    h5: Any = None
+    try:
+        for utt_id, shard, n_frames in items:
+            if shard != open_name:
+                if h5 is not None:
+                    h5.close()
+                shard_path = Path(store_dir) / shard
+                try:
+                    h5 = h5py.File(shard_path, "r")
+                except OSError as exc:
+                    raise DataError(f"{shard_path}: corrupt or unreadable feature shard ({exc}); delete it and re-run feature extraction") from exc
+                open_name = shard
+            try:
+                arr = h5[utt_id][...]
+            except (KeyError, OSError) as exc:
+                raise DataError(f"{Path(store_dir) / shard}: cannot read {utt_id!r} ({exc})") from exc
+            arr = _validate_frames(arr, Path(store_dir) / shard, utt_id, n_frames)
+            start = 0
+            while start < arr.shape[0]:
+                take = min(chunk_frames - n_buf, arr.shape[0] - start)
+                buf.append(arr[start:start + take])
+                n_buf += take
+                start += take
+                if n_buf == chunk_frames:
+                    yield np.concatenate(buf) if len(buf) > 1 else buf[0]
+                    buf, n_buf = [], 0
+        if n_buf:
+            yield np.concatenate(buf) if len(buf) > 1 else buf[0]
+    finally:
+        if h5 is not None:
+            h5.close()
+
+
+def _load_manifest(store_dir: Path) -> dict[str, Any] | None:
+    path = store_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        logger.warning("%s: unreadable manifest, the store will be rebuilt", path)
+        return None
+
+
+def extract_to_store(
+    utterances: Iterable[tuple[str, PathLike]],
+    store_dir: PathLike,
+    config: Any,
+    *,
+    jobs: int = 1,
+    shard_size: int = 100,
+    compression: str | None = None,
+    on_bad_audio: str = "error",
+    resample: bool = False,
+    progress: bool = False,
+    backend: str | None = None,
+) -> ExtractionReport:
+    """Extract features of ``utterances`` into ``store_dir``, computing only what is missing.
+
+    Parameters
+    ----------
+    utterances : iterable of (utt_id, path)
+        Audio files to extract; ids must be unique.
+    store_dir : path-like
+        Store directory (created). A store made with another feature config is rebuilt.
+    config : FeatureConfig
+        Front-end configuration.
+    jobs : int
+        Parallel workers (joblib; -1 = all cores). Results do not depend on it.
+    shard_size : int
+        Utterances per shard (one worker writes one shard).
+    compression : {None, "gzip", "lzf"}
+        HDF5 compression of the feature datasets.
+    on_bad_audio : {"error", "skip"}
+        On unusable audio, raise one :class:`DataError` listing every bad file *after* the
+        good ones are stored, or skip them with a :class:`SkippedInputWarning`.
+    resample : bool
+        Resample audio whose rate differs from ``config.sample_rate``.
+    progress : bool
+        Show a progress bar over shards.
+
+    Returns
+    -------
+    ExtractionReport
+    """
+    from joblib import Parallel, delayed
+
+    if on_bad_audio not in ("error", "skip"):
+        raise GmmSpeakerError(f"on_bad_audio must be 'error' or 'skip', not {on_bad_audio!r}")
+    store = Path(store_dir)
+    store.mkdir(parents=True, exist_ok=True)
+    cfg = dict(config.to_dict())
+    chash = config_hash(cfg)
+    items: list[tuple[str, Path]] = []
+    seen: set[str] = set()
+    for utt_id, path in utterances:
+        if utt_id in seen:
+            raise DataError(f"duplicate utterance id {utt_id!r} in the extraction list")
+        seen.add(utt_id)
+        items.append((utt_id, Path(path)))
+    if not items:
+        raise DataError("nothing to extract: the utterance list is empty")
+
+    manifest = _load_manifest(store)
+    if manifest is not None and manifest.get("config_hash") != chash:
+        logger.info("%s: feature config changed, recomputing every utterance", store)
+        manifest = None
+    if manifest is None:
+        manifest = {"version": STORE_VERSION, "config": cfg, "config_hash": chash, "utterances": {}, "skipped": {}}
+    utts: dict[str, dict[str, Any]] = manifest["utterances"]
+    skipped_prev: dict[str, str] = manifest.setdefault("skipped", {})
+
+    report = ExtractionReport()
+    todo: list[tuple[str, str]] = []
+    for utt_id, path in items:
+        entry = utts.get(utt_id)
+        if entry is not None and path.exists() and entry.get("source") == str(path) and entry.get("signature") == _source_signature(path):
+            report.cached.append(utt_id)
+        else:
+            todo.append((utt_id, str(path)))
+
+    # Orphan shards (from a crashed run, or superseded) are removed: the manifest is the truth.
+    live = {e["shard"] for e in utts.values()}
+    for f in store.glob("shard-*.h5"):
+        if f.name not in live:
+            f.unlink()
+    for f in store.glob(".shard-*.tmp-*"):
+        f.unlink()
+
+    if todo:
+        shards = [todo[i:i + shard_size] for i in range(0, len(todo), shard_size)]
+        names = [f"shard-{config_hash({'ids': [u for u, _ in s], 'cfg': chash})[:16]}.h5" for s in shards]
+        logger.info("extracting features of %d utterances (%d cached) into %d shards with %d jobs",
+                    len(todo), len(report.cached), len(shards), jobs)
+        failures: dict[str, str] = {}
+        tasks = (delayed(_extract_shard)(s, str(store), n, cfg, compression, resample) for s, n in zip(shards, names))
+        results = Parallel(n_jobs=jobs, backend=backend, return_as="generator")(tasks)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="features", unit="utt")
+        for shard_name, meta, fails in results:
+            for utt_id, entry in meta.items():
+                utts[utt_id] = entry
+                skipped_prev.pop(utt_id, None)
+                report.computed.append(utt_id)
+                report.frames_total += entry["n_total"]
+                report.frames_kept += entry["n_frames"]
+            failures.update(fails)
+            if on_bad_audio == "skip":
+                skipped_prev.update(fails)
+            _atomic_write_text(store / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+            if bar is not None:
+                bar.update(len(meta) + len(fails))
+        if bar is not None:
+            bar.close()
+        # Shards no longer referenced (every utterance recomputed elsewhere) are removed.
+        live = {e["shard"] for e in utts.values()}
+        for f in store.glob("shard-*.h5"):
+            if f.name not in live:
+                f.unlink()
+        if failures:
+            listing = "\n".join(f"  {msg}" for _, msg in sorted(failures.items())[:20])
+            more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+            if on_bad_audio == "error":
+                raise DataError(
+                    f"{len(failures)} of {len(items)} audio files could not be used "
+                    f"(the other features are stored; fix or remove these files, or set on_bad_audio: skip):\n"
+                    f"{listing}{more}"
+                )
+            report.skipped.update(failures)
+            warnings.warn(f"skipped {len(failures)} unusable audio files:\n{listing}{more}", SkippedInputWarning, stacklevel=2)
+    else:
+        _atomic_write_text(store / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    for utt_id, _ in items:
+        if utt_id in skipped_prev and utt_id not in utts:
+            report.skipped.setdefault(utt_id, skipped_prev[utt_id])
+    logger.info("features: %d computed, %d cached, %d skipped", len(report.computed), len(report.cached), len(report.skipped))
+    return report
