@@ -1,0 +1,207 @@
+"""What each recipe stage reads, writes and depends on (used by the runner)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from gmmspeaker import __version__
+from gmmspeaker.errors import DataError
+from gmmspeaker.recipe.config import STAGES, Recipe
+from gmmspeaker.recipe.runner import _hash
+
+logger = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Lists, fingerprints and stage bodies of one recipe in one workdir."""
+
+    def __init__(self, recipe: Recipe, workdir: Path, *, progress: bool = False) -> None:
+        self.recipe = recipe
+        self.wd = workdir
+        self.progress = progress
+        self._fp: dict[str, str] = {}
+        self._scores: Any = None
+        self._load_lists()
+
+    # -- inputs ---------------------------------------------------------------
+    def _load_lists(self) -> None:
+        from gmmspeaker.corpora.lists import read_enroll_list, read_trials, read_ubm_list
+
+        data = self.recipe.data
+        if data.synthetic is not None:
+            from gmmspeaker.corpora.synthetic import SyntheticCorpusConfig, generate_corpus
+
+            cfg = SyntheticCorpusConfig.from_dict(data.synthetic, source=f"{self.recipe.path}: data.synthetic")
+            paths = generate_corpus(self.wd / "corpus", cfg)
+            root = Path(paths["root"]) if "root" in paths else self.wd / "corpus"
+            ubm, enroll, trials = Path(paths["ubm"]), Path(paths["enroll"]), Path(paths["trials"])
+            cohort = None
+        else:
+            assert data.ubm is not None and data.enroll is not None and data.trials is not None
+            root, ubm, enroll, trials, cohort = data.root, data.ubm, data.enroll, data.trials, data.cohort
+        self.ubm_list = read_ubm_list(ubm, root=root)
+        self.enrollments = read_enroll_list(enroll, root=root)
+        self.trials = read_trials(trials, root=root, models={e.model_id for e in self.enrollments})
+        self.cohort = read_ubm_list(cohort, root=root) if cohort is not None else []
+        utts: dict[str, Any] = {}
+        for u in [*self.ubm_list, *(x for e in self.enrollments for x in e.utterances), *(t.test for t in self.trials), *self.cohort]:
+            prev = utts.setdefault(u.utt_id, u)
+            if prev.path != u.path:
+                raise DataError(f"utterance id {u.utt_id!r} names two files: {prev.path} and {u.path}")
+        self.utterances = [utts[k] for k in sorted(utts)]
+
+    @property
+    def store_dir(self) -> Path:
+        return self.wd / "features"
+
+    def _store(self) -> Any:
+        from gmmspeaker.store import FeatureStore
+
+        return FeatureStore(self.store_dir)
+
+    def _ubm(self) -> Any:
+        from gmmspeaker.gmm.model import GaussianMixture
+
+        return GaussianMixture.load(self.wd / "ubm.h5")
+
+    def _models(self) -> Any:
+        from gmmspeaker.gmm.map import SpeakerModels
+
+        return SpeakerModels.load(self.wd / "models.h5")
+
+    # -- fingerprints -----------------------------------------------------------
+    def fingerprint(self, stage: str) -> tuple[str, str]:
+        r = self.recipe
+        prev = self._fp.get(STAGES[STAGES.index(stage) - 1], "") if stage != STAGES[0] else ""
+        if stage == "features":
+            sig = []
+            for u in self.utterances:
+                try:
+                    st = os.stat(u.path)
+                    sig.append((u.utt_id, str(u.path), st.st_size, st.st_mtime_ns))
+                except OSError:
+                    sig.append((u.utt_id, str(u.path), None, None))
+            body: Any = {"features": r.features, "resample": r.data.resample, "on_bad_audio": r.on_bad_audio, "files": sig}
+        elif stage == "ubm":
+            body = {"ubm": r.section("ubm"), "seed": r.seed, "ids": sorted(u.utt_id for u in self.ubm_list)}
+        elif stage == "enroll":
+            body = {"map": r.section("map"), "models": [(e.model_id, [u.utt_id for u in e.utterances]) for e in self.enrollments]}
+        elif stage == "score":
+            body = {"scoring": r.section("scoring"), "trials": [(t.model_id, t.test.utt_id) for t in self.trials],
+                    "cohort": [u.utt_id for u in self.cohort]}
+        else:
+            body = {"evaluation": r.section("evaluation"), "keys": [t.target for t in self.trials]}
+        fp = _hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
+        self._fp[stage] = fp
+        return fp, ""
+
+    def outputs_exist(self, stage: str) -> bool:
+        names = {"features": ["features/manifest.json"], "ubm": ["ubm.h5"], "enroll": ["models.h5"],
+                 "score": ["scores.txt"], "evaluate": ["results.json"]}[stage]
+        return all((self.wd / n).exists() for n in names)
+
+    def skip(self, stage: str) -> None:
+        """Nothing to load eagerly: later stages read their inputs from the workdir."""
+
+    def pretend(self, stage: str, fp: str) -> None:
+        """Dry run: later fingerprints already chain on this one."""
+
+    # -- stage bodies -----------------------------------------------------------
+    def run(self, stage: str) -> dict[str, Any]:
+        return getattr(self, f"_run_{stage}")()
+
+    def _run_features(self) -> dict[str, Any]:
+        from gmmspeaker.features import FeatureConfig
+        from gmmspeaker.store import extract_to_store
+
+        r = self.recipe
+        config = FeatureConfig.from_dict(r.features, source=f"{r.path}: features")
+        report = extract_to_store(
+            [(u.utt_id, u.path) for u in self.utterances], self.store_dir, config,
+            jobs=r.jobs, on_bad_audio=r.on_bad_audio, resample=r.data.resample, progress=self.progress,
+        )
+        store = self._store()
+        kept = sum(store.n_frames(u) for u in store.ids)
+        total = sum(int(store._utts[u]["n_total"]) for u in store.ids)
+        logger.info("features: %d utterances, VAD kept %.1f %% of %d frames", len(store), 100 * kept / max(total, 1), total)
+        return {"computed": len(report.computed), "cached": len(report.cached),
+                "skipped": report.skipped, "vad_kept_fraction": kept / max(total, 1)}
+
+    def _run_ubm(self) -> dict[str, Any]:
+        from gmmspeaker.recipe.stages import train_ubm
+
+        r = self.recipe
+        u = r.ubm
+        ckpt = self.wd / "ubm.checkpoint.h5"
+        gmm = train_ubm(
+            self._store(), [x.utt_id for x in self.ubm_list],
+            components=u.components, iterations=u.iterations, init=u.init, variance_floor=u.variance_floor,
+            tol=u.tol, n_init=u.n_init, dtype=u.dtype, chunk_frames=u.chunk_frames, max_frames=u.max_frames,
+            seed=r.seed, jobs=r.jobs, checkpoint=ckpt, progress=self.progress,
+        )
+        gmm.save(self.wd / "ubm.h5")
+        if ckpt.exists():
+            ckpt.unlink()
+        return {"history": [float(h) for h in getattr(gmm, "history_", [])]}
+
+    def _run_enroll(self) -> dict[str, Any]:
+        from gmmspeaker.recipe.stages import enroll_models
+
+        r = self.recipe
+        models = enroll_models(self._store(), self.enrollments, self._ubm(), relevance=r.map.relevance,
+                               adapt=r.map.adapt, jobs=r.jobs, progress=self.progress)
+        models.save(self.wd / "models.h5")
+        return {"n_models": len(models.model_ids)}
+
+    def _run_score(self) -> dict[str, Any]:
+        from gmmspeaker.recipe.stages import score_trials, write_scores
+
+        r = self.recipe
+        parts = self.wd / "score_parts"
+        marker = parts / "fingerprint"
+        if parts.exists() and (not marker.exists() or marker.read_text() != self._fp["score"]):
+            shutil.rmtree(parts)  # parts of another configuration: not reusable
+        parts.mkdir(parents=True, exist_ok=True)
+        marker.write_text(self._fp["score"])
+        scores = score_trials(self._store(), self.trials, self._ubm(), self._models(), method=r.scoring.method,
+                              top_c=r.scoring.top_c, jobs=r.jobs, parts_dir=parts, progress=self.progress)
+        write_scores(self.wd / "scores.txt", self.trials, scores)
+        shutil.rmtree(parts)
+        return {"n_trials": len(self.trials)}
+
+    def _run_evaluate(self) -> dict[str, Any]:
+        from gmmspeaker.recipe.stages import evaluate_scores, read_scores
+
+        r = self.recipe
+        _, scores, _ = read_scores(self.wd / "scores.txt")
+        ev = r.evaluation
+        det = self.wd / "det.png" if ev.det_plot else None
+        res = evaluate_scores(scores, [t.target for t in self.trials], p_targets=ev.p_target, c_miss=ev.c_miss,
+                              c_fa=ev.c_fa, det_plot=det, name=r.experiment)
+        feats = json.loads((self.wd / "stages" / "features.json").read_text())
+        res["skipped_audio"] = sorted(feats.get("skipped", {}))
+        res["n_skipped_audio"] = len(res["skipped_audio"])
+        res["vad_kept_fraction"] = feats.get("vad_kept_fraction")
+        res["experiment"] = r.experiment
+        res["config"] = {"features": r.features, "ubm": r.section("ubm"), "map": r.section("map"),
+                         "scoring": r.section("scoring"), "seed": r.seed}
+        _write_json(self.wd / "results.json", res)
+        return {}
+
+    def finalize(self, seconds: dict[str, float]) -> dict[str, Any]:
+        path = self.wd / "results.json"
+        res = json.loads(path.read_text())
+        res["stage_seconds"] = {s: round(float(seconds.get(s, 0.0)), 3) for s in STAGES}
+        _write_json(path, res)
+        return res
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)

@@ -1,0 +1,407 @@
+"""Recipe files: YAML (safe loading only) -> validated, frozen dataclasses.
+
+A recipe is data. Paths inside it are relative to the file that names them;
+``${VAR}`` in a path is replaced by the environment variable ``VAR``. A recipe may name
+``defaults:`` (one file or a list), recipe-shaped YAML files merged underneath it, section by
+section. Unknown keys, wrong types, out-of-range values and missing files are
+:class:`~gmmspeaker.errors.ConfigError` naming the file, the key and the line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gmmspeaker._typing import PathLike
+from gmmspeaker.errors import ConfigError
+
+__all__ = [
+    "Recipe",
+    "DataConfig",
+    "UbmConfig",
+    "MapConfig",
+    "ScoringConfig",
+    "EvaluationConfig",
+    "load_recipe",
+    "STAGES",
+]
+
+STAGES = ("features", "ubm", "enroll", "score", "evaluate")
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Where:
+    """Line numbers of every key path in the YAML files of a recipe."""
+
+    def __init__(self) -> None:
+        self.lines: dict[tuple[str, ...], tuple[str, int]] = {}
+
+    def at(self, *keys: str) -> str:
+        for n in range(len(keys), 0, -1):
+            hit = self.lines.get(tuple(keys[:n]))
+            if hit is not None:
+                return f"{hit[0]}:{hit[1]}"
+        hit = self.lines.get(())
+        return hit[0] if hit else "<recipe>"
+
+
+def _load_yaml(path: Path, where: _Where) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read recipe ({exc.strerror})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{line}: broken YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: a recipe must be a mapping of sections, found {type(data).__name__}")
+
+    def walk(n: Any, prefix: tuple[str, ...]) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = str(k.value)
+                where.lines.setdefault(prefix + (key,), (str(path), k.start_mark.line + 1))
+                walk(v, prefix + (key,))
+
+    where.lines.setdefault((), (str(path), 1))
+    walk(node, ())
+    return data
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def _expand(value: str, where: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable ${{{name}}} is not set")
+        return os.environ[name]
+
+    return _ENV.sub(sub, value)
+
+
+# ---------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """``data:``: where the audio and the protocol lists are.
+
+    root : corpus folder that list paths are relative to (default: the recipe's folder).
+    ubm, enroll, trials : protocol lists (see :mod:`gmmspeaker.corpora.lists`).
+    synthetic : generate the synthetic corpus (keys of ``SyntheticCorpusConfig``) into
+        ``<workdir>/corpus`` and use its lists; then root/ubm/enroll/trials are not given.
+    cohort : optional list of cohort utterances (one path per line) for score normalisation.
+    resample : resample audio whose rate differs from ``features.sample_rate``.
+    """
+
+    root: Path | None = None
+    ubm: Path | None = None
+    enroll: Path | None = None
+    trials: Path | None = None
+    cohort: Path | None = None
+    synthetic: dict[str, Any] | None = None
+    resample: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class UbmConfig:
+    """``ubm:``: the universal background model (a diagonal GMM trained by EM)."""
+
+    components: int = 64
+    iterations: int = 10
+    init: str = "split"
+    variance_floor: float = 1e-3
+    tol: float = 1e-4
+    n_init: int = 1
+    dtype: str = "float32"
+    chunk_frames: int = 20_000
+    max_frames: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MapConfig:
+    """``map:``: MAP adaptation of the UBM to each enrolled speaker."""
+
+    relevance: float = 16.0
+    adapt: tuple[str, ...] = ("means",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringConfig:
+    """``scoring:``: log-likelihood-ratio scoring of the trials."""
+
+    method: str = "top_c"
+    top_c: int = 5
+    normalization: str = "none"
+    cohort_top_n: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationConfig:
+    """``evaluation:``: metrics and plots."""
+
+    p_target: tuple[float, ...] = (0.01, 0.001)
+    c_miss: float = 1.0
+    c_fa: float = 1.0
+    det_plot: bool = True
+
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("ubm", "init"): ("split", "kmeans++", "random"),
+    ("ubm", "dtype"): ("float32", "float64"),
+    ("scoring", "method"): ("full", "top_c", "linear"),
+    ("scoring", "normalization"): ("none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"),
+    ("top", "backend"): ("loky", "threading", "dask"),
+    ("top", "on_bad_audio"): ("error", "skip"),
+}
+_POSITIVE = {("ubm", "components"), ("ubm", "iterations"), ("ubm", "n_init"), ("ubm", "chunk_frames"),
+             ("scoring", "top_c"), ("ubm", "max_frames")}
+_NONNEG = {("map", "relevance"), ("ubm", "variance_floor"), ("ubm", "tol"), ("scoring", "cohort_top_n"),
+           ("evaluation", "c_miss"), ("evaluation", "c_fa")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """A validated recipe. Build one with :func:`load_recipe`."""
+
+    path: Path
+    experiment: str
+    seed: int = 0
+    jobs: int = 1
+    backend: str = "loky"
+    scheduler: str | None = None
+    on_bad_audio: str = "error"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: dict[str, Any] = field(default_factory=dict)
+    ubm: UbmConfig = field(default_factory=UbmConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section as plain JSON-able data (for fingerprints and saved options)."""
+        value = getattr(self, name)
+        if dataclasses.is_dataclass(value):
+            return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                    for k, v in dataclasses.asdict(value).items()}
+        return dict(value)
+
+
+def _check_type(value: Any, typ: Any, where: str, key: str) -> Any:
+    """Coerce/validate a YAML scalar against a dataclass field annotation (as a string)."""
+    t = str(typ)
+    optional = "None" in t
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: '{key}' must not be empty")
+    if t.startswith("tuple"):
+        inner = float if "float" in t else str
+        items = value if isinstance(value, list) else [value]
+        try:
+            return tuple(_check_type(v, inner.__name__, where, key) for v in items)
+        except ConfigError:
+            raise ConfigError(f"{where}: '{key}' must be a list of {inner.__name__}, got {value!r}") from None
+    if t.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
+        return value
+    if t.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+        return value
+    if t.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if t.startswith("str"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
+        return value
+    if t.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {value!r}")
+        return value
+    if t.startswith("Path"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a path string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, section: str, raw: Any, where: _Where) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where.at(section)}: section '{section}' must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        loc = where.at(section, str(key))
+        if key not in fields:
+            raise ConfigError(f"{loc}: unknown key '{section}.{key}' (known: {', '.join(sorted(fields))})")
+        v = _check_type(value, fields[key].type, loc, f"{section}.{key}")
+        choices = _CHOICES.get((section, key))
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{loc}: '{section}.{key}' must be one of {', '.join(choices)}, got {v!r}")
+        if (section, key) in _POSITIVE and v is not None and v <= 0:
+            raise ConfigError(f"{loc}: '{section}.{key}' must be positive, got {v!r}")
+        if (section, key) in _NONNEG and v is not None and v < 0:
+            raise ConfigError(f"{loc}: '{section}.{key}' must not be negative, got {v!r}")
+        kwargs[key] = v
+    return cls(**kwargs), kwargs
+
+
+def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -> Recipe:
+    """Read, merge and validate a recipe file.
+
+    Parameters
+    ----------
+    path : path-like
+        The recipe YAML.
+    overrides : mapping, optional
+        Top-level values that win over the file (e.g. ``{"jobs": 2}`` from ``--jobs``).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the key and the line of the first problem found.
+    """
+    rpath = Path(path).resolve()
+    where = _Where()
+    raw = _load_yaml(rpath, where)
+    # defaults: one file or a list, relative to the file naming them; the recipe wins.
+    defaults = raw.pop("defaults", None)
+    if defaults is not None:
+        names = defaults if isinstance(defaults, list) else [defaults]
+        merged: dict[str, Any] = {}
+        for name in names:
+            if not isinstance(name, str):
+                raise ConfigError(f"{where.at('defaults')}: 'defaults' must be a path or a list of paths")
+            dpath = (rpath.parent / _expand(name, where.at("defaults"))).resolve()
+            if not dpath.is_file():
+                raise ConfigError(f"{where.at('defaults')}: defaults file {dpath} not found")
+            dwhere = _Where()
+            draw = _load_yaml(dpath, dwhere)
+            draw.pop("defaults", None)
+            for k, v in dwhere.lines.items():
+                where.lines.setdefault(k, v)
+            merged = _merge(merged, _rebase_paths(draw, dpath.parent, rpath.parent))
+        raw = _merge(merged, raw)
+    if overrides:
+        raw = _merge(raw, {k: v for k, v in overrides.items() if v is not None})
+
+    top_fields = {f.name for f in dataclasses.fields(Recipe)} - {"path"}
+    for key in raw:
+        if key not in top_fields:
+            raise ConfigError(f"{where.at(str(key))}: unknown key '{key}' (known: defaults, {', '.join(sorted(top_fields))})")
+    if "experiment" not in raw:
+        raw["experiment"] = rpath.stem
+    kwargs: dict[str, Any] = {"path": rpath}
+    for key in ("experiment", "seed", "jobs", "backend", "scheduler", "on_bad_audio"):
+        if key in raw:
+            ftype = next(f.type for f in dataclasses.fields(Recipe) if f.name == key)
+            v = _check_type(raw[key], ftype, where.at(key), key)
+            choices = _CHOICES.get(("top", key))
+            if choices is not None and v not in choices:
+                raise ConfigError(f"{where.at(key)}: '{key}' must be one of {', '.join(choices)}, got {v!r}")
+            kwargs[key] = v
+    if kwargs.get("jobs", 1) == 0 or kwargs.get("jobs", 1) < -1:
+        raise ConfigError(f"{where.at('jobs')}: 'jobs' must be a positive number of workers or -1 (all cores)")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", str(kwargs["experiment"])):
+        raise ConfigError(f"{where.at('experiment')}: 'experiment' must be a plain name (letters, digits, . _ -), got {kwargs['experiment']!r}")
+    if kwargs.get("backend") == "dask" and not kwargs.get("scheduler"):
+        raise ConfigError(f"{where.at('backend')}: backend: dask needs 'scheduler: tcp://host:port' (or 'local')")
+
+    data, data_raw = _build(DataConfig, "data", raw.get("data"), where)
+    data = _resolve_data(data, data_raw, rpath.parent, where)
+    kwargs["data"] = data
+    feats = raw.get("features") or {}
+    if not isinstance(feats, dict):
+        raise ConfigError(f"{where.at('features')}: section 'features' must be a mapping")
+    try:
+        from gmmspeaker.features import FeatureConfig
+
+        FeatureConfig.from_dict(feats, source=where.at("features"))
+    except ConfigError as exc:
+        msg = str(exc)
+        m = re.search(r"'([A-Za-z_]+)'", msg)
+        if m and ("features", m.group(1)) in where.lines and where.at("features", m.group(1)) not in msg:
+            raise ConfigError(f"{where.at('features', m.group(1))}: {msg}") from None
+        raise
+    kwargs["features"] = dict(feats)
+    for name, cls in (("ubm", UbmConfig), ("map", MapConfig), ("scoring", ScoringConfig), ("evaluation", EvaluationConfig)):
+        kwargs[name], _ = _build(cls, name, raw.get(name), where)
+    for a in kwargs["map"].adapt:
+        if a not in ("means", "weights", "variances"):
+            raise ConfigError(f"{where.at('map', 'adapt')}: 'map.adapt' items must be means, weights or variances, got {a!r}")
+    for p in kwargs["evaluation"].p_target:
+        if not 0.0 < p < 1.0:
+            raise ConfigError(f"{where.at('evaluation', 'p_target')}: 'evaluation.p_target' values must be in (0, 1), got {p}")
+    recipe = Recipe(**kwargs)
+    if recipe.scoring.normalization != "none" and recipe.data.cohort is None:
+        raise ConfigError(f"{where.at('scoring', 'normalization')}: score normalisation needs a cohort list (data.cohort)")
+    return recipe
+
+
+def _rebase_paths(raw: dict[str, Any], from_dir: Path, to_dir: Path) -> dict[str, Any]:
+    """Make relative data paths of a defaults file absolute (they are relative to that file)."""
+    data = raw.get("data")
+    if isinstance(data, dict):
+        data = dict(data)
+        for k in ("root", "ubm", "enroll", "trials", "cohort"):
+            if isinstance(data.get(k), str) and not _ENV.search(data[k]) and not os.path.isabs(data[k]):
+                data[k] = str((from_dir / data[k]).resolve())
+        raw = dict(raw, data=data)
+    return raw
+
+
+def _resolve_data(data: DataConfig, given: dict[str, Any], base: Path, where: _Where) -> DataConfig:
+    if data.synthetic is not None:
+        extra = [k for k in ("root", "ubm", "enroll", "trials") if k in given]
+        if extra:
+            raise ConfigError(f"{where.at('data', extra[0])}: data.synthetic generates its own lists; remove data.{extra[0]}")
+        return data
+    missing = [k for k in ("ubm", "enroll", "trials") if k not in given]
+    if missing:
+        raise ConfigError(f"{where.at('data')}: data.{missing[0]} is required (or give data.synthetic)")
+    root_s = given.get("root")
+    root = (base / _expand(root_s, where.at("data", "root"))).resolve() if root_s else base
+    if not root.is_dir():
+        raise ConfigError(f"{where.at('data', 'root')}: data.root {root} is not a folder")
+    out: dict[str, Any] = {"root": root}
+    for k in ("ubm", "enroll", "trials", "cohort"):
+        if k in given and given[k] is not None:
+            p = (root / _expand(given[k], where.at("data", k))).resolve()
+            if not p.is_file():
+                raise ConfigError(f"{where.at('data', k)}: data.{k} list {p} not found")
+            out[k] = p
+    return dataclasses.replace(data, **out)

@@ -1,0 +1,247 @@
+"""Run a recipe: stage order, fingerprints and caching, locking, parallel backends.
+
+Every stage has a fingerprint: a hash of its configuration section, the fingerprints of
+its inputs and the package version. It is stored in ``<workdir>/stages/<stage>.json``,
+written *last*, after the stage's outputs are complete. A stage whose fingerprint is
+unchanged and whose outputs exist is skipped; ``force``, ``from_stage`` and ``until_stage``
+override. A lock file keeps two runs out of one workdir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gmmspeaker import __version__
+from gmmspeaker._typing import PathLike
+from gmmspeaker.errors import ConfigError, DataError, GmmSpeakerError
+from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
+
+__all__ = ["run_recipe", "RunResult", "workdir_for"]
+
+logger = logging.getLogger(__name__)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def workdir_for(recipe: Recipe, workdir: PathLike | None = None) -> Path:
+    """``workdir`` if given, else ``exp/<experiment>`` under the current directory."""
+    return Path(workdir) if workdir is not None else Path("exp") / recipe.experiment
+
+
+@dataclass
+class RunResult:
+    """What a run did: per stage 'ran' / 'skipped' / 'would run' and the results (if evaluated)."""
+
+    workdir: Path
+    actions: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    results: dict[str, Any] | None = None
+
+
+@contextlib.contextmanager
+def _lock(workdir: Path) -> Iterator[None]:
+    import fcntl
+
+    path = workdir / ".lock"
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise GmmSpeakerError(f"{workdir}: another run (pid {holder}) is using this workdir; wait for it or use --workdir") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    try:
+        yield
+    finally:
+        fh.seek(0)
+        fh.truncate()
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()
+
+
+@contextlib.contextmanager
+def _parallel(recipe: Recipe, jobs: int) -> Iterator[None]:
+    """Route every joblib ``Parallel`` inside to the recipe's backend."""
+    import joblib
+
+    if recipe.backend != "dask":
+        with joblib.parallel_config(backend=recipe.backend, n_jobs=jobs):
+            yield
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError(f"{recipe.path}: backend: dask needs dask.distributed (pip install 'gmmspeaker[dask]')") from None
+    with contextlib.ExitStack() as stack:
+        if recipe.scheduler == "local":
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=max(1, jobs), threads_per_worker=1, host="127.0.0.1",
+                dashboard_address=None, processes=True))
+            client = stack.enter_context(Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(Client(recipe.scheduler, timeout="20s"))
+            except OSError as exc:
+                raise GmmSpeakerError(f"{recipe.path}: cannot reach the Dask scheduler {recipe.scheduler} ({exc})") from None
+        logger.info("dask backend: %s", client)
+        with joblib.parallel_config(backend="dask", n_jobs=jobs):
+            yield
+
+
+def _record(workdir: Path, stage: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((workdir / "stages" / f"{stage}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_record(workdir: Path, stage: str, fingerprint: str, seconds: float, extra: dict[str, Any] | None = None) -> None:
+    d = workdir / "stages"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{stage}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "seconds": seconds, "version": __version__, **(extra or {})}, indent=1))
+    os.replace(tmp, path)
+
+
+def run_recipe(
+    recipe_path: PathLike,
+    *,
+    workdir: PathLike | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    from_stage: str | None = None,
+    until_stage: str | None = None,
+    dry_run: bool = False,
+    progress: bool = False,
+    log_file: bool = True,
+) -> RunResult:
+    """Run every stage of a recipe that is out of date.
+
+    Parameters
+    ----------
+    recipe_path : path-like
+        The recipe YAML.
+    workdir : path-like, optional
+        Outputs folder (default ``exp/<experiment>``).
+    jobs : int, optional
+        Overrides the recipe's ``jobs``.
+    force : bool
+        Rerun every selected stage.
+    from_stage, until_stage : str, optional
+        Run only stages in this range (``from_stage`` is rerun even if up to date).
+    dry_run : bool
+        Say what would run and why, run nothing.
+    progress : bool
+        Progress bars on long stages.
+    log_file : bool
+        Also log to ``<workdir>/run.log``.
+    """
+    from gmmspeaker.recipe import _pipeline
+
+    for name, value in (("from_stage", from_stage), ("until_stage", until_stage)):
+        if value is not None and value not in STAGES:
+            raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(STAGES)}, got {value!r}")
+    recipe = load_recipe(recipe_path, overrides={"jobs": jobs} if jobs is not None else None)
+    wd = workdir_for(recipe, workdir)
+    lo = STAGES.index(from_stage) if from_stage else 0
+    hi = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
+    if lo > hi:
+        raise ConfigError(f"--from-stage {from_stage} comes after --until-stage {until_stage}")
+    result = RunResult(workdir=wd)
+    if dry_run and not wd.exists():
+        for i, s in enumerate(STAGES):
+            if lo <= i <= hi:
+                result.actions[s] = "would run"
+                result.reasons[s] = "no previous run"
+        return result
+    wd.mkdir(parents=True, exist_ok=True)
+    handler: logging.Handler | None = None
+    if log_file and not dry_run:
+        handler = logging.FileHandler(wd / "run.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        pkg_logger = logging.getLogger("gmmspeaker")
+        pkg_logger.addHandler(handler)
+        if pkg_logger.getEffectiveLevel() > logging.INFO:
+            pkg_logger.setLevel(logging.INFO)
+    try:
+        with contextlib.ExitStack() as stack:
+            if not dry_run:
+                stack.enter_context(_lock(wd))
+                stack.enter_context(_parallel(recipe, recipe.jobs))
+            pipe = _pipeline.Pipeline(recipe, wd, progress=progress)
+            for i, stage in enumerate(STAGES):
+                fp, inputs_info = pipe.fingerprint(stage)
+                rec = _record(wd, stage)
+                selected = lo <= i <= hi
+                outputs_ok = pipe.outputs_exist(stage)
+                if not selected:
+                    if rec is None or rec.get("fingerprint") != fp or not outputs_ok:
+                        if i > hi:
+                            break
+                        raise GmmSpeakerError(
+                            f"stage {stage} is out of date or missing in {wd} and --from-stage {from_stage} skips it; "
+                            f"run from an earlier stage")
+                    pipe.skip(stage)
+                    continue
+                if force:
+                    reason = "--force"
+                elif i == lo and from_stage is not None:
+                    reason = f"--from-stage {from_stage}"
+                elif rec is None:
+                    reason = "never run"
+                elif not outputs_ok:
+                    reason = "outputs missing"
+                elif rec.get("fingerprint") != fp:
+                    reason = "inputs or configuration changed" + (f" ({inputs_info})" if inputs_info else "")
+                else:
+                    reason = ""
+                if not reason:
+                    result.actions[stage] = "skipped"
+                    result.seconds[stage] = float(rec.get("seconds", 0.0)) if rec else 0.0
+                    logger.info("stage %-8s up to date, skipped", stage)
+                    pipe.skip(stage)
+                    continue
+                if dry_run:
+                    result.actions[stage] = "would run"
+                    result.reasons[stage] = reason
+                    # later stages' fingerprints depend on this one: they would run too
+                    pipe.pretend(stage, fp)
+                    continue
+                logger.info("stage %-8s running: %s", stage, reason)
+                t0 = time.perf_counter()
+                extra = pipe.run(stage)
+                dt = time.perf_counter() - t0
+                _write_record(wd, stage, fp, dt, extra)
+                result.actions[stage] = "ran"
+                result.reasons[stage] = reason
+                result.seconds[stage] = dt
+                logger.info("stage %-8s done in %.1f s", stage, dt)
+            if not dry_run and hi == len(STAGES) - 1:
+                result.results = pipe.finalize(result.seconds)
+    except KeyboardInterrupt:
+        logger.error("interrupted: completed work is kept; run the same command again to resume")
+        raise
+    finally:
+        if handler is not None:
+            logging.getLogger("gmmspeaker").removeHandler(handler)
+            handler.close()
+    return result

@@ -1,0 +1,366 @@
+"""The pipeline stages as plain API functions: features, ubm, enroll, score, evaluate.
+
+Each function takes its inputs (lists, a feature store, models) and returns its result;
+none reads a recipe. The runner (:mod:`gmmspeaker.recipe.runner`) and the command line
+wire them together. Parallel work goes through joblib, so the active
+``joblib.parallel_config`` (loky, threading, dask) decides where it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gmmspeaker._typing import PathLike
+from gmmspeaker.errors import DataError
+
+if TYPE_CHECKING:
+    from gmmspeaker.corpora.lists import Enrollment, Trial, Utterance
+    from gmmspeaker.gmm.map import SpeakerModels
+    from gmmspeaker.gmm.model import GaussianMixture
+    from gmmspeaker.store import FeatureStore
+
+__all__ = [
+    "train_ubm",
+    "enroll_models",
+    "score_trials",
+    "write_scores",
+    "read_scores",
+    "evaluate_scores",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _progress(iterable: Any, *, total: int, desc: str, unit: str, enabled: bool) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit)
+
+
+# ---------------------------------------------------------------------------
+# UBM
+# ---------------------------------------------------------------------------
+
+
+def train_ubm(
+    store: "FeatureStore",
+    utt_ids: Sequence[str],
+    *,
+    components: int = 64,
+    iterations: int = 10,
+    init: str = "split",
+    variance_floor: float = 1e-3,
+    tol: float = 1e-4,
+    n_init: int = 1,
+    dtype: str = "float32",
+    chunk_frames: int = 20_000,
+    max_frames: int | None = None,
+    seed: int = 0,
+    jobs: int = 1,
+    n_parts: int = 8,
+    checkpoint: PathLike | None = None,
+    progress: bool = False,
+) -> "GaussianMixture":
+    """Train a diagonal-covariance UBM by EM on the frames of ``utt_ids``, streamed from ``store``.
+
+    The frames are split into ``n_parts`` fixed parts (map-reduce over joblib workers); the
+    split does not depend on ``jobs``, so neither does the model. ``max_frames`` keeps a
+    seeded random subset of utterances with about that many frames.
+    """
+    from gmmspeaker.gmm.model import GaussianMixture
+
+    ids = sorted(set(utt_ids) & set(store.ids))
+    if not ids:
+        raise DataError(f"{store.path}: none of the {len(utt_ids)} UBM utterances has features")
+    if max_frames is not None:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+        order = rng.permutation(len(ids))
+        counts = np.array([store.n_frames(ids[i]) for i in order])
+        keep = order[: int(np.searchsorted(np.cumsum(counts), max_frames)) + 1]
+        ids = [ids[i] for i in sorted(keep)]
+    n_frames = sum(store.n_frames(u) for u in ids)
+    logger.info("training a %d-component UBM on %d frames of %d utterances", components, n_frames, len(ids))
+    gmm = GaussianMixture(
+        components,
+        covariance_type="diag",
+        init=init,
+        n_init=n_init,
+        max_iter=iterations,
+        tol=tol,
+        variance_floor=variance_floor,
+        dtype=dtype,
+        chunk_size=chunk_frames,
+        random_state=seed,
+        n_jobs=jobs,
+        checkpoint=checkpoint,
+        progress=progress,
+    )
+    return gmm.fit_stream(store.sources(ids, n_parts=n_parts, chunk_frames=chunk_frames))
+
+
+# ---------------------------------------------------------------------------
+# Enrollment
+# ---------------------------------------------------------------------------
+
+
+def _enroll_batch(
+    store_dir: str,
+    batch: list[tuple[str, list[str]]],
+    ubm: "GaussianMixture",
+    relevance: float,
+    adapt: tuple[str, ...],
+) -> list[tuple[str, Any]]:
+    from gmmspeaker.gmm.map import map_adapt
+    from gmmspeaker.gmm.stats import accumulate
+    from gmmspeaker.store import FeatureStore
+
+    store = FeatureStore(store_dir)
+    out = []
+    for model_id, utt_ids in batch:
+        feats = store.get_many(utt_ids)
+        X = np.concatenate([feats[u] for u in utt_ids])
+        stats = accumulate(X, ubm, second_order="variances" in adapt)
+        out.append((model_id, map_adapt(stats, ubm, relevance=relevance, adapt=adapt)))
+    return out
+
+
+def enroll_models(
+    store: "FeatureStore",
+    enrollments: Sequence["Enrollment"],
+    ubm: "GaussianMixture",
+    *,
+    relevance: float = 16.0,
+    adapt: Sequence[str] = ("means",),
+    jobs: int = 1,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> "SpeakerModels":
+    """MAP-adapt ``ubm`` to every enrollment (pooling the frames of its utterances).
+
+    Raises
+    ------
+    DataError
+        An enrollment none of whose utterances has features (all skipped as bad audio).
+    """
+    from joblib import Parallel, delayed
+
+    from gmmspeaker.gmm.map import SpeakerModels
+
+    work: list[tuple[str, list[str]]] = []
+    for e in enrollments:
+        ids = [u.utt_id for u in e.utterances if u.utt_id in store]
+        if not ids:
+            raise DataError(f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has features")
+        work.append((e.model_id, ids))
+    batches = [work[i:i + batch_size] for i in range(0, len(work), batch_size)]
+    results = Parallel(n_jobs=jobs, return_as="generator")(
+        delayed(_enroll_batch)(str(store.path), b, ubm, float(relevance), tuple(adapt)) for b in batches
+    )
+    adapted: list[tuple[str, Any]] = []
+    for part in _progress(results, total=len(batches), desc="enroll", unit="batch", enabled=progress):
+        adapted.extend(part)
+    models = [m for _, m in adapted]
+    return SpeakerModels(
+        model_ids=[mid for mid, _ in adapted],
+        means=np.stack([m.means for m in models]),
+        counts=np.stack([m.counts for m in models]),
+        weights=np.stack([m.weights for m in models]) if models[0].weights is not None else None,
+        variances=np.stack([m.variances for m in models]) if models[0].variances is not None else None,
+        relevance=float(relevance),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------
+
+
+def _score_block(
+    store_dir: str,
+    block: list[tuple[str, list[int], list[int]]],
+    ubm: "GaussianMixture",
+    models: "SpeakerModels",
+    method: str,
+    top_c: int,
+) -> list[tuple[list[int], np.ndarray]]:
+    """Worker: [(test_id, trial indices, model indices)] -> [(trial indices, scores)]."""
+    from gmmspeaker.scoring.llr import score_utterance
+    from gmmspeaker.store import FeatureStore
+
+    store = FeatureStore(store_dir)
+    feats = store.get_many([t for t, _, _ in block])
+    out = []
+    for test_id, trial_idx, model_idx in block:
+        s = score_utterance(feats[test_id], ubm, models, np.asarray(model_idx), method=method, top_c=top_c)
+        out.append((trial_idx, np.asarray(s, dtype=np.float64)))
+    return out
+
+
+def score_trials(
+    store: "FeatureStore",
+    trials: Sequence["Trial"],
+    ubm: "GaussianMixture",
+    models: "SpeakerModels",
+    *,
+    method: str = "top_c",
+    top_c: int = 5,
+    jobs: int = 1,
+    block_size: int = 64,
+    parts_dir: PathLike | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Average per-frame LLR of every trial, grouped by test utterance.
+
+    Each test utterance is read and passed through the UBM once, then scored against all
+    the models of its trials in one product. Work is split into blocks of ``block_size``
+    test utterances; when ``parts_dir`` is given each finished block is saved there
+    (temporary name, then rename) and reused by a resumed run.
+
+    Returns
+    -------
+    ndarray, shape (n_trials,), float64, in the order of ``trials``. Trials whose test
+    utterance has no features (skipped bad audio) score NaN.
+    """
+    from joblib import Parallel, delayed
+
+    index = {m: i for i, m in enumerate(models.model_ids)}
+    groups: dict[str, tuple[list[int], list[int]]] = {}
+    for i, t in enumerate(trials):
+        if t.model_id not in index:
+            raise DataError(f"trial {i + 1} (line {t.line}): unknown model {t.model_id!r}")
+        g = groups.setdefault(t.test.utt_id, ([], []))
+        g[0].append(i)
+        g[1].append(index[t.model_id])
+    scores = np.full(len(trials), np.nan)
+    missing = [u for u in groups if u not in store]
+    for u in missing:
+        logger.warning("no features for test utterance %s: its %d trials score NaN", u, len(groups[u][0]))
+    tests = sorted(u for u in groups if u in store)
+    blocks = [[(u, *groups[u]) for u in tests[i:i + block_size]] for i in range(0, len(tests), block_size)]
+    pdir = Path(parts_dir) if parts_dir is not None else None
+    todo = []
+    for b, block in enumerate(blocks):
+        done = _load_part(pdir, b, block) if pdir is not None else None
+        if done is not None:
+            scores[done[0]] = done[1]
+        else:
+            todo.append((b, block))
+    if pdir is not None and len(todo) < len(blocks):
+        logger.info("scoring: %d of %d blocks reused from an interrupted run", len(blocks) - len(todo), len(blocks))
+    results = Parallel(n_jobs=jobs, return_as="generator")(
+        delayed(_score_block)(str(store.path), block, ubm, models, method, top_c) for _, block in todo
+    )
+    for (b, block), res in _progress(zip(todo, results), total=len(todo), desc="score", unit="block", enabled=progress):
+        idx = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in res])
+        val = np.concatenate([s for _, s in res])
+        scores[idx] = val
+        if pdir is not None:
+            _save_part(pdir, b, block, idx, val)
+    return scores
+
+
+def _block_key(block: list[tuple[str, list[int], list[int]]]) -> str:
+    return hashlib.sha1(json.dumps(block).encode()).hexdigest()
+
+
+def _save_part(pdir: Path, b: int, block: Any, idx: np.ndarray, val: np.ndarray) -> None:
+    pdir.mkdir(parents=True, exist_ok=True)
+    path = pdir / f"block-{b:05d}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": _block_key(block), "idx": idx.tolist(), "scores": [repr(float(v)) for v in val]}))
+    os.replace(tmp, path)
+
+
+def _load_part(pdir: Path, b: int, block: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    path = pdir / f"block-{b:05d}.json"
+    try:
+        rec = json.loads(path.read_text())
+        if rec["key"] != _block_key(block):
+            return None
+        return np.asarray(rec["idx"], dtype=np.int64), np.asarray([float(v) for v in rec["scores"]])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_scores(path: PathLike, trials: Sequence["Trial"], scores: np.ndarray) -> None:
+    """Write ``model_id test_id score [target|nontarget]`` lines, in trial-list order (atomically)."""
+    path = Path(path)
+    lines = []
+    for t, s in zip(trials, scores):
+        key = "" if t.target is None else (" target" if t.target else " nontarget")
+        lines.append(f"{t.model_id} {t.test.utt_id} {float(s):.6f}{key}\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(lines)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_scores(path: PathLike) -> tuple[list[tuple[str, str]], np.ndarray, list[bool | None]]:
+    """Read a scores file: ([(model_id, test_id)], scores, [target flag or None])."""
+    path = Path(path)
+    pairs: list[tuple[str, str]] = []
+    vals: list[float] = []
+    keys: list[bool | None] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read scores ({exc.strerror})") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        f = line.split()
+        if not f or f[0].startswith("#"):
+            continue
+        if len(f) not in (3, 4):
+            raise DataError(f"{path}:{n}: expected 'model_id test_id score [target|nontarget]', got {line!r}")
+        try:
+            v = float(f[2])
+        except ValueError:
+            raise DataError(f"{path}:{n}: score {f[2]!r} is not a number") from None
+        if len(f) == 4 and f[3] not in ("target", "nontarget"):
+            raise DataError(f"{path}:{n}: key must be target or nontarget, got {f[3]!r}")
+        pairs.append((f[0], f[1]))
+        vals.append(v)
+        keys.append(None if len(f) == 3 else f[3] == "target")
+    if not pairs:
+        raise DataError(f"{path}: no scores")
+    return pairs, np.asarray(vals), keys
+
+
+def evaluate_scores(
+    scores: np.ndarray,
+    is_target: Sequence[bool | None],
+    *,
+    p_targets: Sequence[float] = (0.01, 0.001),
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
+    det_plot: PathLike | None = None,
+    name: str = "system",
+) -> dict[str, Any]:
+    """Metrics of scores against their keys (trials without a key or with a NaN score are left out)."""
+    from gmmspeaker.scoring.metrics import evaluate
+
+    scores = np.asarray(scores, dtype=np.float64)
+    key = np.array([k is True for k in is_target])
+    known = np.array([k is not None for k in is_target]) & np.isfinite(scores)
+    if not known.any():
+        raise DataError("no trial has both a target/nontarget key and a score: nothing to evaluate")
+    tar, non = scores[known & key], scores[known & ~key]
+    result = evaluate(tar, non, p_targets=tuple(p_targets), c_miss=c_miss, c_fa=c_fa)
+    result["n_unscored"] = int((~np.isfinite(scores)).sum())
+    if det_plot is not None:
+        from gmmspeaker.scoring.plots import plot_det
+
+        plot_det({name: (tar, non)}, det_plot)
+    return result
