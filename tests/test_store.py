@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from gmmspeaker.errors import DataError, SkippedInputWarning
+from gmmspeaker.features import FeatureConfig, extract
+from gmmspeaker.store import FeatureStore, extract_to_store
+from tests.helpers import speechlike, write_wav
+
+CFG = FeatureConfig(sample_rate=8000, n_mels=24, n_mfcc=13, deltas=1)
+
+
+def _corpus(tmp_path, n=6, seconds=0.6, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(f"spk/u{i}", write_wav(tmp_path / "wav" / f"u{i}.wav", speechlike(rng, seconds, f0=100 + 10 * i))) for i in range(n)]
+
+
+def test_extract_matches_direct_features_and_caches(tmp_path):
+    utts = _corpus(tmp_path)
+    store_dir = tmp_path / "store"
+    rep = extract_to_store(utts[:4], store_dir, CFG, jobs=2, shard_size=2)
+    assert sorted(rep.computed) == sorted(u for u, _ in utts[:4]) and rep.cached == []
+    st = FeatureStore(store_dir)
+    assert st.ids == sorted(u for u, _ in utts[:4])
+    from gmmspeaker.audio import load_audio
+
+    x, _ = load_audio(utts[1][1], sample_rate=8000)
+    direct = extract(x, CFG, name="u1").frames
+    got = st.get("spk/u1")
+    assert got.dtype == np.float32 and got.shape == direct.shape
+    np.testing.assert_array_equal(got, direct)
+    assert len(list(store_dir.glob("shard-*.h5"))) == 2
+
+    # second run computes nothing; a longer list computes only the new files
+    rep2 = extract_to_store(utts[:4], store_dir, CFG, jobs=1)
+    assert rep2.computed == [] and len(rep2.cached) == 4
+    rep3 = extract_to_store(utts, store_dir, CFG, jobs=1)
+    assert sorted(rep3.computed) == ["spk/u4", "spk/u5"] and len(rep3.cached) == 4
+    assert len(FeatureStore(store_dir)) == 6
+
+
+def test_changed_config_or_audio_recomputes(tmp_path, rng):
+    utts = _corpus(tmp_path, n=3)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts, store_dir, CFG)
+    rep = extract_to_store(utts, store_dir, FeatureConfig(sample_rate=8000, n_mels=24, n_mfcc=13, deltas=2))
+    assert len(rep.computed) == 3
+    assert FeatureStore(store_dir).get("spk/u0").shape[1] == 39
+    write_wav(utts[0][1], speechlike(rng, 0.9))
+    rep = extract_to_store(utts, store_dir, FeatureConfig(sample_rate=8000, n_mels=24, n_mfcc=13, deltas=2))
+    assert rep.computed == ["spk/u0"]
+
+
+def test_bad_audio_reported_after_good_work_is_kept(tmp_path):
+    utts = _corpus(tmp_path, n=3)
+    bad = tmp_path / "wav" / "bad.wav"
+    bad.write_text("not audio")
+    silent = write_wav(tmp_path / "wav" / "silent.wav", np.zeros(4000, np.float32))
+    items = utts + [("bad", bad), ("silent", silent)]
+    with pytest.raises(DataError, match="2 of 5 audio files") as info:
+        extract_to_store(items, tmp_path / "store", CFG)
+    assert "bad.wav" in str(info.value) and "silent.wav" in str(info.value)
+    assert len(FeatureStore(tmp_path / "store")) == 3  # the good ones are stored
+    with pytest.warns(SkippedInputWarning, match="bad.wav"):
+        rep = extract_to_store(items, tmp_path / "store", CFG, on_bad_audio="skip")
+    assert set(rep.skipped) == {"bad", "silent"} and len(rep.cached) == 3
+
+
+def test_duplicate_ids_and_empty_list(tmp_path):
+    utts = _corpus(tmp_path, n=2)
+    with pytest.raises(DataError, match="duplicate utterance id"):
+        extract_to_store([utts[0], utts[0]], tmp_path / "s", CFG)
+    with pytest.raises(DataError, match="empty"):
+        extract_to_store([], tmp_path / "s", CFG)
+
+
+def test_streaming_bounded_memory_and_order(tmp_path):
+    utts = _corpus(tmp_path, n=8, seconds=1.0)
+    extract_to_store(utts, tmp_path / "store", CFG, shard_size=3)
+    st = FeatureStore(tmp_path / "store")
+    ids = st.ids
+    full = np.concatenate([st.get(u) for u in ids])
+    chunk = 37
+    chunks = list(st.iter_chunks(ids, chunk_frames=chunk))
+    assert all(c.shape[0] == chunk for c in chunks[:-1]) and 0 < chunks[-1].shape[0] <= chunk
+    np.testing.assert_array_equal(np.concatenate(chunks), full)
+    # the parallel sources cover the same frames in the same order, whatever n_parts
+    for n_parts in (1, 3):
+        got = np.concatenate([c for src in st.sources(ids, n_parts=n_parts, chunk_frames=chunk) for c in src()])
+        np.testing.assert_array_equal(got, full)
+    # streaming allocates O(chunk), not O(store)
+    tracemalloc.start()
+    for _ in st.iter_chunks(ids, chunk_frames=chunk):
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < full.nbytes
+
+
+def test_corrupt_shard_and_manifest_are_clear_errors(tmp_path):
+    utts = _corpus(tmp_path, n=2)
+    extract_to_store(utts, tmp_path / "store", CFG)
+    shard = next((tmp_path / "store").glob("shard-*.h5"))
+    shard.write_bytes(b"garbage" * 100)
+    st = FeatureStore(tmp_path / "store")
+    with pytest.raises(DataError, match=shard.name):
+        st.get("spk/u0")
+    with pytest.raises(DataError, match=shard.name):
+        list(st.iter_chunks())
+    (tmp_path / "store" / "manifest.json").write_text("{broken")
+    with pytest.raises(DataError, match="manifest"):
+        FeatureStore(tmp_path / "store")
+
+
+def test_orphan_and_temporary_shards_are_not_trusted(tmp_path):
+    utts = _corpus(tmp_path, n=2)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts[:1], store_dir, CFG)
+    (store_dir / "shard-deadbeef.h5").write_bytes(b"half written")
+    (store_dir / ".shard-x.h5.tmp-123").write_bytes(b"partial")
+    extract_to_store(utts, store_dir, CFG)
+    assert not (store_dir / "shard-deadbeef.h5").exists()
+    assert not list(store_dir.glob(".shard-*"))
+    manifest = json.loads((store_dir / "manifest.json").read_text())
+    assert set(manifest["utterances"]) == {"spk/u0", "spk/u1"}
