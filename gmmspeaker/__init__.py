@@ -19,8 +19,34 @@ _EXPORTS: dict[str, str] = {
     "DataError": "gmmspeaker.errors",
     "ModelError": "gmmspeaker.errors",
     "ConvergenceWarning": "gmmspeaker.errors",
-    # audio
+    "SkippedInputWarning": "gmmspeaker.errors",
+    # audio and features
     "load_audio": "gmmspeaker.audio",
+    "FeatureConfig": "gmmspeaker.features",
+    "Features": "gmmspeaker.features",
+    "extract": "gmmspeaker.features",
+    "extract_many": "gmmspeaker.features",
+    "FeatureStore": "gmmspeaker.store",
+    "extract_to_store": "gmmspeaker.store",
+    # evaluation
+    "evaluate": "gmmspeaker.scoring.metrics",
+    "eer": "gmmspeaker.scoring.metrics",
+    "min_dcf": "gmmspeaker.scoring.metrics",
+    "act_dcf": "gmmspeaker.scoring.metrics",
+    "cllr": "gmmspeaker.scoring.metrics",
+    "min_cllr": "gmmspeaker.scoring.metrics",
+    "det_curve": "gmmspeaker.scoring.metrics",
+    "LinearCalibration": "gmmspeaker.scoring.calibration",
+    "znorm": "gmmspeaker.scoring.norm",
+    "tnorm": "gmmspeaker.scoring.norm",
+    "ztnorm": "gmmspeaker.scoring.norm",
+    "snorm": "gmmspeaker.scoring.norm",
+    "asnorm": "gmmspeaker.scoring.norm",
+    "normalize_scores": "gmmspeaker.scoring.norm",
+    "plot_det": "gmmspeaker.scoring.plots",
+    # recipes
+    "load_recipe": "gmmspeaker.recipe.config",
+    "run_recipe": "gmmspeaker.recipe.runner",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -8,7 +8,6 @@ wire them together. Parallel work goes through joblib, so the active
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -155,7 +154,7 @@ def enroll_models(
     """
     from joblib import Parallel, delayed
 
-    from gmmspeaker.gmm.map import SpeakerModels
+    from gmmspeaker.gmm.map import SpeakerModels, ubm_fingerprint
 
     work: list[tuple[str, list[str]]] = []
     for e in enrollments:
@@ -170,14 +169,9 @@ def enroll_models(
     adapted: list[tuple[str, Any]] = []
     for part in _progress(results, total=len(batches), desc="enroll", unit="batch", enabled=progress):
         adapted.extend(part)
-    models = [m for _, m in adapted]
-    return SpeakerModels(
-        model_ids=[mid for mid, _ in adapted],
-        means=np.stack([m.means for m in models]),
-        counts=np.stack([m.counts for m in models]),
-        weights=np.stack([m.weights for m in models]) if models[0].weights is not None else None,
-        variances=np.stack([m.variances for m in models]) if models[0].variances is not None else None,
-        relevance=float(relevance),
+    return SpeakerModels.from_adapted(
+        [mid for mid, _ in adapted], [m for _, m in adapted], relevance=float(relevance),
+        ubm_fingerprint=ubm_fingerprint(ubm),
     )
 
 
@@ -195,14 +189,19 @@ def _score_block(
     top_c: int,
 ) -> list[tuple[list[int], np.ndarray]]:
     """Worker: [(test_id, trial indices, model indices)] -> [(trial indices, scores)]."""
-    from gmmspeaker.scoring.llr import score_utterance
+    from gmmspeaker.scoring.llr import ScoringContext, score_prepared
     from gmmspeaker.store import FeatureStore
 
     store = FeatureStore(store_dir)
     feats = store.get_many([t for t, _, _ in block])
+    # one prepared context per block, holding only the models this block's trials name
+    needed = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for _, _, m in block]))
+    ctx = ScoringContext.build(ubm, models, model_index=needed)
+    row_of = np.full(len(models.model_ids), -1, dtype=np.int64)
+    row_of[needed] = np.arange(needed.size)
     out = []
     for test_id, trial_idx, model_idx in block:
-        s = score_utterance(feats[test_id], ubm, models, np.asarray(model_idx), method=method, top_c=top_c)
+        s = score_prepared(feats[test_id], ctx, row_of[np.asarray(model_idx, dtype=np.int64)], method=method, top_c=top_c)
         out.append((trial_idx, np.asarray(s, dtype=np.float64)))
     return out
 

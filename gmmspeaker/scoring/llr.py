@@ -1,0 +1,524 @@
+"""Log-likelihood-ratio scoring of test utterances against MAP-adapted models and the UBM.
+
+The score of a model on a test utterance ``X`` (T frames) is the frame-averaged
+log-likelihood ratio ``(1/T) sum_t [log p(x_t | model) - log p(x_t | UBM)]``, computed:
+
+``"full"``
+    over all K components;
+``"top_c"``
+    the UBM picks its C best components per frame and both the model and the UBM are
+    evaluated only on those (Reynolds et al., 2000);
+``"linear"``
+    the first-order Taylor approximation of the LLR in the means (Glembek et al., 2009)
+    ``(1/T) sum_k (mu_sk - mu_k)^T Sigma_k^-1 (F_k - N_k mu_k)`` with the test
+    utterance's statistics ``N``, ``F`` under the UBM (all components, no channel
+    compensation). Only for mean-adapted models.
+
+Only diagonal-covariance UBMs (``covariances_`` of shape (K, D), or (K,) spherical) are
+supported; full and tied covariances raise :class:`~gmmspeaker.errors.ModelError`.
+
+A model is the UBM plus a change of its natural parameters: with precisions ``P = 1/var``
+the log-density of component k is ``x^2 . (-P_k/2) + x . (P_k mu_k) + c_k``. The models'
+changes ``(dA, dB, dc)`` are computed once in a :class:`ScoringContext`, so a model's
+log-densities are the UBM's plus ``x . dB_k + dc_k`` (plus ``x^2 . dA_k`` when variances
+are adapted). The UBM pass of a test utterance (one GEMM) is shared by all of its models,
+and the models are scored together in batched products: no Python loop over models,
+frames or components. Products run in ``dtype`` (float32 by default); log-densities,
+sums and scores are float64. A model whose parameters equal the UBM's scores exactly 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gmmspeaker._typing import FloatArray, IntArray
+from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.gmm.map import SpeakerModels, ubm_fingerprint
+
+__all__ = [
+    "METHODS",
+    "ScoringContext",
+    "score_prepared",
+    "score_utterance",
+    "score_trials",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Scoring methods.
+METHODS: tuple[str, ...] = ("full", "top_c", "linear")
+
+_LOG_2PI = math.log(2.0 * math.pi)
+# Elements of the largest temporary (models x frames x components [x dims]) per block.
+_BLOCK_ELEMENTS = 4_000_000
+
+
+def _logsumexp(a: FloatArray) -> FloatArray:
+    """Log-sum-exp over the last axis (float64); rows of all -inf give -inf."""
+    amax = a.max(axis=-1, keepdims=True)
+    amax = np.where(np.isfinite(amax), amax, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(a - amax).sum(axis=-1)) + amax[..., 0]
+
+
+def _top_c_argmax(L: FloatArray, c: int) -> IntArray:
+    """Indices (T, c) of the c largest entries of each row, by c rounds of row argmax."""
+    work = L.copy()
+    rows = np.arange(L.shape[0])
+    idx = np.empty((L.shape[0], c), dtype=np.intp)
+    for j in range(c):  # c rounds (c is small), each a vectorised pass over all frames
+        best = work.argmax(axis=1)
+        idx[:, j] = best
+        work[rows, best] = -np.inf
+    return idx
+
+
+def _top_c_argpartition(L: FloatArray, c: int) -> IntArray:
+    """Indices (T, c) of the c largest entries of each row (unordered), by argpartition."""
+    k = L.shape[1]
+    return np.argpartition(L, k - c, axis=1)[:, k - c :]
+
+
+def _ubm_params(ubm: Any) -> tuple[FloatArray, FloatArray, FloatArray]:
+    try:
+        w = np.asarray(ubm.weights_, dtype=np.float64)
+        mu = np.asarray(ubm.means_, dtype=np.float64)
+        var = np.asarray(ubm.covariances_, dtype=np.float64)
+    except AttributeError as exc:
+        raise ModelError(f"UBM {type(ubm).__name__} lacks weights_/means_/covariances_: {exc}") from None
+    if mu.ndim != 2 or w.shape != (mu.shape[0],):
+        raise ModelError(f"UBM has weights {w.shape} and means {mu.shape}; expected (K,), (K, D)")
+    ctype = getattr(ubm, "covariance_type", None)
+    if ctype in ("full", "tied"):
+        raise ModelError(
+            f"scoring supports diagonal-covariance UBMs only; this UBM is {ctype!r}"
+        )
+    if var.shape == (mu.shape[0],):  # spherical: one variance per component
+        var = np.repeat(var[:, None], mu.shape[1], axis=1)
+    if var.shape != mu.shape:
+        raise ModelError(
+            f"scoring supports diagonal-covariance UBMs only: covariances have shape "
+            f"{var.shape}, expected {mu.shape}"
+        )
+    if np.any(var <= 0) or np.any(w < 0):
+        raise ModelError("UBM has non-positive variances or negative weights")
+    return w, mu, var
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """A UBM and a set of models in the natural-parameter form used for scoring.
+
+    Build it once with :meth:`build` and score many test utterances with
+    :func:`score_prepared`. Memory: ``M * K * D`` elements of ``dtype`` (twice that when
+    variances are adapted).
+
+    Attributes
+    ----------
+    ubm_w : ndarray, shape (2 D, K), ``dtype``
+        ``[-P/2; P mu]^T``: the UBM log-densities of frames X are
+        ``[X**2, X] @ ubm_w + ubm_c``.
+    ubm_c : ndarray, shape (K,), float64
+        ``log w_k - (D log 2 pi + sum log var_k + sum P_k mu_k^2) / 2``.
+    d_lin : ndarray, shape (M, K, D), ``dtype``
+        Change of ``P mu`` (``P (mu_s - mu)`` for mean-only models).
+    d_quad : ndarray, shape (M, K, D), ``dtype``, or None
+        Change of ``-P/2`` (None when variances are not adapted).
+    d_const : ndarray, shape (M, K), float64
+        Change of the constant ``c``.
+    ubm_means : ndarray, shape (K, D), float64
+        UBM means (for linear scoring).
+    means_only : bool
+        True when neither weights nor variances are adapted.
+    model_ids : list of str
+        Ids of the M models, in row order.
+    dtype : numpy dtype
+        Dtype of the products.
+    """
+
+    ubm_w: FloatArray
+    ubm_c: FloatArray
+    d_lin: FloatArray
+    d_quad: FloatArray | None
+    d_const: FloatArray
+    ubm_means: FloatArray
+    means_only: bool
+    model_ids: list[str]
+    dtype: np.dtype
+
+    @property
+    def n_models(self) -> int:
+        return int(self.d_lin.shape[0])
+
+    @property
+    def n_components(self) -> int:
+        return int(self.ubm_c.shape[0])
+
+    @property
+    def n_dims(self) -> int:
+        return int(self.ubm_means.shape[1])
+
+    @classmethod
+    def build(
+        cls,
+        ubm: Any,
+        models: SpeakerModels,
+        *,
+        model_index: IntArray | Sequence[int] | None = None,
+        dtype: npt.DTypeLike = np.float32,
+    ) -> ScoringContext:
+        """Prepare a UBM and (a subset of) its adapted models for scoring.
+
+        Parameters
+        ----------
+        ubm : object
+            Diagonal UBM: ``weights_`` (K,), ``means_`` (K, D), ``covariances_`` (K, D).
+        models : SpeakerModels
+            Models adapted from ``ubm``.
+        model_index : int array (m,), optional
+            Rows of ``models`` to keep, in this order (default: all).
+        dtype : numpy dtype, default float32
+            Dtype of the matrix products.
+
+        Raises
+        ------
+        ModelError
+            Non-diagonal UBM, or models whose shape or UBM fingerprint do not match.
+        """
+        w, mu, var = _ubm_params(ubm)
+        k, d = mu.shape
+        if (models.n_components, models.n_dims) != (k, d):
+            raise ModelError(
+                f"models have K={models.n_components}, D={models.n_dims} but the UBM has "
+                f"K={k}, D={d}"
+            )
+        if models.ubm_fingerprint and models.ubm_fingerprint != ubm_fingerprint(ubm):
+            raise ModelError(
+                f"models were adapted from another UBM (fingerprint {models.ubm_fingerprint}, "
+                f"this UBM {ubm_fingerprint(ubm)})"
+            )
+        rows = (
+            np.arange(len(models))
+            if model_index is None
+            else np.asarray(model_index, dtype=np.intp).reshape(-1)
+        )
+        if rows.size and (rows.min() < -len(models) or rows.max() >= len(models)):
+            raise DataError(f"model_index out of range for {len(models)} models")
+        dt = np.dtype(dtype)
+        prec = 1.0 / var
+        pmu = prec * mu
+        logdet = np.log(var).sum(axis=1)
+        ubm_c = np.log(w) - 0.5 * (d * _LOG_2PI + logdet + (pmu * mu).sum(axis=1))
+        ubm_w = np.concatenate([-0.5 * prec, pmu], axis=1).T.astype(dt)
+
+        # Differences are taken in the models' storage precision, so that a model stored
+        # equal to the UBM has exactly zero changes.
+        store = np.asarray(models.means).dtype
+        mu_r = mu.astype(store).astype(np.float64)
+        mu_s = np.asarray(models.means)[rows].astype(np.float64)
+        delta = mu_s - mu_r
+        with np.errstate(divide="ignore"):
+            if models.weights is not None:
+                w_r = np.log(w.astype(store).astype(np.float64))
+                d_const = np.log(np.asarray(models.weights)[rows].astype(np.float64)) - w_r
+            else:
+                d_const = np.zeros(delta.shape[:2])
+        if models.variances is None:
+            d_lin = prec * delta
+            d_quad = None
+            d_const = d_const - 0.5 * (d_lin * (mu_s + mu_r)).sum(axis=2)
+        else:
+            var_r = var.astype(store).astype(np.float64)
+            prec_r = 1.0 / var_r
+            var_s = np.asarray(models.variances)[rows].astype(np.float64)
+            prec_s = 1.0 / var_s
+            d_lin = prec_s * mu_s - prec_r * mu_r
+            d_quad = (-0.5 * (prec_s - prec_r)).astype(dt)
+            d_const = d_const - 0.5 * (
+                (np.log(var_s) - np.log(var_r)).sum(axis=2)
+                + (prec_s * mu_s * mu_s - prec_r * mu_r * mu_r).sum(axis=2)
+            )
+        ids = [models.model_ids[i] for i in rows]
+        return cls(
+            ubm_w=np.ascontiguousarray(ubm_w),
+            ubm_c=ubm_c,
+            d_lin=np.ascontiguousarray(d_lin.astype(dt)),
+            d_quad=None if d_quad is None else np.ascontiguousarray(d_quad),
+            d_const=np.ascontiguousarray(d_const),
+            ubm_means=mu,
+            means_only=models.weights is None and models.variances is None,
+            model_ids=ids,
+            dtype=dt,
+        )
+
+
+def _check_frames(X: FloatArray, ctx: ScoringContext, what: str) -> FloatArray:
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != ctx.n_dims:
+        raise DataError(f"{what}: features have shape {X.shape}, expected (T, {ctx.n_dims})")
+    if X.shape[0] == 0:
+        raise DataError(f"{what}: no frames to score")
+    if not np.all(np.isfinite(X)):
+        raise DataError(f"{what}: features contain NaN or infinite values")
+    return X
+
+
+def _ubm_logdens(Xd: FloatArray, ctx: ScoringContext) -> FloatArray:
+    """UBM component log-densities (T, K) in ``ctx.dtype``; one GEMM.
+
+    Rounding errors of the UBM log-densities are common to the model and the UBM terms of
+    the LLR, which are both built on them, so they largely cancel.
+    """
+    Z = np.concatenate([Xd * Xd, Xd], axis=1)
+    L = Z @ ctx.ubm_w
+    L += ctx.ubm_c.astype(ctx.dtype)
+    return L
+
+
+def _llr_full(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntArray) -> FloatArray:
+    """Sum over frames of the per-frame LLR, (m,), over all components."""
+    t, d = Xd.shape
+    k = ctx.n_components
+    Lu = Lu.astype(np.float64)
+    lse_u = _logsumexp(Lu)  # (T,)
+    X2 = Xd * Xd if ctx.d_quad is not None else None
+    out = np.empty(rows.size)
+    step = max(1, _BLOCK_ELEMENTS // (t * k))
+    for s in range(0, rows.size, step):  # blocks of models, to bound memory
+        r = rows[s : s + step]
+        mb = r.size
+        delta = Xd @ ctx.d_lin[r].reshape(mb * k, d).T  # (T, mb*K), one GEMM
+        if X2 is not None and ctx.d_quad is not None:
+            delta += X2 @ ctx.d_quad[r].reshape(mb * k, d).T
+        Lm = Lu[:, None, :] + delta.reshape(t, mb, k)
+        Lm += ctx.d_const[r][None, :, :]
+        out[s : s + mb] = (_logsumexp(Lm) - lse_u[:, None]).sum(axis=0)
+    return out
+
+
+def _llr_top_c(
+    Xd: FloatArray,
+    Lu: FloatArray,
+    ctx: ScoringContext,
+    rows: IntArray,
+    c: int,
+    select: Callable[[FloatArray, int], IntArray],
+) -> FloatArray:
+    """Sum over frames of the per-frame LLR, (m,), over the UBM's top-c components."""
+    t, d = Xd.shape
+    k = ctx.n_components
+    idx = select(Lu, c)  # (T, C), selected in ctx.dtype (cheaper)
+    Lu_sel = np.take_along_axis(Lu, idx, axis=1).astype(np.float64)  # (T, C)
+    lse_u = _logsumexp(Lu_sel)
+    Xcol = Xd[:, :, None]  # (T, D, 1)
+    X2col = (Xd * Xd)[:, :, None] if ctx.d_quad is not None else None
+    out = np.empty(rows.size)
+    step = max(1, _BLOCK_ELEMENTS // (t * c * d))
+    for s in range(0, rows.size, step):  # blocks of models, to bound memory
+        r = rows[s : s + step]
+        # Gather the selected components of every model: (mb, T, C, D), then one batched
+        # product with the frames: (mb, T, C, D) @ (T, D, 1) -> (mb, T, C).
+        flat = (r[:, None, None] * k + idx[None]).reshape(-1)  # (mb*T*C,) rows of (M*K, D)
+        shape = (r.size, t, c)
+        delta = np.matmul(
+            np.take(ctx.d_lin.reshape(-1, d), flat, axis=0).reshape(*shape, d), Xcol
+        )[..., 0]
+        if X2col is not None and ctx.d_quad is not None:
+            delta += np.matmul(
+                np.take(ctx.d_quad.reshape(-1, d), flat, axis=0).reshape(*shape, d), X2col
+            )[..., 0]
+        Lm = Lu_sel[None] + delta
+        Lm += np.take(ctx.d_const.reshape(-1), flat).reshape(shape)
+        out[s : s + r.size] = (_logsumexp(Lm) - lse_u[None, :]).sum(axis=1)
+    return out
+
+
+def _llr_linear(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntArray) -> FloatArray:
+    """Sum over frames of the linear-scoring LLR approximation, (m,)."""
+    if not ctx.means_only:
+        raise ConfigError(
+            "linear scoring is defined for mean-adapted models only; these models also "
+            "adapted weights or variances (use method 'full' or 'top_c')"
+        )
+    post = np.exp(Lu - Lu.max(axis=1, keepdims=True))  # (T, K) UBM posteriors, in dtype
+    post /= post.sum(axis=1, keepdims=True, dtype=np.float64).astype(post.dtype)
+    n = post.sum(axis=0, dtype=np.float64)
+    f = (post.T @ Xd).astype(np.float64)  # (K, D)
+    fc = f - n[:, None] * ctx.ubm_means  # centred first-order statistics
+    k, d = fc.shape
+    # One GEMV in ctx.dtype over all the models' K*D mean offsets.
+    return (ctx.d_lin[rows].reshape(rows.size, k * d) @ fc.reshape(k * d).astype(ctx.dtype)).astype(
+        np.float64
+    )
+
+
+def score_prepared(
+    X: FloatArray,
+    context: ScoringContext,
+    rows: IntArray | Sequence[int] | None = None,
+    *,
+    method: str = "top_c",
+    top_c: int = 5,
+    chunk_size: int = 20_000,
+    _select: str = "argmax",
+) -> FloatArray:
+    """Score one test utterance against several prepared models.
+
+    Parameters
+    ----------
+    X : ndarray, shape (T, D)
+        Test frames.
+    context : ScoringContext
+        UBM and models, from :meth:`ScoringContext.build`.
+    rows : int array (m,), optional
+        Rows of ``context`` to score (default: all models of the context).
+    method : {"full", "top_c", "linear"}, default "top_c"
+        Scoring method (see the module docstring).
+    top_c : int, default 5
+        Components per frame for ``"top_c"``; ``top_c >= K`` is full scoring.
+    chunk_size : int, default 20000
+        Frames per block (memory bound for long utterances); does not change results
+        beyond summation order.
+
+    Returns
+    -------
+    ndarray, shape (m,), float64
+        Frame-averaged log-likelihood ratios.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown scoring method {method!r}; choose from {list(METHODS)}")
+    if method == "top_c" and (isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1):
+        raise ConfigError(f"top_c must be a positive integer, got {top_c!r}")
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    X = _check_frames(X, context, "score")
+    r = (
+        np.arange(context.n_models)
+        if rows is None
+        else np.asarray(rows, dtype=np.intp).reshape(-1)
+    )
+    if r.size and (r.min() < -context.n_models or r.max() >= context.n_models):
+        raise DataError(f"rows out of range for {context.n_models} prepared models")
+    select = _top_c_argmax if _select == "argmax" else _top_c_argpartition
+    c = int(top_c)
+    use_full = method == "full" or (method == "top_c" and c >= context.n_components)
+    total = np.zeros(r.size)
+    t_all = X.shape[0]
+    for s in range(0, t_all, chunk_size):
+        Xd = np.ascontiguousarray(X[s : s + chunk_size], dtype=context.dtype)
+        Lu = _ubm_logdens(Xd, context)
+        if method == "linear":
+            total += _llr_linear(Xd, Lu, context, r)
+        elif use_full:
+            total += _llr_full(Xd, Lu, context, r)
+        else:
+            total += _llr_top_c(Xd, Lu, context, r, c, select)
+    return total / t_all
+
+
+def score_utterance(
+    X: FloatArray,
+    ubm: Any,
+    models: SpeakerModels,
+    model_index: IntArray | Sequence[int],
+    *,
+    method: str = "top_c",
+    top_c: int = 5,
+    dtype: npt.DTypeLike = np.float32,
+) -> FloatArray:
+    """Score one test utterance against several models, vectorised across the models.
+
+    The UBM pass over ``X`` is done once and shared by all the models. This convenience
+    prepares the ``m`` models on every call (about as costly as scoring them with top-C);
+    to score many utterances, build a :class:`ScoringContext` once and call
+    :func:`score_prepared`, or use :func:`score_trials`.
+
+    Parameters
+    ----------
+    X : ndarray, shape (T, D)
+        Test frames.
+    ubm : object
+        Diagonal UBM: ``weights_`` (K,), ``means_`` (K, D), ``covariances_`` (K, D).
+    models : SpeakerModels
+        Models adapted from ``ubm``.
+    model_index : int array, shape (m,)
+        Rows of ``models`` to score.
+    method : {"full", "top_c", "linear"}, default "top_c"
+    top_c : int, default 5
+    dtype : numpy dtype, default float32
+        Dtype of the matrix products (results are float64).
+
+    Returns
+    -------
+    ndarray, shape (m,), float64
+        Frame-averaged log-likelihood ratios, in the order of ``model_index``.
+    """
+    ctx = ScoringContext.build(ubm, models, model_index=model_index, dtype=dtype)
+    return score_prepared(X, ctx, method=method, top_c=top_c)
+
+
+def score_trials(
+    tests: Mapping[str, FloatArray] | Callable[[str], FloatArray],
+    trials: Sequence[tuple[str, str]],
+    ubm: Any,
+    models: SpeakerModels,
+    *,
+    method: str = "top_c",
+    top_c: int = 5,
+    dtype: npt.DTypeLike = np.float32,
+) -> FloatArray:
+    """Score a trial list, reading and UBM-scoring each test utterance once.
+
+    Parameters
+    ----------
+    tests : mapping or callable
+        Test id -> frames (T, D); a callable is called once per distinct test id (e.g. a
+        feature-store reader).
+    trials : sequence of (model_id, test_id)
+        Trials, in output order.
+    ubm, models, method, top_c, dtype
+        As in :func:`score_utterance`.
+
+    Returns
+    -------
+    ndarray, shape (n_trials,), float64
+        Scores in the order of ``trials``.
+
+    Raises
+    ------
+    DataError
+        An unknown model id or test id, or unusable test features (named).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown scoring method {method!r}; choose from {list(METHODS)}")
+    model_rows = np.array([models.index(m) for m, _ in trials], dtype=np.intp)
+    used, inverse = np.unique(model_rows, return_inverse=True)
+    ctx = ScoringContext.build(ubm, models, model_index=used, dtype=dtype)
+    groups: dict[str, list[int]] = {}
+    for i, (_, test_id) in enumerate(trials):
+        groups.setdefault(test_id, []).append(i)
+    scores = np.empty(len(trials))
+    for test_id, trial_ix in groups.items():
+        if callable(tests):
+            X = tests(test_id)
+        else:
+            try:
+                X = tests[test_id]
+            except KeyError:
+                raise DataError(f"trials: test {test_id!r} has no features") from None
+        ix = np.asarray(trial_ix)
+        try:
+            scores[ix] = score_prepared(
+                X, ctx, inverse.reshape(-1)[ix], method=method, top_c=top_c
+            )
+        except DataError as exc:
+            raise DataError(f"test {test_id!r}: {exc}") from None
+    logger.debug("scored %d trials over %d test utterances", len(trials), len(groups))
+    return scores
