@@ -1,0 +1,47 @@
+"""Corpus readers and preparers: protocol lists, Kaldi data dirs, VoxCeleb1,
+LibriSpeech, and a deterministic synthetic speaker corpus.
+
+Submodules are imported on first use, so ``import gmmspeaker.corpora`` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "Utterance": "gmmspeaker.corpora.lists",
+    "Enrollment": "gmmspeaker.corpora.lists",
+    "Trial": "gmmspeaker.corpora.lists",
+    "read_ubm_list": "gmmspeaker.corpora.lists",
+    "read_enroll_list": "gmmspeaker.corpora.lists",
+    "read_trials": "gmmspeaker.corpora.lists",
+    "write_ubm_list": "gmmspeaker.corpora.lists",
+    "write_enroll_list": "gmmspeaker.corpora.lists",
+    "write_trials": "gmmspeaker.corpora.lists",
+    "read_kaldi_data_dir": "gmmspeaker.corpora.kaldi",
+    "read_spk2utt": "gmmspeaker.corpora.kaldi",
+    "read_utt2spk": "gmmspeaker.corpora.kaldi",
+    "prepare_voxceleb1": "gmmspeaker.corpora.voxceleb",
+    "read_voxceleb_trials": "gmmspeaker.corpora.voxceleb",
+    "prepare_librispeech": "gmmspeaker.corpora.librispeech",
+    "scan_librispeech": "gmmspeaker.corpora.librispeech",
+    "SyntheticCorpusConfig": "gmmspeaker.corpora.synthetic",
+    "generate_corpus": "gmmspeaker.corpora.synthetic",
+    "corpus_digest": "gmmspeaker.corpora.synthetic",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gmmspeaker.corpora' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

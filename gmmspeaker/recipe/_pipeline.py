@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gmmspeaker import __version__
-from gmmspeaker.errors import DataError
+from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe.config import STAGES, Recipe
 from gmmspeaker.recipe.runner import _hash
 
@@ -36,7 +36,10 @@ class Pipeline:
         if data.synthetic is not None:
             from gmmspeaker.corpora.synthetic import SyntheticCorpusConfig, generate_corpus
 
-            cfg = SyntheticCorpusConfig.from_dict(data.synthetic, source=f"{self.recipe.path}: data.synthetic")
+            try:
+                cfg = SyntheticCorpusConfig.from_dict(data.synthetic)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.recipe.path}: data.synthetic: {exc}") from None
             paths = generate_corpus(self.wd / "corpus", cfg)
             root = Path(paths["root"]) if "root" in paths else self.wd / "corpus"
             ubm, enroll, trials = Path(paths["ubm"]), Path(paths["enroll"]), Path(paths["trials"])
