@@ -343,6 +343,15 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
 
     data, data_raw = _build(DataConfig, "data", raw.get("data"), where)
     data = _resolve_data(data, data_raw, rpath.parent, where)
+    if data.synthetic is not None:
+        from gmmspeaker.corpora.synthetic import SyntheticCorpusConfig
+
+        try:
+            SyntheticCorpusConfig.from_dict(data.synthetic)
+        except ConfigError as exc:
+            m = re.search(r"'([A-Za-z_]+)'", str(exc))
+            loc = where.at("data", "synthetic", m.group(1)) if m else where.at("data", "synthetic")
+            raise ConfigError(f"{loc}: data.synthetic: {exc}") from None
     kwargs["data"] = data
     feats = raw.get("features") or {}
     if not isinstance(feats, dict):
