@@ -139,7 +139,7 @@ class UbmConfig:
     iterations: int = 10
     init: str = "split"
     variance_floor: float = 1e-3
-    tol: float = 1e-4
+    tol: float | None = None
     n_init: int = 1
     dtype: str = "float32"
     chunk_frames: int = 20_000

@@ -146,7 +146,8 @@ def run_recipe(
     force : bool
         Rerun every selected stage.
     from_stage, until_stage : str, optional
-        Run only stages in this range (``from_stage`` is rerun even if up to date).
+        Run only stages in this range; ``from_stage`` and the stages after it are rerun
+        even if up to date (as Kaldi's ``--stage``).
     dry_run : bool
         Say what would run and why, run nothing.
     progress : bool
@@ -200,11 +201,12 @@ def run_recipe(
                         raise GmmSpeakerError(
                             f"stage {stage} is out of date or missing in {wd} and --from-stage {from_stage} skips it; "
                             f"run from an earlier stage")
+                    result.actions[stage] = "skipped"
                     pipe.skip(stage)
                     continue
                 if force:
                     reason = "--force"
-                elif i == lo and from_stage is not None:
+                elif from_stage is not None:
                     reason = f"--from-stage {from_stage}"
                 elif rec is None:
                     reason = "never run"

@@ -60,7 +60,7 @@ def train_ubm(
     iterations: int = 10,
     init: str = "split",
     variance_floor: float = 1e-3,
-    tol: float = 1e-4,
+    tol: float | None = None,
     n_init: int = 1,
     dtype: str = "float32",
     chunk_frames: int = 20_000,
@@ -75,7 +75,9 @@ def train_ubm(
 
     The frames are split into ``n_parts`` fixed parts (map-reduce over joblib workers); the
     split does not depend on ``jobs``, so neither does the model. ``max_frames`` keeps a
-    seeded random subset of utterances with about that many frames.
+    seeded random subset of utterances with about that many frames. ``tol=None`` runs
+    exactly ``iterations`` EM iterations (as speaker toolkits do), without a convergence
+    warning; a number stops early when the mean log-likelihood gains less than it.
     """
     from gmmspeaker.gmm.model import GaussianMixture
 
@@ -96,7 +98,7 @@ def train_ubm(
         init=init,
         n_init=n_init,
         max_iter=iterations,
-        tol=tol,
+        tol=0.0 if tol is None else tol,
         variance_floor=variance_floor,
         dtype=dtype,
         chunk_size=chunk_frames,
@@ -105,7 +107,16 @@ def train_ubm(
         checkpoint=checkpoint,
         progress=progress,
     )
-    return gmm.fit_stream(store.sources(ids, n_parts=n_parts, chunk_frames=chunk_frames))
+    sources = store.sources(ids, n_parts=n_parts, chunk_frames=chunk_frames)
+    if tol is None:
+        import warnings
+
+        from gmmspeaker.errors import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return gmm.fit_stream(sources)
+    return gmm.fit_stream(sources)
 
 
 # ---------------------------------------------------------------------------
