@@ -297,25 +297,7 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
     """
     rpath = Path(path).resolve()
     where = _Where()
-    raw = _load_yaml(rpath, where)
-    # defaults: one file or a list, relative to the file naming them; the recipe wins.
-    defaults = raw.pop("defaults", None)
-    if defaults is not None:
-        names = defaults if isinstance(defaults, list) else [defaults]
-        merged: dict[str, Any] = {}
-        for name in names:
-            if not isinstance(name, str):
-                raise ConfigError(f"{where.at('defaults')}: 'defaults' must be a path or a list of paths")
-            dpath = (rpath.parent / _expand(name, where.at("defaults"))).resolve()
-            if not dpath.is_file():
-                raise ConfigError(f"{where.at('defaults')}: defaults file {dpath} not found")
-            dwhere = _Where()
-            draw = _load_yaml(dpath, dwhere)
-            draw.pop("defaults", None)
-            for k, v in dwhere.lines.items():
-                where.lines.setdefault(k, v)
-            merged = _merge(merged, _rebase_paths(draw, dpath.parent, rpath.parent))
-        raw = _merge(merged, raw)
+    raw = _load_with_defaults(rpath, where, rpath.parent, ())
     if overrides:
         raw = _merge(raw, {k: v for k, v in overrides.items() if v is not None})
 
@@ -381,12 +363,40 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
     return recipe
 
 
+
+def _load_with_defaults(path: Path, where: _Where, recipe_dir: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """Load ``path`` with its ``defaults:`` (recursively) merged underneath it."""
+    if path in chain:
+        raise ConfigError(f"{path}: defaults include each other in a loop")
+    own = _Where()
+    raw = _load_yaml(path, own)
+    for k, v in own.lines.items():
+        where.lines.setdefault(k, v)
+    if chain:  # a defaults file: its relative data paths are relative to itself
+        raw = _rebase_paths(raw, path.parent, recipe_dir)
+    defaults = raw.pop("defaults", None)
+    if defaults is None:
+        return raw
+    names = defaults if isinstance(defaults, list) else [defaults]
+    merged: dict[str, Any] = {}
+    for name in names:
+        loc = own.at("defaults")
+        if not isinstance(name, str):
+            raise ConfigError(f"{loc}: 'defaults' must be a path or a list of paths")
+        dpath = (path.parent / _expand(name, loc)).resolve()
+        if not dpath.is_file():
+            raise ConfigError(f"{loc}: defaults file {dpath} not found")
+        merged = _merge(merged, _load_with_defaults(dpath, where, recipe_dir, chain + (path,)))
+    return _merge(merged, raw)
+
 def _rebase_paths(raw: dict[str, Any], from_dir: Path, to_dir: Path) -> dict[str, Any]:
-    """Make relative data paths of a defaults file absolute (they are relative to that file)."""
+    """Make a defaults file's relative ``data.root`` absolute (it is relative to that file).
+
+    The lists (ubm, enroll, trials, cohort) stay relative to the root, as in a recipe."""
     data = raw.get("data")
     if isinstance(data, dict):
         data = dict(data)
-        for k in ("root", "ubm", "enroll", "trials", "cohort"):
+        for k in ("root",):
             if isinstance(data.get(k), str) and not _ENV.search(data[k]) and not os.path.isabs(data[k]):
                 data[k] = str((from_dir / data[k]).resolve())
         raw = dict(raw, data=data)
