@@ -13,27 +13,9 @@ from gmmspeaker.cli import main
 from gmmspeaker.errors import DataError, GmmSpeakerError
 from gmmspeaker.recipe.runner import run_recipe
 
+from tests.helpers import tiny_recipe as tiny
+
 REPO = Path(__file__).resolve().parents[2]
-
-TINY = """experiment: tiny
-seed: 3
-jobs: {jobs}
-backend: {backend}
-{extra}
-defaults: {repo}/configs/features-8k.yaml
-data:
-  synthetic: {{n_speakers: 5, n_ubm_utterances: 3, n_enroll_utterances: 2, n_test_utterances: 2, duration: 1.0, seed: 1}}
-ubm: {{components: {k}, iterations: 3, init: split}}
-map: {{relevance: 16}}
-scoring: {{method: top_c, top_c: 3}}
-evaluation: {{p_target: [0.01], det_plot: false}}
-"""
-
-
-def tiny(tmp_path: Path, *, jobs: int = 1, k: int = 8, backend: str = "loky", extra: str = "", name: str = "tiny.yaml") -> Path:
-    p = tmp_path / name
-    p.write_text(TINY.format(jobs=jobs, k=k, backend=backend, extra=extra, repo=REPO))
-    return p
 
 
 def test_run_skip_and_partial_rerun(tmp_path):
