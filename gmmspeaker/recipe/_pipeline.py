@@ -171,8 +171,17 @@ class Pipeline:
             shutil.rmtree(parts)  # parts of another configuration: not reusable
         parts.mkdir(parents=True, exist_ok=True)
         marker.write_text(self._fp["score"])
-        scores = score_trials(self._store(), self.trials, self._ubm(), self._models(), method=r.scoring.method,
+        store, ubm, models = self._store(), self._ubm(), self._models()
+        scores = score_trials(store, self.trials, ubm, models, method=r.scoring.method,
                               top_c=r.scoring.top_c, jobs=r.jobs, parts_dir=parts, progress=self.progress)
+        if r.scoring.normalization != "none":
+            from gmmspeaker.recipe.stages import normalize_trial_scores
+
+            write_scores(self.wd / "scores.raw.txt", self.trials, scores)
+            scores = normalize_trial_scores(
+                scores, self.trials, store, ubm, models, self.cohort, method=r.scoring.normalization,
+                top_n=r.scoring.cohort_top_n, relevance=r.map.relevance, adapt=r.map.adapt,
+                scoring_method=r.scoring.method, top_c=r.scoring.top_c, jobs=r.jobs, progress=self.progress)
         write_scores(self.wd / "scores.txt", self.trials, scores)
         shutil.rmtree(parts)
         return {"n_trials": len(self.trials)}

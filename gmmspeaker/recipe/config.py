@@ -161,7 +161,7 @@ class ScoringConfig:
     method: str = "top_c"
     top_c: int = 5
     normalization: str = "none"
-    cohort_top_n: int = 0
+    cohort_top_n: int = 200
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,8 +183,8 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("top", "on_bad_audio"): ("error", "skip"),
 }
 _POSITIVE = {("ubm", "components"), ("ubm", "iterations"), ("ubm", "n_init"), ("ubm", "chunk_frames"),
-             ("scoring", "top_c"), ("ubm", "max_frames")}
-_NONNEG = {("map", "relevance"), ("ubm", "variance_floor"), ("ubm", "tol"), ("scoring", "cohort_top_n"),
+             ("scoring", "top_c"), ("ubm", "max_frames"), ("scoring", "cohort_top_n")}
+_NONNEG = {("map", "relevance"), ("ubm", "variance_floor"), ("ubm", "tol"),
            ("evaluation", "c_miss"), ("evaluation", "c_fa")}
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "train_ubm",
     "enroll_models",
     "score_trials",
+    "score_matrix",
+    "normalize_trial_scores",
     "write_scores",
     "read_scores",
     "evaluate_scores",
@@ -252,10 +254,58 @@ def score_trials(
         g = groups.setdefault(t.test.utt_id, ([], []))
         g[0].append(i)
         g[1].append(index[t.model_id])
-    scores = np.full(len(trials), np.nan)
+    return _score_groups(store, groups, len(trials), ubm, models, method=method, top_c=top_c, jobs=jobs,
+                         block_size=block_size, parts_dir=parts_dir, progress=progress, desc="score")
+
+
+def score_matrix(
+    store: "FeatureStore",
+    utt_ids: Sequence[str],
+    ubm: "GaussianMixture",
+    models: "SpeakerModels",
+    *,
+    method: str = "top_c",
+    top_c: int = 5,
+    jobs: int = 1,
+    block_size: int = 64,
+    progress: bool = False,
+) -> np.ndarray:
+    """Scores of every model against every utterance (e.g. for a normalisation cohort).
+
+    Returns
+    -------
+    ndarray, shape (n_models, n_utterances), float64.
+    """
+    n_m, n_u = len(models.model_ids), len(utt_ids)
+    every = list(range(n_m))
+    groups = {u: ([j * n_m + i for i in every], every) for j, u in enumerate(utt_ids)}
+    flat = _score_groups(store, groups, n_m * n_u, ubm, models, method=method, top_c=top_c, jobs=jobs,
+                         block_size=block_size, parts_dir=None, progress=progress, desc="cohort")
+    return flat.reshape(n_u, n_m).T
+
+
+def _score_groups(
+    store: "FeatureStore",
+    groups: dict[str, tuple[list[int], list[int]]],
+    n_out: int,
+    ubm: "GaussianMixture",
+    models: "SpeakerModels",
+    *,
+    method: str,
+    top_c: int,
+    jobs: int,
+    block_size: int,
+    parts_dir: PathLike | None,
+    progress: bool,
+    desc: str,
+) -> np.ndarray:
+    """Score {test_id: (output indices, model indices)} in blocks of test utterances."""
+    from joblib import Parallel, delayed
+
+    scores = np.full(n_out, np.nan)
     missing = [u for u in groups if u not in store]
     for u in missing:
-        logger.warning("no features for test utterance %s: its %d trials score NaN", u, len(groups[u][0]))
+        logger.warning("no features for utterance %s: its %d trials score NaN", u, len(groups[u][0]))
     tests = sorted(u for u in groups if u in store)
     blocks = [[(u, *groups[u]) for u in tests[i:i + block_size]] for i in range(0, len(tests), block_size)]
     pdir = Path(parts_dir) if parts_dir is not None else None
@@ -271,7 +321,7 @@ def score_trials(
     results = Parallel(n_jobs=jobs, return_as="generator")(
         delayed(_score_block)(str(store.path), block, ubm, models, method, top_c) for _, block in todo
     )
-    for (b, block), res in _progress(zip(todo, results), total=len(todo), desc="score", unit="block", enabled=progress):
+    for (b, block), res in _progress(zip(todo, results), total=len(todo), desc=desc, unit="block", enabled=progress):
         idx = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in res])
         val = np.concatenate([s for _, s in res])
         scores[idx] = val
@@ -301,6 +351,60 @@ def _load_part(pdir: Path, b: int, block: Any) -> tuple[np.ndarray, np.ndarray] 
         return np.asarray(rec["idx"], dtype=np.int64), np.asarray([float(v) for v in rec["scores"]])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def normalize_trial_scores(
+    scores: np.ndarray,
+    trials: Sequence["Trial"],
+    store: "FeatureStore",
+    ubm: "GaussianMixture",
+    models: "SpeakerModels",
+    cohort: Sequence["Utterance"],
+    *,
+    method: str,
+    top_n: int = 200,
+    relevance: float = 16.0,
+    adapt: Sequence[str] = ("means",),
+    scoring_method: str = "top_c",
+    top_c: int = 5,
+    jobs: int = 1,
+    progress: bool = False,
+) -> np.ndarray:
+    """Z-, T-, ZT-, S- or adaptive S-norm of trial scores with a cohort of utterances.
+
+    Z-norm statistics come from each enrolled model scored against the cohort utterances;
+    T-norm statistics from cohort models (one MAP model per cohort utterance) scored
+    against each test utterance; ZT-norm also scores the cohort models against the cohort
+    utterances. ``top_n`` is the adaptive S-norm's cohort size per side.
+    """
+    from gmmspeaker.corpora.lists import Enrollment
+    from gmmspeaker.scoring.norm import normalize_scores
+
+    if method == "none":
+        return np.asarray(scores, dtype=np.float64)
+    by_id = {u.utt_id: u for u in cohort}
+    cohort_ids = [u for u in by_id if u in store]
+    if len(cohort_ids) < 2:
+        raise DataError(f"score normalisation needs at least 2 cohort utterances with features, got {len(cohort_ids)}")
+    tests = sorted({t.test.utt_id for t in trials})
+    test_pos = {u: i for i, u in enumerate(tests)}
+    model_pos = {m: i for i, m in enumerate(models.model_ids)}
+    model_idx = np.array([model_pos[t.model_id] for t in trials])
+    test_idx = np.array([test_pos[t.test.utt_id] for t in trials])
+    kw = dict(method=scoring_method, top_c=top_c, jobs=jobs, progress=progress)
+    model_cohort = cohort_test = cohort_cohort = None
+    if method in ("znorm", "ztnorm", "snorm", "asnorm"):
+        model_cohort = score_matrix(store, cohort_ids, ubm, models, **kw)
+    if method in ("tnorm", "ztnorm", "snorm", "asnorm"):
+        cohort_models = enroll_models(
+            store, [Enrollment(model_id=f"cohort:{u}", utterances=(by_id[u],)) for u in cohort_ids],
+            ubm, relevance=relevance, adapt=adapt, jobs=jobs)
+        cohort_test = score_matrix(store, tests, ubm, cohort_models, **kw)
+        if method == "ztnorm":
+            cohort_cohort = score_matrix(store, cohort_ids, ubm, cohort_models, **kw)
+    return normalize_scores(np.asarray(scores, dtype=np.float64), method=method, model_cohort=model_cohort,
+                            cohort_test=cohort_test, cohort_cohort=cohort_cohort, model_idx=model_idx,
+                            test_idx=test_idx, top_n=top_n)
 
 
 def write_scores(path: PathLike, trials: Sequence["Trial"], scores: np.ndarray) -> None:
