@@ -44,15 +44,20 @@ class Pipeline:
             root = Path(paths["root"]) if "root" in paths else self.wd / "corpus"
             ubm, enroll, trials = Path(paths["ubm"]), Path(paths["enroll"]), Path(paths["trials"])
             cohort = None
+            dev = None
         else:
             assert data.ubm is not None and data.enroll is not None and data.trials is not None
             root, ubm, enroll, trials, cohort = data.root, data.ubm, data.enroll, data.trials, data.cohort
+        dev = data.dev_trials if data.synthetic is None else None
         self.ubm_list = read_ubm_list(ubm, root=root)
         self.enrollments = read_enroll_list(enroll, root=root)
         self.trials = read_trials(trials, root=root, models={e.model_id for e in self.enrollments})
         self.cohort = read_ubm_list(cohort, root=root) if cohort is not None else []
+        self.dev_trials = read_trials(dev, root=root, models={e.model_id for e in self.enrollments}) if dev is not None else []
+        if self.dev_trials and any(t.target is None for t in self.dev_trials):
+            raise DataError(f"{dev}: development trials need target/nontarget keys to train a calibration")
         utts: dict[str, Any] = {}
-        for u in [*self.ubm_list, *(x for e in self.enrollments for x in e.utterances), *(t.test for t in self.trials), *self.cohort]:
+        for u in [*self.ubm_list, *(x for e in self.enrollments for x in e.utterances), *(t.test for t in self.trials), *self.cohort, *(t.test for t in self.dev_trials)]:
             prev = utts.setdefault(u.utt_id, u)
             if prev.path != u.path:
                 raise DataError(f"utterance id {u.utt_id!r} names two files: {prev.path} and {u.path}")
@@ -96,9 +101,11 @@ class Pipeline:
             body = {"map": r.section("map"), "models": [(e.model_id, [u.utt_id for u in e.utterances]) for e in self.enrollments]}
         elif stage == "score":
             body = {"scoring": r.section("scoring"), "trials": [(t.model_id, t.test.utt_id) for t in self.trials],
-                    "cohort": [u.utt_id for u in self.cohort]}
+                    "cohort": [u.utt_id for u in self.cohort],
+                    "dev": [(t.model_id, t.test.utt_id) for t in self.dev_trials]}
         else:
-            body = {"evaluation": r.section("evaluation"), "keys": [t.target for t in self.trials]}
+            body = {"evaluation": r.section("evaluation"), "keys": [t.target for t in self.trials],
+                    "dev_keys": [t.target for t in self.dev_trials]}
         fp = _hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
         self._fp[stage] = fp
         return fp, ""
@@ -162,9 +169,8 @@ class Pipeline:
         return {"n_models": len(models.model_ids)}
 
     def _run_score(self) -> dict[str, Any]:
-        from gmmspeaker.recipe.stages import score_trials, write_scores
+        from gmmspeaker.recipe.stages import write_scores
 
-        r = self.recipe
         parts = self.wd / "score_parts"
         marker = parts / "fingerprint"
         if parts.exists() and (not marker.exists() or marker.read_text() != self._fp["score"]):
@@ -172,19 +178,28 @@ class Pipeline:
         parts.mkdir(parents=True, exist_ok=True)
         marker.write_text(self._fp["score"])
         store, ubm, models = self._store(), self._ubm(), self._models()
-        scores = score_trials(store, self.trials, ubm, models, method=r.scoring.method,
-                              top_c=r.scoring.top_c, jobs=r.jobs, parts_dir=parts, progress=self.progress)
-        if r.scoring.normalization != "none":
-            from gmmspeaker.recipe.stages import normalize_trial_scores
-
-            write_scores(self.wd / "scores.raw.txt", self.trials, scores)
-            scores = normalize_trial_scores(
-                scores, self.trials, store, ubm, models, self.cohort, method=r.scoring.normalization,
-                top_n=r.scoring.cohort_top_n, relevance=r.map.relevance, adapt=r.map.adapt,
-                scoring_method=r.scoring.method, top_c=r.scoring.top_c, jobs=r.jobs, progress=self.progress)
+        scores = self._score(self.trials, store, ubm, models, parts, raw_path=self.wd / "scores.raw.txt")
+        if self.dev_trials:
+            write_scores(self.wd / "dev_scores.txt", self.dev_trials,
+                         self._score(self.dev_trials, store, ubm, models, None, raw_path=None))
         write_scores(self.wd / "scores.txt", self.trials, scores)
         shutil.rmtree(parts)
         return {"n_trials": len(self.trials)}
+
+    def _score(self, trials: list[Any], store: Any, ubm: Any, models: Any, parts: Path | None, raw_path: Path | None) -> Any:
+        from gmmspeaker.recipe.stages import normalize_trial_scores, score_trials, write_scores
+
+        r = self.recipe
+        scores = score_trials(store, trials, ubm, models, method=r.scoring.method, top_c=r.scoring.top_c,
+                              jobs=r.jobs, parts_dir=parts, progress=self.progress)
+        if r.scoring.normalization != "none":
+            if raw_path is not None:
+                write_scores(raw_path, trials, scores)
+            scores = normalize_trial_scores(
+                scores, trials, store, ubm, models, self.cohort, method=r.scoring.normalization,
+                top_n=r.scoring.cohort_top_n, relevance=r.map.relevance, adapt=r.map.adapt,
+                scoring_method=r.scoring.method, top_c=r.scoring.top_c, jobs=r.jobs, progress=self.progress)
+        return scores
 
     def _run_evaluate(self) -> dict[str, Any]:
         from gmmspeaker.recipe.stages import evaluate_scores, read_scores
@@ -195,6 +210,22 @@ class Pipeline:
         det = self.wd / "det.png" if ev.det_plot else None
         res = evaluate_scores(scores, [t.target for t in self.trials], p_targets=ev.p_target, c_miss=ev.c_miss,
                               c_fa=ev.c_fa, det_plot=det, name=r.experiment)
+        if self.dev_trials:
+            import numpy as np
+
+            from gmmspeaker.recipe.stages import write_scores
+            from gmmspeaker.scoring.calibration import LinearCalibration
+
+            _, dev, _ = read_scores(self.wd / "dev_scores.txt")
+            key = np.array([t.target for t in self.dev_trials], dtype=bool)
+            ok = np.isfinite(dev)
+            cal = LinearCalibration.fit(dev[ok & key], dev[ok & ~key], p_target=ev.calibration_p_target)
+            calibrated = cal(scores)
+            write_scores(self.wd / "scores.calibrated.txt", self.trials, calibrated)
+            cres = evaluate_scores(calibrated, [t.target for t in self.trials], p_targets=ev.p_target,
+                                   c_miss=ev.c_miss, c_fa=ev.c_fa)
+            res["calibrated"] = {k: cres[k] for k in ("act_dcf", "cllr", "min_cllr")}
+            res["calibration"] = cal.to_dict()
         feats = json.loads((self.wd / "stages" / "features.json").read_text())
         res["skipped_audio"] = sorted(feats.get("skipped", {}))
         res["n_skipped_audio"] = len(res["skipped_audio"])

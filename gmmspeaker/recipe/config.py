@@ -119,6 +119,8 @@ class DataConfig:
     synthetic : generate the synthetic corpus (keys of ``SyntheticCorpusConfig``) into
         ``<workdir>/corpus`` and use its lists; then root/ubm/enroll/trials are not given.
     cohort : optional list of cohort utterances (one path per line) for score normalisation.
+    dev_trials : optional development trial list (same models, keyed) to train a linear
+        calibration that the evaluate stage applies to the trials' scores.
     resample : resample audio whose rate differs from ``features.sample_rate``.
     """
 
@@ -127,6 +129,7 @@ class DataConfig:
     enroll: Path | None = None
     trials: Path | None = None
     cohort: Path | None = None
+    dev_trials: Path | None = None
     synthetic: dict[str, Any] | None = None
     resample: bool = False
 
@@ -172,6 +175,7 @@ class EvaluationConfig:
     c_miss: float = 1.0
     c_fa: float = 1.0
     det_plot: bool = True
+    calibration_p_target: float = 0.5
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -354,6 +358,8 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
     for a in kwargs["map"].adapt:
         if a not in ("means", "weights", "variances"):
             raise ConfigError(f"{where.at('map', 'adapt')}: 'map.adapt' items must be means, weights or variances, got {a!r}")
+    if not 0.0 < kwargs["evaluation"].calibration_p_target < 1.0:
+        raise ConfigError(f"{where.at('evaluation', 'calibration_p_target')}: 'evaluation.calibration_p_target' must be in (0, 1)")
     for p in kwargs["evaluation"].p_target:
         if not 0.0 < p < 1.0:
             raise ConfigError(f"{where.at('evaluation', 'p_target')}: 'evaluation.p_target' values must be in (0, 1), got {p}")
@@ -417,7 +423,7 @@ def _resolve_data(data: DataConfig, given: dict[str, Any], base: Path, where: _W
     if not root.is_dir():
         raise ConfigError(f"{where.at('data', 'root')}: data.root {root} is not a folder")
     out: dict[str, Any] = {"root": root}
-    for k in ("ubm", "enroll", "trials", "cohort"):
+    for k in ("ubm", "enroll", "trials", "cohort", "dev_trials"):
         if k in given and given[k] is not None:
             p = (root / _expand(given[k], where.at("data", k))).resolve()
             if not p.is_file():
