@@ -1,0 +1,498 @@
+"""The Gaussian mixture model: parameters, scoring, sampling, criteria and HDF5 persistence.
+
+Training (EM) lives in :mod:`gmmspeaker.gmm.em`; the E-step maths in
+:mod:`gmmspeaker.gmm.stats`. This module holds the object that carries a fitted model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gmmspeaker._typing import FloatArray, IntArray, PathLike
+from gmmspeaker.errors import ConfigError, ModelError
+from gmmspeaker.gmm.stats import COVARIANCE_TYPES, MixtureParams, _blocks, _check_block, frame_loglik, log_densities
+
+__all__ = ["GaussianMixture", "INITS"]
+
+logger = logging.getLogger(__name__)
+
+INITS = ("kmeans++", "random", "split")
+_FORMAT = "gmmspeaker.GaussianMixture"
+_FORMAT_VERSION = 1
+
+
+def _cov_shape(covariance_type: str, K: int, D: int) -> tuple[int, ...]:
+    return {"diag": (K, D), "spherical": (K,), "full": (K, D, D), "tied": (D, D)}[covariance_type]
+
+
+def validate_params(
+    weights: Any, means: Any, covariances: Any, covariance_type: str, *, where: str
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Check mixture parameters; return them as float64 arrays or raise :class:`ModelError`.
+
+    Rules: weights (K,) non-negative, finite, summing to 1 (within 1e-6); means (K, D) finite;
+    covariances of the shape of ``covariance_type`` with positive variances (full and tied:
+    positive-definite, checked by Cholesky). ``where`` names the file or call in the message.
+    """
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ModelError(f"{where}: unknown covariance_type {covariance_type!r}; expected one of {COVARIANCE_TYPES}")
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+        mu = np.asarray(means, dtype=np.float64)
+        cov = np.asarray(covariances, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: parameters are not numeric arrays ({exc})") from exc
+    if mu.ndim != 2 or mu.shape[0] < 1 or mu.shape[1] < 1:
+        raise ModelError(f"{where}: means must have shape (K, D), got {mu.shape}")
+    K, D = mu.shape
+    if w.shape != (K,):
+        raise ModelError(f"{where}: weights must have shape ({K},) to match means {mu.shape}, got {w.shape}")
+    expected = _cov_shape(covariance_type, K, D)
+    if cov.shape != expected:
+        raise ModelError(f"{where}: {covariance_type} covariances must have shape {expected}, got {cov.shape}")
+    for name, arr in (("weights", w), ("means", mu), ("covariances", cov)):
+        if not np.isfinite(arr).all():
+            raise ModelError(f"{where}: {name} contain NaN or inf")
+    if (w < 0).any():
+        raise ModelError(f"{where}: weights must be non-negative (min {w.min():.3g})")
+    if abs(w.sum() - 1.0) > 1e-6:
+        raise ModelError(f"{where}: weights must sum to 1, they sum to {w.sum():.9g}")
+    if covariance_type in ("diag", "spherical"):
+        if (cov <= 0).any():
+            raise ModelError(f"{where}: variances must be positive (min {cov.min():.3g})")
+    else:
+        if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-8, atol=1e-12):
+            raise ModelError(f"{where}: {covariance_type} covariance matrices must be symmetric")
+        try:
+            np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            raise ModelError(f"{where}: a {covariance_type} covariance matrix is not positive definite") from None
+    return w, mu, cov
+
+
+class GaussianMixture:
+    """Gaussian mixture density trained with EM, following scikit-learn's conventions.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of Gaussian components K.
+    covariance_type : {"diag", "full", "spherical", "tied"}
+        Shape of the covariances: (K, D), (K, D, D), (K,), (D, D).
+    init : {"kmeans++", "random", "split"} or GaussianMixture
+        Initialisation. ``"kmeans++"``: k-means++ seeds on a uniform subsample of the
+        frames, then one hard-assignment M-step. ``"random"``: K random frames as means,
+        the global variance, equal weights. ``"split"``: binary splitting 1 -> 2 -> 4 ... -> K
+        with EM at each size (deterministic). A fitted GaussianMixture: start from its
+        parameters (warm start; needs ``n_init == 1``).
+    n_init : int
+        Restarts; the run with the best final log-likelihood is kept.
+    max_iter : int
+        EM iterations of the final run (the split levels run at most 10 each).
+    tol : float
+        Convergence threshold on the change of the mean log-likelihood per frame.
+    variance_floor : float
+        Variance floor relative to the global (data) variance of each dimension.
+    variance_floor_abs : float
+        Absolute variance floor (also protects constant dimensions).
+    min_weight : float
+        A component whose weight falls below this (or that loses all its frames) is
+        re-seeded by splitting the heaviest component, with a logged warning.
+    dtype : {None, "float32", "float64"}
+        Precision of the heavy products; None = float32 for diag/spherical, float64 for
+        full/tied. Statistics are always accumulated in float64.
+    chunk_size : int
+        Frames per E-step block: memory is O(chunk_size x K), never O(n_frames x K).
+    random_state : int, numpy Generator or None
+        Seed of every random choice (subsample, seeds, restarts).
+    n_jobs : int
+        Workers: threads over chunks for :meth:`fit`, processes (joblib) over sources for
+        :meth:`fit_stream`; -1 = all cores. Results do not depend on it (beyond rounding).
+    checkpoint : path-like or None
+        HDF5 file written after every EM iteration; a later fit with the same settings and
+        data resumes from it. Removed when the fit completes.
+    progress : bool
+        Log one INFO line per EM iteration with the log-likelihood.
+
+    Attributes
+    ----------
+    weights_ : ndarray (K,), means_ : ndarray (K, D), covariances_ : ndarray
+    converged_ : bool
+    n_iter_ : int
+        EM iterations of the kept run (final size, after splitting).
+    lower_bound_ : float
+        Mean log-likelihood per frame at the last E-step of the kept run.
+    history_ : list of float
+        Mean log-likelihood per frame at every EM iteration of the kept run.
+    split_history_ : list of tuple (int, float)
+        (size, mean log-likelihood) of the EM iterations run while splitting.
+    variance_floor_ : ndarray (D,)
+        The absolute per-dimension floor that was applied.
+    n_reseeded_ : int
+        Number of degenerate components re-seeded during the kept run.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "diag",
+        init: str | GaussianMixture = "kmeans++",
+        n_init: int = 1,
+        max_iter: int = 100,
+        tol: float = 1e-3,
+        variance_floor: float = 1e-3,
+        variance_floor_abs: float = 1e-6,
+        min_weight: float = 1e-5,
+        dtype: str | None = None,
+        chunk_size: int = 20000,
+        random_state: int | np.random.Generator | None = None,
+        n_jobs: int = 1,
+        checkpoint: PathLike | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.variance_floor = variance_floor
+        self.variance_floor_abs = variance_floor_abs
+        self.min_weight = min_weight
+        self.dtype = dtype
+        self.chunk_size = chunk_size
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.checkpoint = checkpoint
+        self.progress = progress
+
+    # -- configuration ------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """The constructor options as JSON-friendly values (a Generator seed becomes None)."""
+        init = self.init if isinstance(self.init, str) else "given"
+        rs = self.random_state if isinstance(self.random_state, (int, np.integer)) else None
+        return {
+            "n_components": int(self.n_components),
+            "covariance_type": self.covariance_type,
+            "init": init,
+            "n_init": int(self.n_init),
+            "max_iter": int(self.max_iter),
+            "tol": float(self.tol),
+            "variance_floor": float(self.variance_floor),
+            "variance_floor_abs": float(self.variance_floor_abs),
+            "min_weight": float(self.min_weight),
+            "dtype": None if self.dtype is None else str(np.dtype(self.dtype)),
+            "chunk_size": int(self.chunk_size),
+            "random_state": None if rs is None else int(rs),
+            "n_jobs": int(self.n_jobs),
+        }
+
+    def _validate_config(self) -> None:
+        """Check the options once, at the start of ``fit``; raise :class:`ConfigError`."""
+
+        def bad(msg: str) -> ConfigError:
+            return ConfigError(f"GaussianMixture: {msg}")
+
+        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
+            raise bad(f"n_components must be a positive integer, got {self.n_components!r}")
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise bad(f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}")
+        if isinstance(self.init, GaussianMixture):
+            if self.n_init != 1:
+                raise bad("a given initial model (init=GaussianMixture) needs n_init=1")
+        elif self.init not in INITS:
+            raise bad(f"init must be one of {INITS} or a fitted GaussianMixture, got {self.init!r}")
+        if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
+            raise bad(f"n_init must be >= 1, got {self.n_init!r}")
+        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
+            raise bad(f"max_iter must be >= 0, got {self.max_iter!r}")
+        for name in ("tol", "variance_floor", "variance_floor_abs", "min_weight"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v < 0:
+                raise bad(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.min_weight * self.n_components >= 1:
+            raise bad(f"min_weight={self.min_weight} is too large for {self.n_components} components (needs < 1/K)")
+        if self.dtype is not None:
+            try:
+                dt = np.dtype(self.dtype)
+            except TypeError:
+                raise bad(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}") from None
+            if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise bad(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
+        if not isinstance(self.chunk_size, (int, np.integer)) or self.chunk_size < 1:
+            raise bad(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
+        if not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0 or self.n_jobs < -1:
+            raise bad(f"n_jobs must be a positive integer or -1, got {self.n_jobs!r}")
+        if self.random_state is not None and not isinstance(self.random_state, (int, np.integer, np.random.Generator)):
+            raise bad(f"random_state must be None, an int or a numpy Generator, got {type(self.random_state).__name__}")
+
+    # -- training -----------------------------------------------------------------------
+    def fit(self, X: FloatArray) -> GaussianMixture:
+        """Fit the mixture to in-memory frames.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_frames, D), float32 or float64
+            Frames as rows; must be finite, with at least ``n_components`` frames.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        DataError
+            Empty input, NaN/inf, fewer frames than components.
+        ConfigError
+            Invalid options.
+        """
+        from gmmspeaker.gmm.em import fit_array
+
+        self._validate_config()
+        fit_array(self, X)
+        return self
+
+    def fit_stream(self, sources: Sequence[Callable[[], Iterable[np.ndarray]]]) -> GaussianMixture:
+        """Fit on data larger than memory, streamed from chunk sources.
+
+        Parameters
+        ----------
+        sources : sequence of zero-argument callables
+            Each returns an iterable of (n, D) chunks when called (it is called once per
+            pass over the data); it must be picklable for ``n_jobs > 1`` (e.g. a
+            ``functools.partial`` of a module-level function, or ``FeatureStore.sources()``).
+            One joblib task per source per EM iteration; the statistics are summed in
+            source order, so ``n_jobs`` does not change the result.
+
+        Returns
+        -------
+        self
+        """
+        from gmmspeaker.gmm.em import fit_sources
+
+        self._validate_config()
+        fit_sources(self, sources)
+        return self
+
+    # -- fitted state -------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if getattr(self, "means_", None) is None:
+            raise ModelError("this GaussianMixture is not fitted yet; call fit, fit_stream, load or from_params")
+
+    def _params(self) -> MixtureParams:
+        self._check_fitted()
+        return MixtureParams(self.weights_, self.means_, self.covariances_, self.covariance_type)
+
+    def _set_params(self, params: MixtureParams) -> None:
+        self.weights_ = np.asarray(params.weights, dtype=np.float64)
+        self.means_ = np.asarray(params.means, dtype=np.float64)
+        self.covariances_ = np.asarray(params.covariances, dtype=np.float64)
+
+    @property
+    def n_features_in_(self) -> int:
+        """Feature dimension D of the fitted model."""
+        self._check_fitted()
+        return int(self.means_.shape[1])
+
+    @classmethod
+    def from_params(
+        cls,
+        weights: FloatArray,
+        means: FloatArray,
+        covariances: FloatArray,
+        *,
+        covariance_type: str = "diag",
+        **options: Any,
+    ) -> GaussianMixture:
+        """A fitted model from arrays (validated; raises :class:`ModelError`).
+
+        ``options`` are constructor keywords (e.g. ``dtype``); ``n_components`` is taken
+        from the arrays.
+        """
+        w, mu, cov = validate_params(weights, means, covariances, covariance_type, where="from_params")
+        gmm = cls(mu.shape[0], covariance_type=covariance_type, **options)
+        gmm._set_params(MixtureParams(w, mu, cov, covariance_type))
+        gmm.converged_ = True
+        gmm.n_iter_ = 0
+        gmm.lower_bound_ = float("nan")
+        gmm.history_ = []
+        gmm.split_history_ = []
+        gmm.n_reseeded_ = 0
+        return gmm
+
+    # -- scoring ------------------------------------------------------------------------
+    def score_samples(self, X: FloatArray) -> FloatArray:
+        """Log-density ``log p(x_t)`` of each frame, shape (n_frames,), float64."""
+        return frame_loglik(X, self._params(), chunk_size=self.chunk_size, dtype="float64")
+
+    def score(self, X: FloatArray) -> float:
+        """Mean log-density per frame (float)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X: FloatArray) -> FloatArray:
+        """Posterior probabilities of the components, shape (n_frames, K), float64."""
+        from scipy.special import logsumexp
+
+        L = log_densities(X, self._params(), chunk_size=self.chunk_size, dtype="float64")
+        L -= logsumexp(L, axis=1, keepdims=True)
+        return np.exp(L, out=L)
+
+    def predict(self, X: FloatArray) -> IntArray:
+        """Most probable component of each frame, shape (n_frames,), int64."""
+        params = self._params()
+        X = _check_block(X, params.n_dims)
+        out = np.empty(X.shape[0], dtype=np.int64)
+        for a, b in _blocks(X.shape[0], self.chunk_size):
+            out[a:b] = log_densities(X[a:b], params, chunk_size=self.chunk_size).argmax(1)
+        return out
+
+    def sample(
+        self, n_samples: int = 1, *, random_state: int | np.random.Generator | None = None
+    ) -> tuple[FloatArray, IntArray]:
+        """Draw frames from the mixture.
+
+        Returns
+        -------
+        X : ndarray, shape (n_samples, D), float64
+        labels : ndarray, shape (n_samples,), int64
+            Component of each draw.
+        """
+        params = self._params()
+        if n_samples < 1:
+            raise ConfigError(f"sample: n_samples must be >= 1, got {n_samples}")
+        rng = np.random.default_rng(random_state)
+        K, D = params.means.shape
+        w = params.weights / params.weights.sum()
+        labels = rng.choice(K, size=n_samples, p=w).astype(np.int64)
+        Z = rng.standard_normal((n_samples, D))
+        if self.covariance_type in ("diag", "spherical"):
+            sd = np.sqrt(params.diag_variances())
+            return params.means[labels] + Z * sd[labels], labels
+        chol = np.linalg.cholesky(params.covariances)
+        if self.covariance_type == "tied":
+            return params.means[labels] + Z @ chol.T, labels
+        X = np.empty((n_samples, D))
+        step = max(1, 4_000_000 // (D * D))
+        for a in range(0, n_samples, step):  # bounded memory for the (n, D, D) gather
+            b = min(n_samples, a + step)
+            X[a:b] = params.means[labels[a:b]] + np.einsum("nij,nj->ni", chol[labels[a:b]], Z[a:b])
+        return X, labels
+
+    def n_parameters(self) -> int:
+        """Number of free parameters (weights K-1, means K*D, covariances by type)."""
+        K, D = int(self.n_components), self._dim_for_count()
+        cov = {"diag": K * D, "spherical": K, "full": K * D * (D + 1) // 2, "tied": D * (D + 1) // 2}
+        return int(K - 1 + K * D + cov[self.covariance_type])
+
+    def _dim_for_count(self) -> int:
+        self._check_fitted()
+        return int(self.means_.shape[1])
+
+    def bic(self, X: FloatArray) -> float:
+        """Bayesian information criterion on X (lower is better)."""
+        n = np.asarray(X).shape[0]
+        return float(-2.0 * self.score(X) * n + self.n_parameters() * np.log(n))
+
+    def aic(self, X: FloatArray) -> float:
+        """Akaike information criterion on X (lower is better)."""
+        n = np.asarray(X).shape[0]
+        return float(-2.0 * self.score(X) * n + 2.0 * self.n_parameters())
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, path: PathLike) -> None:
+        """Write the model to HDF5 (temporary name, then ``os.replace``).
+
+        Datasets ``weights``, ``means``, ``covariances``, ``history``; attributes
+        ``format``, ``format_version``, ``covariance_type``, ``config`` (JSON),
+        ``converged``, ``n_iter``, ``lower_bound``, ``gmmspeaker_version``.
+        """
+        import h5py
+
+        from gmmspeaker import __version__
+
+        params = self._params()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as h5:
+                h5.create_dataset("weights", data=params.weights)
+                h5.create_dataset("means", data=params.means)
+                h5.create_dataset("covariances", data=params.covariances)
+                h5.create_dataset("history", data=np.asarray(getattr(self, "history_", []), dtype=np.float64))
+                floor = getattr(self, "variance_floor_", None)
+                if floor is not None:
+                    h5.create_dataset("variance_floor", data=np.asarray(floor, dtype=np.float64))
+                h5.attrs["format"] = _FORMAT
+                h5.attrs["format_version"] = _FORMAT_VERSION
+                h5.attrs["gmmspeaker_version"] = __version__
+                h5.attrs["covariance_type"] = self.covariance_type
+                h5.attrs["config"] = json.dumps(self.get_config())
+                h5.attrs["converged"] = bool(getattr(self, "converged_", False))
+                h5.attrs["n_iter"] = int(getattr(self, "n_iter_", 0))
+                h5.attrs["lower_bound"] = float(getattr(self, "lower_bound_", float("nan")))
+                h5.attrs["split_history"] = json.dumps([list(t) for t in getattr(self, "split_history_", [])])
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        logger.debug("saved %d-component %s mixture to %s", params.n_components, self.covariance_type, path)
+
+    @classmethod
+    def load(cls, path: PathLike) -> GaussianMixture:
+        """Read a model written by :meth:`save`; raises :class:`ModelError` naming the file."""
+        import h5py
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        try:
+            with h5py.File(path, "r") as h5:
+                if h5.attrs.get("format") != _FORMAT:
+                    raise ModelError(f"{path}: not a gmmspeaker GaussianMixture file (format attribute missing or wrong)")
+                missing = [k for k in ("weights", "means", "covariances") if k not in h5]
+                if missing:
+                    raise ModelError(f"{path}: missing dataset(s) {missing}")
+                cov_type = str(h5.attrs.get("covariance_type", ""))
+                w, mu, cov = h5["weights"][()], h5["means"][()], h5["covariances"][()]
+                history = h5["history"][()].tolist() if "history" in h5 else []
+                floor = h5["variance_floor"][()] if "variance_floor" in h5 else None
+                config = json.loads(h5.attrs.get("config", "{}"))
+                converged = bool(h5.attrs.get("converged", False))
+                n_iter = int(h5.attrs.get("n_iter", 0))
+                lower_bound = float(h5.attrs.get("lower_bound", float("nan")))
+                split_history = [tuple(t) for t in json.loads(h5.attrs.get("split_history", "[]"))]
+        except ModelError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: cannot read model ({exc})") from exc
+        w, mu, cov = validate_params(w, mu, cov, cov_type, where=str(path))
+        options = {k: v for k, v in config.items() if k not in ("n_components", "covariance_type", "init")}
+        try:
+            gmm = cls(mu.shape[0], covariance_type=cov_type, **options)
+        except TypeError as exc:
+            raise ModelError(f"{path}: unknown option in the stored config ({exc})") from exc
+        gmm._set_params(MixtureParams(w, mu, cov, cov_type))
+        gmm.converged_ = converged
+        gmm.n_iter_ = n_iter
+        gmm.lower_bound_ = lower_bound
+        gmm.history_ = [float(v) for v in history]
+        gmm.split_history_ = [(int(k), float(v)) for k, v in split_history]
+        gmm.n_reseeded_ = 0
+        if floor is not None:
+            gmm.variance_floor_ = floor
+        return gmm
+
+    def __repr__(self) -> str:
+        fitted = "fitted" if getattr(self, "means_", None) is not None else "not fitted"
+        return f"GaussianMixture(n_components={self.n_components}, covariance_type={self.covariance_type!r}, {fitted})"

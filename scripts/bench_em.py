@@ -1,0 +1,236 @@
+#!/usr/bin/env python
+"""Seconds per EM iteration: gmmspeaker vs scikit-learn's GaussianMixture (diag).
+
+How it measures
+---------------
+* Data: (1) real speech features, 20 MFCC + deltas + delta-deltas (D = 60) of every FSDD
+  recording in ../shared/corpora/fsdd (about 128k frames, no VAD, per-utterance CMVN);
+  (2) synthetic, N = 200,000, D = 60, drawn from a 64-component diagonal mixture (seed 0).
+* Same state for everybody: for each K, the start is K random frames (seed 0), equal
+  weights and the global variance; 5 EM iterations (gmmspeaker, float64) bring it to a
+  mid-training state. Every timed iteration starts from that same state: an iteration
+  from the random start is much cheaper for scikit-learn (near one-hot posteriors), so
+  timing ``fit`` from its own init would flatter it.
+* One EM iteration = E-step + M-step. scikit-learn: ``_e_step`` + ``_m_step`` on the same
+  state (its private API, to time exactly one iteration; reg_covar = 0). gmmspeaker:
+  ``accumulate`` (the fused-GEMM E-step, default chunk_size, 2 threads x 1 BLAS thread) + ``m_step``.
+  scikit-learn runs with its default BLAS threads (2 on this machine).
+* Each case runs in its own spawned child process; peak memory is that child's
+  ``ru_maxrss`` (absolute) and that minus its high-water mark after loading the data
+  (what the iteration itself adds). gmmspeaker's time is the best of ``--repeat``
+  iterations, scikit-learn's one iteration (it dominates the run time).
+* GFLOP/s counts the two fused GEMMs, 2 x 2 N (2D+1) K flops per iteration, and is set
+  against a plain numpy matmul (N, 2D+1) @ (2D+1, K) of the same dtype, in the same run.
+
+Usage: ``python scripts/bench_em.py [--quick] [--ks 64 256 512 1024] [--datasets fsdd synthetic]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+FSDD = (REPO / ".." / "shared" / "corpora" / "fsdd").resolve()
+
+
+# ----------------------------------------------------------------------------------- data
+def fsdd_features(cache: Path) -> np.ndarray:
+    """MFCC(20) + deltas + delta-deltas of every FSDD recording, (n_frames, 60) float32."""
+    if cache.is_file():
+        return np.load(cache)
+    import soundfile as sf
+
+    wavs = sorted((FSDD / "recordings").glob("*.wav"))
+    if not wavs:
+        raise SystemExit(f"no recordings under {FSDD}/recordings")
+    feats = []
+    try:
+        from gmmspeaker.features import FeatureConfig, extract
+
+        cfg = FeatureConfig(sample_rate=8000, n_mfcc=20, deltas=2, vad="none", normalize="cmvn")
+        for w in wavs:
+            x, sr = sf.read(w, dtype="float32")
+            feats.append(extract(x, cfg, name=str(w)).frames)
+        how = "gmmspeaker.features.extract"
+    except ImportError:  # TODO: drop once gmmspeaker.features is always available
+        import librosa
+
+        for w in wavs:
+            x, sr = sf.read(w, dtype="float32")
+            m = librosa.feature.mfcc(y=x, sr=sr, n_mfcc=20, n_fft=256, hop_length=80)
+            f = np.concatenate([m, librosa.feature.delta(m, mode="nearest"), librosa.feature.delta(m, order=2, mode="nearest")])
+            feats.append(f.T.astype(np.float32))
+        how = "librosa"
+    X = np.ascontiguousarray(np.concatenate(feats), dtype=np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, X)
+    print(f"# FSDD features via {how}: {len(wavs)} recordings, {X.shape[0]} frames x {X.shape[1]}", flush=True)
+    return X
+
+
+def synthetic(n: int, D: int = 60, K: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 3, (K, D))
+    sd = rng.uniform(0.5, 1.5, (K, D))
+    labels = rng.choice(K, size=n, p=rng.dirichlet(np.ones(K) * 2))
+    return (means[labels] + rng.standard_normal((n, D)) * sd[labels]).astype(np.float32)
+
+
+def mid_state(X: np.ndarray, K: int, n_iter: int = 5):
+    from gmmspeaker.gmm.em import m_step
+    from gmmspeaker.gmm.stats import MixtureParams, accumulate
+
+    rng = np.random.default_rng(0)
+    mu = X[rng.choice(X.shape[0], K, replace=False)].astype(np.float64)
+    var = X.astype(np.float64).var(0)
+    p = MixtureParams(np.full(K, 1.0 / K), mu, np.tile(var, (K, 1)), "diag")
+    floor = np.maximum(1e-3 * var, 1e-6)
+    for _ in range(n_iter):
+        st = accumulate(X, p, dtype="float64", n_threads=2, chunk_size=2048)
+        p, _ = m_step(st, covariance_type="diag", floor=floor)
+    return p, floor
+
+
+# ------------------------------------------------------------------------------ children
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _child(case: str, data_path: str, state_path: str, repeat: int, q: mp.Queue) -> None:
+    warnings.simplefilter("ignore")
+    X = np.load(data_path)
+    s = np.load(state_path)
+    if case == "sklearn":
+        X = X.astype(np.float64)
+    base = _rss_mib()
+    times = []
+    if case == "sklearn":
+        from sklearn.mixture import GaussianMixture as SK
+
+        K = s["weights"].shape[0]
+        sk = SK(K, covariance_type="diag", reg_covar=0.0, init_params="random_from_data")
+        for _ in range(repeat):
+            sk.weights_, sk.means_, sk.covariances_ = s["weights"].copy(), s["means"].copy(), s["covariances"].copy()
+            sk.precisions_cholesky_ = 1.0 / np.sqrt(sk.covariances_)
+            t = time.perf_counter()
+            _, log_resp = sk._e_step(X)
+            sk._m_step(X, log_resp)
+            times.append(time.perf_counter() - t)
+            del log_resp
+    else:
+        from gmmspeaker.gmm.em import m_step
+        from gmmspeaker.gmm.stats import MixtureParams, accumulate
+
+        dtype = "float32" if case == "gmm32" else "float64"
+        p = MixtureParams(s["weights"], s["means"], s["covariances"], "diag")
+        accumulate(X[:4096], p, dtype=dtype)  # warm-up (thread pool, page faults)
+        for _ in range(repeat):
+            t = time.perf_counter()
+            st = accumulate(X, p, dtype=dtype, n_threads=2)
+            m_step(st, covariance_type="diag", floor=s["floor"])
+            times.append(time.perf_counter() - t)
+    q.put({"time": min(times), "times": times, "peak_mib": _rss_mib() - base, "rss_mib": _rss_mib()})
+
+
+def run_case(case: str, data_path: Path, state_path: Path, repeat: int) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(case, str(data_path), str(state_path), repeat, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def matmul_rate(N: int, D: int, K: int, dtype: str) -> float:
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((N, 2 * D + 1)).astype(dtype)
+    W = rng.standard_normal((2 * D + 1, K)).astype(dtype)
+    best = np.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        A @ W
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * N * (2 * D + 1) * K / best / 1e9
+
+
+# -------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="K in {64, 256}, a quarter of the frames, 1 repeat")
+    ap.add_argument("--ks", type=int, nargs="+", default=None)
+    ap.add_argument("--datasets", nargs="+", default=["fsdd", "synthetic"], choices=["fsdd", "synthetic"])
+    ap.add_argument("--repeat", type=int, default=None, help="timed iterations per case (best kept)")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/gmmspeaker-bench"))
+    args = ap.parse_args()
+    import logging
+
+    logging.getLogger("gmmspeaker").setLevel(logging.ERROR)  # the 5 warm-up iterations may re-seed
+    ks = args.ks or ([64, 256] if args.quick else [64, 256, 512, 1024])
+    repeat = args.repeat or (1 if args.quick else 2)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    t_start = time.perf_counter()
+    for name in args.datasets:
+        if name == "fsdd":
+            if not (FSDD / "recordings").is_dir():
+                print(f"# skipping fsdd: corpus not found at {FSDD}")
+                continue
+            X = fsdd_features(args.workdir / "fsdd_mfcc60.npy")
+        else:
+            X = synthetic(200_000)
+        if args.quick:
+            X = X[: X.shape[0] // 4]
+        N, D = X.shape
+        data_path = args.workdir / f"{name}_data.npy"
+        np.save(data_path, X)
+        print(f"# {name}: N={N} D={D}", flush=True)
+        for K in ks:
+            p, floor = mid_state(X, K)
+            state_path = args.workdir / f"{name}_K{K}_state.npz"
+            np.savez(state_path, weights=p.weights, means=p.means, covariances=p.covariances, floor=floor)
+            flops = 2 * 2.0 * N * (2 * D + 1) * K
+            # scikit-learn: one timed iteration (it dominates the run time and varies little)
+            res = {c: run_case(c, data_path, state_path, 1 if c == "sklearn" else repeat) for c in ("sklearn", "gmm32", "gmm64")}
+            mm32, mm64 = matmul_rate(N, D, K, "float32"), matmul_rate(N, D, K, "float64")
+            row = {
+                "data": name, "N": N, "K": K,
+                "sk_s": res["sklearn"]["time"], "g32_s": res["gmm32"]["time"], "g64_s": res["gmm64"]["time"],
+                "x32": res["sklearn"]["time"] / res["gmm32"]["time"], "x64": res["sklearn"]["time"] / res["gmm64"]["time"],
+                "gf32": flops / res["gmm32"]["time"] / 1e9, "mm32": mm32,
+                "gf64": flops / res["gmm64"]["time"] / 1e9, "mm64": mm64,
+                "sk_mib": res["sklearn"]["peak_mib"], "g32_mib": res["gmm32"]["peak_mib"], "g64_mib": res["gmm64"]["peak_mib"],
+                "sk_rss": res["sklearn"]["rss_mib"], "g32_rss": res["gmm32"]["rss_mib"], "g64_rss": res["gmm64"]["rss_mib"],
+            }
+            rows.append(row)
+            print(f"  K={K}: sklearn {row['sk_s']:.3f}s  f32 {row['g32_s']:.3f}s ({row['x32']:.1f}x)  "
+                  f"f64 {row['g64_s']:.3f}s ({row['x64']:.1f}x)", flush=True)
+
+    print()
+    print("Seconds per EM iteration (diag, mid-training state; sklearn 1 iteration, gmmspeaker best of "
+          f"{repeat}); peak RSS of each case's own process (data + interpreter + iteration), and the extra "
+          "over its high-water mark after loading the data")
+    head = (f"{'data':<9} {'N':>7} {'K':>5} | {'sklearn s':>9} {'f32 s':>7} {'x':>5} {'f64 s':>7} {'x':>5} | "
+            f"{'f32 GF/s':>8} {'%mm':>4} {'f64 GF/s':>8} {'%mm':>4} | {'peak RSS MiB sk/f32/f64':>23} | {'extra MiB sk/f32/f64':>20}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['data']:<9} {r['N']:>7} {r['K']:>5} | {r['sk_s']:>9.3f} {r['g32_s']:>7.3f} {r['x32']:>5.1f} "
+              f"{r['g64_s']:>7.3f} {r['x64']:>5.1f} | {r['gf32']:>8.1f} {100 * r['gf32'] / r['mm32']:>4.0f} "
+              f"{r['gf64']:>8.1f} {100 * r['gf64'] / r['mm64']:>4.0f} | {r['sk_rss']:>7.0f} {r['g32_rss']:>7.0f} {r['g64_rss']:>7.0f} "
+              f"| {r['sk_mib']:>6.0f} {r['g32_mib']:>6.0f} {r['g64_mib']:>6.0f}")
+    print(f"\n(total {time.perf_counter() - t_start:.0f} s; matmul rates measured in this run; "
+          f"machine: {mp.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
