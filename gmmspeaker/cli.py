@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(exc)
         print(f"gmmspeaker: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("gmmspeaker: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         return 130

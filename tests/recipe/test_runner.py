@@ -133,3 +133,17 @@ def test_fsdd_recipe_end_to_end(tmp_path, fsdd):
     assert r is not None and r["n_target"] == 900 and r["n_nontarget"] == 4500
     assert r["eer"] < 0.059, f"EER {r['eer']:.4f} not below the plain GMM-UBM's 5.9 %"
     assert r["vad_kept_fraction"] > 0.8
+    # top-C (the recipe's method) stays within 0.2 EER points of full scoring
+    from gmmspeaker.corpora.lists import read_trials
+    from gmmspeaker.gmm.map import SpeakerModels
+    from gmmspeaker.gmm.model import GaussianMixture
+    from gmmspeaker.recipe.stages import score_trials
+    from gmmspeaker.scoring.metrics import eer
+    from gmmspeaker.store import FeatureStore
+
+    wd = tmp_path / "fsdd"
+    trials = read_trials(fsdd / "trials.txt")
+    full = score_trials(FeatureStore(wd / "features"), trials, GaussianMixture.load(wd / "ubm.h5"),
+                        SpeakerModels.load(wd / "models.h5"), method="full", jobs=2)
+    key = np.array([t.target for t in trials])
+    assert abs(eer(full[key], full[~key]) - r["eer"]) < 0.002
