@@ -174,7 +174,6 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_info(a: argparse.Namespace) -> int:
     import h5py
-    import numpy as np
 
     from gmmspeaker.errors import DataError
 
@@ -195,18 +194,16 @@ def cmd_info(a: argparse.Namespace) -> int:
             for k, v in sorted(h5.attrs.items()):
                 s = str(v)
                 print(f"  @{k} = {s[:200]}{'...' if len(s) > 200 else ''}")
-            def show(name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Dataset):
-                    print(f"  {name}: {obj.shape} {obj.dtype}")
-            items = []
-            h5.visititems(lambda n, o: items.append((n, o)) if len(items) < 50 else None)
-            for n, o in items:
-                show(n, o)
-            if len(items) >= 50:
-                print("  ...")
+            datasets: list[tuple[str, Any]] = []
+            h5.visititems(lambda n, o: datasets.append((n, o)) if isinstance(o, h5py.Dataset) else None)
+            for name, ds in datasets[:50]:
+                print(f"  {name}: {ds.shape} {ds.dtype}")
+            if len(datasets) > 50:
+                print(f"  ... and {len(datasets) - 50} more datasets")
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         raise DataError(f"{p}: not a readable HDF5 file ({exc})") from None
-    del np
     return 0
 
 

@@ -185,6 +185,10 @@ class FeatureStore:
         """Number of (VAD-kept) frames of an utterance."""
         return int(self._entry(utt_id)["n_frames"])
 
+    def n_total(self, utt_id: str) -> int:
+        """Number of frames of an utterance before VAD."""
+        return int(self._entry(utt_id)["n_total"])
+
     @property
     def dim(self) -> int:
         """Feature dimension."""

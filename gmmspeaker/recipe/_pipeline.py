@@ -137,7 +137,7 @@ class Pipeline:
         )
         store = self._store()
         kept = sum(store.n_frames(u) for u in store.ids)
-        total = sum(int(store._utts[u]["n_total"]) for u in store.ids)
+        total = sum(store.n_total(u) for u in store.ids)
         logger.info("features: %d utterances, VAD kept %.1f %% of %d frames", len(store), 100 * kept / max(total, 1), total)
         return {"computed": len(report.computed), "cached": len(report.cached),
                 "skipped": report.skipped, "vad_kept_fraction": kept / max(total, 1)}
