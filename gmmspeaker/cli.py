@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # a run's log file may lower the package's level
+        handler.setLevel(level)
     logging.getLogger("distributed").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
