@@ -45,7 +45,7 @@ __all__ = ["FeatureStore", "ExtractionReport", "extract_to_store", "config_hash"
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: contiguous frames per shard (1: one dataset per utterance)
 
 
 def config_hash(config_dict: dict[str, Any]) -> str:
@@ -176,12 +176,16 @@ class FeatureStore:
             raise DataError(f"{self.path}: not a feature store (no {MANIFEST}); run feature extraction first")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            version = manifest.get("version")
             self.config: dict[str, Any] = manifest["config"]
             self.config_hash: str = manifest["config_hash"]
             self._utts: dict[str, dict[str, Any]] = manifest["utterances"]
             self.skipped: dict[str, str] = manifest.get("skipped", {})
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"{manifest_path}: corrupt feature-store manifest ({exc})") from exc
+        if version != STORE_VERSION:
+            raise DataError(f"{manifest_path}: feature store format {version} is not this gmmspeaker's "
+                            f"({STORE_VERSION}); re-run feature extraction to rebuild it")
 
     # -- metadata -------------------------------------------------------------
     @property
@@ -435,6 +439,9 @@ def extract_to_store(
         raise DataError("nothing to extract: the utterance list is empty")
 
     manifest = _load_manifest(store)
+    if manifest is not None and manifest.get("version") != STORE_VERSION:
+        logger.info("%s: feature store of an older format, recomputing every utterance", store)
+        manifest = None
     if manifest is not None and manifest.get("config_hash") != chash:
         logger.info("%s: feature config changed, recomputing every utterance", store)
         manifest = None

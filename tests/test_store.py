@@ -127,3 +127,16 @@ def test_orphan_and_temporary_shards_are_not_trusted(tmp_path):
     assert not list(store_dir.glob(".shard-*"))
     manifest = json.loads((store_dir / "manifest.json").read_text())
     assert set(manifest["utterances"]) == {"spk/u0", "spk/u1"}
+
+
+def test_older_store_format_is_rebuilt_not_misread(tmp_path):
+    utts = _corpus(tmp_path, n=2)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts, store_dir, CFG)
+    manifest = json.loads((store_dir / "manifest.json").read_text())
+    manifest["version"] = 1
+    (store_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="format 1.*re-run feature extraction"):
+        FeatureStore(store_dir)
+    rep = extract_to_store(utts, store_dir, CFG)
+    assert len(rep.computed) == 2 and FeatureStore(store_dir).get("spk/u0").shape[0] > 0
