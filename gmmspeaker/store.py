@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from gmmspeaker._io import atomic_write_json
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import AudioError, DataError, GmmSpeakerError, SkippedInputWarning
 
@@ -57,15 +58,6 @@ def config_hash(config_dict: dict[str, Any]) -> str:
 def _source_signature(path: Path) -> list[int]:
     st = path.stat()
     return [int(st.st_size), int(st.st_mtime_ns)]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -490,7 +482,7 @@ def extract_to_store(
             failures.update(fails)
             if on_bad_audio == "skip":
                 skipped_prev.update(fails)
-            _atomic_write_text(store / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+            atomic_write_json(store / MANIFEST, manifest)
             if bar is not None:
                 bar.update(len(meta) + len(fails))
         if bar is not None:
@@ -512,7 +504,7 @@ def extract_to_store(
             report.skipped.update(failures)
             warnings.warn(f"skipped {len(failures)} unusable audio files:\n{listing}{more}", SkippedInputWarning, stacklevel=2)
     else:
-        _atomic_write_text(store / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+        atomic_write_json(store / MANIFEST, manifest)
     for utt_id, _ in items:
         if utt_id in skipped_prev and utt_id not in utts:
             report.skipped.setdefault(utt_id, skipped_prev[utt_id])

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gmmspeaker._io import atomic_write_text
 from gmmspeaker._typing import PathLike
 from gmmspeaker.corpora.lists import (
-    _atomic_write_text,
     write_enroll_list,
     write_trials,
     write_ubm_list,
@@ -173,7 +173,7 @@ def prepare_librispeech(
     roles += [(s, "skipped", len(files[s])) for s in skipped]
     roles.sort(key=lambda r: _speaker_key(r[0]))
     speakers_tsv = out / "speakers.tsv"
-    _atomic_write_text(
+    atomic_write_text(
         speakers_tsv, "speaker\trole\tfiles\n" + "".join(f"{s}\t{r}\t{k}\n" for s, r, k in roles)
     )
     result = {

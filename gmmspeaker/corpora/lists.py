@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from gmmspeaker._io import atomic_write_text
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import DataError
 
@@ -445,18 +445,6 @@ def read_trials(
 # --------------------------------------------------------------------------- writers
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_field(value: str, what: str) -> str:
     if not value or any(c.isspace() for c in value):
         raise DataError(f"{what} '{value}' is empty or contains white space; lists cannot hold it")
@@ -482,7 +470,7 @@ def write_ubm_list(path: PathLike, paths: Iterable[str]) -> Path:
     lines = [_check_field(str(p), "path") for p in paths]
     if not lines:
         raise DataError(f"{out}: refusing to write an empty background list")
-    _atomic_write_text(out, "".join(f"{p}\n" for p in lines))
+    atomic_write_text(out, "".join(f"{p}\n" for p in lines))
     return out
 
 
@@ -510,7 +498,7 @@ def write_enroll_list(path: PathLike, models: Mapping[str, Sequence[str]]) -> Pa
         rows.append(" ".join([_check_field(model_id, "model id"), *files]) + "\n")
     if not rows:
         raise DataError(f"{out}: refusing to write an empty enrollment list")
-    _atomic_write_text(out, "".join(rows))
+    atomic_write_text(out, "".join(rows))
     return out
 
 
@@ -538,5 +526,5 @@ def write_trials(path: PathLike, trials: Iterable[tuple[str, str, bool | None]])
         rows.append(" ".join(fields) + "\n")
     if not rows:
         raise DataError(f"{out}: refusing to write an empty trial list")
-    _atomic_write_text(out, "".join(rows))
+    atomic_write_text(out, "".join(rows))
     return out

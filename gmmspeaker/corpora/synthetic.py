@@ -42,9 +42,9 @@ from joblib import Parallel, delayed
 from scipy import fft as sp_fft
 from scipy.signal import lfilter
 
+from gmmspeaker._io import atomic_write_text
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.corpora.lists import (
-    _atomic_write_text,
     write_enroll_list,
     write_trials,
     write_ubm_list,
@@ -599,13 +599,13 @@ def _write_corpus(root: Path, config: SyntheticCorpusConfig, n_jobs: int) -> Non
     write_ubm_list(root / "ubm.txt", sorted(ubm))
     write_enroll_list(root / "enroll.txt", {m: enroll[m] for m in models})
     write_trials(root / "trials.txt", ((m, test, speaker_of[test] == m) for m, test in sorted(pairs)))
-    _atomic_write_text(
+    atomic_write_text(
         root / "speakers.tsv",
         "speaker\trole\tf0_hz\tvtl\topen_quotient\ttilt\tjitter\tshimmer\tbreathiness\trate\tutterances\n"
         + "".join(rows),
     )
     # written last: its presence marks a complete corpus
-    _atomic_write_text(root / "corpus.json", json.dumps(_stamp(cfg), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(root / "corpus.json", json.dumps(_stamp(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def generate_corpus(out_dir: PathLike, config: SyntheticCorpusConfig, *, n_jobs: int = 1) -> dict[str, Path]:

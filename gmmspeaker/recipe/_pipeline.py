@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gmmspeaker import __version__
+from gmmspeaker._io import atomic_write_json
 from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe.config import STAGES, Recipe
 from gmmspeaker.recipe.runner import _hash
@@ -233,18 +234,13 @@ class Pipeline:
         res["experiment"] = r.experiment
         res["config"] = {"features": r.features, "ubm": r.section("ubm"), "map": r.section("map"),
                          "scoring": r.section("scoring"), "seed": r.seed}
-        _write_json(self.wd / "results.json", res)
+        atomic_write_json(self.wd / "results.json", res)
         return {}
 
     def finalize(self, seconds: dict[str, float]) -> dict[str, Any]:
         path = self.wd / "results.json"
         res = json.loads(path.read_text())
         res["stage_seconds"] = {s: round(float(seconds.get(s, 0.0)), 3) for s in STAGES}
-        _write_json(path, res)
+        atomic_write_json(path, res)
         return res
 
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)

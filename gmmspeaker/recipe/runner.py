@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from gmmspeaker import __version__
+from gmmspeaker._io import atomic_write_json
 from gmmspeaker._typing import PathLike
-from gmmspeaker.errors import ConfigError, DataError, GmmSpeakerError
+from gmmspeaker.errors import ConfigError, GmmSpeakerError
 from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
 
 __all__ = ["run_recipe", "RunResult", "workdir_for"]
@@ -113,12 +114,8 @@ def _record(workdir: Path, stage: str) -> dict[str, Any] | None:
 
 
 def _write_record(workdir: Path, stage: str, fingerprint: str, seconds: float, extra: dict[str, Any] | None = None) -> None:
-    d = workdir / "stages"
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{stage}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "seconds": seconds, "version": __version__, **(extra or {})}, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(workdir / "stages" / f"{stage}.json",
+                      {"fingerprint": fingerprint, "seconds": seconds, "version": __version__, **(extra or {})})
 
 
 def run_recipe(

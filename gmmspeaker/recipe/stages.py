@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gmmspeaker._io import atomic_write_json, atomic_write_text
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import DataError
 
@@ -244,7 +244,6 @@ def score_trials(
     ndarray, shape (n_trials,), float64, in the order of ``trials``. Trials whose test
     utterance has no features (skipped bad audio) score NaN.
     """
-    from joblib import Parallel, delayed
 
     index = {m: i for i, m in enumerate(models.model_ids)}
     groups: dict[str, tuple[list[int], list[int]]] = {}
@@ -335,11 +334,8 @@ def _block_key(block: list[tuple[str, list[int], list[int]]]) -> str:
 
 
 def _save_part(pdir: Path, b: int, block: Any, idx: np.ndarray, val: np.ndarray) -> None:
-    pdir.mkdir(parents=True, exist_ok=True)
-    path = pdir / f"block-{b:05d}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": _block_key(block), "idx": idx.tolist(), "scores": [repr(float(v)) for v in val]}))
-    os.replace(tmp, path)
+    atomic_write_json(pdir / f"block-{b:05d}.json",
+                      {"key": _block_key(block), "idx": idx.tolist(), "scores": [repr(float(v)) for v in val]}, indent=None)
 
 
 def _load_part(pdir: Path, b: int, block: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -409,17 +405,11 @@ def normalize_trial_scores(
 
 def write_scores(path: PathLike, trials: Sequence["Trial"], scores: np.ndarray) -> None:
     """Write ``model_id test_id score [target|nontarget]`` lines, in trial-list order (atomically)."""
-    path = Path(path)
     lines = []
     for t, s in zip(trials, scores):
         key = "" if t.target is None else (" target" if t.target else " nontarget")
         lines.append(f"{t.model_id} {t.test.utt_id} {float(s):.6f}{key}\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(lines)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(lines))
 
 
 def read_scores(path: PathLike) -> tuple[list[tuple[str, str]], np.ndarray, list[bool | None]]:

@@ -3,13 +3,11 @@ traceback) or, with on_bad_audio: skip, a warning and a count; nothing computed 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import soundfile as sf
 
 from gmmspeaker.cli import main
 from gmmspeaker.errors import ModelError

@@ -65,7 +65,7 @@ def reference(tmp_path_factory):
 @pytest.mark.parametrize(
     "stage, module, attr, n",
     [
-        ("features", "gmmspeaker.store", "_atomic_write_text", 2),
+        ("features", "gmmspeaker.store", "atomic_write_json", 2),
         ("ubm", "gmmspeaker.gmm.em", "_Checkpoint.save", 4),
         ("score", "gmmspeaker.recipe.stages", "_save_part", 2),
     ],
