@@ -152,7 +152,7 @@ class Pipeline:
         gmm = train_ubm(
             self._store(), [x.utt_id for x in self.ubm_list],
             components=u.components, iterations=u.iterations, init=u.init, variance_floor=u.variance_floor,
-            tol=u.tol, n_init=u.n_init, dtype=u.dtype, chunk_frames=u.chunk_frames, max_frames=u.max_frames,
+            tol=u.tol, n_init=u.n_init, dtype=u.dtype, chunk_frames=u.chunk_frames, max_frames=u.max_frames, n_parts=u.parts,
             seed=r.seed, jobs=r.jobs, checkpoint=ckpt, progress=self.progress,
         )
         gmm.save(self.wd / "ubm.h5")

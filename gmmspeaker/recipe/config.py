@@ -147,6 +147,7 @@ class UbmConfig:
     dtype: str = "float32"
     chunk_frames: int = 20_000
     max_frames: int | None = None
+    parts: int = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,7 +187,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("top", "backend"): ("loky", "threading", "dask"),
     ("top", "on_bad_audio"): ("error", "skip"),
 }
-_POSITIVE = {("ubm", "components"), ("ubm", "iterations"), ("ubm", "n_init"), ("ubm", "chunk_frames"),
+_POSITIVE = {("ubm", "components"), ("ubm", "iterations"), ("ubm", "n_init"), ("ubm", "chunk_frames"), ("ubm", "parts"),
              ("scoring", "top_c"), ("ubm", "max_frames"), ("scoring", "cohort_top_n")}
 _NONNEG = {("map", "relevance"), ("ubm", "variance_floor"), ("ubm", "tol"),
            ("evaluation", "c_miss"), ("evaluation", "c_fa")}
