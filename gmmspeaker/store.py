@@ -25,6 +25,7 @@ neighbouring utterances.
 from __future__ import annotations
 
 import functools
+import time
 import hashlib
 import json
 import logging
@@ -46,6 +47,8 @@ __all__ = ["FeatureStore", "ExtractionReport", "extract_to_store", "config_hash"
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+#: Seconds between manifest rewrites while extracting (each finished shard is recorded).
+MANIFEST_INTERVAL = 5.0
 STORE_VERSION = 2  # 2: contiguous frames per shard (1: one dataset per utterance)
 
 
@@ -472,7 +475,8 @@ def extract_to_store(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc="features", unit="utt")
-        for shard_name, meta, fails in results:
+        last_write = time.monotonic()
+        for k, (shard_name, meta, fails) in enumerate(results):
             for utt_id, entry in meta.items():
                 utts[utt_id] = entry
                 skipped_prev.pop(utt_id, None)
@@ -482,7 +486,11 @@ def extract_to_store(
             failures.update(fails)
             if on_bad_audio == "skip":
                 skipped_prev.update(fails)
-            atomic_write_json(store / MANIFEST, manifest)
+            # The manifest records finished shards for a resumed run; rewriting it after
+            # every shard would cost O(utterances^2), so at most every few seconds.
+            if time.monotonic() - last_write >= MANIFEST_INTERVAL or k == len(shards) - 1:
+                atomic_write_json(store / MANIFEST, manifest, indent=None)
+                last_write = time.monotonic()
             if bar is not None:
                 bar.update(len(meta) + len(fails))
         if bar is not None:
@@ -504,7 +512,7 @@ def extract_to_store(
             report.skipped.update(failures)
             warnings.warn(f"skipped {len(failures)} unusable audio files:\n{listing}{more}", SkippedInputWarning, stacklevel=2)
     else:
-        atomic_write_json(store / MANIFEST, manifest)
+        atomic_write_json(store / MANIFEST, manifest, indent=None)
     for utt_id, _ in items:
         if utt_id in skipped_prev and utt_id not in utts:
             report.skipped.setdefault(utt_id, skipped_prev[utt_id])

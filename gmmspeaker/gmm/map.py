@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gmmspeaker._typing import FloatArray, PathLike
+from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.gmm.stats import Stats
 
@@ -498,6 +498,19 @@ class SpeakerModels:
             return self._lookup[model_id]
         except KeyError:
             raise DataError(f"unknown model id {model_id!r} ({len(self)} models)") from None
+
+    def subset(self, rows: Sequence[int] | IntArray) -> "SpeakerModels":
+        """The models at ``rows`` (in that order), e.g. only those a block of trials names."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return SpeakerModels(
+            model_ids=[self.model_ids[i] for i in rows],
+            means=self.means[rows],
+            counts=self.counts[rows],
+            weights=None if self.weights is None else self.weights[rows],
+            variances=None if self.variances is None else self.variances[rows],
+            relevance=self.relevance,
+            ubm_fingerprint=self.ubm_fingerprint,
+        )
 
     def model(self, i: int) -> AdaptedModel:
         """Model ``i`` as an :class:`AdaptedModel` (float64 copies)."""

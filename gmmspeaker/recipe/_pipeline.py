@@ -41,7 +41,7 @@ class Pipeline:
                 cfg = SyntheticCorpusConfig.from_dict(data.synthetic)
             except ConfigError as exc:
                 raise ConfigError(f"{self.recipe.path}: data.synthetic: {exc}") from None
-            paths = generate_corpus(self.wd / "corpus", cfg)
+            paths = generate_corpus(self.wd / "corpus", cfg, n_jobs=self.recipe.jobs)
             root = Path(paths["root"]) if "root" in paths else self.wd / "corpus"
             ubm, enroll, trials = Path(paths["ubm"]), Path(paths["enroll"]), Path(paths["trials"])
             cohort = None

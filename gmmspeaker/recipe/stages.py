@@ -128,20 +128,19 @@ def train_ubm(
 
 def _enroll_batch(
     store_dir: str,
-    batch: list[tuple[str, list[str]]],
+    batch: list[tuple[str, list[tuple[str, str, int, int]]]],
     ubm: "GaussianMixture",
     relevance: float,
     adapt: tuple[str, ...],
 ) -> list[tuple[str, Any]]:
+    """Worker: [(model_id, store items of its utterances)] -> [(model_id, AdaptedModel)]."""
     from gmmspeaker.gmm.map import map_adapt
     from gmmspeaker.gmm.stats import accumulate
-    from gmmspeaker.store import FeatureStore
+    from gmmspeaker.store import _iter_utterances
 
-    store = FeatureStore(store_dir)
     out = []
-    for model_id, utt_ids in batch:
-        feats = store.get_many(utt_ids)
-        X = np.concatenate([feats[u] for u in utt_ids])
+    for model_id, items in batch:
+        X = np.concatenate([x for _, x in _iter_utterances(store_dir, items)])
         stats = accumulate(X, ubm, second_order="variances" in adapt)
         out.append((model_id, map_adapt(stats, ubm, relevance=relevance, adapt=adapt)))
     return out
@@ -169,12 +168,13 @@ def enroll_models(
 
     from gmmspeaker.gmm.map import SpeakerModels, ubm_fingerprint
 
-    work: list[tuple[str, list[str]]] = []
+    # workers get the store locations of their frames (not the whole manifest)
+    work: list[tuple[str, list[tuple[str, str, int, int]]]] = []
     for e in enrollments:
-        ids = [u.utt_id for u in e.utterances if u.utt_id in store]
-        if not ids:
+        items = [store._item(u.utt_id) for u in e.utterances if u.utt_id in store]
+        if not items:
             raise DataError(f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has features")
-        work.append((e.model_id, ids))
+        work.append((e.model_id, items))
     batches = [work[i:i + batch_size] for i in range(0, len(work), batch_size)]
     results = Parallel(n_jobs=jobs, return_as="generator")(
         delayed(_enroll_batch)(str(store.path), b, ubm, float(relevance), tuple(adapt)) for b in batches
@@ -195,26 +195,25 @@ def enroll_models(
 
 def _score_block(
     store_dir: str,
-    block: list[tuple[str, list[int], list[int]]],
+    block: list[tuple[tuple[str, str, int, int], list[int], list[int]]],
     ubm: "GaussianMixture",
     models: "SpeakerModels",
     method: str,
     top_c: int,
 ) -> list[tuple[list[int], np.ndarray]]:
-    """Worker: [(test_id, trial indices, model indices)] -> [(trial indices, scores)]."""
-    from gmmspeaker.scoring.llr import ScoringContext, score_prepared
-    from gmmspeaker.store import FeatureStore
+    """Worker: [(test store item, trial indices, rows of ``models``)] -> [(trial indices, scores)].
 
-    store = FeatureStore(store_dir)
-    feats = store.get_many([t for t, _, _ in block])
-    # one prepared context per block, holding only the models this block's trials name
-    needed = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for _, _, m in block]))
-    ctx = ScoringContext.build(ubm, models, model_index=needed)
-    row_of = np.full(len(models.model_ids), -1, dtype=np.int64)
-    row_of[needed] = np.arange(needed.size)
+    ``models`` holds only the models this block's trials name, so a worker's memory does
+    not grow with the number of enrolled speakers.
+    """
+    from gmmspeaker.scoring.llr import ScoringContext, score_prepared
+    from gmmspeaker.store import _iter_utterances
+
+    feats = dict(_iter_utterances(store_dir, [item for item, _, _ in block]))
+    ctx = ScoringContext.build(ubm, models)
     out = []
-    for test_id, trial_idx, model_idx in block:
-        s = score_prepared(feats[test_id], ctx, row_of[np.asarray(model_idx, dtype=np.int64)], method=method, top_c=top_c)
+    for item, trial_idx, rows in block:
+        s = score_prepared(feats[item[0]], ctx, np.asarray(rows, dtype=np.int64), method=method, top_c=top_c)
         out.append((trial_idx, np.asarray(s, dtype=np.float64)))
     return out
 
@@ -317,9 +316,14 @@ def _score_groups(
             todo.append((b, block))
     if pdir is not None and len(todo) < len(blocks):
         logger.info("scoring: %d of %d blocks reused from an interrupted run", len(blocks) - len(todo), len(blocks))
-    results = Parallel(n_jobs=jobs, return_as="generator")(
-        delayed(_score_block)(str(store.path), block, ubm, models, method, top_c) for _, block in todo
-    )
+    def task(block: list[tuple[str, list[int], list[int]]]) -> Any:
+        needed = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for _, _, m in block]))
+        row_of = np.full(len(models.model_ids), -1, dtype=np.int64)
+        row_of[needed] = np.arange(needed.size)
+        local = [(store._item(u), i, row_of[np.asarray(m, dtype=np.int64)].tolist()) for u, i, m in block]
+        return delayed(_score_block)(str(store.path), local, ubm, models.subset(needed), method, top_c)
+
+    results = Parallel(n_jobs=jobs, return_as="generator")(task(block) for _, block in todo)
     for (b, block), res in _progress(zip(todo, results), total=len(todo), desc=desc, unit="block", enabled=progress):
         idx = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in res])
         val = np.concatenate([s for _, s in res])

@@ -39,6 +39,7 @@ KILLER = textwrap.dedent(
     stages.score_trials.__kwdefaults__["block_size"] = 2   # several scoring blocks
     import gmmspeaker.store as store
     store.extract_to_store.__kwdefaults__["shard_size"] = 10  # several feature shards
+    store.MANIFEST_INTERVAL = 0.0  # record every finished shard
     from gmmspeaker.cli import main
     sys.exit(main(sys.argv[4:]))
     """
