@@ -122,10 +122,16 @@ def cmd_score(a: argparse.Namespace) -> int:
 def format_results(res: dict[str, Any]) -> str:
     """The final results table."""
     rows = [("EER", f"{100 * res['eer']:.2f} %")]
-    for p, v in res.get("min_dcf", {}).items():
+    by_prior = lambda d: sorted(d.items(), key=lambda kv: -float(kv[0]))  # noqa: E731
+    for p, v in by_prior(res.get("min_dcf", {})):
         rows.append((f"minDCF (P_tar={p})", f"{v:.4f}"))
-    for p, v in res.get("act_dcf", {}).items():
+    for p, v in by_prior(res.get("act_dcf", {})):
         rows.append((f"actDCF (P_tar={p})", f"{v:.4f}"))
+    if "calibrated" in res:
+        c = res["calibrated"]
+        for p, v in by_prior(c.get("act_dcf", {})):
+            rows.append((f"calibrated actDCF (P_tar={p})", f"{v:.4f}"))
+        rows.append(("calibrated Cllr", f"{c['cllr']:.4f}"))
     if "cllr" in res:
         rows.append(("Cllr / minCllr", f"{res['cllr']:.4f} / {res.get('min_cllr', float('nan')):.4f}"))
     rows.append(("trials (target / nontarget)", f"{res['n_target']} / {res['n_nontarget']}"))
