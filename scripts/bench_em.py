@@ -101,6 +101,18 @@ def mid_state(X: np.ndarray, K: int, n_iter: int = 5):
 
 # ------------------------------------------------------------------------------ children
 def _rss_mib() -> float:
+    """Peak RSS of this process image, MiB.
+
+    VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across exec, so a spawned child
+    would report its parent's high-water mark (data, mid-training state) as its own.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

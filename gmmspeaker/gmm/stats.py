@@ -7,7 +7,8 @@ are summed with ``+`` and the M-step / MAP adaptation reads the sum.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -343,28 +344,32 @@ def _blocks(n: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + chunk_size)) for a in range(0, n, chunk_size)]
 
 
-def _run_blocks(fn: Callable[[int, int], Any], blocks: list[tuple[int, int]], n_threads: int) -> list[Any]:
+def _run_blocks(fn: Callable[[int, int], Any], blocks: list[tuple[int, int]], n_threads: int) -> Iterator[Any]:
     """Apply ``fn`` to every block, in threads (each with one BLAS thread) when asked.
 
-    Results come back in block order whatever the number of threads, so sums over them
-    do not depend on the parallelism.
+    Results are yielded in block order whatever the number of threads, so sums over them
+    do not depend on the parallelism; they are consumed as they come, so memory holds a
+    few blocks' results, not all of them.
     """
     if n_threads <= 1 or len(blocks) <= 1:
-        return [fn(a, b) for a, b in blocks]
+        yield from (fn(a, b) for a, b in blocks)
+        return
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(n_threads, len(blocks))) as ex:
-        return list(ex.map(lambda ab: fn(*ab), blocks))
+        yield from ex.map(lambda ab: fn(*ab), blocks)
 
 
-def _sum_block_stats(parts: list[_BlockStats]) -> _BlockStats:
-    tot = parts[0]
+def _sum_block_stats(parts: Iterable[_BlockStats]) -> _BlockStats:
+    """Sum block statistics in order (float64 accumulators)."""
+    it = iter(parts)
+    tot = next(it)
     n, f = tot.n.copy(), tot.f.copy()
     s = None if tot.s is None else tot.s.copy()
     ll, nf = tot.loglik, tot.n_frames
-    for p in parts[1:]:
+    for p in it:
         n += p.n
         f += p.f
         if s is not None and p.s is not None:
