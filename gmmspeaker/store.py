@@ -255,6 +255,20 @@ class FeatureStore:
                 for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _signature_or_none(path: Path) -> list[int] | None:
+    try:
+        return _source_signature(path)
+    except OSError:
+        return None
+
+
+def _listing(problems: dict[str, str], limit: int = 20) -> str:
+    lines = [f"  {msg}" for _, msg in sorted(problems.items())[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
 def _corrupt(shard_path: Path, why: str) -> DataError:
     return DataError(f"{shard_path}: corrupt or unreadable feature shard ({why}); delete it and re-run feature extraction")
 
@@ -444,6 +458,7 @@ def extract_to_store(
         manifest = {"version": STORE_VERSION, "config": cfg, "config_hash": chash, "utterances": {}, "skipped": {}}
     utts: dict[str, dict[str, Any]] = manifest["utterances"]
     skipped_prev: dict[str, str] = manifest.setdefault("skipped", {})
+    skipped_sig: dict[str, Any] = manifest.setdefault("skipped_signatures", {})
 
     report = ExtractionReport()
     todo: list[tuple[str, str]] = []
@@ -451,6 +466,8 @@ def extract_to_store(
         entry = utts.get(utt_id)
         if entry is not None and path.exists() and entry.get("source") == str(path) and entry.get("signature") == _source_signature(path):
             report.cached.append(utt_id)
+        elif on_bad_audio == "skip" and utt_id in skipped_prev and skipped_sig.get(utt_id) == _signature_or_none(path):
+            report.skipped[utt_id] = skipped_prev[utt_id]  # known bad and unchanged: not retried
         else:
             todo.append((utt_id, str(path)))
 
@@ -480,12 +497,15 @@ def extract_to_store(
             for utt_id, entry in meta.items():
                 utts[utt_id] = entry
                 skipped_prev.pop(utt_id, None)
+                skipped_sig.pop(utt_id, None)
                 report.computed.append(utt_id)
                 report.frames_total += entry["n_total"]
                 report.frames_kept += entry["n_frames"]
             failures.update(fails)
             if on_bad_audio == "skip":
                 skipped_prev.update(fails)
+                paths = dict(todo)
+                skipped_sig.update({u: _signature_or_none(Path(paths[u])) for u in fails})
             # The manifest records finished shards for a resumed run; rewriting it after
             # every shard would cost O(utterances^2), so at most every few seconds.
             if time.monotonic() - last_write >= MANIFEST_INTERVAL or k == len(shards) - 1:
@@ -500,21 +520,17 @@ def extract_to_store(
         for f in store.glob("shard-*.h5"):
             if f.name not in live:
                 f.unlink()
-        if failures:
-            listing = "\n".join(f"  {msg}" for _, msg in sorted(failures.items())[:20])
-            more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
-            if on_bad_audio == "error":
-                raise DataError(
-                    f"{len(failures)} of {len(items)} audio files could not be used "
-                    f"(the other features are stored; fix or remove these files, or set on_bad_audio: skip):\n"
-                    f"{listing}{more}"
-                )
-            report.skipped.update(failures)
-            warnings.warn(f"skipped {len(failures)} unusable audio files:\n{listing}{more}", SkippedInputWarning, stacklevel=2)
+        if failures and on_bad_audio == "error":
+            raise DataError(
+                f"{len(failures)} of {len(items)} audio files could not be used "
+                f"(the other features are stored; fix or remove these files, or set on_bad_audio: skip):\n"
+                f"{_listing(failures)}"
+            )
+        report.skipped.update(failures)
     else:
         atomic_write_json(store / MANIFEST, manifest, indent=None)
-    for utt_id, _ in items:
-        if utt_id in skipped_prev and utt_id not in utts:
-            report.skipped.setdefault(utt_id, skipped_prev[utt_id])
+    if report.skipped:
+        warnings.warn(f"skipped {len(report.skipped)} unusable audio files:\n{_listing(report.skipped)}",
+                      SkippedInputWarning, stacklevel=2)
     logger.info("features: %d computed, %d cached, %d skipped", len(report.computed), len(report.cached), len(report.skipped))
     return report

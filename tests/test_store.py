@@ -140,3 +140,18 @@ def test_older_store_format_is_rebuilt_not_misread(tmp_path):
         FeatureStore(store_dir)
     rep = extract_to_store(utts, store_dir, CFG)
     assert len(rep.computed) == 2 and FeatureStore(store_dir).get("spk/u0").shape[0] > 0
+
+
+def test_known_bad_files_are_not_retried_until_they_change(tmp_path, rng):
+    utts = _corpus(tmp_path, n=2)
+    bad = tmp_path / "wav" / "bad.wav"
+    bad.write_text("not audio")
+    items = utts + [("bad", bad)]
+    with pytest.warns(SkippedInputWarning, match="bad.wav"):
+        extract_to_store(items, tmp_path / "store", CFG, on_bad_audio="skip")
+    with pytest.warns(SkippedInputWarning, match="1 unusable"):  # still reported...
+        rep = extract_to_store(items, tmp_path / "store", CFG, on_bad_audio="skip")
+    assert rep.computed == [] and set(rep.skipped) == {"bad"}  # ...but not recomputed
+    write_wav(bad, speechlike(rng, 0.6))  # fixed: now extracted
+    rep = extract_to_store(items, tmp_path / "store", CFG, on_bad_audio="skip")
+    assert rep.computed == ["bad"] and rep.skipped == {}
