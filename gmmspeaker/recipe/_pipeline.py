@@ -84,7 +84,8 @@ class Pipeline:
         return SpeakerModels.load(self.wd / "models.h5")
 
     # -- fingerprints -----------------------------------------------------------
-    def fingerprint(self, stage: str) -> tuple[str, str]:
+    def fingerprint(self, stage: str) -> str:
+        """Hash of the stage's configuration, its inputs, the previous stage's fingerprint and the version."""
         r = self.recipe
         prev = self._fp.get(STAGES[STAGES.index(stage) - 1], "") if stage != STAGES[0] else ""
         if stage == "features":
@@ -109,18 +110,12 @@ class Pipeline:
                     "dev_keys": [t.target for t in self.dev_trials]}
         fp = _hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
         self._fp[stage] = fp
-        return fp, ""
+        return fp
 
     def outputs_exist(self, stage: str) -> bool:
         names = {"features": ["features/manifest.json"], "ubm": ["ubm.h5"], "enroll": ["models.h5"],
                  "score": ["scores.txt"], "evaluate": ["results.json"]}[stage]
         return all((self.wd / n).exists() for n in names)
-
-    def skip(self, stage: str) -> None:
-        """Nothing to load eagerly: later stages read their inputs from the workdir."""
-
-    def pretend(self, stage: str, fp: str) -> None:
-        """Dry run: later fingerprints already chain on this one."""
 
     # -- stage bodies -----------------------------------------------------------
     def run(self, stage: str) -> dict[str, Any]:

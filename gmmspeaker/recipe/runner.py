@@ -187,7 +187,7 @@ def run_recipe(
                 stack.enter_context(_parallel(recipe, recipe.jobs))
             pipe = _pipeline.Pipeline(recipe, wd, progress=progress)
             for i, stage in enumerate(STAGES):
-                fp, inputs_info = pipe.fingerprint(stage)
+                fp = pipe.fingerprint(stage)
                 rec = _record(wd, stage)
                 selected = lo <= i <= hi
                 outputs_ok = pipe.outputs_exist(stage)
@@ -199,7 +199,6 @@ def run_recipe(
                             f"stage {stage} is out of date or missing in {wd} and --from-stage {from_stage} skips it; "
                             f"run from an earlier stage")
                     result.actions[stage] = "skipped"
-                    pipe.skip(stage)
                     continue
                 if force:
                     reason = "--force"
@@ -210,20 +209,17 @@ def run_recipe(
                 elif not outputs_ok:
                     reason = "outputs missing"
                 elif rec.get("fingerprint") != fp:
-                    reason = "inputs or configuration changed" + (f" ({inputs_info})" if inputs_info else "")
+                    reason = "inputs or configuration changed"
                 else:
                     reason = ""
                 if not reason:
                     result.actions[stage] = "skipped"
                     result.seconds[stage] = float(rec.get("seconds", 0.0)) if rec else 0.0
                     logger.info("stage %-8s up to date, skipped", stage)
-                    pipe.skip(stage)
                     continue
                 if dry_run:
                     result.actions[stage] = "would run"
                     result.reasons[stage] = reason
-                    # later stages' fingerprints depend on this one: they would run too
-                    pipe.pretend(stage, fp)
                     continue
                 logger.info("stage %-8s running: %s", stage, reason)
                 t0 = time.perf_counter()
