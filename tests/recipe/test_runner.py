@@ -147,3 +147,15 @@ def test_fsdd_recipe_end_to_end(tmp_path, fsdd):
                         SpeakerModels.load(wd / "models.h5"), method="full", jobs=2)
     key = np.array([t.target for t in trials])
     assert abs(eer(full[key], full[~key]) - r["eer"]) < 0.002
+
+
+@pytest.mark.slow
+def test_demo_recipe_end_to_end(tmp_path):
+    """The embedded default: synthetic corpus, every stage, an EER that shows the system works."""
+    res = run_recipe(REPO / "recipes" / "demo.yaml", workdir=tmp_path / "demo")
+    r = res.results
+    assert r is not None and r["n_target"] > 100 and r["n_nontarget"] > 1000
+    assert r["eer"] < 0.10, f"demo EER {r['eer']:.3f}"
+    assert (tmp_path / "demo" / "det.png").stat().st_size > 1000
+    again = run_recipe(REPO / "recipes" / "demo.yaml", workdir=tmp_path / "demo")
+    assert set(again.actions.values()) == {"skipped"}
