@@ -20,20 +20,10 @@ logger = logging.getLogger("gmmspeaker.cli")
 
 
 def _load_yaml_mapping(path: str, section: str | None = None) -> dict[str, Any]:
-    """A YAML file of options (or one section of a recipe-shaped file)."""
-    import yaml
+    """A YAML file of options (or one section of a recipe-shaped file), loaded like a recipe."""
+    from gmmspeaker.recipe.config import _load_yaml, _Where
 
-    from gmmspeaker.errors import ConfigError
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"{path}{':' + str(mark.line + 1) if mark else ''}: broken YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of options")
+    data = _load_yaml(Path(path), _Where())
     if section is not None and isinstance(data.get(section), dict):
         return dict(data[section])
     return data

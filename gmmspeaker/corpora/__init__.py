@@ -6,8 +6,7 @@ Submodules are imported on first use, so ``import gmmspeaker.corpora`` is cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from gmmspeaker._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "Utterance": "gmmspeaker.corpora.lists",
@@ -34,14 +33,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'gmmspeaker.corpora' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports('gmmspeaker.corpora', _EXPORTS, globals())
