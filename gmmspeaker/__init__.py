@@ -71,4 +71,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-__getattr__, __dir__ = lazy_exports('gmmspeaker', _EXPORTS, globals())
+__getattr__, __dir__ = lazy_exports("gmmspeaker", _EXPORTS, globals())

@@ -33,7 +33,11 @@ def _read_any_list(path: str, root: str | None) -> list[Any]:
     """Utterances named by a ubm, enroll or trials list (format guessed from its lines)."""
     from gmmspeaker.corpora.lists import read_enroll_list, read_trials, read_ubm_list
 
-    lines = [ln.split() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.split()
+        for ln in Path(path).read_text(encoding="utf-8").splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     if lines and all(len(f) == 1 for f in lines):
         return read_ubm_list(path, root=root)
     if lines and all(f[-1] in ("target", "nontarget") for f in lines):
@@ -52,10 +56,20 @@ def cmd_features(a: argparse.Namespace) -> int:
     from gmmspeaker.features import FeatureConfig
     from gmmspeaker.store import extract_to_store
 
-    cfg = FeatureConfig.from_dict(_load_yaml_mapping(a.config, "features") if a.config else {}, source=a.config or "<defaults>")
+    cfg = FeatureConfig.from_dict(
+        _load_yaml_mapping(a.config, "features") if a.config else {}, source=a.config or "<defaults>"
+    )
     utts = _unique(_read_any_list(a.list, a.root))
-    rep = extract_to_store([(u.utt_id, u.path) for u in utts], a.out, cfg, jobs=a.jobs, on_bad_audio=a.on_bad_audio,
-                           resample=a.resample, progress=not a.quiet, compression=a.compression)
+    rep = extract_to_store(
+        [(u.utt_id, u.path) for u in utts],
+        a.out,
+        cfg,
+        jobs=a.jobs,
+        on_bad_audio=a.on_bad_audio,
+        resample=a.resample,
+        progress=not a.quiet,
+        compression=a.compression,
+    )
     print(f"{len(rep.computed)} computed, {len(rep.cached)} cached, {len(rep.skipped)} skipped -> {a.out}")
     if rep.computed:
         print(f"VAD kept {100 * rep.kept_fraction:.1f} % of {rep.frames_total} frames")
@@ -69,9 +83,18 @@ def cmd_train_ubm(a: argparse.Namespace) -> int:
 
     store = FeatureStore(a.features)
     ids = [u.utt_id for u in read_ubm_list(a.list, root=a.root)] if a.list else store.ids
-    gmm = train_ubm(store, ids, components=a.components, iterations=a.iterations, init=a.init,
-                    variance_floor=a.variance_floor, seed=a.seed, jobs=a.jobs, progress=not a.quiet,
-                    checkpoint=Path(str(a.out) + ".checkpoint.h5"))
+    gmm = train_ubm(
+        store,
+        ids,
+        components=a.components,
+        iterations=a.iterations,
+        init=a.init,
+        variance_floor=a.variance_floor,
+        seed=a.seed,
+        jobs=a.jobs,
+        progress=not a.quiet,
+        checkpoint=Path(str(a.out) + ".checkpoint.h5"),
+    )
     gmm.save(a.out)
     ck = Path(str(a.out) + ".checkpoint.h5")
     if ck.exists():
@@ -86,8 +109,15 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     from gmmspeaker.recipe.stages import enroll_models
     from gmmspeaker.store import FeatureStore
 
-    models = enroll_models(FeatureStore(a.features), read_enroll_list(a.list, root=a.root), GaussianMixture.load(a.ubm),
-                           relevance=a.relevance, adapt=a.adapt.split(","), jobs=a.jobs, progress=not a.quiet)
+    models = enroll_models(
+        FeatureStore(a.features),
+        read_enroll_list(a.list, root=a.root),
+        GaussianMixture.load(a.ubm),
+        relevance=a.relevance,
+        adapt=a.adapt.split(","),
+        jobs=a.jobs,
+        progress=not a.quiet,
+    )
     models.save(a.out)
     print(f"{len(models.model_ids)} models -> {a.out}")
     return 0
@@ -102,8 +132,16 @@ def cmd_score(a: argparse.Namespace) -> int:
 
     models = SpeakerModels.load(a.models)
     trials = read_trials(a.trials, root=a.root, models=set(models.model_ids))
-    scores = score_trials(FeatureStore(a.features), trials, GaussianMixture.load(a.ubm), models, method=a.method,
-                          top_c=a.top_c, jobs=a.jobs, progress=not a.quiet)
+    scores = score_trials(
+        FeatureStore(a.features),
+        trials,
+        GaussianMixture.load(a.ubm),
+        models,
+        method=a.method,
+        top_c=a.top_c,
+        jobs=a.jobs,
+        progress=not a.quiet,
+    )
     write_scores(a.out, trials, scores)
     print(f"{len(trials)} scores -> {a.out}")
     return 0
@@ -154,8 +192,16 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     from gmmspeaker.recipe.runner import run_recipe
 
-    res = run_recipe(a.recipe, workdir=a.workdir, jobs=a.jobs, force=a.force, from_stage=a.from_stage,
-                     until_stage=a.until_stage, dry_run=a.dry_run, progress=not a.quiet)
+    res = run_recipe(
+        a.recipe,
+        workdir=a.workdir,
+        jobs=a.jobs,
+        force=a.force,
+        from_stage=a.from_stage,
+        until_stage=a.until_stage,
+        dry_run=a.dry_run,
+        progress=not a.quiet,
+    )
     for stage, action in res.actions.items():
         why = res.reasons.get(stage, "")
         secs = res.seconds.get(stage)
@@ -179,7 +225,9 @@ def cmd_info(a: argparse.Namespace) -> int:
 
         st = FeatureStore(p)
         frames = sum(st.n_frames(u) for u in st.ids)
-        print(f"feature store {p}: {len(st)} utterances, {frames} frames, dim {st.dim}, config {st.config_hash[:12]}")
+        print(
+            f"feature store {p}: {len(st)} utterances, {frames} frames, dim {st.dim}, config {st.config_hash[:12]}"
+        )
         print(json.dumps(st.config, indent=1, sort_keys=True))
         return 0
     if not p.is_file():
@@ -302,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("gmmspeaker: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
+        print(
+            "gmmspeaker: interrupted; finished work is kept, run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

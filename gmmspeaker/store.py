@@ -25,11 +25,11 @@ neighbouring utterances.
 from __future__ import annotations
 
 import functools
-import time
 import hashlib
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -112,8 +112,14 @@ def _extract_shard(
     with h5py.File(tmp, "w") as h5:
         h5.attrs["gmmspeaker_store_version"] = STORE_VERSION
         h5.attrs["config_hash"] = config_hash(config_dict)
-        ds = h5.create_dataset("frames", shape=(0, dim), maxshape=(None, dim), dtype=np.float32,
-                               chunks=(4096, dim), compression=compression)
+        ds = h5.create_dataset(
+            "frames",
+            shape=(0, dim),
+            maxshape=(None, dim),
+            dtype=np.float32,
+            chunks=(4096, dim),
+            compression=compression,
+        )
         ids: list[str] = []
         offsets = [0]
         n_totals: list[int] = []
@@ -179,8 +185,10 @@ class FeatureStore:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"{manifest_path}: corrupt feature-store manifest ({exc})") from exc
         if version != STORE_VERSION:
-            raise DataError(f"{manifest_path}: feature store format {version} is not this gmmspeaker's "
-                            f"({STORE_VERSION}); re-run feature extraction to rebuild it")
+            raise DataError(
+                f"{manifest_path}: feature store format {version} is not this gmmspeaker's "
+                f"({STORE_VERSION}); re-run feature extraction to rebuild it"
+            )
 
     # -- metadata -------------------------------------------------------------
     @property
@@ -231,7 +239,9 @@ class FeatureStore:
         e = self._entry(utt_id)
         return utt_id, e["shard"], int(e["offset"]), int(e["n_frames"])
 
-    def iter_chunks(self, utt_ids: Sequence[str] | None = None, *, chunk_frames: int = 20_000) -> Iterator[np.ndarray]:
+    def iter_chunks(
+        self, utt_ids: Sequence[str] | None = None, *, chunk_frames: int = 20_000
+    ) -> Iterator[np.ndarray]:
         """Stream the frames of ``utt_ids`` (default: all) in chunks of at most ``chunk_frames`` rows.
 
         Memory is bounded by one chunk, whatever the store size. Frames come in the order
@@ -240,7 +250,9 @@ class FeatureStore:
         ids = self.ids if utt_ids is None else list(utt_ids)
         yield from _iter_chunks(str(self.path), [self._item(u) for u in ids], chunk_frames)
 
-    def sources(self, utt_ids: Sequence[str] | None = None, *, n_parts: int = 8, chunk_frames: int = 20_000) -> list[Callable[[], Iterator[np.ndarray]]]:
+    def sources(
+        self, utt_ids: Sequence[str] | None = None, *, n_parts: int = 8, chunk_frames: int = 20_000
+    ) -> list[Callable[[], Iterator[np.ndarray]]]:
         """Split ``utt_ids`` into ``n_parts`` picklable chunk factories (for parallel EM).
 
         The split depends only on the ids and ``n_parts``, never on the number of jobs,
@@ -251,8 +263,10 @@ class FeatureStore:
             raise DataError(f"{self.path}: no utterances to stream")
         n_parts = max(1, min(n_parts, len(ids)))
         bounds = np.linspace(0, len(ids), n_parts + 1).round().astype(int)
-        return [functools.partial(_iter_chunks, str(self.path), [self._item(u) for u in ids[a:b]], chunk_frames)
-                for a, b in zip(bounds[:-1], bounds[1:])]
+        return [
+            functools.partial(_iter_chunks, str(self.path), [self._item(u) for u in ids[a:b]], chunk_frames)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
 
 
 def _signature_or_none(path: Path) -> list[int] | None:
@@ -270,10 +284,14 @@ def _listing(problems: dict[str, str], limit: int = 20) -> str:
 
 
 def _corrupt(shard_path: Path, why: str) -> DataError:
-    return DataError(f"{shard_path}: corrupt or unreadable feature shard ({why}); delete it and re-run feature extraction")
+    return DataError(
+        f"{shard_path}: corrupt or unreadable feature shard ({why}); delete it and re-run feature extraction"
+    )
 
 
-def _segments(items: Sequence[tuple[str, str, int, int]]) -> Iterator[tuple[str, int, int, list[tuple[str, int]]]]:
+def _segments(
+    items: Sequence[tuple[str, str, int, int]],
+) -> Iterator[tuple[str, int, int, list[tuple[str, int]]]]:
     """Group (utt_id, shard, offset, n) into runs that are contiguous in one shard.
 
     Yields (shard, start, stop, [(utt_id, n), ...]) in the order of ``items``.
@@ -291,7 +309,9 @@ def _segments(items: Sequence[tuple[str, str, int, int]]) -> Iterator[tuple[str,
         yield cur[0], cur[1], cur[2], cur[3]
 
 
-def _read_rows(store_dir: str, items: Sequence[tuple[str, str, int, int]], piece: int) -> Iterator[tuple[list[tuple[str, int]], np.ndarray]]:
+def _read_rows(
+    store_dir: str, items: Sequence[tuple[str, str, int, int]], piece: int
+) -> Iterator[tuple[list[tuple[str, int]], np.ndarray]]:
     """Read the frames of ``items`` as pieces of at most ``piece`` rows of contiguous runs.
 
     Yields ([(utt_id, rows of it in this piece)], frames); an utterance may span pieces.
@@ -317,7 +337,9 @@ def _read_rows(store_dir: str, items: Sequence[tuple[str, str, int, int]], piece
                     raise _corrupt(shard_path, f"frames are {ds.shape} {ds.dtype}, expected (n, dim) float32")
                 open_name = shard
             if stop > ds.shape[0]:
-                raise _corrupt(shard_path, f"{utts[-1][0]!r} ends at row {stop} but the shard has {ds.shape[0]}")
+                raise _corrupt(
+                    shard_path, f"{utts[-1][0]!r} ends at row {stop} but the shard has {ds.shape[0]}"
+                )
             # walk the run piece by piece, attributing rows to utterances
             u, left = 0, utts[0][1]
             for a in range(start, stop, piece):
@@ -344,14 +366,16 @@ def _read_rows(store_dir: str, items: Sequence[tuple[str, str, int, int]], piece
             h5.close()
 
 
-def _iter_utterances(store_dir: str, items: Sequence[tuple[str, str, int, int]]) -> Iterator[tuple[str, np.ndarray]]:
+def _iter_utterances(
+    store_dir: str, items: Sequence[tuple[str, str, int, int]]
+) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (utt_id, frames) for each item, whole utterances, in order."""
     k, got = 0, 0
     parts: list[np.ndarray] = []
     for owners, block in _read_rows(store_dir, items, 1 << 18):
         pos = 0
         for utt_id, n in owners:
-            parts.append(block[pos:pos + n])
+            parts.append(block[pos : pos + n])
             pos += n
             got += n
             if got == items[k][3]:
@@ -359,7 +383,9 @@ def _iter_utterances(store_dir: str, items: Sequence[tuple[str, str, int, int]])
                 parts, got, k = [], 0, k + 1
 
 
-def _iter_chunks(store_dir: str, items: Sequence[tuple[str, str, int, int]], chunk_frames: int) -> Iterator[np.ndarray]:
+def _iter_chunks(
+    store_dir: str, items: Sequence[tuple[str, str, int, int]], chunk_frames: int
+) -> Iterator[np.ndarray]:
     """Yield chunks of at most ``chunk_frames`` rows of the items' frames, in order."""
     buf: list[np.ndarray] = []
     n_buf = 0
@@ -367,7 +393,7 @@ def _iter_chunks(store_dir: str, items: Sequence[tuple[str, str, int, int]], chu
         start = 0
         while start < block.shape[0]:
             take = min(chunk_frames - n_buf, block.shape[0] - start)
-            buf.append(block[start:start + take])
+            buf.append(block[start : start + take])
             n_buf += take
             start += take
             if n_buf == chunk_frames:
@@ -455,7 +481,13 @@ def extract_to_store(
         logger.info("%s: feature config changed, recomputing every utterance", store)
         manifest = None
     if manifest is None:
-        manifest = {"version": STORE_VERSION, "config": cfg, "config_hash": chash, "utterances": {}, "skipped": {}}
+        manifest = {
+            "version": STORE_VERSION,
+            "config": cfg,
+            "config_hash": chash,
+            "utterances": {},
+            "skipped": {},
+        }
     utts: dict[str, dict[str, Any]] = manifest["utterances"]
     skipped_prev: dict[str, str] = manifest.setdefault("skipped", {})
     skipped_sig: dict[str, Any] = manifest.setdefault("skipped_signatures", {})
@@ -464,9 +496,18 @@ def extract_to_store(
     todo: list[tuple[str, str]] = []
     for utt_id, path in items:
         entry = utts.get(utt_id)
-        if entry is not None and path.exists() and entry.get("source") == str(path) and entry.get("signature") == _source_signature(path):
+        if (
+            entry is not None
+            and path.exists()
+            and entry.get("source") == str(path)
+            and entry.get("signature") == _source_signature(path)
+        ):
             report.cached.append(utt_id)
-        elif on_bad_audio == "skip" and utt_id in skipped_prev and skipped_sig.get(utt_id) == _signature_or_none(path):
+        elif (
+            on_bad_audio == "skip"
+            and utt_id in skipped_prev
+            and skipped_sig.get(utt_id) == _signature_or_none(path)
+        ):
             report.skipped[utt_id] = skipped_prev[utt_id]  # known bad and unchanged: not retried
         else:
             todo.append((utt_id, str(path)))
@@ -480,12 +521,20 @@ def extract_to_store(
         f.unlink()
 
     if todo:
-        shards = [todo[i:i + shard_size] for i in range(0, len(todo), shard_size)]
+        shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
         names = [f"shard-{config_hash({'ids': [u for u, _ in s], 'cfg': chash})[:16]}.h5" for s in shards]
-        logger.info("extracting features of %d utterances (%d cached) into %d shards with %d jobs",
-                    len(todo), len(report.cached), len(shards), jobs)
+        logger.info(
+            "extracting features of %d utterances (%d cached) into %d shards with %d jobs",
+            len(todo),
+            len(report.cached),
+            len(shards),
+            jobs,
+        )
         failures: dict[str, str] = {}
-        tasks = (delayed(_extract_shard)(s, str(store), n, cfg, compression, resample) for s, n in zip(shards, names))
+        tasks = (
+            delayed(_extract_shard)(s, str(store), n, cfg, compression, resample)
+            for s, n in zip(shards, names)
+        )
         results = Parallel(n_jobs=jobs, backend=backend, return_as="generator")(tasks)
         bar = None
         if progress:
@@ -493,7 +542,7 @@ def extract_to_store(
 
             bar = tqdm(total=len(todo), desc="features", unit="utt")
         last_write = time.monotonic()
-        for k, (shard_name, meta, fails) in enumerate(results):
+        for k, (_shard_name, meta, fails) in enumerate(results):
             for utt_id, entry in meta.items():
                 utts[utt_id] = entry
                 skipped_prev.pop(utt_id, None)
@@ -530,7 +579,15 @@ def extract_to_store(
     else:
         atomic_write_json(store / MANIFEST, manifest, indent=None)
     if report.skipped:
-        warnings.warn(f"skipped {len(report.skipped)} unusable audio files:\n{_listing(report.skipped)}",
-                      SkippedInputWarning, stacklevel=2)
-    logger.info("features: %d computed, %d cached, %d skipped", len(report.computed), len(report.cached), len(report.skipped))
+        warnings.warn(
+            f"skipped {len(report.skipped)} unusable audio files:\n{_listing(report.skipped)}",
+            SkippedInputWarning,
+            stacklevel=2,
+        )
+    logger.info(
+        "features: %d computed, %d cached, %d skipped",
+        len(report.computed),
+        len(report.cached),
+        len(report.skipped),
+    )
     return report

@@ -66,13 +66,21 @@ def fsdd_features(cache: Path) -> np.ndarray:
         for w in wavs:
             x, sr = sf.read(w, dtype="float32")
             m = librosa.feature.mfcc(y=x, sr=sr, n_mfcc=20, n_fft=256, hop_length=80)
-            f = np.concatenate([m, librosa.feature.delta(m, mode="nearest"), librosa.feature.delta(m, order=2, mode="nearest")])
+            f = np.concatenate(
+                [
+                    m,
+                    librosa.feature.delta(m, mode="nearest"),
+                    librosa.feature.delta(m, order=2, mode="nearest"),
+                ]
+            )
             feats.append(f.T.astype(np.float32))
         how = "librosa"
     X = np.ascontiguousarray(np.concatenate(feats), dtype=np.float32)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, X)
-    print(f"# FSDD features via {how}: {len(wavs)} recordings, {X.shape[0]} frames x {X.shape[1]}", flush=True)
+    print(
+        f"# FSDD features via {how}: {len(wavs)} recordings, {X.shape[0]} frames x {X.shape[1]}", flush=True
+    )
     return X
 
 
@@ -130,7 +138,11 @@ def _child(case: str, data_path: str, state_path: str, repeat: int, q: mp.Queue)
         K = s["weights"].shape[0]
         sk = SK(K, covariance_type="diag", reg_covar=0.0, init_params="random_from_data")
         for _ in range(repeat):
-            sk.weights_, sk.means_, sk.covariances_ = s["weights"].copy(), s["means"].copy(), s["covariances"].copy()
+            sk.weights_, sk.means_, sk.covariances_ = (
+                s["weights"].copy(),
+                s["means"].copy(),
+                s["covariances"].copy(),
+            )
             sk.precisions_cholesky_ = 1.0 / np.sqrt(sk.covariances_)
             t = time.perf_counter()
             _, log_resp = sk._e_step(X)
@@ -212,36 +224,61 @@ def main() -> None:
             np.savez(state_path, weights=p.weights, means=p.means, covariances=p.covariances, floor=floor)
             flops = 2 * 2.0 * N * (2 * D + 1) * K
             # scikit-learn: one timed iteration (it dominates the run time and varies little)
-            res = {c: run_case(c, data_path, state_path, 1 if c == "sklearn" else repeat) for c in ("sklearn", "gmm32", "gmm64")}
+            res = {
+                c: run_case(c, data_path, state_path, 1 if c == "sklearn" else repeat)
+                for c in ("sklearn", "gmm32", "gmm64")
+            }
             mm32, mm64 = matmul_rate(N, D, K, "float32"), matmul_rate(N, D, K, "float64")
             row = {
-                "data": name, "N": N, "K": K,
-                "sk_s": res["sklearn"]["time"], "g32_s": res["gmm32"]["time"], "g64_s": res["gmm64"]["time"],
-                "x32": res["sklearn"]["time"] / res["gmm32"]["time"], "x64": res["sklearn"]["time"] / res["gmm64"]["time"],
-                "gf32": flops / res["gmm32"]["time"] / 1e9, "mm32": mm32,
-                "gf64": flops / res["gmm64"]["time"] / 1e9, "mm64": mm64,
-                "sk_mib": res["sklearn"]["peak_mib"], "g32_mib": res["gmm32"]["peak_mib"], "g64_mib": res["gmm64"]["peak_mib"],
-                "sk_rss": res["sklearn"]["rss_mib"], "g32_rss": res["gmm32"]["rss_mib"], "g64_rss": res["gmm64"]["rss_mib"],
+                "data": name,
+                "N": N,
+                "K": K,
+                "sk_s": res["sklearn"]["time"],
+                "g32_s": res["gmm32"]["time"],
+                "g64_s": res["gmm64"]["time"],
+                "x32": res["sklearn"]["time"] / res["gmm32"]["time"],
+                "x64": res["sklearn"]["time"] / res["gmm64"]["time"],
+                "gf32": flops / res["gmm32"]["time"] / 1e9,
+                "mm32": mm32,
+                "gf64": flops / res["gmm64"]["time"] / 1e9,
+                "mm64": mm64,
+                "sk_mib": res["sklearn"]["peak_mib"],
+                "g32_mib": res["gmm32"]["peak_mib"],
+                "g64_mib": res["gmm64"]["peak_mib"],
+                "sk_rss": res["sklearn"]["rss_mib"],
+                "g32_rss": res["gmm32"]["rss_mib"],
+                "g64_rss": res["gmm64"]["rss_mib"],
             }
             rows.append(row)
-            print(f"  K={K}: sklearn {row['sk_s']:.3f}s  f32 {row['g32_s']:.3f}s ({row['x32']:.1f}x)  "
-                  f"f64 {row['g64_s']:.3f}s ({row['x64']:.1f}x)", flush=True)
+            print(
+                f"  K={K}: sklearn {row['sk_s']:.3f}s  f32 {row['g32_s']:.3f}s ({row['x32']:.1f}x)  "
+                f"f64 {row['g64_s']:.3f}s ({row['x64']:.1f}x)",
+                flush=True,
+            )
 
     print()
-    print("Seconds per EM iteration (diag, mid-training state; sklearn 1 iteration, gmmspeaker best of "
-          f"{repeat}); peak RSS of each case's own process (data + interpreter + iteration), and the extra "
-          "over its high-water mark after loading the data")
-    head = (f"{'data':<9} {'N':>7} {'K':>5} | {'sklearn s':>9} {'f32 s':>7} {'x':>5} {'f64 s':>7} {'x':>5} | "
-            f"{'f32 GF/s':>8} {'%mm':>4} {'f64 GF/s':>8} {'%mm':>4} | {'peak RSS MiB sk/f32/f64':>23} | {'extra MiB sk/f32/f64':>20}")
+    print(
+        "Seconds per EM iteration (diag, mid-training state; sklearn 1 iteration, gmmspeaker best of "
+        f"{repeat}); peak RSS of each case's own process (data + interpreter + iteration), and the extra "
+        "over its high-water mark after loading the data"
+    )
+    head = (
+        f"{'data':<9} {'N':>7} {'K':>5} | {'sklearn s':>9} {'f32 s':>7} {'x':>5} {'f64 s':>7} {'x':>5} | "
+        f"{'f32 GF/s':>8} {'%mm':>4} {'f64 GF/s':>8} {'%mm':>4} | {'peak RSS MiB sk/f32/f64':>23} | {'extra MiB sk/f32/f64':>20}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['data']:<9} {r['N']:>7} {r['K']:>5} | {r['sk_s']:>9.3f} {r['g32_s']:>7.3f} {r['x32']:>5.1f} "
-              f"{r['g64_s']:>7.3f} {r['x64']:>5.1f} | {r['gf32']:>8.1f} {100 * r['gf32'] / r['mm32']:>4.0f} "
-              f"{r['gf64']:>8.1f} {100 * r['gf64'] / r['mm64']:>4.0f} | {r['sk_rss']:>7.0f} {r['g32_rss']:>7.0f} {r['g64_rss']:>7.0f} "
-              f"| {r['sk_mib']:>6.0f} {r['g32_mib']:>6.0f} {r['g64_mib']:>6.0f}")
-    print(f"\n(total {time.perf_counter() - t_start:.0f} s; matmul rates measured in this run; "
-          f"machine: {mp.cpu_count()} cores)")
+        print(
+            f"{r['data']:<9} {r['N']:>7} {r['K']:>5} | {r['sk_s']:>9.3f} {r['g32_s']:>7.3f} {r['x32']:>5.1f} "
+            f"{r['g64_s']:>7.3f} {r['x64']:>5.1f} | {r['gf32']:>8.1f} {100 * r['gf32'] / r['mm32']:>4.0f} "
+            f"{r['gf64']:>8.1f} {100 * r['gf64'] / r['mm64']:>4.0f} | {r['sk_rss']:>7.0f} {r['g32_rss']:>7.0f} {r['g64_rss']:>7.0f} "
+            f"| {r['sk_mib']:>6.0f} {r['g32_mib']:>6.0f} {r['g64_mib']:>6.0f}"
+        )
+    print(
+        f"\n(total {time.perf_counter() - t_start:.0f} s; matmul rates measured in this run; "
+        f"machine: {mp.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

@@ -70,14 +70,15 @@ def extractors() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 
     import librosa
 
-    out["librosa.feature.mfcc"] = lambda x: librosa.feature.mfcc(
-        y=x, sr=SR, n_mfcc=20, n_mels=40, n_fft=512, hop_length=160, win_length=400
-    ).T
+    out["librosa.feature.mfcc"] = lambda x: (
+        librosa.feature.mfcc(y=x, sr=SR, n_mfcc=20, n_mels=40, n_fft=512, hop_length=160, win_length=400).T
+    )
     try:
         import kaldi_native_fbank as knf
     except ImportError:
         print("kaldi-native-fbank not importable: skipped")
     else:
+
         def kaldi(x: np.ndarray) -> np.ndarray:
             opts = knf.MfccOptions()
             opts.frame_opts.samp_freq = SR
@@ -126,7 +127,9 @@ def import_to_first_features(lib: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
@@ -146,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
             timings[name] = best
     ref = timings["librosa.feature.mfcc"]
     print()
-    print(f"| {'extractor':<28} | {'frames x dims':>13} | {'time (ms)':>9} | {'x real time':>11} | {'vs librosa':>10} |")
+    print(
+        f"| {'extractor':<28} | {'frames x dims':>13} | {'time (ms)':>9} | {'x real time':>11} | {'vs librosa':>10} |"
+    )
     print(f"|{'-' * 30}|{'-' * 15}|{'-' * 11}|{'-' * 13}|{'-' * 12}|")
     for name, t in timings.items():
         shape = "x".join(str(s) for s in shapes[name])

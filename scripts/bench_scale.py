@@ -184,7 +184,7 @@ def _em_timings(items: list[tuple[float, str, str]]) -> dict[str, Any]:
         elif (m := _SPLIT_ITER.search(msg)) is not None:
             split.setdefault(int(m.group(1)), []).append(t1 - t0)
     out: dict[str, Any] = {"iter_seconds": main, "split_iter_seconds": {str(k): v for k, v in split.items()}}
-    for _, name, msg in items:
+    for _, _name, msg in items:
         if (m := _UBM_FRAMES.search(msg)) is not None:
             out["ubm_frames"], out["ubm_utterances"] = int(m.group(1)), int(m.group(2))
     return out
@@ -193,11 +193,11 @@ def _em_timings(items: list[tuple[float, str, str]]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ child
 def _child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one step in this (child) process and measure it."""
-    import joblib  # noqa: F401  (imported before the baseline, as every step needs it)
+    import joblib
     import numpy as np  # noqa: F401
 
-    import gmmspeaker.features  # noqa: F401
-    import gmmspeaker.gmm.model  # noqa: F401
+    import gmmspeaker.features
+    import gmmspeaker.gmm.model
     import gmmspeaker.store  # noqa: F401
     from gmmspeaker.recipe.config import load_recipe
     from gmmspeaker.recipe.runner import run_recipe
@@ -256,10 +256,20 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         from gmmspeaker.recipe.stages import train_ubm
         from gmmspeaker.store import FeatureStore
 
-        ids = [u.utt_id for u in read_ubm_list(wd / "corpus" / "ubm.txt", root=wd / "corpus", check_exists=False)]
+        ids = [
+            u.utt_id for u in read_ubm_list(wd / "corpus" / "ubm.txt", root=wd / "corpus", check_exists=False)
+        ]
         with joblib.parallel_config(backend="loky", n_jobs=int(spec["jobs"])):
-            train_ubm(FeatureStore(wd / "features"), ids, components=int(spec["components"]),
-                      iterations=int(spec["iterations"]), init="kmeans++", tol=None, seed=0, jobs=int(spec["jobs"]))
+            train_ubm(
+                FeatureStore(wd / "features"),
+                ids,
+                components=int(spec["components"]),
+                iterations=int(spec["iterations"]),
+                init="kmeans++",
+                tol=None,
+                seed=0,
+                jobs=int(spec["jobs"]),
+            )
         out["seconds"] = time.perf_counter() - t0
         out.update(_em_timings(rec_handler.items))
     elif kind == "stream":
@@ -267,7 +277,9 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         from gmmspeaker.store import FeatureStore
 
         store = FeatureStore(wd / "features")
-        ids = sorted(u.utt_id for u in read_ubm_list(wd / "corpus" / "ubm.txt", root=wd / "corpus", check_exists=False))
+        ids = sorted(
+            u.utt_id for u in read_ubm_list(wd / "corpus" / "ubm.txt", root=wd / "corpus", check_exists=False)
+        )
         sources = store.sources(ids, n_parts=8, chunk_frames=20_000)
         passes = []
         for _ in range(2):  # the first pass warms the page cache; the second is reported
@@ -344,8 +356,12 @@ def _run_child(spec: dict[str, Any], log: Path) -> dict[str, Any]:
     if out_path.exists():
         out_path.unlink()
     with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path), str(out_path)],
-                              stdout=fh, stderr=subprocess.STDOUT, cwd=str(REPO))
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path), str(out_path)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=str(REPO),
+        )
     if proc.returncode != 0 or not out_path.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise SystemExit(f"child {spec} failed (exit {proc.returncode}); log {log}:\n{tail}")
@@ -404,16 +420,22 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             _say(f"# {n} speakers: corpus reused; its generation time is the earlier measurement")
         else:
             _say(f"# {n} speakers: corpus reused and its generation time unknown (shown as the check time)")
-    _say(f"# {n} speakers: corpus {res['corpus']['audio_seconds'] / 3600:.2f} h in {res['corpus']['n_files']} files, "
-         f"{res['corpus']['seconds']:.1f} s")
+    _say(
+        f"# {n} speakers: corpus {res['corpus']['audio_seconds'] / 3600:.2f} h in {res['corpus']['n_files']} files, "
+        f"{res['corpus']['seconds']:.1f} s"
+    )
     for stage in STAGES:
-        r = _run_child({"kind": "stage", "stage": stage, "workdir": str(wd), "jobs": args.jobs}, logs / f"{stage}.log")
+        r = _run_child(
+            {"kind": "stage", "stage": stage, "workdir": str(wd), "jobs": args.jobs}, logs / f"{stage}.log"
+        )
         res[stage] = r
         extra = ""
         if stage == "ubm":
             extra = f", {statistics.median(r['iter_seconds']):.2f} s/iter on {r.get('ubm_frames', 0)} frames"
-        _say(f"#   {stage:<8} {r['seconds']:7.1f} s (cpu {r['cpu_seconds']:7.1f} s), peak main {_mib(r['main_peak_kib']):6.0f} MiB "
-             f"workers {_mib(r['workers_peak_kib']):6.0f} MiB, load {r['load_before']:.1f}->{r['load_after']:.1f}{extra}")
+        _say(
+            f"#   {stage:<8} {r['seconds']:7.1f} s (cpu {r['cpu_seconds']:7.1f} s), peak main {_mib(r['main_peak_kib']):6.0f} MiB "
+            f"workers {_mib(r['workers_peak_kib']):6.0f} MiB, load {r['load_before']:.1f}->{r['load_after']:.1f}{extra}"
+        )
     return res
 
 
@@ -421,50 +443,91 @@ def run_ksweep(n: int, args: argparse.Namespace) -> dict[str, Any]:
     """The stream-only pass and the K sweep on the store of ``n`` speakers."""
     wd = args.workdir / f"spk{n}"
     st = _run_child({"kind": "stream", "workdir": str(wd), "jobs": 1}, wd / "bench-logs" / "stream.log")
-    _say(f"# stream only (1 process, no E-step), {n} speakers: {st['seconds']:.2f} s per pass over {st['ubm_frames']} frames "
-         f"of {st['ubm_utterances']} utterances, peak main {_mib(st['main_peak_kib']):.0f} MiB (base {_mib(st['base_kib']):.0f})")
+    _say(
+        f"# stream only (1 process, no E-step), {n} speakers: {st['seconds']:.2f} s per pass over {st['ubm_frames']} frames "
+        f"of {st['ubm_utterances']} utterances, peak main {_mib(st['main_peak_kib']):.0f} MiB (base {_mib(st['base_kib']):.0f})"
+    )
     ks = []
     for k in args.ks:
-        r = _run_child({"kind": "ksweep", "workdir": str(wd), "jobs": args.jobs, "components": k,
-                        "iterations": args.k_iterations}, wd / "bench-logs" / f"ksweep-{k}.log")
+        r = _run_child(
+            {
+                "kind": "ksweep",
+                "workdir": str(wd),
+                "jobs": args.jobs,
+                "components": k,
+                "iterations": args.k_iterations,
+            },
+            wd / "bench-logs" / f"ksweep-{k}.log",
+        )
         r["components"] = k
         ks.append(r)
-        _say(f"# K sweep, {n} speakers, K={k}: {statistics.median(r['iter_seconds']):.2f} s/iter "
-             f"({', '.join(f'{x:.2f}' for x in r['iter_seconds'])}), peak main {_mib(r['main_peak_kib']):.0f} MiB "
-             f"workers {_mib(r['workers_peak_kib']):.0f} MiB")
+        _say(
+            f"# K sweep, {n} speakers, K={k}: {statistics.median(r['iter_seconds']):.2f} s/iter "
+            f"({', '.join(f'{x:.2f}' for x in r['iter_seconds'])}), peak main {_mib(r['main_peak_kib']):.0f} MiB "
+            f"workers {_mib(r['workers_peak_kib']):.0f} MiB"
+        )
     return {"speakers": n, "stream": st, "ks": ks}
 
 
 def report(sizes: list[dict[str, Any]], sweep: dict[str, Any] | None, args: argparse.Namespace) -> str:
     lines: list[str] = []
     w = lines.append
-    w(f"# bench_scale: jobs={args.jobs}, UBM K={args.components} (split init, {args.iterations} iterations per size), "
-      f"utterances/speaker ubm+enroll+test={'+'.join(map(str, args.utterances))}, {args.duration} s each, "
-      f"{args.nontargets} nontargets/test, {os.cpu_count()} cores")
+    w(
+        f"# bench_scale: jobs={args.jobs}, UBM K={args.components} (split init, {args.iterations} iterations per size), "
+        f"utterances/speaker ubm+enroll+test={'+'.join(map(str, args.utterances))}, {args.duration} s each, "
+        f"{args.nontargets} nontargets/test, {os.cpu_count()} cores"
+    )
     # ---- absolute numbers
-    header = ["speakers", "hours", "utts", "UBM frames", "all frames", "trials", "corpus s",
-              *[f"{s} s" for s in STAGES], "UBM s/iter", "main MiB", "workers MiB", "tree MiB"]
+    header = [
+        "speakers",
+        "hours",
+        "utts",
+        "UBM frames",
+        "all frames",
+        "trials",
+        "corpus s",
+        *[f"{s} s" for s in STAGES],
+        "UBM s/iter",
+        "main MiB",
+        "workers MiB",
+        "tree MiB",
+    ]
     rows = []
     for r in sizes:
         st = [r[s] for s in STAGES]
-        rows.append([
-            str(r["speakers"]), f"{r['corpus']['audio_seconds'] / 3600:.2f}", str(r["features"]["n_utterances"]),
-            str(r["ubm"].get("ubm_frames", "?")), str(r["features"]["all_frames"]),
-            str(r["score"].get("record", {}).get("n_trials", "?")),
-            f"{r['corpus']['seconds']:.1f}" + ("*" if r["corpus"].get("earlier") else ""),
-            *[f"{x['seconds']:.1f}" for x in st], f"{statistics.median(r['ubm']['iter_seconds']):.3f}",
-            f"{max(_mib(x['main_peak_kib']) for x in st):.0f}", f"{max(_mib(x['workers_peak_kib']) for x in st):.0f}",
-            f"{max(_mib(x['tree_peak_kib']) for x in st):.0f}",
-        ])
+        rows.append(
+            [
+                str(r["speakers"]),
+                f"{r['corpus']['audio_seconds'] / 3600:.2f}",
+                str(r["features"]["n_utterances"]),
+                str(r["ubm"].get("ubm_frames", "?")),
+                str(r["features"]["all_frames"]),
+                str(r["score"].get("record", {}).get("n_trials", "?")),
+                f"{r['corpus']['seconds']:.1f}" + ("*" if r["corpus"].get("earlier") else ""),
+                *[f"{x['seconds']:.1f}" for x in st],
+                f"{statistics.median(r['ubm']['iter_seconds']):.3f}",
+                f"{max(_mib(x['main_peak_kib']) for x in st):.0f}",
+                f"{max(_mib(x['workers_peak_kib']) for x in st):.0f}",
+                f"{max(_mib(x['tree_peak_kib']) for x in st):.0f}",
+            ]
+        )
     w("")
     w("## Wall time per stage and peak RSS (max over the stages; each stage in its own process)")
     w(_table(header, rows))
     if any(r["corpus"].get("earlier") for r in sizes):
-        w("* corpus reused (--reuse-corpus): its generation time and CPU are those measured when it was generated")
+        w(
+            "* corpus reused (--reuse-corpus): its generation time and CPU are those measured when it was generated"
+        )
     # ---- peak RSS per stage
     header = ["speakers", "base MiB", *[f"{s} main/wrk" for s in STAGES]]
-    rows = [[str(r["speakers"]), f"{_mib(r['features']['base_kib']):.0f}",
-             *[f"{_mib(r[s]['main_peak_kib']):.0f}/{_mib(r[s]['workers_peak_kib']):.0f}" for s in STAGES]] for r in sizes]
+    rows = [
+        [
+            str(r["speakers"]),
+            f"{_mib(r['features']['base_kib']):.0f}",
+            *[f"{_mib(r[s]['main_peak_kib']):.0f}/{_mib(r[s]['workers_peak_kib']):.0f}" for s in STAGES],
+        ]
+        for r in sizes
+    ]
     w("")
     w("## Peak RSS per stage, MiB (main process / largest worker)")
     w(_table(header, rows))
@@ -472,61 +535,133 @@ def report(sizes: list[dict[str, Any]], sweep: dict[str, Any] | None, args: argp
     rows = []
     for r in sizes:
         loads = [x for s in ("corpus", *STAGES) for x in (r[s]["load_before"], r[s]["load_after"])]
-        rows.append([str(r["speakers"]), *[f"{r[s]['cpu_seconds']:.1f}" for s in ("corpus", *STAGES)],
-                     f"{min(loads):.1f}-{max(loads):.1f}"])
+        rows.append(
+            [
+                str(r["speakers"]),
+                *[f"{r[s]['cpu_seconds']:.1f}" for s in ("corpus", *STAGES)],
+                f"{min(loads):.1f}-{max(loads):.1f}",
+            ]
+        )
     w("")
     w("## CPU seconds (main + workers) per step; 1-min load average seen by the steps")
     w(_table(header, rows))
     # ---- growth factors
     if len(sizes) > 1:
         b = sizes[0]
-        header = ["speakers", "hours x", "UBM frames x", "all frames x", "stage", "time x", "time/frame x",
-                  "cpu/frame x", "main RSS x", "worker RSS x", "main-base x"]
+        header = [
+            "speakers",
+            "hours x",
+            "UBM frames x",
+            "all frames x",
+            "stage",
+            "time x",
+            "time/frame x",
+            "cpu/frame x",
+            "main RSS x",
+            "worker RSS x",
+            "main-base x",
+        ]
         rows = []
         for r in sizes[1:]:
             fu = _ratio(r["ubm"]["ubm_frames"], b["ubm"]["ubm_frames"])
             fa = _ratio(r["features"]["all_frames"], b["features"]["all_frames"])
             hx = _ratio(r["corpus"]["audio_seconds"], b["corpus"]["audio_seconds"])
-            items = [("corpus", r["corpus"], b["corpus"], hx)] + [(s, r[s], b[s], fu if s == "ubm" else fa) for s in STAGES]
-            items.append(("UBM iter", {"seconds": statistics.median(r["ubm"]["iter_seconds"])},
-                          {"seconds": statistics.median(b["ubm"]["iter_seconds"])}, fu))
+            items = [("corpus", r["corpus"], b["corpus"], hx)] + [
+                (s, r[s], b[s], fu if s == "ubm" else fa) for s in STAGES
+            ]
+            items.append(
+                (
+                    "UBM iter",
+                    {"seconds": statistics.median(r["ubm"]["iter_seconds"])},
+                    {"seconds": statistics.median(b["ubm"]["iter_seconds"])},
+                    fu,
+                )
+            )
             for name, x, y, f in items:
                 tx = _ratio(x["seconds"], y["seconds"])
                 cpu = _ratio(x["cpu_seconds"], y["cpu_seconds"]) / f if "cpu_seconds" in x else float("nan")
                 mx = _ratio(x["main_peak_kib"], y["main_peak_kib"]) if "main_peak_kib" in x else float("nan")
-                wx = _ratio(x["workers_peak_kib"], y["workers_peak_kib"]) if "workers_peak_kib" in x else float("nan")
-                dx = (_ratio(x["main_peak_kib"] - x["base_kib"], y["main_peak_kib"] - y["base_kib"])
-                      if "main_peak_kib" in x else float("nan"))
-                rows.append([str(r["speakers"]), f"{hx:.2f}", f"{fu:.2f}", f"{fa:.2f}", name, f"{tx:.2f}",
-                             f"{tx / f:.2f}", f"{cpu:.2f}", f"{mx:.2f}", f"{wx:.2f}", f"{dx:.2f}"])
+                wx = (
+                    _ratio(x["workers_peak_kib"], y["workers_peak_kib"])
+                    if "workers_peak_kib" in x
+                    else float("nan")
+                )
+                dx = (
+                    _ratio(x["main_peak_kib"] - x["base_kib"], y["main_peak_kib"] - y["base_kib"])
+                    if "main_peak_kib" in x
+                    else float("nan")
+                )
+                rows.append(
+                    [
+                        str(r["speakers"]),
+                        f"{hx:.2f}",
+                        f"{fu:.2f}",
+                        f"{fa:.2f}",
+                        name,
+                        f"{tx:.2f}",
+                        f"{tx / f:.2f}",
+                        f"{cpu:.2f}",
+                        f"{mx:.2f}",
+                        f"{wx:.2f}",
+                        f"{dx:.2f}",
+                    ]
+                )
         w("")
-        w(f"## Growth factors vs {b['speakers']} speakers (time/frame x = 1.00: linear in frames; RSS x = 1.00: flat)")
-        w("## (per frame: UBM frames for ubm and UBM iter, hours of audio for corpus, all frames for the other stages)")
+        w(
+            f"## Growth factors vs {b['speakers']} speakers (time/frame x = 1.00: linear in frames; RSS x = 1.00: flat)"
+        )
+        w(
+            "## (per frame: UBM frames for ubm and UBM iter, hours of audio for corpus, all frames for the other stages)"
+        )
         w(_table(header, rows))
     # ---- K sweep
     ks = sweep["ks"] if sweep else []
     if ks:
         b = ks[0]
         tb = statistics.median(b["iter_seconds"])
-        header = ["K", "frames", "s/iter", "ms/iter/K", "K x", "s/iter x", "(s/iter/K) x", "ns/frame/K",
-                  "main MiB", "workers MiB"]
+        header = [
+            "K",
+            "frames",
+            "s/iter",
+            "ms/iter/K",
+            "K x",
+            "s/iter x",
+            "(s/iter/K) x",
+            "ns/frame/K",
+            "main MiB",
+            "workers MiB",
+        ]
         rows = []
         for r in ks:
             t = statistics.median(r["iter_seconds"])
-            rows.append([str(r["components"]), str(r.get("ubm_frames", "?")), f"{t:.3f}",
-                         f"{1000 * t / r['components']:.2f}", f"{r['components'] / b['components']:.2f}",
-                         f"{t / tb:.2f}", f"{(t / r['components']) / (tb / b['components']):.2f}",
-                         f"{1e9 * t / r['components'] / r['ubm_frames']:.3f}",
-                         f"{_mib(r['main_peak_kib']):.0f}", f"{_mib(r['workers_peak_kib']):.0f}"])
+            rows.append(
+                [
+                    str(r["components"]),
+                    str(r.get("ubm_frames", "?")),
+                    f"{t:.3f}",
+                    f"{1000 * t / r['components']:.2f}",
+                    f"{r['components'] / b['components']:.2f}",
+                    f"{t / tb:.2f}",
+                    f"{(t / r['components']) / (tb / b['components']):.2f}",
+                    f"{1e9 * t / r['components'] / r['ubm_frames']:.3f}",
+                    f"{_mib(r['main_peak_kib']):.0f}",
+                    f"{_mib(r['workers_peak_kib']):.0f}",
+                ]
+            )
         w("")
-        w(f"## UBM K sweep on the {sweep['speakers']}-speaker store (kmeans++ init, jobs={args.jobs}, median of EM "
-          f"iterations 2..{args.k_iterations}; (s/iter/K) x = 1.00: proportional to K)")
+        w(
+            f"## UBM K sweep on the {sweep['speakers']}-speaker store (kmeans++ init, jobs={args.jobs}, median of EM "
+            f"iterations 2..{args.k_iterations}; (s/iter/K) x = 1.00: proportional to K)"
+        )
         w(_table(header, rows))
     if sweep:
         st = sweep["stream"]
-        w(f"stream only (read every UBM frame from the store once, 1 process, no E-step): {st['seconds']:.2f} s per pass, "
-          f"{1e9 * st['seconds'] / st['ubm_frames']:.0f} ns/frame, {1e3 * st['seconds'] / st['ubm_utterances']:.2f} ms/utterance; "
-          f"peak RSS {_mib(st['main_peak_kib']):.0f} MiB (base {_mib(st['base_kib']):.0f} MiB)")
+        w(
+            f"stream only (read every UBM frame from the store once, 1 process, no E-step): {st['seconds']:.2f} s per pass, "
+            f"{1e9 * st['seconds'] / st['ubm_frames']:.0f} ns/frame, {1e3 * st['seconds'] / st['ubm_utterances']:.2f} ms/utterance; "
+            f"peak RSS {_mib(st['main_peak_kib']):.0f} MiB (base {_mib(st['base_kib']):.0f} MiB)"
+        )
+
     # ---- affine fits and marginal slopes: a fixed cost per iteration plus a part proportional to frames (or K)
     def slopes(x: list[float], y: list[float]) -> list[float]:
         return [(y[i + 1] - y[i]) / (x[i + 1] - x[i]) for i in range(len(x) - 1)]
@@ -537,37 +672,47 @@ def report(sizes: list[dict[str, Any]], sweep: dict[str, Any] | None, args: argp
         fy = [statistics.median(r["ubm"]["iter_seconds"]) for r in sizes]
         a, b_ = _fit_line(fx, fy)
         sl = slopes(fx, fy)
-        w(f"fit over sizes: UBM s/iter = {a:.3f} s + {1e9 * b_:.0f} ns x frames (K={args.components}); fixed part at the "
-          f"largest size {100 * a / fy[-1]:.1f} %; marginal ns/frame between consecutive sizes: "
-          f"{', '.join(f'{1e9 * v:.0f}' for v in sl)}")
+        w(
+            f"fit over sizes: UBM s/iter = {a:.3f} s + {1e9 * b_:.0f} ns x frames (K={args.components}); fixed part at the "
+            f"largest size {100 * a / fy[-1]:.1f} %; marginal ns/frame between consecutive sizes: "
+            f"{', '.join(f'{1e9 * v:.0f}' for v in sl)}"
+        )
         per_frame = (fy[-1] / fy[0]) / (fx[-1] / fx[0])
         marg = sl[-1] / sl[0]
         ok = per_frame <= 1.33 and marg <= 1.33
-        w(f"verdict: UBM s/iter in frames, {sizes[-1]['speakers']} vs {sizes[0]['speakers']} speakers "
-          f"({fx[-1] / fx[0]:.1f}x frames): time/frame x {per_frame:.2f}, marginal slope last/first {marg:.2f} "
-          f"(both <= 1.33: not superlinear; < 0.75: sublinear, a fixed cost or less contention at the top) -> "
-          f"{'LINEAR OR BETTER' if ok else 'SUPERLINEAR'}")
+        w(
+            f"verdict: UBM s/iter in frames, {sizes[-1]['speakers']} vs {sizes[0]['speakers']} speakers "
+            f"({fx[-1] / fx[0]:.1f}x frames): time/frame x {per_frame:.2f}, marginal slope last/first {marg:.2f} "
+            f"(both <= 1.33: not superlinear; < 0.75: sublinear, a fixed cost or less contention at the top) -> "
+            f"{'LINEAR OR BETTER' if ok else 'SUPERLINEAR'}"
+        )
         pairs = [(sizes[-1], sizes[0])] + ([(sizes[-1], sizes[-2])] if len(sizes) > 2 else [])
         for key, label in (("main_peak_kib", "main"), ("workers_peak_kib", "largest worker")):
             for hi, lo in pairs:
                 x = _ratio(hi["ubm"][key], lo["ubm"][key])
                 fr = _ratio(hi["ubm"]["ubm_frames"], lo["ubm"]["ubm_frames"])
-                w(f"verdict: UBM stage peak RSS ({label}), {hi['speakers']} vs {lo['speakers']} speakers ({fr:.1f}x frames): "
-                  f"{x:.2f}x -> {'FLAT' if x <= 1.25 else 'GROWS'} (<= 1.25x)")
+                w(
+                    f"verdict: UBM stage peak RSS ({label}), {hi['speakers']} vs {lo['speakers']} speakers ({fr:.1f}x frames): "
+                    f"{x:.2f}x -> {'FLAT' if x <= 1.25 else 'GROWS'} (<= 1.25x)"
+                )
     if len(ks) > 1:
         kx = [float(r["components"]) for r in ks]
         ky = [statistics.median(r["iter_seconds"]) for r in ks]
         a, b_ = _fit_line(kx, ky)
         sl = slopes(kx, ky)
-        w(f"fit over K: UBM s/iter = {a:.3f} s + {1000 * b_:.2f} ms x K on {ks[0].get('ubm_frames', 0)} frames; fixed part "
-          f"at the largest K {100 * a / ky[-1]:.1f} % (the K-independent work: reading the store, validation, chunking); "
-          f"marginal ms per component: {', '.join(f'{1000 * v:.2f}' for v in sl)}")
+        w(
+            f"fit over K: UBM s/iter = {a:.3f} s + {1000 * b_:.2f} ms x K on {ks[0].get('ubm_frames', 0)} frames; fixed part "
+            f"at the largest K {100 * a / ky[-1]:.1f} % (the K-independent work: reading the store, validation, chunking); "
+            f"marginal ms per component: {', '.join(f'{1000 * v:.2f}' for v in sl)}"
+        )
         per_k = (ky[-1] / kx[-1]) / (ky[0] / kx[0])
         marg = sl[-1] / sl[0] if len(sl) > 1 else 1.0
         ok = per_k <= 1.33 and 0.75 <= marg <= 1.33
-        w(f"verdict: UBM s/iter in K, K={ks[-1]['components']} vs K={ks[0]['components']}: time/K x {per_k:.2f} "
-          f"(<= 1.33: not superlinear), marginal slope last/first {marg:.2f} (in [0.75, 1.33]: constant cost per "
-          f"component) -> {'LINEAR (affine: fixed part + cost per component)' if ok else 'NOT LINEAR'}")
+        w(
+            f"verdict: UBM s/iter in K, K={ks[-1]['components']} vs K={ks[0]['components']}: time/K x {per_k:.2f} "
+            f"(<= 1.33: not superlinear), marginal slope last/first {marg:.2f} (in [0.75, 1.33]: constant cost per "
+            f"component) -> {'LINEAR (affine: fixed part + cost per component)' if ok else 'NOT LINEAR'}"
+        )
     return "\n".join(lines)
 
 
@@ -577,24 +722,51 @@ def main() -> None:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         Path(sys.argv[3]).write_text(json.dumps(_child(spec)))
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="100,300,1000", help="numbers of target speakers (default 100,300,1000)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--sizes", default="100,300,1000", help="numbers of target speakers (default 100,300,1000)"
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 20,60,200 speakers, K sweep 16,32,64")
     ap.add_argument("--jobs", type=int, default=2, help="joblib workers (default 2)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/gmmspeaker-scale"), help="work folder")
     ap.add_argument("--components", type=int, default=64, help="UBM components of the recipe (default 64)")
-    ap.add_argument("--iterations", type=int, default=5,
-                    help="UBM EM iterations (per split size and at full size; default 5)")
-    ap.add_argument("--utterances", default="8,3,2", help="UBM,enroll,test utterances per speaker (default 8,3,2)")
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=5,
+        help="UBM EM iterations (per split size and at full size; default 5)",
+    )
+    ap.add_argument(
+        "--utterances", default="8,3,2", help="UBM,enroll,test utterances per speaker (default 8,3,2)"
+    )
     ap.add_argument("--duration", type=float, default=3.0, help="mean utterance duration, s (default 3.0)")
-    ap.add_argument("--nontargets", type=int, default=10, help="nontarget models per test utterance (default 10)")
-    ap.add_argument("--ks", default=None, help="K sweep components (default 32,64,128; --quick 16,32,64; '' = none)")
-    ap.add_argument("--k-iterations", type=int, default=4, help="EM iterations per K in the sweep (default 4)")
-    ap.add_argument("--sweep-size", type=int, default=None, help="speakers of the store used by the K sweep (default largest)")
-    ap.add_argument("--reuse-corpus", action="store_true", help="keep an existing corpus (its time is then not measured)")
+    ap.add_argument(
+        "--nontargets", type=int, default=10, help="nontarget models per test utterance (default 10)"
+    )
+    ap.add_argument(
+        "--ks", default=None, help="K sweep components (default 32,64,128; --quick 16,32,64; '' = none)"
+    )
+    ap.add_argument(
+        "--k-iterations", type=int, default=4, help="EM iterations per K in the sweep (default 4)"
+    )
+    ap.add_argument(
+        "--sweep-size",
+        type=int,
+        default=None,
+        help="speakers of the store used by the K sweep (default largest)",
+    )
+    ap.add_argument(
+        "--reuse-corpus", action="store_true", help="keep an existing corpus (its time is then not measured)"
+    )
     ap.add_argument("--cleanup", action="store_true", help="delete the work folder at the end")
-    ap.add_argument("--json", type=Path, default=None, help="also write every measurement here (default <workdir>/results.json)")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write every measurement here (default <workdir>/results.json)",
+    )
     args = ap.parse_args()
     sizes = [20, 60, 200] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.ks is None:
@@ -619,8 +791,16 @@ def main() -> None:
     _say(text)
     _say(f"\n# total {time.perf_counter() - t0:.0f} s, load at the end {os.getloadavg()}")
     out = args.json or args.workdir / "results.json"
-    out.write_text(json.dumps({"sizes": results, "ksweep": sweep, "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                                            for k, v in vars(args).items()}}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "sizes": results,
+                "ksweep": sweep,
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            },
+            indent=1,
+        )
+    )
     _say(f"# measurements: {out}")
     if args.cleanup:  # the size folders; results.json stays
         for n in sizes:

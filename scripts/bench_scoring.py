@@ -69,7 +69,9 @@ def naive_full_trial(X: np.ndarray, ubm, mu_s: np.ndarray) -> float:
     return float(np.mean(out[1] - out[0]))
 
 
-def run_setting(k: int, m: int, n_tests: int, repeat: int, rng: np.random.Generator) -> list[tuple[str, float]]:
+def run_setting(
+    k: int, m: int, n_tests: int, repeat: int, rng: np.random.Generator
+) -> list[tuple[str, float]]:
     ubm, models, tests = make_world(rng, k, m, n_tests)
     t0 = time.perf_counter()
     ctx = ScoringContext.build(ubm, models)
@@ -83,12 +85,14 @@ def run_setting(k: int, m: int, n_tests: int, repeat: int, rng: np.random.Genera
             for X in tests:
                 for i in rows:
                     score_prepared(X, ctx, [i], method=method, top_c=C, _select=select)
+
         return f
 
     def grouped(method: str, select: str = "argmax") -> Callable[[], None]:
         def f() -> None:
             for X in tests:
                 score_prepared(X, ctx, rows, method=method, top_c=C, _select=select)
+
         return f
 
     def top_c_shared_ubm_model_loop() -> None:
@@ -142,10 +146,14 @@ def main() -> None:
         L = rng.normal(size=(T, 1024))
         ta = best_time(lambda: llr._top_c_argmax(L, C), 20)
         tp = best_time(lambda: llr._top_c_argpartition(L, C), 20)
-        print(f"top-{C} selection on ({T}, 1024): {C} rounds of argmax {ta * 1e3:.3f} ms, "
-              f"argpartition {tp * 1e3:.3f} ms (argpartition / argmax = {tp / ta:.2f})")
-        print(f"D={D}, T={T} frames, C={C}, {args.tests} test utterances, "
-              f"BLAS threads={args.threads}, best of {args.repeat}\n")
+        print(
+            f"top-{C} selection on ({T}, 1024): {C} rounds of argmax {ta * 1e3:.3f} ms, "
+            f"argpartition {tp * 1e3:.3f} ms (argpartition / argmax = {tp / ta:.2f})"
+        )
+        print(
+            f"D={D}, T={T} frames, C={C}, {args.tests} test utterances, "
+            f"BLAS threads={args.threads}, best of {args.repeat}\n"
+        )
         print(f"{'K':>5} {'models/test':>11}  {'method':<50} {'trials/s':>10} {'x full':>7}")
         for k in (512, 1024):
             for m in (1, 10):

@@ -19,7 +19,9 @@ from gmmspeaker.errors import GmmSpeakerError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("root", help="LibriSpeech subset folder, e.g. LibriSpeech/train-clean-100")
     parser.add_argument("out_dir", help="folder for ubm.txt, enroll.txt, trials.txt, speakers.tsv")
     parser.add_argument("--seed", type=int, default=0, help="seed of the speaker split (default 0)")

@@ -15,7 +15,9 @@ def write_wav(path: Path, signal: np.ndarray, rate: int = 8000, subtype: str = "
     return path
 
 
-def speechlike(rng: np.random.Generator, seconds: float = 1.0, rate: int = 8000, f0: float = 120.0) -> np.ndarray:
+def speechlike(
+    rng: np.random.Generator, seconds: float = 1.0, rate: int = 8000, f0: float = 120.0
+) -> np.ndarray:
     """A harmonic tone with noise and an amplitude envelope: enough to pass VAD."""
     t = np.arange(int(seconds * rate)) / rate
     x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 12))
@@ -40,7 +42,15 @@ evaluation: {{p_target: [0.01], det_plot: false}}
 """
 
 
-def tiny_recipe(tmp_path: Path, *, jobs: int = 1, k: int = 8, backend: str = "loky", extra: str = "", name: str = "tiny.yaml") -> Path:
+def tiny_recipe(
+    tmp_path: Path,
+    *,
+    jobs: int = 1,
+    k: int = 8,
+    backend: str = "loky",
+    extra: str = "",
+    name: str = "tiny.yaml",
+) -> Path:
     """A recipe on a tiny synthetic corpus (5 speakers, 1 s utterances): a few seconds end to end."""
     p = tmp_path / name
     p.write_text(TINY.format(jobs=jobs, k=k, backend=backend, extra=extra, repo=REPO))

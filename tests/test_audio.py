@@ -55,12 +55,25 @@ def test_resampling_preserves_a_tone(tmp_path):
     [
         (lambda d, rng: d / "missing.wav", "not found"),
         (lambda d, rng: (d / "dir.wav").mkdir() or d / "dir.wav", "directory"),
-        (lambda d, rng: (d / "text.wav").write_text("hello, not audio") and d / "text.wav", "not a readable audio"),
+        (
+            lambda d, rng: (d / "text.wav").write_text("hello, not audio") and d / "text.wav",
+            "not a readable audio",
+        ),
         (lambda d, rng: (d / "zero.wav").write_bytes(b"") or d / "zero.wav", "not a readable audio"),
         (lambda d, rng: write_wav(d / "empty.wav", np.zeros(0, np.float32)), "empty"),
         (lambda d, rng: write_wav(d / "silent.wav", np.zeros(4000, np.float32)), "silent"),
-        (lambda d, rng: write_wav(d / "nan.wav", np.where(np.arange(4000) == 7, np.nan, 0.1).astype(np.float32), subtype="FLOAT"), "NaN"),
-        (lambda d, rng: write_wav(d / "inf.wav", np.where(np.arange(4000) == 7, np.inf, 0.1).astype(np.float32), subtype="FLOAT"), "infinite"),
+        (
+            lambda d, rng: write_wav(
+                d / "nan.wav", np.where(np.arange(4000) == 7, np.nan, 0.1).astype(np.float32), subtype="FLOAT"
+            ),
+            "NaN",
+        ),
+        (
+            lambda d, rng: write_wav(
+                d / "inf.wav", np.where(np.arange(4000) == 7, np.inf, 0.1).astype(np.float32), subtype="FLOAT"
+            ),
+            "infinite",
+        ),
         (lambda d, rng: write_wav(d / "rate.wav", speechlike(rng), rate=16000), "16000 Hz"),
         (lambda d, rng: write_wav(d / "short.wav", speechlike(rng)[:50]), "too short"),
     ],

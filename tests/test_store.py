@@ -16,7 +16,10 @@ CFG = FeatureConfig(sample_rate=8000, n_mels=24, n_mfcc=13, deltas=1)
 
 def _corpus(tmp_path, n=6, seconds=0.6, seed=0):
     rng = np.random.default_rng(seed)
-    return [(f"spk/u{i}", write_wav(tmp_path / "wav" / f"u{i}.wav", speechlike(rng, seconds, f0=100 + 10 * i))) for i in range(n)]
+    return [
+        (f"spk/u{i}", write_wav(tmp_path / "wav" / f"u{i}.wav", speechlike(rng, seconds, f0=100 + 10 * i)))
+        for i in range(n)
+    ]
 
 
 def test_extract_matches_direct_features_and_caches(tmp_path):
@@ -90,7 +93,9 @@ def test_streaming_bounded_memory_and_order(tmp_path):
     np.testing.assert_array_equal(np.concatenate(chunks), full)
     # the parallel sources cover the same frames in the same order, whatever n_parts
     for n_parts in (1, 3):
-        got = np.concatenate([c for src in st.sources(ids, n_parts=n_parts, chunk_frames=chunk) for c in src()])
+        got = np.concatenate(
+            [c for src in st.sources(ids, n_parts=n_parts, chunk_frames=chunk) for c in src()]
+        )
         np.testing.assert_array_equal(got, full)
     # streaming allocates O(chunk), not O(store)
     tracemalloc.start()

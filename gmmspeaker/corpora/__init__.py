@@ -33,4 +33,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = list(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports('gmmspeaker.corpora', _EXPORTS, globals())
+__getattr__, __dir__ = lazy_exports("gmmspeaker.corpora", _EXPORTS, globals())

@@ -156,9 +156,8 @@ def prepare_librispeech(
         enroll[spk] = sorted(spk_files[i] for i in idx[:n_enroll])
         tests.extend((spk, p) for p in sorted(spk_files[i] for i in idx[n_enroll:]))
     if skipped:
-        msg = (
-            f"{root}: skipped {len(skipped)} target speaker(s) with fewer than {need} files: "
-            + ", ".join(skipped[:10])
+        msg = f"{root}: skipped {len(skipped)} target speaker(s) with fewer than {need} files: " + ", ".join(
+            skipped[:10]
         )
         logger.warning(msg)
         warnings.warn(msg, SkippedInputWarning, stacklevel=2)

@@ -274,8 +274,7 @@ def read_ubm_list(
     for line, fields in lines:
         if len(fields) != 1:
             raise DataError(
-                f"{_where(list_path, line)}: expected one audio path per line, got "
-                f"{len(fields)} fields"
+                f"{_where(list_path, line)}: expected one audio path per line, got {len(fields)} fields"
             )
         utt = resolver(fields[0], line)
         if utt.utt_id in seen:
@@ -324,8 +323,7 @@ def read_enroll_list(
     for line, fields in lines:
         if len(fields) < 2:
             raise DataError(
-                f"{_where(list_path, line)}: expected 'model_id path [path ...]', got "
-                f"only '{fields[0]}'"
+                f"{_where(list_path, line)}: expected 'model_id path [path ...]', got only '{fields[0]}'"
             )
         model_id = fields[0]
         if model_id in seen:

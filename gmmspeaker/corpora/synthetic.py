@@ -159,7 +159,9 @@ class SyntheticCorpusConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"synthetic corpus: {name} must be a finite number, got {value!r}")
         if not 0.0 <= self.duration_jitter < 0.9:
-            raise ConfigError(f"synthetic corpus: duration_jitter must be in [0, 0.9), got {self.duration_jitter}")
+            raise ConfigError(
+                f"synthetic corpus: duration_jitter must be in [0, 0.9), got {self.duration_jitter}"
+            )
         if self.duration * (1.0 - self.duration_jitter) < 0.3:
             raise ConfigError(
                 f"synthetic corpus: duration {self.duration} s with jitter {self.duration_jitter} "
@@ -170,7 +172,9 @@ class SyntheticCorpusConfig:
             or not isinstance(self.snr_db, (int, float))
             or not math.isfinite(self.snr_db)
         ):
-            raise ConfigError(f"synthetic corpus: snr_db must be a finite number or None, got {self.snr_db!r}")
+            raise ConfigError(
+                f"synthetic corpus: snr_db must be a finite number or None, got {self.snr_db!r}"
+            )
         k = self.n_nontarget_per_test
         if k is not None and (
             isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_speakers - 1
@@ -501,7 +505,11 @@ def _name(prefix: str, index: int, count: int) -> str:
 
 
 def _stamp(config: SyntheticCorpusConfig) -> dict[str, Any]:
-    return {"generator": "gmmspeaker.corpora.synthetic", "version": GENERATOR_VERSION, "config": config.to_dict()}
+    return {
+        "generator": "gmmspeaker.corpora.synthetic",
+        "version": GENERATOR_VERSION,
+        "config": config.to_dict(),
+    }
 
 
 def _outputs(root: Path) -> dict[str, Path]:
@@ -531,7 +539,14 @@ def _write_wav(path: Path, x: FloatArray, sr: int) -> None:
 
 
 def _write_speaker(
-    root: Path, cfg: SyntheticCorpusConfig, prefix: str, kind: int, k: int, count: int, n_utts: int, width: int
+    root: Path,
+    cfg: SyntheticCorpusConfig,
+    prefix: str,
+    kind: int,
+    k: int,
+    count: int,
+    n_utts: int,
+    width: int,
 ) -> tuple[str, list[str]]:
     """Synthesize and write one speaker's files; return its speakers.tsv row and paths."""
     spk = _name(prefix, k, count)

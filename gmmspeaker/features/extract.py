@@ -163,13 +163,32 @@ class FeatureConfig:
         for key, choices in _CHOICES.items():
             if getattr(self, key) not in choices:
                 return key, f"expected one of {list(choices)}, got {getattr(self, key)!r}"
-        positive = ("sample_rate", "frame_length", "frame_shift", "n_mels", "n_mfcc", "power",
-                    "log_floor", "delta_window", "norm_window")
+        positive = (
+            "sample_rate",
+            "frame_length",
+            "frame_shift",
+            "n_mels",
+            "n_mfcc",
+            "power",
+            "log_floor",
+            "delta_window",
+            "norm_window",
+        )
         for key in positive:
             if not getattr(self, key) > 0:
                 return key, f"expected a value > 0, got {getattr(self, key)!r}"
-        for key in ("frame_length", "frame_shift", "vad_threshold", "vad_reference", "vad_floor",
-                    "preemphasis", "fmin", "power", "log_floor", "vad_proportion"):
+        for key in (
+            "frame_length",
+            "frame_shift",
+            "vad_threshold",
+            "vad_reference",
+            "vad_floor",
+            "preemphasis",
+            "fmin",
+            "power",
+            "log_floor",
+            "vad_proportion",
+        ):
             if not math.isfinite(getattr(self, key)):
                 return key, f"expected a finite number, got {getattr(self, key)!r}"
         if self.frame_samples < 2:
@@ -184,8 +203,7 @@ class FeatureConfig:
         if not 0.0 <= self.fmin < nyquist:
             return "fmin", f"expected 0 <= fmin < {nyquist} (Nyquist), got {self.fmin!r}"
         if not self.fmin < self.fmax_hz <= nyquist:
-            return "fmax", (f"expected fmin ({self.fmin}) < fmax <= {nyquist} (Nyquist), "
-                            f"got {self.fmax!r}")
+            return "fmax", (f"expected fmin ({self.fmin}) < fmax <= {nyquist} (Nyquist), got {self.fmax!r}")
         if self.n_mfcc > self.n_mels:
             return "n_mfcc", f"{self.n_mfcc} exceeds n_mels ({self.n_mels})"
         if self.lifter < 0:
@@ -229,9 +247,7 @@ class FeatureConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(str(k) for k in mapping if k not in fields)
         if unknown:
-            raise ConfigError(
-                f"{source}: unknown feature key(s) {unknown}; valid keys: {sorted(fields)}"
-            )
+            raise ConfigError(f"{source}: unknown feature key(s) {unknown}; valid keys: {sorted(fields)}")
         values: dict[str, Any] = {}
         for key, value in mapping.items():
             values[key] = _check_type(key, value, fields[key].type, source=source)
@@ -240,7 +256,7 @@ class FeatureConfig:
         except ConfigError as exc:
             msg = str(exc)
             prefix = "FeatureConfig: "
-            raise ConfigError(f"{source}: {msg[len(prefix):] if msg.startswith(prefix) else msg}") from None
+            raise ConfigError(f"{source}: {msg[len(prefix) :] if msg.startswith(prefix) else msg}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-serialisable dict, in declaration order (stable, for
@@ -269,12 +285,28 @@ class FeatureConfig:
         normalisation. (librosa's lifter counts from 1, this one from 0: they differ when
         ``lifter > 0``.)"""
         return cls(
-            sample_rate=sample_rate, frame_length=n_fft / sample_rate,
-            frame_shift=hop_length / sample_rate, n_fft=n_fft, window="hann", center=True,
-            preemphasis=0.0, remove_dc=False, power=2.0, n_mels=n_mels, fmin=float(fmin),
+            sample_rate=sample_rate,
+            frame_length=n_fft / sample_rate,
+            frame_shift=hop_length / sample_rate,
+            n_fft=n_fft,
+            window="hann",
+            center=True,
+            preemphasis=0.0,
+            remove_dc=False,
+            power=2.0,
+            n_mels=n_mels,
+            fmin=float(fmin),
             fmax=None if fmax is None else float(fmax),
-            mel_scale="htk" if htk else "slaney", mel_norm=mel_norm, log="db", log_floor=1e-10,
-            top_db=top_db, n_mfcc=n_mfcc, lifter=lifter, energy="c0", deltas=0, vad="none",
+            mel_scale="htk" if htk else "slaney",
+            mel_norm=mel_norm,
+            log="db",
+            log_floor=1e-10,
+            top_db=top_db,
+            n_mfcc=n_mfcc,
+            lifter=lifter,
+            energy="c0",
+            deltas=0,
+            vad="none",
             normalize="none",
         )
 
@@ -317,12 +349,25 @@ class FeatureConfig:
     def spectral_params(self) -> SpectralParams:
         """The sample-domain parameters used by :mod:`gmmspeaker.features.mfcc`."""
         return SpectralParams(
-            sample_rate=self.sample_rate, frame_length=self.frame_samples,
-            hop_length=self.hop_samples, n_fft=self.fft_size, window=self.window,
-            center=self.center, preemphasis=self.preemphasis, remove_dc=self.remove_dc,
-            power=self.power, n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax_hz,
-            mel_scale=self.mel_scale, mel_norm=self.mel_norm, log=self.log,
-            log_floor=self.log_floor, top_db=self.top_db, n_mfcc=self.n_mfcc, lifter=self.lifter,
+            sample_rate=self.sample_rate,
+            frame_length=self.frame_samples,
+            hop_length=self.hop_samples,
+            n_fft=self.fft_size,
+            window=self.window,
+            center=self.center,
+            preemphasis=self.preemphasis,
+            remove_dc=self.remove_dc,
+            power=self.power,
+            n_mels=self.n_mels,
+            fmin=self.fmin,
+            fmax=self.fmax_hz,
+            mel_scale=self.mel_scale,
+            mel_norm=self.mel_norm,
+            log=self.log,
+            log_floor=self.log_floor,
+            top_db=self.top_db,
+            n_mfcc=self.n_mfcc,
+            lifter=self.lifter,
         )
 
 
@@ -344,7 +389,9 @@ def _check_type(key: str, value: Any, annotation: Any, *, source: str) -> Any:
         ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
         value = int(value) if ok else value
     elif base == "float":
-        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)
+        )
         value = float(value) if ok else value
     elif base == "str":
         ok = isinstance(value, str)
@@ -432,8 +479,12 @@ def extract(signal: FloatArray, config: FeatureConfig, *, name: str = "<signal>"
     if sumsq is not None and config.vad == "energy":
         energy_db = frame_energy_db(sumsq, params.frame_length)
         keep = energy_vad(
-            energy_db, threshold_db=config.vad_threshold, reference=config.vad_reference,
-            floor_db=config.vad_floor, context=config.vad_context, proportion=config.vad_proportion,
+            energy_db,
+            threshold_db=config.vad_threshold,
+            reference=config.vad_reference,
+            floor_db=config.vad_floor,
+            context=config.vad_context,
+            proportion=config.vad_proportion,
         )
         n_kept = int(np.count_nonzero(keep))
         if n_kept == 0:

@@ -48,7 +48,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------------- mel scale
 def hz_to_mel(freq: FloatArray | float, *, scale: str = "htk") -> FloatArray:
     """Convert frequencies to mels.
@@ -163,7 +162,10 @@ def mel_filterbank(
         logger.warning(
             "mel filterbank: %d of %d filters are empty (n_mels=%d too many for n_fft=%d); "
             "use fewer mels or a larger n_fft",
-            empty.size, n_mels, n_mels, n_fft,
+            empty.size,
+            n_mels,
+            n_mels,
+            n_fft,
         )
     out = np.ascontiguousarray(weights.T, dtype=np.float32)
     out.setflags(write=False)
@@ -249,9 +251,7 @@ def frame_window(kind: str, length: int) -> FloatArray:
     elif kind == "rectangular":
         w = np.ones(length)
     else:
-        raise ConfigError(
-            f"window: expected 'hamming', 'povey', 'hann' or 'rectangular', got {kind!r}"
-        )
+        raise ConfigError(f"window: expected 'hamming', 'povey', 'hann' or 'rectangular', got {kind!r}")
     out = w.astype(np.float32)
     out.setflags(write=False)
     return out

@@ -156,7 +156,9 @@ def m_step(
         params = _reseed(params, reseeded)
         logger.warning(
             "%d component(s) %s had (almost) no frames (weight < %.3g); re-seeded by splitting the heaviest",
-            len(reseeded), reseeded[:10], max(min_weight, _MIN_COUNT / max(total, 1.0)),
+            len(reseeded),
+            reseeded[:10],
+            max(min_weight, _MIN_COUNT / max(total, 1.0)),
         )
     return params, reseeded
 
@@ -184,7 +186,9 @@ def _reseed(params: MixtureParams, dead: list[int]) -> MixtureParams:
     return MixtureParams(w / w.sum(), mu, cov, params.covariance_type)
 
 
-def split_components(params: MixtureParams, n_new: int, rng: np.random.Generator | None = None) -> MixtureParams:
+def split_components(
+    params: MixtureParams, n_new: int, rng: np.random.Generator | None = None
+) -> MixtureParams:
     """Split the ``n_new`` heaviest components in two, weights halved.
 
     The two means move by ``+/- 0.2 sd * z``, with ``z`` a standard normal direction drawn
@@ -282,8 +286,14 @@ def _global_params(K: int, D: int, covariance_type: str, means: FloatArray, var:
 
 
 def _initial_params(
-    init: str, K: int, covariance_type: str, sample: FloatArray, gvar: FloatArray, gmean: FloatArray,
-    floor: FloatArray, rng: np.random.Generator,
+    init: str,
+    K: int,
+    covariance_type: str,
+    sample: FloatArray,
+    gvar: FloatArray,
+    gmean: FloatArray,
+    floor: FloatArray,
+    rng: np.random.Generator,
 ) -> MixtureParams:
     var = np.maximum(gvar, floor)
     D = sample.shape[1]
@@ -319,7 +329,9 @@ class _Summary:
     rows: FloatArray  # (m, D) float64 subsample, in key order
 
 
-def _merge_moments(n1: int, mean1: FloatArray, m21: FloatArray, n2: int, mean2: FloatArray, m22: FloatArray) -> tuple[int, FloatArray, FloatArray]:
+def _merge_moments(
+    n1: int, mean1: FloatArray, m21: FloatArray, n2: int, mean2: FloatArray, m22: FloatArray
+) -> tuple[int, FloatArray, FloatArray]:
     n = n1 + n2
     if n1 == 0:
         return n2, mean2, m22
@@ -329,7 +341,9 @@ def _merge_moments(n1: int, mean1: FloatArray, m21: FloatArray, n2: int, mean2: 
     return n, mean, m2
 
 
-def _summarize_chunks(chunks: Iterable[Any], *, m: int, seed: np.random.SeedSequence, where: str, dim: int | None = None) -> _Summary:
+def _summarize_chunks(
+    chunks: Iterable[Any], *, m: int, seed: np.random.SeedSequence, where: str, dim: int | None = None
+) -> _Summary:
     """Validate chunks, accumulate moments and keep a uniform subsample (bottom-m random keys).
 
     Drawing one key per frame in order makes the subsample independent of how the frames
@@ -355,7 +369,9 @@ def _summarize_chunks(chunks: Iterable[Any], *, m: int, seed: np.random.SeedSequ
         finite = np.isfinite(X).all(axis=1)
         if not finite.all():
             r = int(np.argmin(finite))
-            raise DataError(f"{where}, chunk {i}, row {r}: NaN or inf in the features; clean or drop this input")
+            raise DataError(
+                f"{where}, chunk {i}, row {r}: NaN or inf in the features; clean or drop this input"
+            )
         Xf = X.astype(np.float64)
         cm = Xf.mean(axis=0)
         cm2 = ((Xf - cm) ** 2).sum(axis=0)
@@ -370,13 +386,17 @@ def _summarize_chunks(chunks: Iterable[Any], *, m: int, seed: np.random.SeedSequ
             keep = np.argpartition(keys, m - 1)[:m]
             keys, rows = keys[keep], rows[keep]
     if n == 0 or mean is None or rows is None:
-        raise DataError(f"{where}: no frames (an empty input, or a source that cannot be iterated twice; "
-                        "sources must be zero-argument callables returning a fresh iterable)")
+        raise DataError(
+            f"{where}: no frames (an empty input, or a source that cannot be iterated twice; "
+            "sources must be zero-argument callables returning a fresh iterable)"
+        )
     order = np.argsort(keys, kind="stable")
     return _Summary(n, mean, m2, keys[order], rows[order])
 
 
-def _summarize_source(source: Callable[[], Iterable[Any]], index: int, m: int, seed: np.random.SeedSequence) -> _Summary:
+def _summarize_source(
+    source: Callable[[], Iterable[Any]], index: int, m: int, seed: np.random.SeedSequence
+) -> _Summary:
     return _summarize_chunks(_call_source(source, index), m=m, seed=seed, where=f"source {index}")
 
 
@@ -390,8 +410,13 @@ def _call_source(source: Callable[[], Iterable[Any]], index: int) -> Iterable[An
 
 
 def _source_stats(
-    source: Callable[[], Iterable[Any]], index: int, params: MixtureParams, dtype: np.dtype,
-    chunk_size: int, blas_threads: int | None, n_expected: int,
+    source: Callable[[], Iterable[Any]],
+    index: int,
+    params: MixtureParams,
+    dtype: np.dtype,
+    chunk_size: int,
+    blas_threads: int | None,
+    n_expected: int,
 ) -> Stats:
     """E-step statistics of one source (a joblib task)."""
     if blas_threads is not None:
@@ -423,8 +448,10 @@ def _source_stats(
                 total.n_frames += part.n_frames
     if total is None or total.n_frames != n_expected:
         got = 0 if total is None else total.n_frames
-        raise DataError(f"source {index}: yielded {got} frames in this pass but {n_expected} in the first; "
-                        "a source must yield the same frames on every call")
+        raise DataError(
+            f"source {index}: yielded {got} frames in this pass but {n_expected} in the first; "
+            "a source must yield the same frames on every call"
+        )
     return _unshift(total, prep.shift, params.covariance_type in ("full", "tied"))
 
 
@@ -452,7 +479,9 @@ class _ArrayData:
     def stats(self, params: MixtureParams, dtype: np.dtype) -> Stats:
         prep = _prepare(params, dtype)
         full = params.covariance_type in ("full", "tied")
-        return _unshift(_accumulate_prepared(self.X, prep, True, self.chunk_size, self.n_threads), prep.shift, full)
+        return _unshift(
+            _accumulate_prepared(self.X, prep, True, self.chunk_size, self.n_threads), prep.shift, full
+        )
 
 
 class _StreamData:
@@ -460,8 +489,10 @@ class _StreamData:
 
     def __init__(self, sources: Sequence[Callable[[], Iterable[Any]]], chunk_size: int, n_jobs: int) -> None:
         if isinstance(sources, np.ndarray) or not isinstance(sources, Sequence):
-            raise ConfigError("fit_stream: sources must be a sequence (list/tuple) of zero-argument callables "
-                              f"returning iterables of chunks, got {type(sources).__name__}; use fit() for an array")
+            raise ConfigError(
+                "fit_stream: sources must be a sequence (list/tuple) of zero-argument callables "
+                f"returning iterables of chunks, got {type(sources).__name__}; use fit() for an array"
+            )
         if len(sources) == 0:
             raise DataError("fit_stream: no sources given (empty list)")
         for i, s in enumerate(sources):
@@ -491,7 +522,10 @@ class _StreamData:
         blas = None if self.n_jobs <= 1 else max(1, (os.cpu_count() or 1) // self.n_jobs)
         parts = self._map(
             _source_stats,
-            [(s, i, params, dtype, self.chunk_size, blas, self.n_frames[i]) for i, s in enumerate(self.sources)],
+            [
+                (s, i, params, dtype, self.chunk_size, blas, self.n_frames[i])
+                for i, s in enumerate(self.sources)
+            ],
         )
         total = parts[0]
         for p in parts[1:]:  # fixed order: the result does not depend on n_jobs
@@ -528,10 +562,16 @@ class _Run:
 
     def meta(self) -> dict[str, Any]:
         return {
-            "init_index": self.init_index, "phase": self.phase, "history": self.history,
-            "split_history": [list(t) for t in self.split_history], "level_iter": self.level_iter,
-            "level_converged": self.level_converged, "converged": self.converged, "done": self.done,
-            "n_reseeded": self.n_reseeded, "last_reseeded": self.last_reseeded,
+            "init_index": self.init_index,
+            "phase": self.phase,
+            "history": self.history,
+            "split_history": [list(t) for t in self.split_history],
+            "level_iter": self.level_iter,
+            "level_converged": self.level_converged,
+            "converged": self.converged,
+            "done": self.done,
+            "n_reseeded": self.n_reseeded,
+            "last_reseeded": self.last_reseeded,
             "lower_bound": self.lower_bound if np.isfinite(self.lower_bound) else None,
         }
 
@@ -539,12 +579,18 @@ class _Run:
     def from_meta(cls, meta: dict[str, Any], params: MixtureParams) -> _Run:
         lb = meta.get("lower_bound")
         return cls(
-            init_index=int(meta["init_index"]), params=params, phase=str(meta["phase"]),
+            init_index=int(meta["init_index"]),
+            params=params,
+            phase=str(meta["phase"]),
             history=[float(v) for v in meta["history"]],
             split_history=[(int(k), float(v)) for k, v in meta["split_history"]],
-            level_iter=int(meta["level_iter"]), level_converged=bool(meta["level_converged"]),
-            converged=bool(meta["converged"]), done=bool(meta["done"]), n_reseeded=int(meta["n_reseeded"]),
-            last_reseeded=bool(meta["last_reseeded"]), lower_bound=float("-inf") if lb is None else float(lb),
+            level_iter=int(meta["level_iter"]),
+            level_converged=bool(meta["level_converged"]),
+            converged=bool(meta["converged"]),
+            done=bool(meta["done"]),
+            n_reseeded=int(meta["n_reseeded"]),
+            last_reseeded=bool(meta["last_reseeded"]),
+            lower_bound=float("-inf") if lb is None else float(lb),
         )
 
 
@@ -565,8 +611,10 @@ class _Checkpoint:
             with h5py.File(self.path, "r") as h5:
                 fp = json.loads(h5.attrs["fingerprint"])
                 moments = h5["moments"][()]
-                if fp != self.fingerprint or moments.shape != self.moments.shape or not np.allclose(
-                    moments, self.moments, rtol=1e-9, atol=1e-12
+                if (
+                    fp != self.fingerprint
+                    or moments.shape != self.moments.shape
+                    or not np.allclose(moments, self.moments, rtol=1e-9, atol=1e-12)
                 ):
                     logger.warning("%s: checkpoint is for other options or data; starting afresh", self.path)
                     return None, None
@@ -576,13 +624,19 @@ class _Checkpoint:
                         runs.append(None)
                         continue
                     g = h5[name]
-                    params = MixtureParams(g["weights"][()], g["means"][()], g["covariances"][()], fp["covariance_type"])
+                    params = MixtureParams(
+                        g["weights"][()], g["means"][()], g["covariances"][()], fp["covariance_type"]
+                    )
                     runs.append(_Run.from_meta(json.loads(g.attrs["meta"]), params))
         except (OSError, KeyError, ValueError) as exc:
             logger.warning("%s: unreadable checkpoint (%s); starting afresh", self.path, exc)
             return None, None
-        logger.info("%s: resuming EM (run %d, %s phase)", self.path, runs[0].init_index if runs[0] else -1,
-                    runs[0].phase if runs[0] else "-")
+        logger.info(
+            "%s: resuming EM (run %d, %s phase)",
+            self.path,
+            runs[0].init_index if runs[0] else -1,
+            runs[0].phase if runs[0] else "-",
+        )
         return runs[0], runs[1]
 
     def save(self, run: _Run, best: _Run | None) -> None:
@@ -662,22 +716,30 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
     gvar = m2 / n_total
     D = mean.shape[0]
     if n_total < K:
-        raise DataError(f"{where}: {n_total} frames for {K} components; need at least as many frames as "
-                        "components (use fewer components or more data)")
+        raise DataError(
+            f"{where}: {n_total} frames for {K} components; need at least as many frames as "
+            "components (use fewer components or more data)"
+        )
     counts = np.array([s.n_frames for s in summaries], dtype=np.int64)
     take = np.random.default_rng(seq_combine).multivariate_hypergeometric(counts, min(m, n_total))
     sample = np.concatenate([s.rows[:t] for s, t in zip(summaries, take)])
     floor = np.maximum(gmm.variance_floor * gvar, gmm.variance_floor_abs)
     if (gvar <= gmm.variance_floor_abs).any():
-        logger.warning("%s: dimension(s) %s are constant; their variances are floored at %.3g",
-                       where, np.flatnonzero(gvar <= gmm.variance_floor_abs)[:10].tolist(), gmm.variance_floor_abs)
+        logger.warning(
+            "%s: dimension(s) %s are constant; their variances are floored at %.3g",
+            where,
+            np.flatnonzero(gvar <= gmm.variance_floor_abs)[:10].tolist(),
+            gmm.variance_floor_abs,
+        )
 
     given: MixtureParams | None = None
     if isinstance(gmm.init, GaussianMixture):
         given = gmm.init._params()
         if given.means.shape != (K, D) or given.covariance_type != cov_type:
-            raise ConfigError(f"{where}: the initial model has {given.means.shape[0]} components of dimension "
-                              f"{given.means.shape[1]} ({given.covariance_type}); expected {K} x {D} ({cov_type})")
+            raise ConfigError(
+                f"{where}: the initial model has {given.means.shape[0]} components of dimension "
+                f"{given.means.shape[1]} ({given.covariance_type}); expected {K} x {D} ({cov_type})"
+            )
 
     ck = None
     run: _Run | None = None
@@ -697,8 +759,16 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
             if given is not None:
                 params = given
             else:
-                params = _initial_params(str(gmm.init), K, cov_type, sample, gvar, mean, floor,
-                                         np.random.default_rng(init_seeds[i]))
+                params = _initial_params(
+                    str(gmm.init),
+                    K,
+                    cov_type,
+                    sample,
+                    gvar,
+                    mean,
+                    floor,
+                    np.random.default_rng(init_seeds[i]),
+                )
             run = _Run(init_index=i, params=params, phase="split" if gmm.init == "split" else "main")
         _run_em(gmm, data, run, best, floor=floor, dtype=dtype, checkpoint=ck, init_seed=init_seeds[i])
         if best is None or run.lower_bound > best.lower_bound:
@@ -722,7 +792,8 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
         warnings.warn(
             f"EM did not converge in max_iter={gmm.max_iter} iterations (last change "
             f"{_last_change(best.history):.3g} > tol={gmm.tol}); raise max_iter or tol",
-            ConvergenceWarning, stacklevel=3,
+            ConvergenceWarning,
+            stacklevel=3,
         )
 
 
@@ -731,8 +802,15 @@ def _last_change(history: list[float]) -> float:
 
 
 def _run_em(
-    gmm: GaussianMixture, data: _ArrayData | _StreamData, run: _Run, best: _Run | None, *,
-    floor: FloatArray, dtype: np.dtype, checkpoint: _Checkpoint | None, init_seed: np.random.SeedSequence,
+    gmm: GaussianMixture,
+    data: _ArrayData | _StreamData,
+    run: _Run,
+    best: _Run | None,
+    *,
+    floor: FloatArray,
+    dtype: np.dtype,
+    checkpoint: _Checkpoint | None,
+    init_seed: np.random.SeedSequence,
 ) -> None:
     """Advance ``run`` to completion, one EM iteration (or one split) at a time."""
     K = int(gmm.n_components)
@@ -746,7 +824,9 @@ def _run_em(
             if run.level_iter >= min(SPLIT_ITERS, max(gmm.max_iter, 1)) or run.level_converged:
                 # the split direction depends only on the seed of this run and the size, so a
                 # resumed run splits exactly as the interrupted one would have
-                seed = np.random.SeedSequence(entropy=init_seed.entropy, spawn_key=(*init_seed.spawn_key, 1_000_000 + k))
+                seed = np.random.SeedSequence(
+                    entropy=init_seed.entropy, spawn_key=(*init_seed.spawn_key, 1_000_000 + k)
+                )
                 run.params = split_components(run.params, min(k, K - k), np.random.default_rng(seed))
                 run.level_iter, run.level_converged, run.last_reseeded = 0, False, False
                 if run.params.n_components >= K:
@@ -762,24 +842,42 @@ def _run_em(
 
         stats = data.stats(run.params, dtype)
         if not np.isfinite(stats.loglik) or not np.isfinite(stats.n).all():
-            raise DataError("non-finite log-likelihood in the E-step: the data changed between passes or "
-                            "contain extreme values; check the input features")
+            raise DataError(
+                "non-finite log-likelihood in the E-step: the data changed between passes or "
+                "contain extreme values; check the input features"
+            )
         ll = stats.loglik / stats.n_frames
-        params, reseeded = m_step(stats, covariance_type=gmm.covariance_type, floor=floor, min_weight=gmm.min_weight)
+        params, reseeded = m_step(
+            stats, covariance_type=gmm.covariance_type, floor=floor, min_weight=gmm.min_weight
+        )
         if run.phase == "split":
             prev = run.split_history[-1][1] if run.level_iter > 0 else None
             run.split_history.append((run.params.n_components, ll))
             run.level_iter += 1
-            run.level_converged = prev is not None and abs(ll - prev) < gmm.tol and not run.last_reseeded and not reseeded
-            log("EM run %d, split size %d, iter %d: mean log-lik %.6f", run.init_index, run.params.n_components,
-                run.level_iter, ll)
+            run.level_converged = (
+                prev is not None and abs(ll - prev) < gmm.tol and not run.last_reseeded and not reseeded
+            )
+            log(
+                "EM run %d, split size %d, iter %d: mean log-lik %.6f",
+                run.init_index,
+                run.params.n_components,
+                run.level_iter,
+                ll,
+            )
         else:
             prev = run.history[-1] if run.history else None
             run.history.append(ll)
             run.lower_bound = ll
-            run.converged = prev is not None and abs(ll - prev) < gmm.tol and not run.last_reseeded and not reseeded
-            log("EM run %d, iter %d: mean log-lik %.6f (change %s)", run.init_index, len(run.history), ll,
-                "-" if prev is None else f"{ll - prev:.3g}")
+            run.converged = (
+                prev is not None and abs(ll - prev) < gmm.tol and not run.last_reseeded and not reseeded
+            )
+            log(
+                "EM run %d, iter %d: mean log-lik %.6f (change %s)",
+                run.init_index,
+                len(run.history),
+                ll,
+                "-" if prev is None else f"{ll - prev:.3g}",
+            )
         run.params = params
         run.n_reseeded += len(reseeded)
         run.last_reseeded = bool(reseeded)

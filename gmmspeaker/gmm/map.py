@@ -108,9 +108,7 @@ def _check_adapt(adapt: Collection[str]) -> frozenset[str]:
     chosen = frozenset(adapt)
     unknown = chosen - set(ADAPTABLE)
     if unknown:
-        raise ConfigError(
-            f"map adapt: unknown parameter(s) {sorted(unknown)}; choose from {list(ADAPTABLE)}"
-        )
+        raise ConfigError(f"map adapt: unknown parameter(s) {sorted(unknown)}; choose from {list(ADAPTABLE)}")
     if not chosen:
         raise ConfigError(f"map adapt: empty; choose at least one of {list(ADAPTABLE)}")
     return chosen
@@ -129,13 +127,9 @@ def _ubm_arrays(ubm: Any) -> tuple[FloatArray, FloatArray, FloatArray]:
         mu = np.asarray(ubm.means_, dtype=np.float64)
         cov = np.asarray(ubm.covariances_, dtype=np.float64)
     except AttributeError as exc:
-        raise ModelError(
-            f"UBM {type(ubm).__name__} lacks weights_/means_/covariances_: {exc}"
-        ) from None
+        raise ModelError(f"UBM {type(ubm).__name__} lacks weights_/means_/covariances_: {exc}") from None
     if mu.ndim != 2 or w.shape != (mu.shape[0],):
-        raise ModelError(
-            f"UBM parameters have inconsistent shapes: weights {w.shape}, means {mu.shape}"
-        )
+        raise ModelError(f"UBM parameters have inconsistent shapes: weights {w.shape}, means {mu.shape}")
     ctype = getattr(ubm, "covariance_type", None)
     if ctype in ("full", "tied"):
         return w, mu, cov  # fine for means/weights; variance adaptation refuses it
@@ -245,8 +239,7 @@ def map_adapt(
     if "variances" in chosen:
         if cov.shape != mu.shape or getattr(ubm, "covariance_type", None) in ("full", "tied"):
             raise ModelError(
-                "variance adaptation needs a diagonal (or spherical) UBM; covariances have "
-                f"shape {cov.shape}"
+                f"variance adaptation needs a diagonal (or spherical) UBM; covariances have shape {cov.shape}"
             )
         if stats.s is None or np.shape(stats.s) != mu.shape:
             raise DataError(
@@ -259,9 +252,7 @@ def map_adapt(
             raise DataError("second-order statistics contain non-finite values")
         var = cov
         floor = (
-            1e-3 * cov.min(axis=0)
-            if variance_floor is None
-            else np.asarray(variance_floor, dtype=np.float64)
+            1e-3 * cov.min(axis=0) if variance_floor is None else np.asarray(variance_floor, dtype=np.float64)
         )
     means, weights, variances = _adapt_arrays(
         n, f, s, w, mu, var, relevance=r, adapt=chosen, variance_floor=floor
@@ -306,8 +297,7 @@ def enroll(
     if not ids:
         raise DataError("enroll: no models to enroll")
     adapted = [
-        map_adapt(st, ubm, relevance=relevance, adapt=adapt, variance_floor=variance_floor)
-        for st in stats
+        map_adapt(st, ubm, relevance=relevance, adapt=adapt, variance_floor=variance_floor) for st in stats
     ]
     return SpeakerModels.from_adapted(
         ids,
@@ -381,9 +371,7 @@ def enroll_features(
     if n_jobs == 1:
         stats = [_model_stats(ubm, features[m], second) for m in ids]
     else:
-        stats = Parallel(n_jobs=n_jobs)(
-            delayed(_model_stats)(ubm, features[m], second) for m in ids
-        )
+        stats = Parallel(n_jobs=n_jobs)(delayed(_model_stats)(ubm, features[m], second) for m in ids)
     logger.info("accumulated enrollment statistics of %d models", len(ids))
     return enroll(
         ids,
@@ -448,13 +436,9 @@ class SpeakerModels:
             raise ModelError(f"{where}: means have shape {means.shape}, expected ({m}, K, D)")
         _, k, d = means.shape
         if np.shape(self.counts) != (m, k):
-            raise ModelError(
-                f"{where}: counts have shape {np.shape(self.counts)}, expected {(m, k)}"
-            )
+            raise ModelError(f"{where}: counts have shape {np.shape(self.counts)}, expected {(m, k)}")
         if self.weights is not None and np.shape(self.weights) != (m, k):
-            raise ModelError(
-                f"{where}: weights have shape {np.shape(self.weights)}, expected {(m, k)}"
-            )
+            raise ModelError(f"{where}: weights have shape {np.shape(self.weights)}, expected {(m, k)}")
         if self.variances is not None and np.shape(self.variances) != (m, k, d):
             raise ModelError(
                 f"{where}: variances have shape {np.shape(self.variances)}, expected {(m, k, d)}"
@@ -499,7 +483,7 @@ class SpeakerModels:
         except KeyError:
             raise DataError(f"unknown model id {model_id!r} ({len(self)} models)") from None
 
-    def subset(self, rows: Sequence[int] | IntArray) -> "SpeakerModels":
+    def subset(self, rows: Sequence[int] | IntArray) -> SpeakerModels:
         """The models at ``rows`` (in that order), e.g. only those a block of trials names."""
         rows = np.asarray(rows, dtype=np.int64)
         return SpeakerModels(
@@ -517,9 +501,7 @@ class SpeakerModels:
         return AdaptedModel(
             means=np.array(self.means[i], dtype=np.float64),
             weights=None if self.weights is None else np.array(self.weights[i], np.float64),
-            variances=(
-                None if self.variances is None else np.array(self.variances[i], np.float64)
-            ),
+            variances=(None if self.variances is None else np.array(self.variances[i], np.float64)),
             counts=np.array(self.counts[i], dtype=np.float64),
         )
 
@@ -535,9 +517,7 @@ class SpeakerModels:
     ) -> SpeakerModels:
         """Stack adapted models; all must have adapted the same parameters."""
         if len(model_ids) != len(adapted) or not adapted:
-            raise DataError(
-                f"from_adapted: {len(model_ids)} ids for {len(adapted)} models (need >= 1)"
-            )
+            raise DataError(f"from_adapted: {len(model_ids)} ids for {len(adapted)} models (need >= 1)")
         has_w = {a.weights is not None for a in adapted}
         has_v = {a.variances is not None for a in adapted}
         if len(has_w) > 1 or len(has_v) > 1:

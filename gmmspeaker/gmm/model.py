@@ -18,7 +18,14 @@ import numpy as np
 
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, ModelError
-from gmmspeaker.gmm.stats import COVARIANCE_TYPES, MixtureParams, _blocks, _check_block, frame_loglik, log_densities
+from gmmspeaker.gmm.stats import (
+    COVARIANCE_TYPES,
+    MixtureParams,
+    _blocks,
+    _check_block,
+    frame_loglik,
+    log_densities,
+)
 
 __all__ = ["GaussianMixture", "INITS"]
 
@@ -43,7 +50,9 @@ def validate_params(
     positive-definite, checked by Cholesky). ``where`` names the file or call in the message.
     """
     if covariance_type not in COVARIANCE_TYPES:
-        raise ModelError(f"{where}: unknown covariance_type {covariance_type!r}; expected one of {COVARIANCE_TYPES}")
+        raise ModelError(
+            f"{where}: unknown covariance_type {covariance_type!r}; expected one of {COVARIANCE_TYPES}"
+        )
     try:
         w = np.asarray(weights, dtype=np.float64)
         mu = np.asarray(means, dtype=np.float64)
@@ -57,7 +66,9 @@ def validate_params(
         raise ModelError(f"{where}: weights must have shape ({K},) to match means {mu.shape}, got {w.shape}")
     expected = _cov_shape(covariance_type, K, D)
     if cov.shape != expected:
-        raise ModelError(f"{where}: {covariance_type} covariances must have shape {expected}, got {cov.shape}")
+        raise ModelError(
+            f"{where}: {covariance_type} covariances must have shape {expected}, got {cov.shape}"
+        )
     for name, arr in (("weights", w), ("means", mu), ("covariances", cov)):
         if not np.isfinite(arr).all():
             raise ModelError(f"{where}: {name} contain NaN or inf")
@@ -74,7 +85,9 @@ def validate_params(
         try:
             np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
-            raise ModelError(f"{where}: a {covariance_type} covariance matrix is not positive definite") from None
+            raise ModelError(
+                f"{where}: a {covariance_type} covariance matrix is not positive definite"
+            ) from None
     return w, mu, cov
 
 
@@ -220,7 +233,9 @@ class GaussianMixture:
             if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v < 0:
                 raise bad(f"{name} must be a finite number >= 0, got {v!r}")
         if self.min_weight * self.n_components >= 1:
-            raise bad(f"min_weight={self.min_weight} is too large for {self.n_components} components (needs < 1/K)")
+            raise bad(
+                f"min_weight={self.min_weight} is too large for {self.n_components} components (needs < 1/K)"
+            )
         if self.dtype is not None:
             try:
                 dt = np.dtype(self.dtype)
@@ -232,8 +247,12 @@ class GaussianMixture:
             raise bad(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
         if not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0 or self.n_jobs < -1:
             raise bad(f"n_jobs must be a positive integer or -1, got {self.n_jobs!r}")
-        if self.random_state is not None and not isinstance(self.random_state, (int, np.integer, np.random.Generator)):
-            raise bad(f"random_state must be None, an int or a numpy Generator, got {type(self.random_state).__name__}")
+        if self.random_state is not None and not isinstance(
+            self.random_state, (int, np.integer, np.random.Generator)
+        ):
+            raise bad(
+                f"random_state must be None, an int or a numpy Generator, got {type(self.random_state).__name__}"
+            )
 
     # -- training -----------------------------------------------------------------------
     def fit(self, X: FloatArray) -> GaussianMixture:
@@ -286,7 +305,9 @@ class GaussianMixture:
     # -- fitted state -------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if getattr(self, "means_", None) is None:
-            raise ModelError("this GaussianMixture is not fitted yet; call fit, fit_stream, load or from_params")
+            raise ModelError(
+                "this GaussianMixture is not fitted yet; call fit, fit_stream, load or from_params"
+            )
 
     def _params(self) -> MixtureParams:
         self._check_fitted()
@@ -459,7 +480,9 @@ class GaussianMixture:
         try:
             with h5py.File(path, "r") as h5:
                 if h5.attrs.get("format") != _FORMAT:
-                    raise ModelError(f"{path}: not a gmmspeaker GaussianMixture file (format attribute missing or wrong)")
+                    raise ModelError(
+                        f"{path}: not a gmmspeaker GaussianMixture file (format attribute missing or wrong)"
+                    )
                 missing = [k for k in ("weights", "means", "covariances") if k not in h5]
                 if missing:
                     raise ModelError(f"{path}: missing dataset(s) {missing}")

@@ -99,7 +99,9 @@ def select_model(
         raise ConfigError(f"select_model: criterion must be one of {CRITERIA}, got {criterion!r}")
     sizes = [int(k) for k in n_components]
     if not sizes or min(sizes) < 1:
-        raise ConfigError(f"select_model: n_components must be a non-empty list of positive ints, got {list(n_components)}")
+        raise ConfigError(
+            f"select_model: n_components must be a non-empty list of positive ints, got {list(n_components)}"
+        )
     if not covariance_types:
         raise ConfigError("select_model: covariance_types is empty")
     X = np.asarray(X)
@@ -132,8 +134,14 @@ def select_model(
                 "n_iter": int(gmm.n_iter_),
                 "seconds": time.perf_counter() - t0,
             }
-            logger.info("select_model: K=%d %s: bic %.1f aic %.1f heldout %.4f", k, cov, row["bic"], row["aic"],
-                        row["heldout_loglik"])
+            logger.info(
+                "select_model: K=%d %s: bic %.1f aic %.1f heldout %.4f",
+                k,
+                cov,
+                row["bic"],
+                row["aic"],
+                row["heldout_loglik"],
+            )
             table.append(row)
             models.append(gmm)
     if criterion == "heldout":

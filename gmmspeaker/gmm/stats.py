@@ -6,8 +6,8 @@ are summed with ``+`` and the M-step / MAP adaptation reads the sum.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ class Stats:
     loglik: float
     n_frames: int
 
-    def __add__(self, other: "Stats") -> "Stats":
+    def __add__(self, other: Stats) -> Stats:
         if self.s is None or other.s is None:
             s = None
         else:
@@ -57,7 +57,7 @@ class Stats:
         )
 
     @classmethod
-    def zeros(cls, n_components: int, n_dims: int, *, second_order: str | None = "diag") -> "Stats":
+    def zeros(cls, n_components: int, n_dims: int, *, second_order: str | None = "diag") -> Stats:
         """Empty statistics; ``second_order`` is ``"diag"``, ``"full"``, ``"tied"`` (1, D, D) or None."""
         if second_order == "diag":
             s: FloatArray | None = np.zeros((n_components, n_dims))
@@ -209,8 +209,15 @@ def _prepare(params: MixtureParams, dtype: np.dtype) -> _DiagPrep | _FullPrep:
     pc = _precision_cholesky(np.asarray(params.covariances, dtype=np.float64))
     log_det = np.log(np.diagonal(pc, axis1=-2, axis2=-1)).sum(-1)
     const = log_w - 0.5 * D * _LOG_2PI + log_det
-    return _FullPrep(prec_chol=pc, means=mu_c, const=np.asarray(const, dtype=np.float64), shift=shift,
-                     tied=tied, dtype=dtype, n_dims=D)
+    return _FullPrep(
+        prec_chol=pc,
+        means=mu_c,
+        const=np.asarray(const, dtype=np.float64),
+        shift=shift,
+        tied=tied,
+        dtype=dtype,
+        n_dims=D,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,7 +293,9 @@ def _block_stats(X: np.ndarray, prep: _DiagPrep | _FullPrep, second_order: bool)
         A *= (1.0 / s)[:, None]
         if second_order:
             R = (L.T @ A).astype(np.float64)  # (K, 2D+1) = [S, F, N]
-            return _BlockStats(R[:, 2 * D].copy(), R[:, D : 2 * D].copy(), R[:, :D].copy(), loglik, X.shape[0])
+            return _BlockStats(
+                R[:, 2 * D].copy(), R[:, D : 2 * D].copy(), R[:, :D].copy(), loglik, X.shape[0]
+            )
         R = (L.T @ A[:, D:]).astype(np.float64)
         return _BlockStats(R[:, D].copy(), R[:, :D].copy(), None, loglik, X.shape[0])
     L = _full_logdens(X, prep)
@@ -344,7 +353,9 @@ def _blocks(n: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + chunk_size)) for a in range(0, n, chunk_size)]
 
 
-def _run_blocks(fn: Callable[[int, int], Any], blocks: list[tuple[int, int]], n_threads: int) -> Iterator[Any]:
+def _run_blocks(
+    fn: Callable[[int, int], Any], blocks: list[tuple[int, int]], n_threads: int
+) -> Iterator[Any]:
     """Apply ``fn`` to every block, in threads (each with one BLAS thread) when asked.
 
     Results are yielded in block order whatever the number of threads, so sums over them
@@ -420,7 +431,11 @@ def accumulate(
     full = params.covariance_type in ("full", "tied")
     K, D = params.n_components, params.n_dims
     if X.shape[0] == 0:
-        mode = None if not second_order else ("diag" if not full else ("full" if params.covariance_type == "full" else "tied"))
+        mode = (
+            None
+            if not second_order
+            else ("diag" if not full else ("full" if params.covariance_type == "full" else "tied"))
+        )
         return Stats.zeros(K, D, second_order=mode)
     prep = _prepare(params, dt)
     return _unshift(_accumulate_prepared(X, prep, second_order, chunk_size, n_threads), prep.shift, full)
@@ -432,7 +447,9 @@ def _accumulate_prepared(
     """Shifted-coordinate statistics of X (non-empty) over blocks of ``chunk_size`` frames."""
     if isinstance(prep, _DiagPrep):
         chunk_size = min(chunk_size, max(256, _TILE // prep.W.shape[1]))
-    parts = _run_blocks(lambda a, b: _block_stats(X[a:b], prep, second_order), _blocks(X.shape[0], chunk_size), n_threads)
+    parts = _run_blocks(
+        lambda a, b: _block_stats(X[a:b], prep, second_order), _blocks(X.shape[0], chunk_size), n_threads
+    )
     return _sum_block_stats(parts)
 
 

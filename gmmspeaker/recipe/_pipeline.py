@@ -54,11 +54,21 @@ class Pipeline:
         self.enrollments = read_enroll_list(enroll, root=root)
         self.trials = read_trials(trials, root=root, models={e.model_id for e in self.enrollments})
         self.cohort = read_ubm_list(cohort, root=root) if cohort is not None else []
-        self.dev_trials = read_trials(dev, root=root, models={e.model_id for e in self.enrollments}) if dev is not None else []
+        self.dev_trials = (
+            read_trials(dev, root=root, models={e.model_id for e in self.enrollments})
+            if dev is not None
+            else []
+        )
         if self.dev_trials and any(t.target is None for t in self.dev_trials):
             raise DataError(f"{dev}: development trials need target/nontarget keys to train a calibration")
         utts: dict[str, Any] = {}
-        for u in [*self.ubm_list, *(x for e in self.enrollments for x in e.utterances), *(t.test for t in self.trials), *self.cohort, *(t.test for t in self.dev_trials)]:
+        for u in [
+            *self.ubm_list,
+            *(x for e in self.enrollments for x in e.utterances),
+            *(t.test for t in self.trials),
+            *self.cohort,
+            *(t.test for t in self.dev_trials),
+        ]:
             prev = utts.setdefault(u.utt_id, u)
             if prev.path != u.path:
                 raise DataError(f"utterance id {u.utt_id!r} names two files: {prev.path} and {u.path}")
@@ -96,25 +106,44 @@ class Pipeline:
                     sig.append((u.utt_id, str(u.path), st.st_size, st.st_mtime_ns))
                 except OSError:
                     sig.append((u.utt_id, str(u.path), None, None))
-            body: Any = {"features": r.features, "resample": r.data.resample, "on_bad_audio": r.on_bad_audio, "files": sig}
+            body: Any = {
+                "features": r.features,
+                "resample": r.data.resample,
+                "on_bad_audio": r.on_bad_audio,
+                "files": sig,
+            }
         elif stage == "ubm":
             body = {"ubm": r.section("ubm"), "seed": r.seed, "ids": sorted(u.utt_id for u in self.ubm_list)}
         elif stage == "enroll":
-            body = {"map": r.section("map"), "models": [(e.model_id, [u.utt_id for u in e.utterances]) for e in self.enrollments]}
+            body = {
+                "map": r.section("map"),
+                "models": [(e.model_id, [u.utt_id for u in e.utterances]) for e in self.enrollments],
+            }
         elif stage == "score":
-            body = {"scoring": r.section("scoring"), "trials": [(t.model_id, t.test.utt_id) for t in self.trials],
-                    "cohort": [u.utt_id for u in self.cohort],
-                    "dev": [(t.model_id, t.test.utt_id) for t in self.dev_trials]}
+            body = {
+                "scoring": r.section("scoring"),
+                "trials": [(t.model_id, t.test.utt_id) for t in self.trials],
+                "cohort": [u.utt_id for u in self.cohort],
+                "dev": [(t.model_id, t.test.utt_id) for t in self.dev_trials],
+            }
         else:
-            body = {"evaluation": r.section("evaluation"), "keys": [t.target for t in self.trials],
-                    "dev_keys": [t.target for t in self.dev_trials]}
+            body = {
+                "evaluation": r.section("evaluation"),
+                "keys": [t.target for t in self.trials],
+                "dev_keys": [t.target for t in self.dev_trials],
+            }
         fp = _hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
         self._fp[stage] = fp
         return fp
 
     def outputs_exist(self, stage: str) -> bool:
-        names = {"features": ["features/manifest.json"], "ubm": ["ubm.h5"], "enroll": ["models.h5"],
-                 "score": ["scores.txt"], "evaluate": ["results.json"]}[stage]
+        names = {
+            "features": ["features/manifest.json"],
+            "ubm": ["ubm.h5"],
+            "enroll": ["models.h5"],
+            "score": ["scores.txt"],
+            "evaluate": ["results.json"],
+        }[stage]
         return all((self.wd / n).exists() for n in names)
 
     # -- stage bodies -----------------------------------------------------------
@@ -128,15 +157,29 @@ class Pipeline:
         r = self.recipe
         config = FeatureConfig.from_dict(r.features, source=f"{r.path}: features")
         report = extract_to_store(
-            [(u.utt_id, u.path) for u in self.utterances], self.store_dir, config,
-            jobs=r.jobs, on_bad_audio=r.on_bad_audio, resample=r.data.resample, progress=self.progress,
+            [(u.utt_id, u.path) for u in self.utterances],
+            self.store_dir,
+            config,
+            jobs=r.jobs,
+            on_bad_audio=r.on_bad_audio,
+            resample=r.data.resample,
+            progress=self.progress,
         )
         store = self._store()
         kept = sum(store.n_frames(u) for u in store.ids)
         total = sum(store.n_total(u) for u in store.ids)
-        logger.info("features: %d utterances, VAD kept %.1f %% of %d frames", len(store), 100 * kept / max(total, 1), total)
-        return {"computed": len(report.computed), "cached": len(report.cached),
-                "skipped": report.skipped, "vad_kept_fraction": kept / max(total, 1)}
+        logger.info(
+            "features: %d utterances, VAD kept %.1f %% of %d frames",
+            len(store),
+            100 * kept / max(total, 1),
+            total,
+        )
+        return {
+            "computed": len(report.computed),
+            "cached": len(report.cached),
+            "skipped": report.skipped,
+            "vad_kept_fraction": kept / max(total, 1),
+        }
 
     def _run_ubm(self) -> dict[str, Any]:
         from gmmspeaker.recipe.stages import train_ubm
@@ -145,10 +188,22 @@ class Pipeline:
         u = r.ubm
         ckpt = self.wd / "ubm.checkpoint.h5"
         gmm = train_ubm(
-            self._store(), [x.utt_id for x in self.ubm_list],
-            components=u.components, iterations=u.iterations, init=u.init, variance_floor=u.variance_floor,
-            tol=u.tol, n_init=u.n_init, dtype=u.dtype, chunk_frames=u.chunk_frames, max_frames=u.max_frames, n_parts=u.parts,
-            seed=r.seed, jobs=r.jobs, checkpoint=ckpt, progress=self.progress,
+            self._store(),
+            [x.utt_id for x in self.ubm_list],
+            components=u.components,
+            iterations=u.iterations,
+            init=u.init,
+            variance_floor=u.variance_floor,
+            tol=u.tol,
+            n_init=u.n_init,
+            dtype=u.dtype,
+            chunk_frames=u.chunk_frames,
+            max_frames=u.max_frames,
+            n_parts=u.parts,
+            seed=r.seed,
+            jobs=r.jobs,
+            checkpoint=ckpt,
+            progress=self.progress,
         )
         gmm.save(self.wd / "ubm.h5")
         if ckpt.exists():
@@ -159,8 +214,15 @@ class Pipeline:
         from gmmspeaker.recipe.stages import enroll_models
 
         r = self.recipe
-        models = enroll_models(self._store(), self.enrollments, self._ubm(), relevance=r.map.relevance,
-                               adapt=r.map.adapt, jobs=r.jobs, progress=self.progress)
+        models = enroll_models(
+            self._store(),
+            self.enrollments,
+            self._ubm(),
+            relevance=r.map.relevance,
+            adapt=r.map.adapt,
+            jobs=r.jobs,
+            progress=self.progress,
+        )
         models.save(self.wd / "models.h5")
         return {"n_models": len(models.model_ids)}
 
@@ -176,25 +238,51 @@ class Pipeline:
         store, ubm, models = self._store(), self._ubm(), self._models()
         scores = self._score(self.trials, store, ubm, models, parts, raw_path=self.wd / "scores.raw.txt")
         if self.dev_trials:
-            write_scores(self.wd / "dev_scores.txt", self.dev_trials,
-                         self._score(self.dev_trials, store, ubm, models, None, raw_path=None))
+            write_scores(
+                self.wd / "dev_scores.txt",
+                self.dev_trials,
+                self._score(self.dev_trials, store, ubm, models, None, raw_path=None),
+            )
         write_scores(self.wd / "scores.txt", self.trials, scores)
         shutil.rmtree(parts)
         return {"n_trials": len(self.trials)}
 
-    def _score(self, trials: list[Any], store: Any, ubm: Any, models: Any, parts: Path | None, raw_path: Path | None) -> Any:
+    def _score(
+        self, trials: list[Any], store: Any, ubm: Any, models: Any, parts: Path | None, raw_path: Path | None
+    ) -> Any:
         from gmmspeaker.recipe.stages import normalize_trial_scores, score_trials, write_scores
 
         r = self.recipe
-        scores = score_trials(store, trials, ubm, models, method=r.scoring.method, top_c=r.scoring.top_c,
-                              jobs=r.jobs, parts_dir=parts, progress=self.progress)
+        scores = score_trials(
+            store,
+            trials,
+            ubm,
+            models,
+            method=r.scoring.method,
+            top_c=r.scoring.top_c,
+            jobs=r.jobs,
+            parts_dir=parts,
+            progress=self.progress,
+        )
         if r.scoring.normalization != "none":
             if raw_path is not None:
                 write_scores(raw_path, trials, scores)
             scores = normalize_trial_scores(
-                scores, trials, store, ubm, models, self.cohort, method=r.scoring.normalization,
-                top_n=r.scoring.cohort_top_n, relevance=r.map.relevance, adapt=r.map.adapt,
-                scoring_method=r.scoring.method, top_c=r.scoring.top_c, jobs=r.jobs, progress=self.progress)
+                scores,
+                trials,
+                store,
+                ubm,
+                models,
+                self.cohort,
+                method=r.scoring.normalization,
+                top_n=r.scoring.cohort_top_n,
+                relevance=r.map.relevance,
+                adapt=r.map.adapt,
+                scoring_method=r.scoring.method,
+                top_c=r.scoring.top_c,
+                jobs=r.jobs,
+                progress=self.progress,
+            )
         return scores
 
     def _run_evaluate(self) -> dict[str, Any]:
@@ -204,8 +292,15 @@ class Pipeline:
         _, scores, _ = read_scores(self.wd / "scores.txt")
         ev = r.evaluation
         det = self.wd / "det.png" if ev.det_plot else None
-        res = evaluate_scores(scores, [t.target for t in self.trials], p_targets=ev.p_target, c_miss=ev.c_miss,
-                              c_fa=ev.c_fa, det_plot=det, name=r.experiment)
+        res = evaluate_scores(
+            scores,
+            [t.target for t in self.trials],
+            p_targets=ev.p_target,
+            c_miss=ev.c_miss,
+            c_fa=ev.c_fa,
+            det_plot=det,
+            name=r.experiment,
+        )
         if self.dev_trials:
             import numpy as np
 
@@ -218,8 +313,13 @@ class Pipeline:
             cal = LinearCalibration.fit(dev[ok & key], dev[ok & ~key], p_target=ev.calibration_p_target)
             calibrated = cal(scores)
             write_scores(self.wd / "scores.calibrated.txt", self.trials, calibrated)
-            cres = evaluate_scores(calibrated, [t.target for t in self.trials], p_targets=ev.p_target,
-                                   c_miss=ev.c_miss, c_fa=ev.c_fa)
+            cres = evaluate_scores(
+                calibrated,
+                [t.target for t in self.trials],
+                p_targets=ev.p_target,
+                c_miss=ev.c_miss,
+                c_fa=ev.c_fa,
+            )
             res["calibrated"] = {k: cres[k] for k in ("act_dcf", "cllr", "min_cllr")}
             res["calibration"] = cal.to_dict()
         feats = json.loads((self.wd / "stages" / "features.json").read_text())
@@ -227,8 +327,13 @@ class Pipeline:
         res["n_skipped_audio"] = len(res["skipped_audio"])
         res["vad_kept_fraction"] = feats.get("vad_kept_fraction")
         res["experiment"] = r.experiment
-        res["config"] = {"features": r.features, "ubm": r.section("ubm"), "map": r.section("map"),
-                         "scoring": r.section("scoring"), "seed": r.seed}
+        res["config"] = {
+            "features": r.features,
+            "ubm": r.section("ubm"),
+            "map": r.section("map"),
+            "scoring": r.section("scoring"),
+            "seed": r.seed,
+        }
         atomic_write_json(self.wd / "results.json", res)
         return {}
 
@@ -238,4 +343,3 @@ class Pipeline:
         res["stage_seconds"] = {s: round(float(seconds.get(s, 0.0)), 3) for s in STAGES}
         atomic_write_json(path, res)
         return res
-

@@ -187,10 +187,23 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("top", "backend"): ("loky", "threading", "dask"),
     ("top", "on_bad_audio"): ("error", "skip"),
 }
-_POSITIVE = {("ubm", "components"), ("ubm", "iterations"), ("ubm", "n_init"), ("ubm", "chunk_frames"), ("ubm", "parts"),
-             ("scoring", "top_c"), ("ubm", "max_frames"), ("scoring", "cohort_top_n")}
-_NONNEG = {("map", "relevance"), ("ubm", "variance_floor"), ("ubm", "tol"),
-           ("evaluation", "c_miss"), ("evaluation", "c_fa")}
+_POSITIVE = {
+    ("ubm", "components"),
+    ("ubm", "iterations"),
+    ("ubm", "n_init"),
+    ("ubm", "chunk_frames"),
+    ("ubm", "parts"),
+    ("scoring", "top_c"),
+    ("ubm", "max_frames"),
+    ("scoring", "cohort_top_n"),
+}
+_NONNEG = {
+    ("map", "relevance"),
+    ("ubm", "variance_floor"),
+    ("ubm", "tol"),
+    ("evaluation", "c_miss"),
+    ("evaluation", "c_fa"),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,8 +228,10 @@ class Recipe:
         """A section as plain JSON-able data (for fingerprints and saved options)."""
         value = getattr(self, name)
         if dataclasses.is_dataclass(value):
-            return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-                    for k, v in dataclasses.asdict(value).items()}
+            return {
+                k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(value).items()
+            }
         return dict(value)
 
 
@@ -266,7 +281,9 @@ def _build(cls: type, section: str, raw: Any, where: _Where) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where.at(section)}: section '{section}' must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{where.at(section)}: section '{section}' must be a mapping, got {type(raw).__name__}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
@@ -309,7 +326,9 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
     top_fields = {f.name for f in dataclasses.fields(Recipe)} - {"path"}
     for key in raw:
         if key not in top_fields:
-            raise ConfigError(f"{where.at(str(key))}: unknown key '{key}' (known: defaults, {', '.join(sorted(top_fields))})")
+            raise ConfigError(
+                f"{where.at(str(key))}: unknown key '{key}' (known: defaults, {', '.join(sorted(top_fields))})"
+            )
     if "experiment" not in raw:
         raw["experiment"] = rpath.stem
     kwargs: dict[str, Any] = {"path": rpath}
@@ -322,11 +341,17 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
                 raise ConfigError(f"{where.at(key)}: '{key}' must be one of {', '.join(choices)}, got {v!r}")
             kwargs[key] = v
     if kwargs.get("jobs", 1) == 0 or kwargs.get("jobs", 1) < -1:
-        raise ConfigError(f"{where.at('jobs')}: 'jobs' must be a positive number of workers or -1 (all cores)")
+        raise ConfigError(
+            f"{where.at('jobs')}: 'jobs' must be a positive number of workers or -1 (all cores)"
+        )
     if not re.fullmatch(r"[A-Za-z0-9._-]+", str(kwargs["experiment"])):
-        raise ConfigError(f"{where.at('experiment')}: 'experiment' must be a plain name (letters, digits, . _ -), got {kwargs['experiment']!r}")
+        raise ConfigError(
+            f"{where.at('experiment')}: 'experiment' must be a plain name (letters, digits, . _ -), got {kwargs['experiment']!r}"
+        )
     if kwargs.get("backend") == "dask" and not kwargs.get("scheduler"):
-        raise ConfigError(f"{where.at('backend')}: backend: dask needs 'scheduler: tcp://host:port' (or 'local')")
+        raise ConfigError(
+            f"{where.at('backend')}: backend: dask needs 'scheduler: tcp://host:port' (or 'local')"
+        )
 
     data, data_raw = _build(DataConfig, "data", raw.get("data"), where)
     data = _resolve_data(data, data_raw, rpath.parent, where)
@@ -354,24 +379,38 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
             raise ConfigError(f"{where.at('features', m.group(1))}: {msg}") from None
         raise
     kwargs["features"] = dict(feats)
-    for name, cls in (("ubm", UbmConfig), ("map", MapConfig), ("scoring", ScoringConfig), ("evaluation", EvaluationConfig)):
+    for name, cls in (
+        ("ubm", UbmConfig),
+        ("map", MapConfig),
+        ("scoring", ScoringConfig),
+        ("evaluation", EvaluationConfig),
+    ):
         kwargs[name], _ = _build(cls, name, raw.get(name), where)
     for a in kwargs["map"].adapt:
         if a not in ("means", "weights", "variances"):
-            raise ConfigError(f"{where.at('map', 'adapt')}: 'map.adapt' items must be means, weights or variances, got {a!r}")
+            raise ConfigError(
+                f"{where.at('map', 'adapt')}: 'map.adapt' items must be means, weights or variances, got {a!r}"
+            )
     if not 0.0 < kwargs["evaluation"].calibration_p_target < 1.0:
-        raise ConfigError(f"{where.at('evaluation', 'calibration_p_target')}: 'evaluation.calibration_p_target' must be in (0, 1)")
+        raise ConfigError(
+            f"{where.at('evaluation', 'calibration_p_target')}: 'evaluation.calibration_p_target' must be in (0, 1)"
+        )
     for p in kwargs["evaluation"].p_target:
         if not 0.0 < p < 1.0:
-            raise ConfigError(f"{where.at('evaluation', 'p_target')}: 'evaluation.p_target' values must be in (0, 1), got {p}")
+            raise ConfigError(
+                f"{where.at('evaluation', 'p_target')}: 'evaluation.p_target' values must be in (0, 1), got {p}"
+            )
     recipe = Recipe(**kwargs)
     if recipe.scoring.normalization != "none" and recipe.data.cohort is None:
-        raise ConfigError(f"{where.at('scoring', 'normalization')}: score normalisation needs a cohort list (data.cohort)")
+        raise ConfigError(
+            f"{where.at('scoring', 'normalization')}: score normalisation needs a cohort list (data.cohort)"
+        )
     return recipe
 
 
-
-def _load_with_defaults(path: Path, where: _Where, recipe_dir: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+def _load_with_defaults(
+    path: Path, where: _Where, recipe_dir: Path, chain: tuple[Path, ...]
+) -> dict[str, Any]:
     """Load ``path`` with its ``defaults:`` (recursively) merged underneath it."""
     if path in chain:
         raise ConfigError(f"{path}: defaults include each other in a loop")
@@ -396,6 +435,7 @@ def _load_with_defaults(path: Path, where: _Where, recipe_dir: Path, chain: tupl
         merged = _merge(merged, _load_with_defaults(dpath, where, recipe_dir, chain + (path,)))
     return _merge(merged, raw)
 
+
 def _rebase_paths(raw: dict[str, Any], from_dir: Path, to_dir: Path) -> dict[str, Any]:
     """Make a defaults file's relative ``data.root`` absolute (it is relative to that file).
 
@@ -414,7 +454,9 @@ def _resolve_data(data: DataConfig, given: dict[str, Any], base: Path, where: _W
     if data.synthetic is not None:
         extra = [k for k in ("root", "ubm", "enroll", "trials") if k in given]
         if extra:
-            raise ConfigError(f"{where.at('data', extra[0])}: data.synthetic generates its own lists; remove data.{extra[0]}")
+            raise ConfigError(
+                f"{where.at('data', extra[0])}: data.synthetic generates its own lists; remove data.{extra[0]}"
+            )
         return data
     missing = [k for k in ("ubm", "enroll", "trials") if k not in given]
     if missing:

@@ -63,7 +63,9 @@ def _lock(workdir: Path) -> Iterator[None]:
         fh.seek(0)
         holder = fh.read().strip() or "?"
         fh.close()
-        raise GmmSpeakerError(f"{workdir}: another run (pid {holder}) is using this workdir; wait for it or use --workdir") from None
+        raise GmmSpeakerError(
+            f"{workdir}: another run (pid {holder}) is using this workdir; wait for it or use --workdir"
+        ) from None
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
@@ -89,18 +91,28 @@ def _parallel(recipe: Recipe, jobs: int) -> Iterator[None]:
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ConfigError(f"{recipe.path}: backend: dask needs dask.distributed (pip install 'gmmspeaker[dask]')") from None
+        raise ConfigError(
+            f"{recipe.path}: backend: dask needs dask.distributed (pip install 'gmmspeaker[dask]')"
+        ) from None
     with contextlib.ExitStack() as stack:
         if recipe.scheduler == "local":
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=max(1, jobs), threads_per_worker=1, host="127.0.0.1",
-                dashboard_address=None, processes=True))
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=max(1, jobs),
+                    threads_per_worker=1,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    processes=True,
+                )
+            )
             client = stack.enter_context(Client(cluster))
         else:
             try:
                 client = stack.enter_context(Client(recipe.scheduler, timeout="20s"))
             except OSError as exc:
-                raise GmmSpeakerError(f"{recipe.path}: cannot reach the Dask scheduler {recipe.scheduler} ({exc})") from None
+                raise GmmSpeakerError(
+                    f"{recipe.path}: cannot reach the Dask scheduler {recipe.scheduler} ({exc})"
+                ) from None
         logger.info("dask backend: %s", client)
         with joblib.parallel_config(backend="dask", n_jobs=jobs):
             yield
@@ -113,9 +125,13 @@ def _record(workdir: Path, stage: str) -> dict[str, Any] | None:
         return None
 
 
-def _write_record(workdir: Path, stage: str, fingerprint: str, seconds: float, extra: dict[str, Any] | None = None) -> None:
-    atomic_write_json(workdir / "stages" / f"{stage}.json",
-                      {"fingerprint": fingerprint, "seconds": seconds, "version": __version__, **(extra or {})})
+def _write_record(
+    workdir: Path, stage: str, fingerprint: str, seconds: float, extra: dict[str, Any] | None = None
+) -> None:
+    atomic_write_json(
+        workdir / "stages" / f"{stage}.json",
+        {"fingerprint": fingerprint, "seconds": seconds, "version": __version__, **(extra or {})},
+    )
 
 
 def run_recipe(
@@ -197,7 +213,8 @@ def run_recipe(
                             break
                         raise GmmSpeakerError(
                             f"stage {stage} is out of date or missing in {wd} and --from-stage {from_stage} skips it; "
-                            f"run from an earlier stage")
+                            f"run from an earlier stage"
+                        )
                     result.actions[stage] = "skipped"
                     continue
                 if force:

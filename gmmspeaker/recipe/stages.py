@@ -55,7 +55,7 @@ def _progress(iterable: Any, *, total: int, desc: str, unit: str, enabled: bool)
 
 
 def train_ubm(
-    store: "FeatureStore",
+    store: FeatureStore,
     utt_ids: Sequence[str],
     *,
     components: int = 64,
@@ -72,7 +72,7 @@ def train_ubm(
     n_parts: int = 8,
     checkpoint: PathLike | None = None,
     progress: bool = False,
-) -> "GaussianMixture":
+) -> GaussianMixture:
     """Train a diagonal-covariance UBM by EM on the frames of ``utt_ids``, streamed from ``store``.
 
     The frames are split into ``n_parts`` fixed parts (map-reduce over joblib workers); the
@@ -129,7 +129,7 @@ def train_ubm(
 def _enroll_batch(
     store_dir: str,
     batch: list[tuple[str, list[tuple[str, str, int, int]]]],
-    ubm: "GaussianMixture",
+    ubm: GaussianMixture,
     relevance: float,
     adapt: tuple[str, ...],
 ) -> list[tuple[str, Any]]:
@@ -147,16 +147,16 @@ def _enroll_batch(
 
 
 def enroll_models(
-    store: "FeatureStore",
-    enrollments: Sequence["Enrollment"],
-    ubm: "GaussianMixture",
+    store: FeatureStore,
+    enrollments: Sequence[Enrollment],
+    ubm: GaussianMixture,
     *,
     relevance: float = 16.0,
     adapt: Sequence[str] = ("means",),
     jobs: int = 1,
     batch_size: int = 16,
     progress: bool = False,
-) -> "SpeakerModels":
+) -> SpeakerModels:
     """MAP-adapt ``ubm`` to every enrollment (pooling the frames of its utterances).
 
     Raises
@@ -173,9 +173,11 @@ def enroll_models(
     for e in enrollments:
         items = [store._item(u.utt_id) for u in e.utterances if u.utt_id in store]
         if not items:
-            raise DataError(f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has features")
+            raise DataError(
+                f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has features"
+            )
         work.append((e.model_id, items))
-    batches = [work[i:i + batch_size] for i in range(0, len(work), batch_size)]
+    batches = [work[i : i + batch_size] for i in range(0, len(work), batch_size)]
     results = Parallel(n_jobs=jobs, return_as="generator")(
         delayed(_enroll_batch)(str(store.path), b, ubm, float(relevance), tuple(adapt)) for b in batches
     )
@@ -183,7 +185,9 @@ def enroll_models(
     for part in _progress(results, total=len(batches), desc="enroll", unit="batch", enabled=progress):
         adapted.extend(part)
     return SpeakerModels.from_adapted(
-        [mid for mid, _ in adapted], [m for _, m in adapted], relevance=float(relevance),
+        [mid for mid, _ in adapted],
+        [m for _, m in adapted],
+        relevance=float(relevance),
         ubm_fingerprint=ubm_fingerprint(ubm),
     )
 
@@ -196,8 +200,8 @@ def enroll_models(
 def _score_block(
     store_dir: str,
     block: list[tuple[tuple[str, str, int, int], list[int], list[int]]],
-    ubm: "GaussianMixture",
-    models: "SpeakerModels",
+    ubm: GaussianMixture,
+    models: SpeakerModels,
     method: str,
     top_c: int,
 ) -> list[tuple[list[int], np.ndarray]]:
@@ -219,10 +223,10 @@ def _score_block(
 
 
 def score_trials(
-    store: "FeatureStore",
-    trials: Sequence["Trial"],
-    ubm: "GaussianMixture",
-    models: "SpeakerModels",
+    store: FeatureStore,
+    trials: Sequence[Trial],
+    ubm: GaussianMixture,
+    models: SpeakerModels,
     *,
     method: str = "top_c",
     top_c: int = 5,
@@ -252,15 +256,27 @@ def score_trials(
         g = groups.setdefault(t.test.utt_id, ([], []))
         g[0].append(i)
         g[1].append(index[t.model_id])
-    return _score_groups(store, groups, len(trials), ubm, models, method=method, top_c=top_c, jobs=jobs,
-                         block_size=block_size, parts_dir=parts_dir, progress=progress, desc="score")
+    return _score_groups(
+        store,
+        groups,
+        len(trials),
+        ubm,
+        models,
+        method=method,
+        top_c=top_c,
+        jobs=jobs,
+        block_size=block_size,
+        parts_dir=parts_dir,
+        progress=progress,
+        desc="score",
+    )
 
 
 def score_matrix(
-    store: "FeatureStore",
+    store: FeatureStore,
     utt_ids: Sequence[str],
-    ubm: "GaussianMixture",
-    models: "SpeakerModels",
+    ubm: GaussianMixture,
+    models: SpeakerModels,
     *,
     method: str = "top_c",
     top_c: int = 5,
@@ -277,17 +293,29 @@ def score_matrix(
     n_m, n_u = len(models.model_ids), len(utt_ids)
     every = list(range(n_m))
     groups = {u: ([j * n_m + i for i in every], every) for j, u in enumerate(utt_ids)}
-    flat = _score_groups(store, groups, n_m * n_u, ubm, models, method=method, top_c=top_c, jobs=jobs,
-                         block_size=block_size, parts_dir=None, progress=progress, desc="cohort")
+    flat = _score_groups(
+        store,
+        groups,
+        n_m * n_u,
+        ubm,
+        models,
+        method=method,
+        top_c=top_c,
+        jobs=jobs,
+        block_size=block_size,
+        parts_dir=None,
+        progress=progress,
+        desc="cohort",
+    )
     return flat.reshape(n_u, n_m).T
 
 
 def _score_groups(
-    store: "FeatureStore",
+    store: FeatureStore,
     groups: dict[str, tuple[list[int], list[int]]],
     n_out: int,
-    ubm: "GaussianMixture",
-    models: "SpeakerModels",
+    ubm: GaussianMixture,
+    models: SpeakerModels,
     *,
     method: str,
     top_c: int,
@@ -305,7 +333,7 @@ def _score_groups(
     for u in missing:
         logger.warning("no features for utterance %s: its %d trials score NaN", u, len(groups[u][0]))
     tests = sorted(u for u in groups if u in store)
-    blocks = [[(u, *groups[u]) for u in tests[i:i + block_size]] for i in range(0, len(tests), block_size)]
+    blocks = [[(u, *groups[u]) for u in tests[i : i + block_size]] for i in range(0, len(tests), block_size)]
     pdir = Path(parts_dir) if parts_dir is not None else None
     todo = []
     for b, block in enumerate(blocks):
@@ -315,7 +343,10 @@ def _score_groups(
         else:
             todo.append((b, block))
     if pdir is not None and len(todo) < len(blocks):
-        logger.info("scoring: %d of %d blocks reused from an interrupted run", len(blocks) - len(todo), len(blocks))
+        logger.info(
+            "scoring: %d of %d blocks reused from an interrupted run", len(blocks) - len(todo), len(blocks)
+        )
+
     def task(block: list[tuple[str, list[int], list[int]]]) -> Any:
         needed = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for _, _, m in block]))
         row_of = np.full(len(models.model_ids), -1, dtype=np.int64)
@@ -324,7 +355,9 @@ def _score_groups(
         return delayed(_score_block)(str(store.path), local, ubm, models.subset(needed), method, top_c)
 
     results = Parallel(n_jobs=jobs, return_as="generator")(task(block) for _, block in todo)
-    for (b, block), res in _progress(zip(todo, results), total=len(todo), desc=desc, unit="block", enabled=progress):
+    for (b, block), res in _progress(
+        zip(todo, results), total=len(todo), desc=desc, unit="block", enabled=progress
+    ):
         idx = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in res])
         val = np.concatenate([s for _, s in res])
         scores[idx] = val
@@ -338,8 +371,11 @@ def _block_key(block: list[tuple[str, list[int], list[int]]]) -> str:
 
 
 def _save_part(pdir: Path, b: int, block: Any, idx: np.ndarray, val: np.ndarray) -> None:
-    atomic_write_json(pdir / f"block-{b:05d}.json",
-                      {"key": _block_key(block), "idx": idx.tolist(), "scores": [repr(float(v)) for v in val]}, indent=None)
+    atomic_write_json(
+        pdir / f"block-{b:05d}.json",
+        {"key": _block_key(block), "idx": idx.tolist(), "scores": [repr(float(v)) for v in val]},
+        indent=None,
+    )
 
 
 def _load_part(pdir: Path, b: int, block: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -355,11 +391,11 @@ def _load_part(pdir: Path, b: int, block: Any) -> tuple[np.ndarray, np.ndarray] 
 
 def normalize_trial_scores(
     scores: np.ndarray,
-    trials: Sequence["Trial"],
-    store: "FeatureStore",
-    ubm: "GaussianMixture",
-    models: "SpeakerModels",
-    cohort: Sequence["Utterance"],
+    trials: Sequence[Trial],
+    store: FeatureStore,
+    ubm: GaussianMixture,
+    models: SpeakerModels,
+    cohort: Sequence[Utterance],
     *,
     method: str,
     top_n: int = 200,
@@ -385,7 +421,9 @@ def normalize_trial_scores(
     by_id = {u.utt_id: u for u in cohort}
     cohort_ids = [u for u in by_id if u in store]
     if len(cohort_ids) < 2:
-        raise DataError(f"score normalisation needs at least 2 cohort utterances with features, got {len(cohort_ids)}")
+        raise DataError(
+            f"score normalisation needs at least 2 cohort utterances with features, got {len(cohort_ids)}"
+        )
     tests = sorted({t.test.utt_id for t in trials})
     test_pos = {u: i for i, u in enumerate(tests)}
     model_pos = {m: i for i, m in enumerate(models.model_ids)}
@@ -397,17 +435,29 @@ def normalize_trial_scores(
         model_cohort = score_matrix(store, cohort_ids, ubm, models, **kw)
     if method in ("tnorm", "ztnorm", "snorm", "asnorm"):
         cohort_models = enroll_models(
-            store, [Enrollment(model_id=f"cohort:{u}", utterances=(by_id[u],)) for u in cohort_ids],
-            ubm, relevance=relevance, adapt=adapt, jobs=jobs)
+            store,
+            [Enrollment(model_id=f"cohort:{u}", utterances=(by_id[u],)) for u in cohort_ids],
+            ubm,
+            relevance=relevance,
+            adapt=adapt,
+            jobs=jobs,
+        )
         cohort_test = score_matrix(store, tests, ubm, cohort_models, **kw)
         if method == "ztnorm":
             cohort_cohort = score_matrix(store, cohort_ids, ubm, cohort_models, **kw)
-    return normalize_scores(np.asarray(scores, dtype=np.float64), method=method, model_cohort=model_cohort,
-                            cohort_test=cohort_test, cohort_cohort=cohort_cohort, model_idx=model_idx,
-                            test_idx=test_idx, top_n=top_n)
+    return normalize_scores(
+        np.asarray(scores, dtype=np.float64),
+        method=method,
+        model_cohort=model_cohort,
+        cohort_test=cohort_test,
+        cohort_cohort=cohort_cohort,
+        model_idx=model_idx,
+        test_idx=test_idx,
+        top_n=top_n,
+    )
 
 
-def write_scores(path: PathLike, trials: Sequence["Trial"], scores: np.ndarray) -> None:
+def write_scores(path: PathLike, trials: Sequence[Trial], scores: np.ndarray) -> None:
     """Write ``model_id test_id score [target|nontarget]`` lines, in trial-list order (atomically)."""
     lines = []
     for t, s in zip(trials, scores):

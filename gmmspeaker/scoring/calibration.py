@@ -103,7 +103,7 @@ class LinearCalibration:
         *,
         p_target: float = 0.5,
         max_iter: int = 100,
-    ) -> "LinearCalibration":
+    ) -> LinearCalibration:
         """Fit scale and offset on development scores (prior-weighted logistic regression).
 
         Parameters
@@ -178,7 +178,13 @@ class LinearCalibration:
         logger.info(
             "linear calibration fitted on %d target / %d non-target trials: scale=%.6g "
             "offset=%.6g (p_target=%g, %d iterations, cross-entropy %.6g nats)",
-            t.size, n.size, scale, offset, p_target, res.nit, res.fun,
+            t.size,
+            n.size,
+            scale,
+            offset,
+            p_target,
+            res.nit,
+            res.fun,
         )
         return cal
 
@@ -202,7 +208,7 @@ class LinearCalibration:
         return {"scale": float(self.scale), "offset": float(self.offset), "p_target": float(self.p_target)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LinearCalibration":
+    def from_dict(cls, d: Mapping[str, Any]) -> LinearCalibration:
         """Inverse of :meth:`to_dict`; unknown or missing keys are a ConfigError."""
         keys = {"scale", "offset", "p_target"}
         unknown = set(d) - keys

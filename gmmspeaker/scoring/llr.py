@@ -97,9 +97,7 @@ def _ubm_params(ubm: Any) -> tuple[FloatArray, FloatArray, FloatArray]:
         raise ModelError(f"UBM has weights {w.shape} and means {mu.shape}; expected (K,), (K, D)")
     ctype = getattr(ubm, "covariance_type", None)
     if ctype in ("full", "tied"):
-        raise ModelError(
-            f"scoring supports diagonal-covariance UBMs only; this UBM is {ctype!r}"
-        )
+        raise ModelError(f"scoring supports diagonal-covariance UBMs only; this UBM is {ctype!r}")
     if var.shape == (mu.shape[0],):  # spherical: one variance per component
         var = np.repeat(var[:, None], mu.shape[1], axis=1)
     if var.shape != mu.shape:
@@ -196,8 +194,7 @@ class ScoringContext:
         k, d = mu.shape
         if (models.n_components, models.n_dims) != (k, d):
             raise ModelError(
-                f"models have K={models.n_components}, D={models.n_dims} but the UBM has "
-                f"K={k}, D={d}"
+                f"models have K={models.n_components}, D={models.n_dims} but the UBM has K={k}, D={d}"
             )
         if models.ubm_fingerprint and models.ubm_fingerprint != ubm_fingerprint(ubm):
             raise ModelError(
@@ -327,13 +324,11 @@ def _llr_top_c(
         # product with the frames: (mb, T, C, D) @ (T, D, 1) -> (mb, T, C).
         flat = (r[:, None, None] * k + idx[None]).reshape(-1)  # (mb*T*C,) rows of (M*K, D)
         shape = (r.size, t, c)
-        delta = np.matmul(
-            np.take(ctx.d_lin.reshape(-1, d), flat, axis=0).reshape(*shape, d), Xcol
-        )[..., 0]
+        delta = np.matmul(np.take(ctx.d_lin.reshape(-1, d), flat, axis=0).reshape(*shape, d), Xcol)[..., 0]
         if X2col is not None and ctx.d_quad is not None:
-            delta += np.matmul(
-                np.take(ctx.d_quad.reshape(-1, d), flat, axis=0).reshape(*shape, d), X2col
-            )[..., 0]
+            delta += np.matmul(np.take(ctx.d_quad.reshape(-1, d), flat, axis=0).reshape(*shape, d), X2col)[
+                ..., 0
+            ]
         Lm = Lu_sel[None] + delta
         Lm += np.take(ctx.d_const.reshape(-1), flat).reshape(shape)
         out[s : s + r.size] = (_logsumexp(Lm) - lse_u[None, :]).sum(axis=1)
@@ -399,11 +394,7 @@ def score_prepared(
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
     X = _check_frames(X, context, "score")
-    r = (
-        np.arange(context.n_models)
-        if rows is None
-        else np.asarray(rows, dtype=np.intp).reshape(-1)
-    )
+    r = np.arange(context.n_models) if rows is None else np.asarray(rows, dtype=np.intp).reshape(-1)
     if r.size and (r.min() < -context.n_models or r.max() >= context.n_models):
         raise DataError(f"rows out of range for {context.n_models} prepared models")
     select = _top_c_argmax if _select == "argmax" else _top_c_argpartition
@@ -515,9 +506,7 @@ def score_trials(
                 raise DataError(f"trials: test {test_id!r} has no features") from None
         ix = np.asarray(trial_ix)
         try:
-            scores[ix] = score_prepared(
-                X, ctx, inverse.reshape(-1)[ix], method=method, top_c=top_c
-            )
+            scores[ix] = score_prepared(X, ctx, inverse.reshape(-1)[ix], method=method, top_c=top_c)
         except DataError as exc:
             raise DataError(f"test {test_id!r}: {exc}") from None
     logger.debug("scored %d trials over %d test utterances", len(trials), len(groups))

@@ -106,9 +106,7 @@ def _pav(y: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray, npt.NDAr
     return np.asarray(res.x, dtype=np.float64)[starts[:-1]], np.asarray(res.weights), starts
 
 
-def _pav_python(
-    y: FloatArray, w: FloatArray
-) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
+def _pav_python(y: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
     """Stack-based PAV; the fallback for scipy < 1.12 (same outputs as :func:`_pav`)."""
     vals: list[float] = []
     wts: list[float] = []
@@ -234,9 +232,7 @@ def roc_convex_hull(tar: npt.ArrayLike, non: npt.ArrayLike) -> tuple[FloatArray,
     return _hull_from_pav(_pav_labels(t, n))
 
 
-def det_curve(
-    tar: npt.ArrayLike, non: npt.ArrayLike, *, hull: bool = True
-) -> tuple[FloatArray, FloatArray]:
+def det_curve(tar: npt.ArrayLike, non: npt.ArrayLike, *, hull: bool = True) -> tuple[FloatArray, FloatArray]:
     """Operating points of the DET curve.
 
     Parameters
@@ -332,9 +328,7 @@ def bayes_threshold(p_target: float, *, c_miss: float = 1.0, c_fa: float = 1.0) 
     return math.log((1.0 - p_target) * c_fa) - math.log(p_target * c_miss)
 
 
-def _act_dcf(
-    t: FloatArray, n: FloatArray, p_target: float, c_miss: float, c_fa: float
-) -> float:
+def _act_dcf(t: FloatArray, n: FloatArray, p_target: float, c_miss: float, c_fa: float) -> float:
     thr = bayes_threshold(p_target, c_miss=c_miss, c_fa=c_fa)
     pmiss = np.count_nonzero(t < thr) / t.size
     pfa = np.count_nonzero(n >= thr) / n.size

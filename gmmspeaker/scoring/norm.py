@@ -109,8 +109,7 @@ def _gather(
         raise DataError(f"{side}_idx given, so scores must be 1-D (n_trials,), got {scores.shape}")
     if ix.shape != scores.shape or not np.issubdtype(ix.dtype, np.integer):
         raise DataError(
-            f"{side}_idx must be an integer array of shape {scores.shape}, got "
-            f"{ix.dtype} {ix.shape}"
+            f"{side}_idx must be an integer array of shape {scores.shape}, got {ix.dtype} {ix.shape}"
         )
     if ix.size and (ix.min() < 0 or ix.max() >= n):
         raise DataError(
@@ -378,15 +377,29 @@ def normalize_scores(
         return tnorm(scores, cohort_test, test_idx=test_idx, std_floor=std_floor)  # type: ignore[arg-type]
     if method == "ztnorm":
         return ztnorm(
-            scores, model_cohort, cohort_test, cohort_cohort,  # type: ignore[arg-type]
-            model_idx=model_idx, test_idx=test_idx, std_floor=std_floor,
+            scores,
+            model_cohort,
+            cohort_test,
+            cohort_cohort,  # type: ignore[arg-type]
+            model_idx=model_idx,
+            test_idx=test_idx,
+            std_floor=std_floor,
         )
     if method == "snorm":
         return snorm(
-            scores, model_cohort, cohort_test,  # type: ignore[arg-type]
-            model_idx=model_idx, test_idx=test_idx, std_floor=std_floor,
+            scores,
+            model_cohort,
+            cohort_test,  # type: ignore[arg-type]
+            model_idx=model_idx,
+            test_idx=test_idx,
+            std_floor=std_floor,
         )
     return asnorm(
-        scores, model_cohort, cohort_test,  # type: ignore[arg-type]
-        top_n=top_n, model_idx=model_idx, test_idx=test_idx, std_floor=std_floor,
+        scores,
+        model_cohort,
+        cohort_test,  # type: ignore[arg-type]
+        top_n=top_n,
+        model_idx=model_idx,
+        test_idx=test_idx,
+        std_floor=std_floor,
     )

@@ -28,7 +28,11 @@ def data_dir(tmp_path: Path) -> Path:
 def test_read_data_dir(data_dir: Path) -> None:
     root = data_dir.parent.parent
     utts = read_kaldi_data_dir(data_dir, root=root)
-    assert [(u.utt_id, u.speaker) for u in utts] == [("spkA-a1", "spkA"), ("spkA-a2", "spkA"), ("spkB-b1", "spkB")]
+    assert [(u.utt_id, u.speaker) for u in utts] == [
+        ("spkA-a1", "spkA"),
+        ("spkA-a2", "spkA"),
+        ("spkB-b1", "spkB"),
+    ]
     assert utts[1].path == root / "audio" / "a2.wav"
     assert read_spk2utt(data_dir) == {"spkA": ("spkA-a1", "spkA-a2"), "spkB": ("spkB-b1",)}
 
@@ -64,7 +68,10 @@ def test_ark_offset_and_segments_rejected(data_dir: Path) -> None:
 
 def test_missing_utt2spk_entries(data_dir: Path) -> None:
     (data_dir / "utt2spk").write_text("spkA-a1 spkA\n")
-    with pytest.raises(DataError, match=r"utt2spk: 2 utterance\(s\) of wav\.scp have no speaker: wav\.scp:2: 'spkA-a2'.*'spkB-b1'"):
+    with pytest.raises(
+        DataError,
+        match=r"utt2spk: 2 utterance\(s\) of wav\.scp have no speaker: wav\.scp:2: 'spkA-a2'.*'spkB-b1'",
+    ):
         read_kaldi_data_dir(data_dir, root=data_dir.parent.parent)
     (data_dir / "utt2spk").unlink()
     with pytest.raises(DataError, match="utt2spk: missing"):
@@ -82,7 +89,9 @@ def test_extra_utt2spk_entries_and_malformed(data_dir: Path) -> None:
 
 def test_missing_audio_all_reported(data_dir: Path) -> None:
     (data_dir / "wav.scp").write_text("spkA-a1 gone1.wav\nspkA-a2 audio/a2.wav\nspkB-b1 gone2.wav\n")
-    with pytest.raises(DataError, match=r"2 audio file\(s\) missing: .*wav\.scp:1: .*gone1.*wav\.scp:3: .*gone2"):
+    with pytest.raises(
+        DataError, match=r"2 audio file\(s\) missing: .*wav\.scp:1: .*gone1.*wav\.scp:3: .*gone2"
+    ):
         read_kaldi_data_dir(data_dir, root=data_dir.parent.parent)
     assert len(read_kaldi_data_dir(data_dir, root=data_dir.parent.parent, check_exists=False)) == 3
 

@@ -95,7 +95,18 @@ def test_skips_short_speakers_and_errors(libri: Path, tmp_path: Path) -> None:
 
 def test_cli(libri: Path, tmp_path: Path) -> None:
     res = subprocess.run(
-        [sys.executable, str(SCRIPT), str(libri), str(tmp_path / "cli"), "--seed", "3", "--n-enroll", "2", "--n-test", "3"],
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(libri),
+            str(tmp_path / "cli"),
+            "--seed",
+            "3",
+            "--n-enroll",
+            "2",
+            "--n-test",
+            "3",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -104,6 +115,8 @@ def test_cli(libri: Path, tmp_path: Path) -> None:
     ref = prepare_librispeech(libri, tmp_path / "api", seed=3, n_enroll=2, n_test=3)
     assert (tmp_path / "cli" / "trials.txt").read_text() == ref["trials"].read_text()
     res = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "none"), str(tmp_path / "o")], capture_output=True, text=True
+        [sys.executable, str(SCRIPT), str(tmp_path / "none"), str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 1 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr

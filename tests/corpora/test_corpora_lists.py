@@ -52,7 +52,9 @@ def test_ubm_list_reads_paths_ids_comments(corpus: Path) -> None:
     assert all(u.path.is_absolute() for u in utts)
 
 
-def test_ubm_list_root_argument_and_absolute_paths(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_ubm_list_root_argument_and_absolute_paths(
+    corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     elsewhere = tmp_path_factory.mktemp("lists")
     outside = tmp_path_factory.mktemp("outside")
     _touch(outside, "z.wav")
@@ -88,7 +90,11 @@ def test_ubm_list_too_many_fields(corpus: Path) -> None:
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n\n   \n"])
 def test_empty_lists(corpus: Path, text: str) -> None:
-    for name, reader in (("ubm.txt", read_ubm_list), ("enroll.txt", read_enroll_list), ("trials.txt", read_trials)):
+    for name, reader in (
+        ("ubm.txt", read_ubm_list),
+        ("enroll.txt", read_enroll_list),
+        ("trials.txt", read_trials),
+    ):
         lst = _write(corpus / name, text)
         with pytest.raises(DataError, match=rf"{re.escape(name)}: empty list"):
             reader(lst)
@@ -163,7 +169,10 @@ def test_enroll_same_file_twice_for_model(corpus: Path) -> None:
 
 def test_enroll_missing_files_all_reported(corpus: Path) -> None:
     lst = _write(corpus / "enroll.txt", "m1 a/x1.wav a/nope1.wav\nm2 b/nope2.wav b/y1.wav\n")
-    with pytest.raises(DataError, match=r"2 audio path\(s\) missing: .*enroll\.txt:1: 'a/nope1\.wav'.*enroll\.txt:2: 'b/nope2\.wav'"):
+    with pytest.raises(
+        DataError,
+        match=r"2 audio path\(s\) missing: .*enroll\.txt:1: 'a/nope1\.wav'.*enroll\.txt:2: 'b/nope2\.wav'",
+    ):
         read_enroll_list(lst)
 
 
@@ -171,9 +180,13 @@ def test_enroll_missing_files_all_reported(corpus: Path) -> None:
 
 
 def test_trials_labeled(corpus: Path) -> None:
-    lst = _write(corpus / "trials.txt", "m1 b/y1.wav nontarget\n# x\nm2 b/y1.wav target\nm1 a/x1.wav target\n")
+    lst = _write(
+        corpus / "trials.txt", "m1 b/y1.wav nontarget\n# x\nm2 b/y1.wav target\nm1 a/x1.wav target\n"
+    )
     trials = read_trials(lst, models=["m1", "m2"])
-    assert trials[0] == Trial(model_id="m1", test=Utterance("b/y1", corpus / "b" / "y1.wav"), target=False, line=1)
+    assert trials[0] == Trial(
+        model_id="m1", test=Utterance("b/y1", corpus / "b" / "y1.wav"), target=False, line=1
+    )
     assert [(t.model_id, t.test.utt_id, t.target, t.line) for t in trials[1:]] == [
         ("m2", "b/y1", True, 3),
         ("m1", "a/x1", True, 4),
@@ -188,12 +201,24 @@ def test_trials_unlabeled(corpus: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("m1 b/y1.wav target\nm1 a/x1.wav yes\n", r"trials\.txt:2: key must be 'target' or 'nontarget', got 'yes'"),
-        ("m1 b/y1.wav target\nm1\n", r"trials\.txt:2: expected 'model_id test_path \[target\|nontarget\]', got 1 fields"),
+        (
+            "m1 b/y1.wav target\nm1 a/x1.wav yes\n",
+            r"trials\.txt:2: key must be 'target' or 'nontarget', got 'yes'",
+        ),
+        (
+            "m1 b/y1.wav target\nm1\n",
+            r"trials\.txt:2: expected 'model_id test_path \[target\|nontarget\]', got 1 fields",
+        ),
         ("m1 b/y1.wav target x\n", r"trials\.txt:1: expected .* got 4 fields"),
-        ("m1 b/y1.wav target\nm2 a/x1.wav\n", r"trials\.txt:2: has no target\|nontarget key but line 1 has one"),
+        (
+            "m1 b/y1.wav target\nm2 a/x1.wav\n",
+            r"trials\.txt:2: has no target\|nontarget key but line 1 has one",
+        ),
         ("m1 b/y1.wav\nm2 a/x1.wav target\n", r"trials\.txt:2: has a key but line 1 has none"),
-        ("m1 b/y1.wav target\nm1 b/y1.wav target\n", r"trials\.txt:2: duplicate trial 'm1 b/y1\.wav' \(already on line 1\)"),
+        (
+            "m1 b/y1.wav target\nm1 b/y1.wav target\n",
+            r"trials\.txt:2: duplicate trial 'm1 b/y1\.wav' \(already on line 1\)",
+        ),
     ],
 )
 def test_trials_malformed(corpus: Path, text: str, pattern: str) -> None:
@@ -204,7 +229,10 @@ def test_trials_malformed(corpus: Path, text: str, pattern: str) -> None:
 
 def test_trials_unknown_models_all_reported(corpus: Path) -> None:
     lst = _write(corpus / "trials.txt", "m1 b/y1.wav target\nm9 b/y1.wav nontarget\nm8 a/x1.wav nontarget\n")
-    with pytest.raises(DataError, match=r"2 trial\(s\) name a model that is not enrolled: .*trials\.txt:2: 'm9'.*trials\.txt:3: 'm8'"):
+    with pytest.raises(
+        DataError,
+        match=r"2 trial\(s\) name a model that is not enrolled: .*trials\.txt:2: 'm9'.*trials\.txt:3: 'm8'",
+    ):
         read_trials(lst, models={"m1"})
     assert len(read_trials(lst)) == 3  # no check without models
 

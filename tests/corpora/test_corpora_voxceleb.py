@@ -80,7 +80,9 @@ def test_root_may_be_wav_folder_and_ubm_speakers(vox: Path, tmp_path: Path) -> N
 
 def test_missing_trial_files_and_no_background(vox: Path, tmp_path: Path) -> None:
     (vox / "bad.txt").write_text(TRIALS + "1 id10270/zzz/00001.wav id10271/zzz/00009.wav\n")
-    with pytest.raises(DataError, match=r"2 of \d+ trial files missing.*id10270/zzz/00001\.wav.*id10271/zzz/00009\.wav"):
+    with pytest.raises(
+        DataError, match=r"2 of \d+ trial files missing.*id10270/zzz/00001\.wav.*id10271/zzz/00009\.wav"
+    ):
         prepare_voxceleb1(vox, vox / "bad.txt", tmp_path / "l")
     for spk in ("id10001", "id10002"):
         for f in sorted((vox / "wav" / spk).rglob("*"), reverse=True):

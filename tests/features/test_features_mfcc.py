@@ -35,13 +35,15 @@ def _assert_close_to_librosa(ours: np.ndarray, ref: np.ndarray) -> None:
     ("n_fft", "hop", "n_mels", "htk", "fmin", "fmax"),
     [(512, 128, 40, False, 0.0, None), (256, 80, 40, True, 20.0, 3800.0), (200, 80, 24, False, 50.0, 3500.0)],
 )
-def test_matches_librosa_on_fsdd(fsdd_dir: Path, n_fft: int, hop: int, n_mels: int, htk: bool,
-                                 fmin: float, fmax: float | None) -> None:
+def test_matches_librosa_on_fsdd(
+    fsdd_dir: Path, n_fft: int, hop: int, n_mels: int, htk: bool, fmin: float, fmax: float | None
+) -> None:
     import soundfile as sf
 
     y, sr = sf.read(fsdd_dir / "3_theo_7.wav", dtype="float32")
-    cfg = FeatureConfig.librosa_like(sample_rate=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels,
-                                     htk=htk, fmin=fmin, fmax=fmax)
+    cfg = FeatureConfig.librosa_like(
+        sample_rate=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels, htk=htk, fmin=fmin, fmax=fmax
+    )
     ref = _librosa_mfcc(y, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels, htk=htk, fmin=fmin, fmax=fmax)
     _assert_close_to_librosa(extract(y, cfg, name="3_theo_7").frames, ref)
 
@@ -49,8 +51,10 @@ def test_matches_librosa_on_fsdd(fsdd_dir: Path, n_fft: int, hop: int, n_mels: i
 def test_matches_librosa_defaults_on_synthetic(rng: np.random.Generator) -> None:
     sr = 22050
     t = np.arange(int(1.3 * sr)) / sr
-    y = (0.4 * scipy.signal.chirp(t, 100, t[-1], 6000) * np.hanning(t.size)
-         + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    y = (
+        0.4 * scipy.signal.chirp(t, 100, t[-1], 6000) * np.hanning(t.size)
+        + 0.02 * rng.standard_normal(t.size)
+    ).astype(np.float32)
     ours = extract(y, FeatureConfig.librosa_like(sample_rate=sr)).frames
     _assert_close_to_librosa(ours, _librosa_mfcc(y, sr=sr))
 
@@ -66,9 +70,18 @@ def test_matches_librosa_without_mel_norm_and_short_window(rng: np.random.Genera
 @pytest.mark.parametrize("scale", ["htk", "slaney"])
 @pytest.mark.parametrize("norm", ["none", "slaney"])
 def test_mel_filterbank_matches_librosa(scale: str, norm: str) -> None:
-    ours = mel_filterbank(sample_rate=16000, n_fft=512, n_mels=40, fmin=20.0, fmax=7600.0, scale=scale, norm=norm)
-    ref = librosa.filters.mel(sr=16000, n_fft=512, n_mels=40, fmin=20.0, fmax=7600.0,
-                              htk=scale == "htk", norm=None if norm == "none" else "slaney")
+    ours = mel_filterbank(
+        sample_rate=16000, n_fft=512, n_mels=40, fmin=20.0, fmax=7600.0, scale=scale, norm=norm
+    )
+    ref = librosa.filters.mel(
+        sr=16000,
+        n_fft=512,
+        n_mels=40,
+        fmin=20.0,
+        fmax=7600.0,
+        htk=scale == "htk",
+        norm=None if norm == "none" else "slaney",
+    )
     np.testing.assert_allclose(ours, ref.T, rtol=1e-5, atol=1e-7)
 
 
@@ -79,7 +92,9 @@ def test_dct_matrix_matches_scipy(rng: np.random.Generator) -> None:
 
 
 def test_windows_match_scipy() -> None:
-    np.testing.assert_allclose(frame_window("hamming", 400), scipy.signal.windows.hamming(400, sym=True), atol=1e-6)
+    np.testing.assert_allclose(
+        frame_window("hamming", 400), scipy.signal.windows.hamming(400, sym=True), atol=1e-6
+    )
     np.testing.assert_allclose(frame_window("hann", 400), scipy.signal.get_window("hann", 400), atol=1e-6)
     povey = scipy.signal.windows.hann(400, sym=True) ** 0.85
     np.testing.assert_allclose(frame_window("povey", 400), povey, atol=1e-6)
@@ -98,8 +113,12 @@ def _naive_mfcc(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     y = np.concatenate([[x[0] * (1 - p)], x[1:] - p * x[:-1]]).astype(np.float64)
     n = np.arange(L)
     win = 0.54 - 0.46 * np.cos(2 * np.pi * n / (L - 1))
-    fb = np.asarray(mel_filterbank(sample_rate=cfg.sample_rate, n_fft=nfft, n_mels=cfg.n_mels,
-                                   fmin=cfg.fmin, fmax=cfg.fmax_hz), dtype=np.float64)
+    fb = np.asarray(
+        mel_filterbank(
+            sample_rate=cfg.sample_rate, n_fft=nfft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax_hz
+        ),
+        dtype=np.float64,
+    )
     out = []
     for t in range(1 + (len(x) - L) // hop):
         frame = y[t * hop : t * hop + L].copy()
@@ -123,7 +142,7 @@ def _naive_mfcc(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 def test_matches_naive_reference(rng: np.random.Generator, overrides: dict) -> None:
     cfg = FeatureConfig(deltas=0, vad="none", normalize="none", **overrides)
     n = int(0.5 * cfg.sample_rate) + 37
-    x = (0.2 * np.sin(2 * np.pi * 300 * np.arange(n) / cfg.sample_rate) + 0.05 * rng.standard_normal(n) + 0.01)
+    x = 0.2 * np.sin(2 * np.pi * 300 * np.arange(n) / cfg.sample_rate) + 0.05 * rng.standard_normal(n) + 0.01
     ours = extract(x.astype(np.float32), cfg).frames
     ref = _naive_mfcc(x.astype(np.float32).astype(np.float64), cfg)
     assert ours.shape == ref.shape == (1 + (n - cfg.frame_samples) // cfg.hop_samples, cfg.n_mfcc)

@@ -36,8 +36,9 @@ def _naive_sliding_cmn(X: np.ndarray, window: int) -> np.ndarray:
 @pytest.mark.parametrize(("n", "window"), [(1, 5), (3, 5), (50, 7), (50, 8), (300, 101), (40, 301)])
 def test_sliding_cmn_matches_naive(rng: np.random.Generator, n: int, window: int) -> None:
     X = (rng.standard_normal((n, 4)) + 3).astype(np.float32)
-    np.testing.assert_allclose(sliding_cmn(X, window=window), _naive_sliding_cmn(X.astype(np.float64), window),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        sliding_cmn(X, window=window), _naive_sliding_cmn(X.astype(np.float64), window), atol=1e-5
+    )
 
 
 def _naive_warp(X: np.ndarray, window: int) -> np.ndarray:
@@ -71,7 +72,9 @@ def test_warping_output_is_standard_normal(rng: np.random.Generator) -> None:
         assert scipy.stats.kstest(Y[:, d], "norm").pvalue > 1e-3
     # a window covering the whole utterance gives exactly the normal quantiles of the ranks
     Z = feature_warping(X[:200, :1], window=1000)
-    np.testing.assert_allclose(np.sort(Z[:, 0]), scipy.stats.norm.ppf((np.arange(200) + 0.5) / 200), atol=1e-5)
+    np.testing.assert_allclose(
+        np.sort(Z[:, 0]), scipy.stats.norm.ppf((np.arange(200) + 0.5) / 200), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("method", NORMALIZATIONS)

@@ -16,8 +16,15 @@ SR = 16000
 
 def _bursts(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Tone and noise bursts separated by near-silence (noise at about -80 dBFS)."""
-    segments = [("gap", 0.4), ("tone", 0.5), ("gap", 0.3), ("noise", 0.4), ("gap", 0.6),
-                ("tone", 0.3), ("gap", 0.5)]
+    segments = [
+        ("gap", 0.4),
+        ("tone", 0.5),
+        ("gap", 0.3),
+        ("noise", 0.4),
+        ("gap", 0.6),
+        ("tone", 0.3),
+        ("gap", 0.5),
+    ]
     parts, bursts, t = [], [], 0.0
     for kind, dur in segments:
         n = int(dur * SR)
@@ -43,8 +50,14 @@ def test_vad_keeps_bursts_and_drops_silence(rng: np.random.Generator) -> None:
 
     params = cfg.spectral_params()
     e = frame_energy_db(frame_energy(x, params), params.frame_length)
-    keep = energy_vad(e, threshold_db=cfg.vad_threshold, reference=cfg.vad_reference,
-                      floor_db=cfg.vad_floor, context=cfg.vad_context, proportion=cfg.vad_proportion)
+    keep = energy_vad(
+        e,
+        threshold_db=cfg.vad_threshold,
+        reference=cfg.vad_reference,
+        floor_db=cfg.vad_floor,
+        context=cfg.vad_context,
+        proportion=cfg.vad_proportion,
+    )
     assert feats.n_kept == keep.sum() and feats.n_total == keep.size
     start = np.arange(keep.size) * cfg.frame_shift
     end = start + cfg.frame_length
@@ -103,8 +116,10 @@ def test_default_8k_vad_keeps_most_of_trimmed_fsdd(fsdd_dir: Path) -> None:
     import yaml
 
     repo = Path(__file__).resolve().parents[2]
-    cfg = FeatureConfig.from_dict(yaml.safe_load((repo / "configs" / "features-8k.yaml").read_text())["features"],
-                                  source="features-8k.yaml")
+    cfg = FeatureConfig.from_dict(
+        yaml.safe_load((repo / "configs" / "features-8k.yaml").read_text())["features"],
+        source="features-8k.yaml",
+    )
     total = kept = 0
     for path in sorted(fsdd_dir.glob("*.wav"))[::10]:
         y, sr = sf.read(path, dtype="float32")

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 
-def draw_mixture(rng: np.random.Generator, n: int, K: int = 3, D: int = 4, sep: float = 8.0) -> tuple[np.ndarray, dict]:
+def draw_mixture(
+    rng: np.random.Generator, n: int, K: int = 3, D: int = 4, sep: float = 8.0
+) -> tuple[np.ndarray, dict]:
     """Frames from a well-separated diagonal mixture; returns (X, truth)."""
     means = rng.normal(0.0, sep, size=(K, D))
     var = rng.uniform(0.5, 2.0, size=(K, D))

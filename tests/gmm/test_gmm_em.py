@@ -26,18 +26,27 @@ def _start(X: np.ndarray, K: int, cov_type: str, rng: np.random.Generator):
     w = rng.dirichlet(np.ones(K) * 3)
     mu = X[rng.choice(len(X), K, replace=False)]
     D = X.shape[1]
-    cov = {"diag": lambda: np.tile(X.var(0), (K, 1)) * rng.uniform(0.5, 1.5, (K, D)),
-           "spherical": lambda: np.full(K, X.var()) * rng.uniform(0.5, 1.5, K),
-           "full": lambda: np.tile(np.cov(X.T, bias=True), (K, 1, 1)),
-           "tied": lambda: np.cov(X.T, bias=True)}[cov_type]()
+    cov = {
+        "diag": lambda: np.tile(X.var(0), (K, 1)) * rng.uniform(0.5, 1.5, (K, D)),
+        "spherical": lambda: np.full(K, X.var()) * rng.uniform(0.5, 1.5, K),
+        "full": lambda: np.tile(np.cov(X.T, bias=True), (K, 1, 1)),
+        "tied": lambda: np.cov(X.T, bias=True),
+    }[cov_type]()
     return w, mu, cov
 
 
 def _sklearn_one_iteration(X, w, mu, cov, cov_type):
     prec = 1.0 / cov if cov_type in ("diag", "spherical") else np.linalg.inv(cov)
     sk = sklearn_mixture.GaussianMixture(
-        len(w), covariance_type=cov_type, weights_init=w, means_init=mu, precisions_init=prec,
-        max_iter=1, reg_covar=0.0, init_params="random_from_data", random_state=0,
+        len(w),
+        covariance_type=cov_type,
+        weights_init=w,
+        means_init=mu,
+        precisions_init=prec,
+        max_iter=1,
+        reg_covar=0.0,
+        init_params="random_from_data",
+        random_state=0,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -53,7 +62,9 @@ def test_one_iteration_equals_sklearn_float64(mixture_data, cov_type):
     init = GaussianMixture.from_params(w, mu, cov, covariance_type=cov_type)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        g = GaussianMixture(5, covariance_type=cov_type, init=init, max_iter=1, dtype="float64", **NOFLOOR).fit(X)
+        g = GaussianMixture(
+            5, covariance_type=cov_type, init=init, max_iter=1, dtype="float64", **NOFLOOR
+        ).fit(X)
     np.testing.assert_allclose(g.weights_, sk.weights_, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(g.means_, sk.means_, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(g.covariances_, sk.covariances_, rtol=1e-9, atol=1e-10)
@@ -75,23 +86,39 @@ def test_one_iteration_float32_within_stated_tolerance(mixture_data):
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), K=st.integers(1, 6), cov_type=st.sampled_from(["diag", "full", "spherical", "tied"]),
-       init=st.sampled_from(["kmeans++", "random", "split"]))
+@given(
+    seed=st.integers(0, 10_000),
+    K=st.integers(1, 6),
+    cov_type=st.sampled_from(["diag", "full", "spherical", "tied"]),
+    init=st.sampled_from(["kmeans++", "random", "split"]),
+)
 def test_em_properties(seed, K, cov_type, init):
     """Log-likelihood never decreases, weights sum to 1, variances stay above the floor."""
     rng = np.random.default_rng(seed)
     X, _ = draw_mixture(rng, 400, K=3, D=3, sep=3.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        g = GaussianMixture(K, covariance_type=cov_type, init=init, max_iter=15, tol=0.0, dtype="float64",
-                            variance_floor=0.05, random_state=seed).fit(X)
+        g = GaussianMixture(
+            K,
+            covariance_type=cov_type,
+            init=init,
+            max_iter=15,
+            tol=0.0,
+            dtype="float64",
+            variance_floor=0.05,
+            random_state=seed,
+        ).fit(X)
     h = np.array(g.history_)
     if g.n_reseeded_ == 0:
         assert (np.diff(h) >= -1e-9).all(), np.diff(h).min()
     assert g.weights_.sum() == pytest.approx(1.0, abs=1e-12)
     assert (g.weights_ >= 0).all()
-    var = {"diag": lambda c: c, "spherical": lambda c: c, "full": lambda c: np.diagonal(c, axis1=1, axis2=2),
-           "tied": lambda c: np.diag(c)}[cov_type](g.covariances_)
+    var = {
+        "diag": lambda c: c,
+        "spherical": lambda c: c,
+        "full": lambda c: np.diagonal(c, axis1=1, axis2=2),
+        "tied": lambda c: np.diag(c),
+    }[cov_type](g.covariances_)
     floor = g.variance_floor_.mean() if cov_type == "spherical" else g.variance_floor_
     assert (var >= floor * (1 - 1e-9)).all()
     assert np.isfinite(g.means_).all() and np.isfinite(g.lower_bound_)
@@ -127,8 +154,10 @@ def test_sample_matches_moments():
         X, labels = gmm.sample(60_000, random_state=1)
         assert X.shape == (60_000, 3) and labels.shape == (60_000,)
         mean = gmm.weights_ @ gmm.means_
-        cov = sum(gmm.weights_[k] * (dense_cov(gmm, k) + np.outer(gmm.means_[k] - mean, gmm.means_[k] - mean))
-                  for k in range(3))
+        cov = sum(
+            gmm.weights_[k] * (dense_cov(gmm, k) + np.outer(gmm.means_[k] - mean, gmm.means_[k] - mean))
+            for k in range(3)
+        )
         np.testing.assert_allclose(X.mean(0), mean, atol=0.05)
         np.testing.assert_allclose(np.cov(X.T), cov, atol=0.1, rtol=0.05)
         np.testing.assert_allclose(np.bincount(labels, minlength=3) / 60_000, gmm.weights_, atol=0.01)
@@ -186,8 +215,15 @@ def test_bad_data_raise_data_error(X, match):
 
 def test_bad_options_raise_config_error():
     X = np.random.default_rng(0).normal(size=(50, 2))
-    for kw in [{"covariance_type": "banana"}, {"init": "kmeans"}, {"n_init": 0}, {"tol": -1},
-               {"dtype": "int8"}, {"min_weight": 0.5}, {"n_jobs": 0}]:
+    for kw in [
+        {"covariance_type": "banana"},
+        {"init": "kmeans"},
+        {"n_init": 0},
+        {"tol": -1},
+        {"dtype": "int8"},
+        {"min_weight": 0.5},
+        {"n_jobs": 0},
+    ]:
         with pytest.raises(ConfigError):
             GaussianMixture(4, **kw).fit(X)
 
@@ -226,7 +262,9 @@ def test_stream_single_source_equals_in_memory(mixture_data):
 @pytest.mark.filterwarnings("ignore::gmmspeaker.errors.ConvergenceWarning")
 def test_stream_many_sources_equals_in_memory_and_jobs(mixture_data, cov_type):
     X, _ = mixture_data
-    opts = dict(covariance_type=cov_type, init="split", random_state=0, dtype="float64", tol=1e-8, max_iter=30)
+    opts = dict(
+        covariance_type=cov_type, init="split", random_state=0, dtype="float64", tol=1e-8, max_iter=30
+    )
     a = GaussianMixture(4, **opts).fit(X)
     srcs = _sources(X, 5, 250)
     b = GaussianMixture(4, **opts).fit_stream(srcs)
@@ -269,10 +307,14 @@ def test_resume_after_interruption_reaches_same_model(tmp_path, mixture_data, in
         ck = tmp_path / "em.ckpt.h5"
         counter = [0]
         with pytest.raises(_Interrupt):
-            GaussianMixture(4, checkpoint=ck, **opts).fit_stream([functools.partial(_flaky_chunks, X, counter, 20)])
+            GaussianMixture(4, checkpoint=ck, **opts).fit_stream(
+                [functools.partial(_flaky_chunks, X, counter, 20)]
+            )
         assert ck.is_file()
         counter2 = [0]
-        res = GaussianMixture(4, checkpoint=ck, **opts).fit_stream([functools.partial(_flaky_chunks, X, counter2, -1)])
+        res = GaussianMixture(4, checkpoint=ck, **opts).fit_stream(
+            [functools.partial(_flaky_chunks, X, counter2, -1)]
+        )
     # call 1 is the first pass, call j >= 2 the E-step of iteration j-1: the crash at call 20
     # lost iteration 19 only; the resumed run repeats the first pass and goes on from there
     assert counter2[0] == counter_ref[0] - 18

@@ -13,7 +13,9 @@ from gmmspeaker.gmm import GaussianMixture, Stats, accumulate, frame_loglik, log
 TYPES = ["diag", "spherical", "full", "tied"]
 
 
-def random_model(rng: np.random.Generator, cov_type: str, K: int = 4, D: int = 3, offset: float = 0.0) -> GaussianMixture:
+def random_model(
+    rng: np.random.Generator, cov_type: str, K: int = 4, D: int = 3, offset: float = 0.0
+) -> GaussianMixture:
     w = rng.dirichlet(np.ones(K))
     mu = rng.normal(offset, 2.0, size=(K, D))
     if cov_type == "diag":
@@ -32,14 +34,23 @@ def random_model(rng: np.random.Generator, cov_type: str, K: int = 4, D: int = 3
 def dense_cov(gmm: GaussianMixture, k: int) -> np.ndarray:
     c = gmm.covariances_
     D = gmm.means_.shape[1]
-    return {"diag": lambda: np.diag(c[k]), "spherical": lambda: c[k] * np.eye(D),
-            "full": lambda: c[k], "tied": lambda: c}[gmm.covariance_type]()
+    return {
+        "diag": lambda: np.diag(c[k]),
+        "spherical": lambda: c[k] * np.eye(D),
+        "full": lambda: c[k],
+        "tied": lambda: c,
+    }[gmm.covariance_type]()
 
 
 def naive_log_densities(X: np.ndarray, gmm: GaussianMixture) -> np.ndarray:
     """Reference: one scipy logpdf per component (a loop kept in the test)."""
-    return np.stack([np.log(gmm.weights_[k]) + multivariate_normal(gmm.means_[k], dense_cov(gmm, k)).logpdf(X)
-                     for k in range(gmm.n_components)], axis=1)
+    return np.stack(
+        [
+            np.log(gmm.weights_[k]) + multivariate_normal(gmm.means_[k], dense_cov(gmm, k)).logpdf(X)
+            for k in range(gmm.n_components)
+        ],
+        axis=1,
+    )
 
 
 @pytest.mark.parametrize("cov_type", TYPES)

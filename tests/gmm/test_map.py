@@ -267,18 +267,14 @@ def test_models_roundtrip(rng, tmp_path, adapt):
     with h5py.File(path, "r") as h5:
         assert h5.attrs["adapt"] == ",".join(back.adapt)
         assert "version" in h5.attrs
-        assert "ubm_means" not in h5 and set(h5) <= {
-            "model_ids", "means", "counts", "weights", "variances"
-        }
+        assert "ubm_means" not in h5 and set(h5) <= {"model_ids", "means", "counts", "weights", "variances"}
 
 
 def test_models_overwrite_is_atomic(rng, tmp_path):
     models, _ = _models(rng, adapt=("means",))
     path = tmp_path / "models.h5"
     models.save(path)
-    bad = SpeakerModels(
-        model_ids=["a"], means=np.zeros((1, 6, 3)), counts=np.zeros((1, 6)), relevance=16.0
-    )
+    bad = SpeakerModels(model_ids=["a"], means=np.zeros((1, 6, 3)), counts=np.zeros((1, 6)), relevance=16.0)
     object.__setattr__(bad, "means", np.zeros((1, 6, 3), dtype=object))  # cannot be written
     with pytest.raises(Exception):
         bad.save(path)
@@ -351,9 +347,7 @@ def test_enroll_features_parallel_matches_serial_and_reference(rng):
     from gmmspeaker.gmm.map import enroll_features
 
     ubm = make_ubm(rng)
-    feats = {
-        f"spk{i}": [rng.normal(loc=i, scale=2.0, size=(25, 3)) for _ in range(2)] for i in range(3)
-    }
+    feats = {f"spk{i}": [rng.normal(loc=i, scale=2.0, size=(25, 3)) for _ in range(2)] for i in range(3)}
     serial = enroll_features(feats, ubm, adapt=ALL, dtype=np.float64)
     par = enroll_features(feats, ubm, adapt=ALL, dtype=np.float64, n_jobs=2)
     assert serial.model_ids == par.model_ids == list(feats)

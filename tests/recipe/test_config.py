@@ -102,8 +102,12 @@ def test_env_variables_in_paths(tmp_path, monkeypatch):
 def test_defaults_inherited_and_overridden(tmp_path):
     _corpus(tmp_path)
     (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "base.yaml").write_text("features:\n  n_mfcc: 13\n  deltas: 1\nubm:\n  components: 32\n  iterations: 3\n")
-    p = _write(tmp_path, "defaults: configs/base.yaml\n" + BASE + "ubm:\n  components: 16\nfeatures:\n  deltas: 2\n")
+    (tmp_path / "configs" / "base.yaml").write_text(
+        "features:\n  n_mfcc: 13\n  deltas: 1\nubm:\n  components: 32\n  iterations: 3\n"
+    )
+    p = _write(
+        tmp_path, "defaults: configs/base.yaml\n" + BASE + "ubm:\n  components: 16\nfeatures:\n  deltas: 2\n"
+    )
     r = load_recipe(p)
     assert r.ubm.components == 16 and r.ubm.iterations == 3
     assert r.features == {"n_mfcc": 13, "deltas": 2}

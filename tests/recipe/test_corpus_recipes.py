@@ -16,8 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 def _small(tmp_path: Path, recipe: str) -> Path:
     """The shipped recipe as defaults, with a UBM small enough for a few seconds of audio."""
     p = tmp_path / f"small-{recipe}"
-    p.write_text(f"defaults: {REPO / 'recipes' / recipe}\njobs: 1\nubm: {{components: 4, iterations: 2}}\n"
-                 "scoring: {top_c: 2}\nevaluation: {det_plot: false}\n")
+    p.write_text(
+        f"defaults: {REPO / 'recipes' / recipe}\njobs: 1\nubm: {{components: 4, iterations: 2}}\n"
+        "scoring: {top_c: 2}\nevaluation: {det_plot: false}\n"
+    )
     return p
 
 
@@ -29,8 +31,11 @@ def test_librispeech_recipe_on_fake_tree(tmp_path, monkeypatch):
     for s, spk in enumerate(["19", "26", "27", "32", "39", "40"]):
         for chapter in ("198", "227"):
             for i in range(4):
-                write_wav(root / spk / chapter / f"{spk}-{chapter}-{i:04d}.flac",
-                          speechlike(rng, 0.6, rate=16000, f0=90 + 25 * s), rate=16000)
+                write_wav(
+                    root / spk / chapter / f"{spk}-{chapter}-{i:04d}.flac",
+                    speechlike(rng, 0.6, rate=16000, f0=90 + 25 * s),
+                    rate=16000,
+                )
     prepare_librispeech(root, root / "lists", seed=0, n_enroll=2, n_test=2, ubm_fraction=0.5)
     monkeypatch.setenv("LIBRISPEECH_ROOT", str(root))
     res = run_recipe(_small(tmp_path, "librispeech.yaml"), workdir=tmp_path / "wd")
@@ -46,7 +51,7 @@ def test_voxceleb1_recipe_on_fake_tree(tmp_path, monkeypatch):
     speakers = [f"id1{n:04d}" for n in range(270, 276)]
     files: dict[str, list[str]] = {}
     for s, spk in enumerate(speakers):
-        for v, video in enumerate(("x6uYqmx31kE", "8jEAjG6SegY")):
+        for _v, video in enumerate(("x6uYqmx31kE", "8jEAjG6SegY")):
             for i in range(1, 3):
                 rel = f"{spk}/{video}/{i:05d}.wav"
                 write_wav(root / "wav" / rel, speechlike(rng, 0.6, rate=16000, f0=90 + 25 * s), rate=16000)

@@ -12,7 +12,6 @@ import pytest
 from gmmspeaker.cli import main
 from gmmspeaker.errors import DataError, GmmSpeakerError
 from gmmspeaker.recipe.runner import run_recipe
-
 from tests.helpers import tiny_recipe as tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,9 +89,16 @@ def test_same_seed_gives_byte_identical_scores(tmp_path):
 def test_dask_backend_on_a_local_cluster(tmp_path):
     pytest.importorskip("distributed")
     run_recipe(tiny(tmp_path, jobs=2), workdir=tmp_path / "loky")
-    run_recipe(tiny(tmp_path, jobs=2, backend="dask", extra="scheduler: local", name="d.yaml"), workdir=tmp_path / "dask")
-    a = np.array([float(line.split()[2]) for line in (tmp_path / "loky" / "scores.txt").read_text().splitlines()])
-    b = np.array([float(line.split()[2]) for line in (tmp_path / "dask" / "scores.txt").read_text().splitlines()])
+    run_recipe(
+        tiny(tmp_path, jobs=2, backend="dask", extra="scheduler: local", name="d.yaml"),
+        workdir=tmp_path / "dask",
+    )
+    a = np.array(
+        [float(line.split()[2]) for line in (tmp_path / "loky" / "scores.txt").read_text().splitlines()]
+    )
+    b = np.array(
+        [float(line.split()[2]) for line in (tmp_path / "dask" / "scores.txt").read_text().splitlines()]
+    )
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -107,7 +113,9 @@ def test_unknown_model_in_trials_fails_before_any_work(tmp_path):
     (corpus / "enroll.txt").write_text("alice a0.wav\n")
     (corpus / "trials.txt").write_text("alice a2.wav target\nbob a2.wav nontarget\n")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("data: {root: corpus, ubm: ubm.txt, enroll: enroll.txt, trials: trials.txt}\nfeatures: {sample_rate: 8000}\n")
+    recipe.write_text(
+        "data: {root: corpus, ubm: ubm.txt, enroll: enroll.txt, trials: trials.txt}\nfeatures: {sample_rate: 8000}\n"
+    )
     with pytest.raises(DataError, match=r"trials.txt:2.*bob"):
         run_recipe(recipe, workdir=tmp_path / "wd")
     assert not (tmp_path / "wd" / "features").exists()
@@ -143,8 +151,14 @@ def test_fsdd_recipe_end_to_end(tmp_path, fsdd):
 
     wd = tmp_path / "fsdd"
     trials = read_trials(fsdd / "trials.txt")
-    full = score_trials(FeatureStore(wd / "features"), trials, GaussianMixture.load(wd / "ubm.h5"),
-                        SpeakerModels.load(wd / "models.h5"), method="full", jobs=2)
+    full = score_trials(
+        FeatureStore(wd / "features"),
+        trials,
+        GaussianMixture.load(wd / "ubm.h5"),
+        SpeakerModels.load(wd / "models.h5"),
+        method="full",
+        jobs=2,
+    )
     key = np.array([t.target for t in trials])
     assert abs(eer(full[key], full[~key]) - r["eer"]) < 0.002
 

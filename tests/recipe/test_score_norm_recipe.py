@@ -20,14 +20,19 @@ def test_recipe_normalisation_matches_reference(tmp_path, method):
     from gmmspeaker.corpora.synthetic import SyntheticCorpusConfig, generate_corpus
 
     corpus = tmp_path / "corpus"
-    generate_corpus(corpus, SyntheticCorpusConfig(n_speakers=4, n_ubm_utterances=3, n_enroll_utterances=2,
-                                                  n_test_utterances=2, duration=1.0, seed=2))
+    generate_corpus(
+        corpus,
+        SyntheticCorpusConfig(
+            n_speakers=4, n_ubm_utterances=3, n_enroll_utterances=2, n_test_utterances=2, duration=1.0, seed=2
+        ),
+    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"defaults: {REPO}/configs/features-8k.yaml\n"
         "data: {root: corpus, ubm: ubm.txt, enroll: enroll.txt, trials: trials.txt, cohort: ubm.txt}\n"
         f"ubm: {{components: 4, iterations: 2}}\nscoring: {{method: full, normalization: {method}}}\n"
-        "evaluation: {det_plot: false}\n")
+        "evaluation: {det_plot: false}\n"
+    )
     wd = tmp_path / "wd"
     run_recipe(recipe, workdir=wd)
     raw, normed = _scores(wd / "scores.raw.txt"), _scores(wd / "scores.txt")
@@ -48,13 +53,20 @@ def test_recipe_normalisation_matches_reference(tmp_path, method):
     ref = []
     for t, s in zip(trials, raw):
         if method in ("znorm", "snorm"):
-            z = np.array([score_utterance(store.get(c), ubm, models, [models.index(t.model_id)], method="full")[0] for c in cohort])
+            z = np.array(
+                [
+                    score_utterance(store.get(c), ubm, models, [models.index(t.model_id)], method="full")[0]
+                    for c in cohort
+                ]
+            )
             zn = (s - z.mean()) / z.std()
         if method in ("tnorm", "snorm"):
             x = store.get(t.test.utt_id)
             tt = []
             for c in cohort:
-                cm = SpeakerModels.from_adapted(["c"], [map_adapt(accumulate(store.get(c), ubm), ubm, relevance=16.0)], relevance=16.0)
+                cm = SpeakerModels.from_adapted(
+                    ["c"], [map_adapt(accumulate(store.get(c), ubm), ubm, relevance=16.0)], relevance=16.0
+                )
                 tt.append(score_utterance(x, ubm, cm, [0], method="full")[0])
             tt = np.array(tt)
             tn = (s - tt.mean()) / tt.std()
@@ -66,8 +78,12 @@ def test_recipe_calibration_on_dev_trials(tmp_path):
     from gmmspeaker.corpora.synthetic import SyntheticCorpusConfig, generate_corpus
 
     corpus = tmp_path / "corpus"
-    generate_corpus(corpus, SyntheticCorpusConfig(n_speakers=6, n_ubm_utterances=4, n_enroll_utterances=3,
-                                                  n_test_utterances=6, duration=1.0, seed=4))
+    generate_corpus(
+        corpus,
+        SyntheticCorpusConfig(
+            n_speakers=6, n_ubm_utterances=4, n_enroll_utterances=3, n_test_utterances=6, duration=1.0, seed=4
+        ),
+    )
     lines = (corpus / "trials.txt").read_text().splitlines()
     tests = sorted({ln.split()[1] for ln in lines})
     dev_tests = set(tests[::2])
@@ -77,7 +93,8 @@ def test_recipe_calibration_on_dev_trials(tmp_path):
     recipe.write_text(
         f"defaults: {REPO}/configs/features-8k.yaml\n"
         "data: {root: corpus, ubm: ubm.txt, enroll: enroll.txt, trials: eval.txt, dev_trials: dev.txt}\n"
-        "ubm: {components: 8, iterations: 3}\nevaluation: {det_plot: false, p_target: [0.1]}\n")
+        "ubm: {components: 8, iterations: 3}\nevaluation: {det_plot: false, p_target: [0.1]}\n"
+    )
     res = run_recipe(recipe, workdir=tmp_path / "wd").results
     assert res is not None and "calibrated" in res and set(res["calibration"]) >= {"scale", "offset"}
     # raw average LLRs are badly calibrated; the dev-trained calibration fixes most of it

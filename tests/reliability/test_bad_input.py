@@ -56,7 +56,9 @@ def _all_zero(d: Path, rng) -> Path:
 
 def _vad_empties(d: Path, rng) -> Path:
     # far below the VAD's absolute floor (-80 dBFS): no frame is speech
-    return write_wav(d / "whisper.wav", (1e-6 * rng.standard_normal(8000)).astype(np.float32), subtype="FLOAT")
+    return write_wav(
+        d / "whisper.wav", (1e-6 * rng.standard_normal(8000)).astype(np.float32), subtype="FLOAT"
+    )
 
 
 def _wrong_rate(d: Path, rng) -> Path:
@@ -98,7 +100,9 @@ def test_features_cli_names_the_bad_file(tmp_path, capsys, case):
     (corpus / "ubm.txt").write_text("".join(f"{p.name}\n" for p in [*good, bad]))
     cfg = tmp_path / "features.yaml"
     cfg.write_text("sample_rate: 8000\nn_mels: 24\n")
-    rc = main(["-q", "features", str(corpus / "ubm.txt"), "--out", str(tmp_path / "store"), "--config", str(cfg)])
+    rc = main(
+        ["-q", "features", str(corpus / "ubm.txt"), "--out", str(tmp_path / "store"), "--config", str(cfg)]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "Traceback" not in err and err.startswith("gmmspeaker: error:")
@@ -129,8 +133,10 @@ def _lists_recipe(tmp_path: Path, ubm: str, enroll: str, trials: str, extra: str
     (corpus / "enroll.txt").write_text(enroll)
     (corpus / "trials.txt").write_text(trials)
     r = tmp_path / "r.yaml"
-    r.write_text(f"defaults: {REPO}/configs/features-8k.yaml\ndata: {{root: corpus, ubm: ubm.txt, enroll: enroll.txt, trials: trials.txt}}\n"
-                 f"ubm: {{components: 2, iterations: 1}}\nevaluation: {{det_plot: false}}\n{extra}")
+    r.write_text(
+        f"defaults: {REPO}/configs/features-8k.yaml\ndata: {{root: corpus, ubm: ubm.txt, enroll: enroll.txt, trials: trials.txt}}\n"
+        f"ubm: {{components: 2, iterations: 1}}\nevaluation: {{det_plot: false}}\n{extra}"
+    )
     return r
 
 
@@ -138,13 +144,25 @@ def _lists_recipe(tmp_path: Path, ubm: str, enroll: str, trials: str, extra: str
     "ubm, enroll, trials, match",
     [
         ("s0.wav\ns1.wav\n", "a s2.wav\n", "a s3.wav target\nzed s4.wav nontarget\n", r"trials.txt:2.*'zed'"),
-        ("s0.wav\nnope1.wav\nnope2.wav\n", "a s2.wav\n", "a s3.wav target\n", r"ubm.txt.*2 .*nope1.wav.*nope2.wav"),
+        (
+            "s0.wav\nnope1.wav\nnope2.wav\n",
+            "a s2.wav\n",
+            "a s3.wav target\n",
+            r"ubm.txt.*2 .*nope1.wav.*nope2.wav",
+        ),
         ("s0.wav\ns0.wav\n", "a s2.wav\n", "a s3.wav target\n", r"ubm.txt:2.*s0.wav"),
         ("", "a s2.wav\n", "a s3.wav target\n", r"ubm.txt.*empty|ubm.txt.*no "),
         ("s0.wav\n", "a s2.wav\na s3.wav\n", "a s4.wav target\n", r"enroll.txt:2.*'a'"),
         ("s0.wav\n", "a s2.wav\n", "a s4.wav maybe\n", r"trials.txt:1"),
     ],
-    ids=["unknown model", "missing files (all)", "duplicate ids", "empty list", "duplicate model", "malformed line"],
+    ids=[
+        "unknown model",
+        "missing files (all)",
+        "duplicate ids",
+        "empty list",
+        "duplicate model",
+        "malformed line",
+    ],
 )
 def test_list_errors_stop_the_run_before_any_work(tmp_path, capsys, ubm, enroll, trials, match):
     r = _lists_recipe(tmp_path, ubm, enroll, trials)
@@ -159,7 +177,10 @@ def test_list_errors_stop_the_run_before_any_work(tmp_path, capsys, ubm, enroll,
 
 @pytest.mark.parametrize(
     "text, match",
-    [("experiment: x\ndata: [1, 2\n", "broken YAML"), ("experiment: x\nflavour: mint\n", "unknown key 'flavour'")],
+    [
+        ("experiment: x\ndata: [1, 2\n", "broken YAML"),
+        ("experiment: x\nflavour: mint\n", "unknown key 'flavour'"),
+    ],
     ids=["broken YAML", "unknown key"],
 )
 def test_recipe_errors_are_one_line(tmp_path, capsys, text, match):
@@ -172,8 +193,13 @@ def test_recipe_errors_are_one_line(tmp_path, capsys, text, match):
 
 def test_skip_bad_audio_warns_and_counts(tmp_path):
     rng = np.random.default_rng(5)
-    r = _lists_recipe(tmp_path, "s0.wav\ns1.wav\nbad.wav\n", "a s2.wav\nb s3.wav\n",
-                      "a s4.wav target\nb s4.wav nontarget\na s5.wav nontarget\nb s5.wav target\n", "on_bad_audio: skip\n")
+    r = _lists_recipe(
+        tmp_path,
+        "s0.wav\ns1.wav\nbad.wav\n",
+        "a s2.wav\nb s3.wav\n",
+        "a s4.wav target\nb s4.wav nontarget\na s5.wav nontarget\nb s5.wav target\n",
+        "on_bad_audio: skip\n",
+    )
     (tmp_path / "corpus" / "bad.wav").write_text("garbage")
     from gmmspeaker.errors import SkippedInputWarning
     from gmmspeaker.recipe.runner import run_recipe
@@ -189,7 +215,9 @@ def test_failed_run_loses_nothing(tmp_path, capsys):
     r = tiny_recipe(tmp_path)
     wd = tmp_path / "wd"
     assert main(["-q", "run", str(r), "--workdir", str(wd)]) == 0
-    before = {p: p.read_bytes() for p in [wd / "scores.txt", wd / "results.json", wd / "ubm.h5", wd / "models.h5"]}
+    before = {
+        p: p.read_bytes() for p in [wd / "scores.txt", wd / "results.json", wd / "ubm.h5", wd / "models.h5"]
+    }
     stages = {p.name: p.read_text() for p in (wd / "stages").iterdir()}
     # corrupt one audio file the features depend on: the run must stop at features
     victim = sorted((wd / "corpus" / "wav").rglob("*.wav"))[0]
@@ -219,11 +247,14 @@ def _write_model(path: Path, *, weights, means, variances) -> None:
     GaussianMixture.from_params(np.asarray(weights), np.asarray(means), np.asarray(variances)).save(path)
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("covariances", lambda v: -v, "variance|covariance|positive"),
-    ("means", lambda m: m[:, :2], "shape"),
-    ("weights", lambda w: w * 3, "sum"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("covariances", lambda v: -v, "variance|covariance|positive"),
+        ("means", lambda m: m[:, :2], "shape"),
+        ("weights", lambda w: w * 3, "sum"),
+    ],
+)
 def test_model_file_validated_on_load(tmp_path, capsys, field, value, match):
     from gmmspeaker.gmm.model import GaussianMixture
 

@@ -49,8 +49,13 @@ KILLER = textwrap.dedent(
 def _run(recipe: Path, wd: Path, module: str, attr: str, n: int) -> int:
     """Run the recipe in a child process, SIGKILLed after the n-th call of module.attr (n=0: never)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-c", KILLER, module, attr, str(n), "-q", "run", str(recipe), "--workdir", str(wd)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, module, attr, str(n), "-q", "run", str(recipe), "--workdir", str(wd)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-2000:]
     return proc.returncode
 
@@ -77,7 +82,9 @@ def test_kill_and_resume(tmp_path, reference, stage, module, attr, n):
     assert _run(recipe, wd, module, attr, n) == -signal.SIGKILL
     records = {p.stem for p in (wd / "stages").glob("*.json")} if (wd / "stages").exists() else set()
     order = ["features", "ubm", "enroll", "score", "evaluate"]
-    assert records == set(order[: order.index(stage)]), f"a stage record was written for an unfinished stage: {records}"
+    assert records == set(order[: order.index(stage)]), (
+        f"a stage record was written for an unfinished stage: {records}"
+    )
     # what the killed run left behind is partial work, never a finished-looking output
     if stage == "ubm":
         assert not (wd / "ubm.h5").exists() and (wd / "ubm.checkpoint.h5").exists()

@@ -165,9 +165,7 @@ def test_vectorised_equals_per_model(world, monkeypatch):
                 continue
             idx = np.array([3, 1, 4, 1, 0])
             together = score_utterance(X, ubm, models, idx, method=method, top_c=3)
-            alone = np.array(
-                [score_utterance(X, ubm, models, [i], method=method, top_c=3)[0] for i in idx]
-            )
+            alone = np.array([score_utterance(X, ubm, models, [i], method=method, top_c=3)[0] for i in idx])
             np.testing.assert_allclose(together, alone, rtol=1e-6, atol=1e-7)
             # tiny memory blocks (one model at a time) and frame chunks change nothing
             monkeypatch.setattr(llr, "_BLOCK_ELEMENTS", 1)
@@ -203,10 +201,12 @@ def test_score_trials_groups_by_test(world, rng):
     )
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
     assert got[0] == got[5]
-    np.testing.assert_allclose(score_trials(tests, trials, ubm, means64, method="full"),
-                               [score_utterance(tests[t], ubm, means64, [means64.index(m)],
-                                                method="full")[0] for m, t in trials],
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        score_trials(tests, trials, ubm, means64, method="full"),
+        [score_utterance(tests[t], ubm, means64, [means64.index(m)], method="full")[0] for m, t in trials],
+        rtol=1e-6,
+        atol=1e-7,
+    )
     with pytest.raises(DataError, match="'nobody'"):
         score_trials(tests, [("nobody", "t0")], ubm, means64)
     with pytest.raises(DataError, match="'t9'"):
@@ -267,8 +267,10 @@ def test_spherical_ubm_scores_like_diag(world):
             score_utterance(X, diag, models, np.arange(5), method=method),
         )
     tied = types.SimpleNamespace(
-        weights_=ubm.weights_[:3] / ubm.weights_[:3].sum(), means_=ubm.means_[:3],
-        covariances_=np.eye(3), covariance_type="tied",
+        weights_=ubm.weights_[:3] / ubm.weights_[:3].sum(),
+        means_=ubm.means_[:3],
+        covariances_=np.eye(3),
+        covariance_type="tied",
     )
     three = SpeakerModels(["a"], ubm.means_[None, :3], np.ones((1, 3)))
     with pytest.raises(ModelError, match="tied"):

@@ -67,8 +67,14 @@ def test_trial_list_matches_reference(problem, method):
     top_n = 5 if method == "asnorm" else None
     want = reference(method, scores, mi, ti, mc, ct, cc, top_n=top_n)
     got = sn.normalize_scores(
-        scores, method=method, model_cohort=mc, cohort_test=ct, cohort_cohort=cc,
-        model_idx=mi, test_idx=ti, top_n=5,
+        scores,
+        method=method,
+        model_cohort=mc,
+        cohort_test=ct,
+        cohort_cohort=cc,
+        model_idx=mi,
+        test_idx=ti,
+        top_n=5,
     )
     assert got.dtype == np.float64 and got.shape == scores.shape
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -110,8 +116,9 @@ def test_constant_cohort_is_finite():
     cc = np.full((4, 6), 0.5)
     scores = np.array([[3.0, 4.0, 2.0], [3.0, 3.5, 0.0]])
     for method in sn.NORM_METHODS:
-        out = sn.normalize_scores(scores, method=method, model_cohort=mc, cohort_test=ct,
-                                  cohort_cohort=cc, top_n=1)
+        out = sn.normalize_scores(
+            scores, method=method, model_cohort=mc, cohort_test=ct, cohort_cohort=cc, top_n=1
+        )
         assert np.all(np.isfinite(out)), method
     z = sn.znorm(scores, mc)
     assert z[0, 0] == 0.0
