@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,12 +32,56 @@ from gmmspeaker.gmm.stats import MixtureParams, _blocks, _resolve_dtype, as_para
 if TYPE_CHECKING:
     from gmmspeaker.gmm.model import GaussianMixture
 
-__all__ = ["fit_array", "fit_sources", "iter_array_chunks", "m_step", "split_components", "kmeans_plusplus"]
+__all__ = [
+    "EMResult",
+    "fit_array",
+    "fit_sources",
+    "iter_array_chunks",
+    "m_step",
+    "split_components",
+    "kmeans_plusplus",
+]
 
 logger = logging.getLogger(__name__)
 
 #: EM iterations at each intermediate size of the binary splitting.
 SPLIT_ITERS = 10
+
+
+@dataclass(frozen=True)
+class EMResult:
+    """What a fit found: the kept run's parameters and its training trace.
+
+    Attributes
+    ----------
+    params : MixtureParams
+        Parameters of the kept run (float64).
+    converged : bool
+    n_iter : int
+        EM iterations of the kept run at the final size.
+    lower_bound : float
+        Mean log-likelihood per frame at the last E-step.
+    history : list of float
+        Mean log-likelihood per frame at every EM iteration (final size).
+    split_history : list of (int, float)
+        (size, mean log-likelihood) of the iterations run while splitting.
+    variance_floor : ndarray, shape (D,), float64
+        The absolute per-dimension floor applied.
+    n_reseeded : int
+        Degenerate components re-seeded during the kept run.
+    n_frames : int
+        Frames seen in one pass.
+    """
+
+    params: MixtureParams
+    converged: bool
+    n_iter: int
+    lower_bound: float
+    history: list[float]
+    split_history: list[tuple[int, float]]
+    variance_floor: FloatArray
+    n_reseeded: int
+    n_frames: int
 
 
 def _seed_sequence(random_state: Any) -> np.random.SeedSequence:
@@ -47,8 +92,8 @@ def _seed_sequence(random_state: Any) -> np.random.SeedSequence:
     return np.random.SeedSequence(int(random_state))
 
 
-def fit_array(gmm: GaussianMixture, X: Any) -> None:
-    """Fit ``gmm`` (options already validated) to in-memory frames X (n, D)."""
+def fit_array(gmm: GaussianMixture, X: Any) -> EMResult:
+    """Run EM with the (validated) options of ``gmm`` on in-memory frames X (n, D); ``gmm`` is not changed."""
     try:
         X = np.asarray(X)
     except (TypeError, ValueError) as exc:
@@ -59,15 +104,15 @@ def fit_array(gmm: GaussianMixture, X: Any) -> None:
         raise DataError(f"X: expected numeric frames, got dtype {X.dtype}")
     if X.dtype.kind != "f":
         X = X.astype(np.float64)
-    _fit(gmm, ArrayData(X, gmm.chunk_size, gmm.n_jobs), where="X")
+    return _fit(gmm, ArrayData(X, gmm.chunk_size, gmm.n_jobs), where="X")
 
 
-def fit_sources(gmm: GaussianMixture, sources: Sequence[Callable[[], Iterable[Any]]]) -> None:
-    """Fit ``gmm`` (options already validated) on a sequence of chunk sources."""
-    _fit(gmm, StreamData(sources, gmm.chunk_size, gmm.n_jobs), where="fit_stream")
+def fit_sources(gmm: GaussianMixture, sources: Sequence[Callable[[], Iterable[Any]]]) -> EMResult:
+    """Run EM with the (validated) options of ``gmm`` on a sequence of chunk sources; ``gmm`` is not changed."""
+    return _fit(gmm, StreamData(sources, gmm.chunk_size, gmm.n_jobs), where="fit_stream")
 
 
-def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> None:
+def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> EMResult:
     K, cov_type = int(gmm.n_components), gmm.covariance_type
     dtype = _resolve_dtype(gmm.dtype, cov_type)
     ss = _seed_sequence(gmm.random_state)
@@ -143,15 +188,17 @@ def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> N
             ck.save(run, best)
     assert best is not None
 
-    gmm._set_params(best.params)
-    gmm.converged_ = bool(best.converged)
-    gmm.n_iter_ = len(best.history)
-    gmm.lower_bound_ = float(best.lower_bound)
-    gmm.history_ = list(best.history)
-    gmm.split_history_ = list(best.split_history)
-    gmm.variance_floor_ = floor
-    gmm.n_reseeded_ = int(best.n_reseeded)
-    gmm.n_frames_ = int(n_total)
+    result = EMResult(
+        params=best.params,
+        converged=bool(best.converged),
+        n_iter=len(best.history),
+        lower_bound=float(best.lower_bound),
+        history=list(best.history),
+        split_history=list(best.split_history),
+        variance_floor=floor,
+        n_reseeded=int(best.n_reseeded),
+        n_frames=int(n_total),
+    )
     if ck is not None:
         ck.remove()
     if not best.converged and gmm.max_iter > 0:
@@ -161,6 +208,7 @@ def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> N
             ConvergenceWarning,
             stacklevel=3,
         )
+    return result
 
 
 def _last_change(history: list[float]) -> float:

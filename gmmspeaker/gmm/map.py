@@ -3,9 +3,12 @@
 This module holds the MAP maths and enrolment; the container of adapted models and its
 file format live in :mod:`gmmspeaker.gmm.speaker_models` (re-exported here).
 
-The UBM is any object with attributes ``weights_`` (K,), ``means_`` (K, D) and
-``covariances_`` (K, D) holding diagonal variances (a full-covariance UBM of shape
-(K, D, D) is accepted for mean and weight adaptation only).
+The UBM is gmmspeaker's ``GaussianMixture``, a scikit-learn ``GaussianMixture`` or any
+object with ``weights_`` (K,), ``means_`` (K, D), ``covariances_`` and ``covariance_type``
+(read by :func:`gmmspeaker.gmm.params.as_params`). Means and weights can be adapted with
+any covariance type (diag, spherical, full, tied); variances only with a diagonal or
+spherical UBM (adapted variances are diagonal, (K, D)); anything else raises
+:class:`~gmmspeaker.errors.ModelError`.
 
 Equations, for component k with statistics ``n_k``, ``f_k``, ``s_k`` and relevance ``r``::
 
@@ -18,6 +21,17 @@ Equations, for component k with statistics ``n_k``, ``f_k``, ``s_k`` and relevan
 The variance update is evaluated in the algebraically equal, cancellation-free form
 ``alpha E[(x - mu)^2] + (1 - alpha) var - alpha^2 (E[x] - mu)^2`` so that ``alpha = 0``
 returns the UBM variances exactly.
+
+Variances without means (``adapt: [variances]``, or ``[weights, variances]``): the model
+keeps the UBM means, so its variances are taken about the UBM means::
+
+    var_k'   = alpha_k E_k[(x - mu_k)^2] + (1 - alpha_k) var_k                    (floored)
+
+This is the MAP estimate of the variance when the mean is fixed at ``mu_k`` (the ML
+variance about a known mean is ``E[(x - mu)^2]``), so the stored model -- UBM means,
+these variances -- is the one the statistics were adapted for. (The formula above would
+measure the variance about an adapted mean that is not stored, which makes the model
+too narrow wherever the data's mean moved.)
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import numpy.typing as npt
 
 from gmmspeaker._typing import FloatArray
 from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.gmm.params import as_params
 from gmmspeaker.gmm.speaker_models import AdaptedModel, SpeakerModels, ubm_fingerprint
 from gmmspeaker.gmm.stats import Stats
 
@@ -70,21 +85,13 @@ def _check_relevance(relevance: float) -> float:
     return r
 
 
-def _ubm_arrays(ubm: Any) -> tuple[FloatArray, FloatArray, FloatArray]:
-    try:
-        w = np.asarray(ubm.weights_, dtype=np.float64)
-        mu = np.asarray(ubm.means_, dtype=np.float64)
-        cov = np.asarray(ubm.covariances_, dtype=np.float64)
-    except AttributeError as exc:
-        raise ModelError(f"UBM {type(ubm).__name__} lacks weights_/means_/covariances_: {exc}") from None
-    if mu.ndim != 2 or w.shape != (mu.shape[0],):
-        raise ModelError(f"UBM parameters have inconsistent shapes: weights {w.shape}, means {mu.shape}")
-    ctype = getattr(ubm, "covariance_type", None)
-    if ctype in ("full", "tied"):
-        return w, mu, cov  # fine for means/weights; variance adaptation refuses it
-    if cov.shape == (mu.shape[0],):  # spherical: one variance per component
-        cov = np.repeat(cov[:, None], mu.shape[1], axis=1)
-    return w, mu, cov
+def _ubm_arrays(ubm: Any) -> tuple[FloatArray, FloatArray, FloatArray, str]:
+    """UBM weights (K,), means (K, D), covariances and type; spherical variances as (K, D)."""
+    params = as_params(ubm)
+    cov = params.covariances
+    if params.covariance_type == "spherical":
+        cov = params.diag_variances()
+    return params.weights, params.means, cov, params.covariance_type
 
 
 def _adapt_arrays(
@@ -121,9 +128,11 @@ def _adapt_arrays(
 
     variances = None
     if "variances" in adapt and s is not None and var is not None:
-        d = ex - mu
         centred = s / n_safe[..., None] - 2.0 * mu * ex + mu * mu  # E[(x - mu)^2]
-        variances = a * centred + (1.0 - a) * var - (a * a) * d * d
+        variances = a * centred + (1.0 - a) * var
+        if "means" in adapt:  # about the adapted mean: minus (mu' - mu)^2 = alpha^2 (E[x] - mu)^2
+            d = ex - mu
+            variances -= (a * a) * d * d
         variances = np.maximum(variances, variance_floor)
     return means, weights, variances
 
@@ -144,12 +153,15 @@ def map_adapt(
         Statistics under the UBM: ``n`` (K,), ``f`` (K, D) and, to adapt variances,
         diagonal ``s`` (K, D).
     ubm : object
-        Has ``weights_`` (K,), ``means_`` (K, D), ``covariances_`` (K, D) diagonal variances.
+        ``weights_`` (K,), ``means_`` (K, D), ``covariances_`` and ``covariance_type``
+        (gmmspeaker's or scikit-learn's ``GaussianMixture``); variance adaptation needs a
+        diagonal or spherical one.
     relevance : float, default 16
         Relevance factor ``r >= 0``. ``math.inf`` returns the UBM exactly; ``0`` returns the
         maximum-likelihood estimates for components with ``n > 0``.
     adapt : collection of {"means", "weights", "variances"}, default ("means",)
-        Parameters to adapt.
+        Parameters to adapt. Variances without means are taken about the UBM means (see
+        the module docstring).
     variance_floor : float or ndarray (D,), optional
         Lower bound of adapted variances. Default: ``1e-3`` times the smallest UBM
         variance of each dimension.
@@ -167,12 +179,12 @@ def map_adapt(
         Statistics that do not match the UBM, are not finite, or lack the diagonal
         second-order statistics needed for variance adaptation.
     ModelError
-        A UBM without the needed parameters, or a full-covariance UBM with variance
-        adaptation.
+        A UBM without the needed parameters, or a full- or tied-covariance UBM with
+        variance adaptation.
     """
     r = _check_relevance(relevance)
     chosen = _check_adapt(adapt)
-    w, mu, cov = _ubm_arrays(ubm)
+    w, mu, cov, ctype = _ubm_arrays(ubm)
     n = np.asarray(stats.n, dtype=np.float64)
     f = np.asarray(stats.f, dtype=np.float64)
     if n.shape != w.shape or f.shape != mu.shape:
@@ -186,9 +198,11 @@ def map_adapt(
     var = None
     floor: FloatArray | float = 0.0
     if "variances" in chosen:
-        if cov.shape != mu.shape or getattr(ubm, "covariance_type", None) in ("full", "tied"):
+        if ctype not in ("diag", "spherical"):
             raise ModelError(
-                f"variance adaptation needs a diagonal (or spherical) UBM; covariances have shape {cov.shape}"
+                f"MAP: variance adaptation needs a diagonal (or spherical) UBM; this "
+                f"{type(ubm).__name__} has {ctype!r} covariances of shape {cov.shape}; adapt only "
+                "means and weights with it, or train a diagonal UBM"
             )
         if stats.s is None or np.shape(stats.s) != mu.shape:
             raise DataError(
@@ -259,15 +273,13 @@ def enroll(
 
 def _model_stats(ubm: Any, utterances: Sequence[FloatArray], second_order: bool) -> Stats:
     """Pooled statistics of one model's enrollment utterances (runs in a worker)."""
-    from gmmspeaker.gmm.stats import MixtureParams, accumulate
+    from gmmspeaker.gmm.stats import accumulate
 
-    gmm = ubm
-    if getattr(ubm, "_params", None) is None and not isinstance(ubm, MixtureParams):
-        w, mu, cov = _ubm_arrays(ubm)
-        gmm = MixtureParams(weights=w, means=mu, covariances=cov, covariance_type="diag")
+    params = as_params(ubm)
+    dtype = getattr(ubm, "dtype", None)  # gmmspeaker's precision option; None: by covariance type
     total: Stats | None = None
     for X in utterances:
-        st = accumulate(np.asarray(X), gmm, second_order=second_order)
+        st = accumulate(np.asarray(X), params, second_order=second_order, dtype=dtype)
         total = st if total is None else total + st
     assert total is not None
     return total

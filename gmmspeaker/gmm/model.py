@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from gmmspeaker.gmm.stats import (
     frame_loglik,
     log_densities,
 )
+
+if TYPE_CHECKING:
+    from gmmspeaker.gmm.em import EMResult
 
 __all__ = ["GaussianMixture", "INITS"]
 
@@ -277,7 +280,7 @@ class GaussianMixture:
         from gmmspeaker.gmm.em import fit_array
 
         self._validate_config()
-        fit_array(self, X)
+        self._apply(fit_array(self, X))
         return self
 
     def fit_stream(self, sources: Sequence[Callable[[], Iterable[np.ndarray]]]) -> GaussianMixture:
@@ -299,8 +302,20 @@ class GaussianMixture:
         from gmmspeaker.gmm.em import fit_sources
 
         self._validate_config()
-        fit_sources(self, sources)
+        self._apply(fit_sources(self, sources))
         return self
+
+    def _apply(self, result: EMResult) -> None:
+        """Take the fitted parameters and the training trace of an EM run."""
+        self._set_params(result.params)
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound
+        self.history_ = list(result.history)
+        self.split_history_ = list(result.split_history)
+        self.variance_floor_ = result.variance_floor
+        self.n_reseeded_ = result.n_reseeded
+        self.n_frames_ = result.n_frames
 
     # -- fitted state -------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -309,9 +324,19 @@ class GaussianMixture:
                 "this GaussianMixture is not fitted yet; call fit, fit_stream, load or from_params"
             )
 
-    def _params(self) -> MixtureParams:
+    def to_params(self) -> MixtureParams:
+        """The fitted parameters as :class:`~gmmspeaker.gmm.stats.MixtureParams` (float64).
+
+        Raises
+        ------
+        ModelError
+            The model is not fitted.
+        """
         self._check_fitted()
         return MixtureParams(self.weights_, self.means_, self.covariances_, self.covariance_type)
+
+    # kept until gmm.stats.as_params reads the public attributes (no other caller)
+    _params = to_params
 
     def _set_params(self, params: MixtureParams) -> None:
         self.weights_ = np.asarray(params.weights, dtype=np.float64)
@@ -353,7 +378,7 @@ class GaussianMixture:
     # -- scoring ------------------------------------------------------------------------
     def score_samples(self, X: FloatArray) -> FloatArray:
         """Log-density ``log p(x_t)`` of each frame, shape (n_frames,), float64."""
-        return frame_loglik(X, self._params(), chunk_size=self.chunk_size, dtype="float64")
+        return frame_loglik(X, self.to_params(), chunk_size=self.chunk_size, dtype="float64")
 
     def score(self, X: FloatArray) -> float:
         """Mean log-density per frame (float)."""
@@ -363,13 +388,13 @@ class GaussianMixture:
         """Posterior probabilities of the components, shape (n_frames, K), float64."""
         from scipy.special import logsumexp
 
-        L = log_densities(X, self._params(), chunk_size=self.chunk_size, dtype="float64")
+        L = log_densities(X, self.to_params(), chunk_size=self.chunk_size, dtype="float64")
         L -= logsumexp(L, axis=1, keepdims=True)
         return np.exp(L, out=L)
 
     def predict(self, X: FloatArray) -> IntArray:
         """Most probable component of each frame, shape (n_frames,), int64."""
-        params = self._params()
+        params = self.to_params()
         X = _check_block(X, params.n_dims)
         out = np.empty(X.shape[0], dtype=np.int64)
         for a, b in _blocks(X.shape[0], self.chunk_size):
@@ -387,7 +412,7 @@ class GaussianMixture:
         labels : ndarray, shape (n_samples,), int64
             Component of each draw.
         """
-        params = self._params()
+        params = self.to_params()
         if n_samples < 1:
             raise ConfigError(f"sample: n_samples must be >= 1, got {n_samples}")
         rng = np.random.default_rng(random_state)
@@ -440,7 +465,7 @@ class GaussianMixture:
 
         from gmmspeaker import __version__
 
-        params = self._params()
+        params = self.to_params()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
