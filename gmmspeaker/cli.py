@@ -21,9 +21,9 @@ logger = logging.getLogger("gmmspeaker.cli")
 
 def _load_yaml_mapping(path: str, section: str | None = None) -> dict[str, Any]:
     """A YAML file of options (or one section of a recipe-shaped file), loaded like a recipe."""
-    from gmmspeaker.recipe.config import _load_yaml, _Where
+    from gmmspeaker.recipe.config import Where, load_yaml
 
-    data = _load_yaml(Path(path), _Where())
+    data = load_yaml(Path(path), Where())
     if section is not None and isinstance(data.get(section), dict):
         return dict(data[section])
     return data

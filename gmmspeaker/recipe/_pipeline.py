@@ -13,7 +13,7 @@ from gmmspeaker import __version__
 from gmmspeaker._io import atomic_write_json
 from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe.config import STAGES, Recipe
-from gmmspeaker.recipe.runner import _hash
+from gmmspeaker.recipe.fingerprint import stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Pipeline:
                 "keys": [t.target for t in self.trials],
                 "dev_keys": [t.target for t in self.dev_trials],
             }
-        fp = _hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
+        fp = stable_hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
         self._fp[stage] = fp
         return fp
 

@@ -10,7 +10,6 @@ override. A lock file keeps two runs out of one workdir.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -29,10 +28,6 @@ from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
 __all__ = ["run_recipe", "RunResult", "workdir_for"]
 
 logger = logging.getLogger(__name__)
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def workdir_for(recipe: Recipe, workdir: PathLike | None = None) -> Path:

@@ -136,11 +136,11 @@ def _enroll_batch(
     """Worker: [(model_id, store items of its utterances)] -> [(model_id, AdaptedModel)]."""
     from gmmspeaker.gmm.map import map_adapt
     from gmmspeaker.gmm.stats import accumulate
-    from gmmspeaker.store import _iter_utterances
+    from gmmspeaker.store import iter_utterances
 
     out = []
     for model_id, items in batch:
-        X = np.concatenate([x for _, x in _iter_utterances(store_dir, items)])
+        X = np.concatenate([x for _, x in iter_utterances(store_dir, items)])
         stats = accumulate(X, ubm, second_order="variances" in adapt)
         out.append((model_id, map_adapt(stats, ubm, relevance=relevance, adapt=adapt)))
     return out
@@ -171,7 +171,7 @@ def enroll_models(
     # workers get the store locations of their frames (not the whole manifest)
     work: list[tuple[str, list[tuple[str, str, int, int]]]] = []
     for e in enrollments:
-        items = [store._item(u.utt_id) for u in e.utterances if u.utt_id in store]
+        items = [store.item(u.utt_id) for u in e.utterances if u.utt_id in store]
         if not items:
             raise DataError(
                 f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has features"
@@ -211,9 +211,9 @@ def _score_block(
     not grow with the number of enrolled speakers.
     """
     from gmmspeaker.scoring.llr import ScoringContext, score_prepared
-    from gmmspeaker.store import _iter_utterances
+    from gmmspeaker.store import iter_utterances
 
-    feats = dict(_iter_utterances(store_dir, [item for item, _, _ in block]))
+    feats = dict(iter_utterances(store_dir, [item for item, _, _ in block]))
     ctx = ScoringContext.build(ubm, models)
     out = []
     for item, trial_idx, rows in block:
@@ -351,7 +351,7 @@ def _score_groups(
         needed = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for _, _, m in block]))
         row_of = np.full(len(models.model_ids), -1, dtype=np.int64)
         row_of[needed] = np.arange(needed.size)
-        local = [(store._item(u), i, row_of[np.asarray(m, dtype=np.int64)].tolist()) for u, i, m in block]
+        local = [(store.item(u), i, row_of[np.asarray(m, dtype=np.int64)].tolist()) for u, i, m in block]
         return delayed(_score_block)(str(store.path), local, ubm, models.subset(needed), method, top_c)
 
     results = Parallel(n_jobs=jobs, return_as="generator")(task(block) for _, block in todo)
