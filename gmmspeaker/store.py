@@ -252,16 +252,26 @@ class FeatureStore:
         yield from _iter_chunks(str(self.path), [self.item(u) for u in ids], chunk_frames)
 
     def sources(
-        self, utt_ids: Sequence[str] | None = None, *, n_parts: int = 8, chunk_frames: int = 20_000
+        self,
+        utt_ids: Sequence[str] | None = None,
+        *,
+        n_parts: int = 8,
+        chunk_frames: int = 20_000,
+        unit_frames: int | None = None,
     ) -> list[Callable[[], Iterator[np.ndarray]]]:
         """Split ``utt_ids`` into ``n_parts`` picklable chunk factories (for parallel EM).
 
-        The split depends only on the ids and ``n_parts``, never on the number of jobs,
-        so statistics summed over the parts do not depend on the parallelism.
+        The split depends only on the ids, ``n_parts`` and ``unit_frames``, never on the
+        number of jobs, so statistics summed over the parts do not depend on the
+        parallelism. With ``unit_frames``, there are at least ``ceil(total frames /
+        unit_frames)`` parts (so large data gives enough work units for many workers).
         """
         ids = self.ids if utt_ids is None else list(utt_ids)
         if not ids:
             raise DataError(f"{self.path}: no utterances to stream")
+        if unit_frames is not None:
+            total = sum(self.n_frames(u) for u in ids)
+            n_parts = max(n_parts, -(-total // max(1, int(unit_frames))))
         n_parts = max(1, min(n_parts, len(ids)))
         bounds = np.linspace(0, len(ids), n_parts + 1).round().astype(int)
         return [

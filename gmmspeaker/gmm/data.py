@@ -4,7 +4,6 @@ chunks) or a sequence of chunk sources (joblib workers)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -164,7 +163,17 @@ def source_stats(
 
 
 def n_workers(n_jobs: int) -> int:
-    return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+    """Workers for ``n_jobs``: itself, or for -1 the CPUs this process may really use.
+
+    -1 counts what the machine offers *to this process*: the CPU affinity mask and the
+    container (cgroup) CPU quota, as ``joblib.cpu_count`` reports them -- not
+    ``os.cpu_count()``, which counts every core of the host.
+    """
+    if n_jobs != -1:
+        return int(n_jobs)
+    from joblib import cpu_count
+
+    return max(1, int(cpu_count()))
 
 
 class ArrayData:
@@ -227,7 +236,7 @@ class StreamData:
         return out
 
     def stats(self, params: MixtureParams, dtype: np.dtype) -> Stats:
-        blas = None if self.n_jobs <= 1 else max(1, (os.cpu_count() or 1) // self.n_jobs)
+        blas = None if self.n_jobs <= 1 else max(1, n_workers(-1) // self.n_jobs)
         parts = self._map(
             source_stats,
             [

@@ -226,9 +226,66 @@ def _run_em(
     checkpoint: Checkpoint | None,
     init_seed: np.random.SeedSequence,
 ) -> None:
-    """Advance ``run`` to completion, one EM iteration (or one split) at a time."""
+    """Advance ``run`` to completion, one EM iteration (or one split) at a time.
+
+    With ``gmm.progress`` a tqdm bar on stderr advances per EM iteration and shows the
+    current size and mean log-likelihood per frame.
+    """
+    from tqdm import tqdm
+
+    with tqdm(
+        total=_iterations_left(gmm, run),
+        desc=f"EM run {run.init_index}",
+        unit="iter",
+        disable=not gmm.progress,
+        dynamic_ncols=True,
+    ) as bar:
+        _em_loop(
+            gmm,
+            data,
+            run,
+            best,
+            floor=floor,
+            dtype=dtype,
+            checkpoint=checkpoint,
+            init_seed=init_seed,
+            bar=bar,
+        )
+    logger.info(
+        "EM run %d: %d iterations at %d components, mean log-lik %.6f%s",
+        run.init_index,
+        len(run.history),
+        run.params.n_components,
+        run.lower_bound,
+        " (converged)" if run.converged else "",
+    )
+
+
+def _iterations_left(gmm: GaussianMixture, run: EMRun) -> int:
+    """Upper bound of the EM iterations ``run`` still has to do (splitting levels included)."""
+    K, k = int(gmm.n_components), run.params.n_components
+    main = max(int(gmm.max_iter) - len(run.history), 0)
+    if run.phase != "split" or k >= K:
+        return main
+    levels = int(np.ceil(np.log2(K / k)))
+    per_level = min(SPLIT_ITERS, max(int(gmm.max_iter), 1))
+    return levels * per_level - run.level_iter + main
+
+
+def _em_loop(
+    gmm: GaussianMixture,
+    data: ArrayData | StreamData,
+    run: EMRun,
+    best: EMRun | None,
+    *,
+    floor: FloatArray,
+    dtype: np.dtype,
+    checkpoint: Checkpoint | None,
+    init_seed: np.random.SeedSequence,
+    bar: Any,
+) -> None:
     K = int(gmm.n_components)
-    log = logger.info if gmm.progress else logger.debug
+    log = logger.debug
     while not run.done:
         if run.phase == "split":
             k = run.params.n_components
@@ -292,6 +349,8 @@ def _run_em(
                 ll,
                 "-" if prev is None else f"{ll - prev:.3g}",
             )
+        bar.update(1)
+        bar.set_postfix_str(f"K={run.params.n_components} loglik={ll:.4f}", refresh=False)
         run.params = params
         run.n_reseeded += len(reseeded)
         run.last_reseeded = bool(reseeded)

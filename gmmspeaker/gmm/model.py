@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 INITS = ("kmeans++", "random", "split")
 _FORMAT = "gmmspeaker.GaussianMixture"
+#: Stored config keys that load() does not pass to the constructor (the first three are
+#: read from the arrays or meaningless after training; the rest belong to the machine).
+_NOT_RESTORED = ("n_components", "covariance_type", "init", "n_jobs", "checkpoint", "progress")
 _FORMAT_VERSION = 1
 
 
@@ -131,12 +134,15 @@ class GaussianMixture:
         Seed of every random choice (subsample, seeds, restarts).
     n_jobs : int
         Workers: threads over chunks for :meth:`fit`, processes (joblib) over sources for
-        :meth:`fit_stream`; -1 = all cores. Results do not depend on it (beyond rounding).
+        :meth:`fit_stream`; -1 = the CPUs this process may use (affinity and container
+        limits, ``joblib.cpu_count()``). Results do not depend on it. Not saved with the model.
     checkpoint : path-like or None
         HDF5 file written after every EM iteration; a later fit with the same settings and
         data resumes from it. Removed when the fit completes.
     progress : bool
-        Log one INFO line per EM iteration with the log-likelihood.
+        Show a tqdm progress bar (on stderr) advancing per EM iteration with the current
+        mean log-likelihood per frame. Off by default; like ``n_jobs`` and ``checkpoint``
+        it is a setting of the run, not saved with the model.
 
     Attributes
     ----------
@@ -193,7 +199,11 @@ class GaussianMixture:
 
     # -- configuration ------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        """The constructor options as JSON-friendly values (a Generator seed becomes None)."""
+        """The model's constructor options as JSON-friendly values (a Generator seed becomes None).
+
+        Settings of the machine or the run -- ``n_jobs``, ``checkpoint``, ``progress`` --
+        are not part of it: they are not saved into a model file nor restored on load.
+        """
         init = self.init if isinstance(self.init, str) else "given"
         rs = self.random_state if isinstance(self.random_state, (int, np.integer)) else None
         return {
@@ -209,7 +219,6 @@ class GaussianMixture:
             "dtype": None if self.dtype is None else str(np.dtype(self.dtype)),
             "chunk_size": int(self.chunk_size),
             "random_state": None if rs is None else int(rs),
-            "n_jobs": int(self.n_jobs),
         }
 
     def _validate_config(self) -> None:
@@ -525,7 +534,8 @@ class GaussianMixture:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path}: cannot read model ({exc})") from exc
         w, mu, cov = validate_params(w, mu, cov, cov_type, where=str(path))
-        options = {k: v for k, v in config.items() if k not in ("n_components", "covariance_type", "init")}
+        # files written before n_jobs was dropped from the config still carry it: ignored
+        options = {k: v for k, v in config.items() if k not in _NOT_RESTORED}
         try:
             gmm = cls(mu.shape[0], covariance_type=cov_type, **options)
         except TypeError as exc:

@@ -40,6 +40,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: UBM training: at least one work unit (joblib task per EM pass) per this many frames.
+UBM_UNIT_FRAMES = 200_000
+
 
 def _progress(iterable: Any, *, total: int, desc: str, unit: str, enabled: bool) -> Any:
     if not enabled:
@@ -75,8 +78,10 @@ def train_ubm(
 ) -> GaussianMixture:
     """Train a diagonal-covariance UBM by EM on the frames of ``utt_ids``, streamed from ``store``.
 
-    The frames are split into ``n_parts`` fixed parts (map-reduce over joblib workers); the
-    split does not depend on ``jobs``, so neither does the model. ``max_frames`` keeps a
+    The frames are split into fixed work units (map-reduce over joblib workers): at least
+    ``n_parts``, and at least one per ``UBM_UNIT_FRAMES`` frames, so ``jobs`` may exceed
+    ``n_parts`` on large data; the split does not depend on ``jobs``, so neither does the
+    model. ``max_frames`` keeps a
     seeded random subset of utterances with about that many frames. ``tol=None`` runs
     exactly ``iterations`` EM iterations (as speaker toolkits do), without a convergence
     warning; a number stops early when the mean log-likelihood gains less than it.
@@ -109,7 +114,7 @@ def train_ubm(
         checkpoint=checkpoint,
         progress=progress,
     )
-    sources = store.sources(ids, n_parts=n_parts, chunk_frames=chunk_frames)
+    sources = store.sources(ids, n_parts=n_parts, chunk_frames=chunk_frames, unit_frames=UBM_UNIT_FRAMES)
     if tol is None:
         import warnings
 
