@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gmmspeaker._typing import FloatArray, PathLike
-from gmmspeaker.gmm.stats import MixtureParams
+from gmmspeaker.gmm.params import MixtureParams
 
 __all__ = ["EMRun", "Checkpoint"]
 

@@ -13,14 +13,16 @@ import numpy as np
 
 from gmmspeaker._typing import FloatArray
 from gmmspeaker.errors import ConfigError, DataError
-from gmmspeaker.gmm.stats import (
-    MixtureParams,
+from gmmspeaker.gmm.kernel import (
     Stats,
-    _accumulate_prepared,
-    _blocks,
-    _prepare,
-    _unshift,
+    accumulate_prepared,
+    blocks,
+    prep_is_full,
+    prepare,
+    prepared_stats,
+    unshift,
 )
+from gmmspeaker.gmm.params import MixtureParams
 
 __all__ = ["ArrayData", "StreamData", "SourceSummary", "merge_moments", "n_workers"]
 
@@ -133,7 +135,7 @@ def source_stats(
     else:
         ctx = nullcontext()
     with ctx:
-        prep = _prepare(params, dtype)
+        prep = prepare(params, dtype)
         total = None
         for chunk in call_source(source, index):
             X = np.asarray(chunk)
@@ -143,7 +145,7 @@ def source_stats(
                 raise DataError(f"source {index}: {X.shape[1]} dimensions, expected {params.n_dims}")
             if X.dtype.kind != "f":
                 X = X.astype(np.float64)
-            part = _accumulate_prepared(X, prep, True, chunk_size, 1)
+            part = accumulate_prepared(X, prep, True, chunk_size, 1)
             if total is None:
                 total = part
             else:
@@ -159,7 +161,7 @@ def source_stats(
             f"source {index}: yielded {got} frames in this pass but {n_expected} in the first; "
             "a source must yield the same frames on every call"
         )
-    return _unshift(total, prep.shift, params.covariance_type in ("full", "tied"))
+    return unshift(total, prep.shift, prep_is_full(prep))
 
 
 def n_workers(n_jobs: int) -> int:
@@ -190,14 +192,13 @@ class ArrayData:
         X = self.X
         if X.ndim != 2:
             raise DataError(f"X: expected a 2-D (frames, dims) array, got shape {X.shape}")
-        chunks = (X[a:b] for a, b in _blocks(X.shape[0], self.chunk_size))
+        chunks = (X[a:b] for a, b in blocks(X.shape[0], self.chunk_size))
         return [summarize_chunks(chunks, m=m, seed=seeds[0], where="X", dim=X.shape[1])]
 
     def stats(self, params: MixtureParams, dtype: np.dtype) -> Stats:
-        prep = _prepare(params, dtype)
-        full = params.covariance_type in ("full", "tied")
-        return _unshift(
-            _accumulate_prepared(self.X, prep, True, self.chunk_size, self.n_threads), prep.shift, full
+        prep = prepare(params, dtype)
+        return prepared_stats(
+            self.X, prep, second_order=True, chunk_size=self.chunk_size, n_threads=self.n_threads
         )
 
 

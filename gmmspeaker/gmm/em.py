@@ -26,8 +26,9 @@ from gmmspeaker.errors import ConfigError, ConvergenceWarning, DataError
 from gmmspeaker.gmm.checkpoint import Checkpoint, EMRun
 from gmmspeaker.gmm.data import ArrayData, StreamData, merge_moments
 from gmmspeaker.gmm.init import initial_params, kmeans_plusplus, split_components
+from gmmspeaker.gmm.kernel import blocks, resolve_dtype
 from gmmspeaker.gmm.mstep import m_step
-from gmmspeaker.gmm.stats import MixtureParams, _blocks, _resolve_dtype, as_params
+from gmmspeaker.gmm.params import MixtureParams, as_params
 
 if TYPE_CHECKING:
     from gmmspeaker.gmm.model import GaussianMixture
@@ -114,7 +115,7 @@ def fit_sources(gmm: GaussianMixture, sources: Sequence[Callable[[], Iterable[An
 
 def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> EMResult:
     K, cov_type = int(gmm.n_components), gmm.covariance_type
-    dtype = _resolve_dtype(gmm.dtype, cov_type)
+    dtype = resolve_dtype(gmm.dtype, cov_type)
     ss = _seed_sequence(gmm.random_state)
     seq_sample, seq_combine, seq_inits = ss.spawn(3)
     init_seeds = seq_inits.spawn(gmm.n_init)
@@ -360,5 +361,5 @@ def _em_loop(
 
 def iter_array_chunks(X: FloatArray, chunk_size: int) -> Iterator[FloatArray]:
     """Chunks of rows of X (a helper to build sources from arrays or memmaps)."""
-    for a, b in _blocks(np.asarray(X).shape[0], chunk_size):
+    for a, b in blocks(np.asarray(X).shape[0], chunk_size):
         yield X[a:b]

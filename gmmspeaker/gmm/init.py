@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from gmmspeaker._typing import FloatArray
+from gmmspeaker.gmm.kernel import Stats, blocks
 from gmmspeaker.gmm.mstep import SPLIT_EPS, component_sd, m_step
-from gmmspeaker.gmm.stats import MixtureParams, Stats, _blocks
+from gmmspeaker.gmm.params import MixtureParams
 
 __all__ = ["kmeans_plusplus", "split_components", "initial_params", "hard_stats", "global_params"]
 
@@ -127,7 +128,7 @@ def initial_params(
     seeds = sample[kmeans_plusplus(sample, K, rng)]
     labels = np.empty(sample.shape[0], dtype=np.int64)
     c2 = (seeds**2).sum(1)
-    for a, b in _blocks(sample.shape[0], 8192):
+    for a, b in blocks(sample.shape[0], 8192):
         labels[a:b] = (c2[None, :] - 2.0 * sample[a:b] @ seeds.T).argmin(1)
     stats = hard_stats(sample, labels, K, covariance_type)
     params, _ = m_step(stats, covariance_type=covariance_type, floor=floor, min_weight=0.0)

@@ -46,6 +46,7 @@ import numpy.typing as npt
 
 from gmmspeaker._typing import FloatArray
 from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.gmm.kernel import check_block, prepare, prepared_stats, resolve_dtype
 from gmmspeaker.gmm.params import as_params
 from gmmspeaker.gmm.speaker_models import AdaptedModel, SpeakerModels, ubm_fingerprint
 from gmmspeaker.gmm.stats import Stats
@@ -62,6 +63,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Frames per E-step block when accumulating enrolment statistics.
+ENROLL_CHUNK = 20_000
 #: Parameters that MAP adaptation can update.
 ADAPTABLE: tuple[str, ...] = ("means", "weights", "variances")
 
@@ -83,15 +86,6 @@ def _check_relevance(relevance: float) -> float:
     if math.isnan(r) or r < 0:
         raise ConfigError(f"map relevance must be >= 0 (inf allowed), got {relevance!r}")
     return r
-
-
-def _ubm_arrays(ubm: Any) -> tuple[FloatArray, FloatArray, FloatArray, str]:
-    """UBM weights (K,), means (K, D), covariances and type; spherical variances as (K, D)."""
-    params = as_params(ubm)
-    cov = params.covariances
-    if params.covariance_type == "spherical":
-        cov = params.diag_variances()
-    return params.weights, params.means, cov, params.covariance_type
 
 
 def _adapt_arrays(
@@ -184,7 +178,9 @@ def map_adapt(
     """
     r = _check_relevance(relevance)
     chosen = _check_adapt(adapt)
-    w, mu, cov, ctype = _ubm_arrays(ubm)
+    params = as_params(ubm)
+    w, mu, ctype = params.weights, params.means, params.covariance_type
+    cov = params.diag_variances() if ctype in ("diag", "spherical") else params.covariances
     n = np.asarray(stats.n, dtype=np.float64)
     f = np.asarray(stats.f, dtype=np.float64)
     if n.shape != w.shape or f.shape != mu.shape:
@@ -273,15 +269,18 @@ def enroll(
 
 def _model_stats(ubm: Any, utterances: Sequence[FloatArray], second_order: bool) -> Stats:
     """Pooled statistics of one model's enrollment utterances (runs in a worker)."""
-    from gmmspeaker.gmm.stats import accumulate
-
     params = as_params(ubm)
-    dtype = getattr(ubm, "dtype", None)  # gmmspeaker's precision option; None: by covariance type
+    # gmmspeaker's precision option when the UBM has one; None: by covariance type
+    prep = prepare(params, resolve_dtype(getattr(ubm, "dtype", None), params.covariance_type))
     total: Stats | None = None
     for X in utterances:
-        st = accumulate(np.asarray(X), params, second_order=second_order, dtype=dtype)
+        X = check_block(X, params.n_dims)
+        if X.shape[0] == 0:
+            continue
+        st = prepared_stats(X, prep, second_order=second_order, chunk_size=ENROLL_CHUNK)
         total = st if total is None else total + st
-    assert total is not None
+    if total is None:
+        raise DataError("enroll: a model without enrollment frames")
     return total
 
 

@@ -18,14 +18,9 @@ import numpy as np
 
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, ModelError
-from gmmspeaker.gmm.stats import (
-    COVARIANCE_TYPES,
-    MixtureParams,
-    _blocks,
-    _check_block,
-    frame_loglik,
-    log_densities,
-)
+from gmmspeaker.gmm.kernel import blocks, check_block, logsumexp
+from gmmspeaker.gmm.params import COVARIANCE_TYPES, MixtureParams, covariance_shape
+from gmmspeaker.gmm.stats import frame_loglik, log_densities
 
 if TYPE_CHECKING:
     from gmmspeaker.gmm.em import EMResult
@@ -40,10 +35,6 @@ _FORMAT = "gmmspeaker.GaussianMixture"
 #: read from the arrays or meaningless after training; the rest belong to the machine).
 _NOT_RESTORED = ("n_components", "covariance_type", "init", "n_jobs", "checkpoint", "progress")
 _FORMAT_VERSION = 1
-
-
-def _cov_shape(covariance_type: str, K: int, D: int) -> tuple[int, ...]:
-    return {"diag": (K, D), "spherical": (K,), "full": (K, D, D), "tied": (D, D)}[covariance_type]
 
 
 def validate_params(
@@ -70,7 +61,7 @@ def validate_params(
     K, D = mu.shape
     if w.shape != (K,):
         raise ModelError(f"{where}: weights must have shape ({K},) to match means {mu.shape}, got {w.shape}")
-    expected = _cov_shape(covariance_type, K, D)
+    expected = covariance_shape(covariance_type, K, D)
     if cov.shape != expected:
         raise ModelError(
             f"{where}: {covariance_type} covariances must have shape {expected}, got {cov.shape}"
@@ -344,9 +335,6 @@ class GaussianMixture:
         self._check_fitted()
         return MixtureParams(self.weights_, self.means_, self.covariances_, self.covariance_type)
 
-    # kept until gmm.stats.as_params reads the public attributes (no other caller)
-    _params = to_params
-
     def _set_params(self, params: MixtureParams) -> None:
         self.weights_ = np.asarray(params.weights, dtype=np.float64)
         self.means_ = np.asarray(params.means, dtype=np.float64)
@@ -395,18 +383,16 @@ class GaussianMixture:
 
     def predict_proba(self, X: FloatArray) -> FloatArray:
         """Posterior probabilities of the components, shape (n_frames, K), float64."""
-        from scipy.special import logsumexp
-
         L = log_densities(X, self.to_params(), chunk_size=self.chunk_size, dtype="float64")
-        L -= logsumexp(L, axis=1, keepdims=True)
+        L -= logsumexp(L)[:, None]
         return np.exp(L, out=L)
 
     def predict(self, X: FloatArray) -> IntArray:
         """Most probable component of each frame, shape (n_frames,), int64."""
         params = self.to_params()
-        X = _check_block(X, params.n_dims)
+        X = check_block(X, params.n_dims)
         out = np.empty(X.shape[0], dtype=np.int64)
-        for a, b in _blocks(X.shape[0], self.chunk_size):
+        for a, b in blocks(X.shape[0], self.chunk_size):
             out[a:b] = log_densities(X[a:b], params, chunk_size=self.chunk_size).argmax(1)
         return out
 

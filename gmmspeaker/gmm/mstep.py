@@ -9,7 +9,8 @@ import numpy as np
 
 from gmmspeaker._typing import FloatArray
 from gmmspeaker.errors import ConfigError, DataError
-from gmmspeaker.gmm.stats import MixtureParams, Stats
+from gmmspeaker.gmm.kernel import Stats
+from gmmspeaker.gmm.params import MixtureParams
 
 __all__ = ["m_step", "floor_full", "component_sd", "reseed_components", "SPLIT_EPS", "MIN_COUNT"]
 

@@ -1,4 +1,4 @@
-"""Reading the parameters of any Gaussian mixture object as :class:`MixtureParams`.
+"""The parameters of a Gaussian mixture (:class:`MixtureParams`), read from any mixture object.
 
 gmmspeaker's :class:`~gmmspeaker.gmm.model.GaussianMixture`, a scikit-learn
 ``GaussianMixture`` or any object with the fitted attributes ``weights_``, ``means_``,
@@ -8,14 +8,50 @@ way the E-step, MAP adaptation and scoring take a UBM.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from gmmspeaker._typing import FloatArray
 from gmmspeaker.errors import ModelError
-from gmmspeaker.gmm.stats import COVARIANCE_TYPES, MixtureParams
 
-__all__ = ["as_params", "covariance_shape"]
+__all__ = ["MixtureParams", "COVARIANCE_TYPES", "as_params", "covariance_shape"]
+
+COVARIANCE_TYPES = ("diag", "spherical", "full", "tied")
+
+
+@dataclass(frozen=True)
+class MixtureParams:
+    """Plain parameters of a Gaussian mixture (what the E-step and the workers need).
+
+    Attributes
+    ----------
+    weights : ndarray, shape (K,), float64
+    means : ndarray, shape (K, D), float64
+    covariances : ndarray, float64
+        (K, D) diag, (K,) spherical, (K, D, D) full, (D, D) tied.
+    covariance_type : str
+    """
+
+    weights: FloatArray
+    means: FloatArray
+    covariances: FloatArray
+    covariance_type: str
+
+    @property
+    def n_components(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def n_dims(self) -> int:
+        return int(self.means.shape[1])
+
+    def diag_variances(self) -> FloatArray:
+        """Per-dimension variances (K, D) of a diag or spherical mixture."""
+        if self.covariance_type == "spherical":
+            return np.repeat(self.covariances[:, None], self.n_dims, axis=1)
+        return self.covariances
 
 
 def covariance_shape(covariance_type: str, n_components: int, n_dims: int) -> tuple[int, ...]:

@@ -72,7 +72,7 @@ def reference(tmp_path_factory):
     "stage, module, attr, n",
     [
         ("features", "gmmspeaker.store", "atomic_write_json", 2),
-        ("ubm", "gmmspeaker.gmm.em", "_Checkpoint.save", 4),
+        ("ubm", "gmmspeaker.gmm.checkpoint", "Checkpoint.save", 4),
         ("score", "gmmspeaker.recipe.stages", "_save_part", 2),
     ],
 )
