@@ -124,6 +124,14 @@ def test_to_params_and_as_params_read_any_mixture(rng, cov_type):
     np.testing.assert_array_equal(as_params(g).covariances, q.covariances)
     # the same log-likelihood through either parameter set
     np.testing.assert_allclose(g.score_samples(X), sk.score_samples(X), rtol=1e-10)
+    # the public E-step takes the scikit-learn model itself (stats.as_params is params.as_params)
+    from gmmspeaker.gmm import stats
+
+    assert stats.as_params is as_params
+    a, b = stats.accumulate(X, sk, dtype="float64"), stats.accumulate(X, g, dtype="float64")
+    np.testing.assert_array_equal(a.n, b.n)
+    np.testing.assert_array_equal(a.f, b.f)
+    assert a.loglik == pytest.approx(sk.score(X) * len(X), rel=1e-10)
     with pytest.raises(ModelError, match="not fitted"):
         GaussianMixture(2).to_params()
     with pytest.raises(ModelError, match="lacks weights_"):
