@@ -302,14 +302,34 @@ def clipped_exp(L: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     return np.exp(out, out=out)
 
 
-def shifted_exp(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """In place: ``L <- exp(L - max)`` (clipped), returns (row max, row sum) in L's dtype."""
+def _exp_minus_row_max(L: np.ndarray) -> np.ndarray:
+    """In place: ``L <- exp(max(L - row max, clip))``; returns the row maxima (L's dtype)."""
     m = L.max(axis=1)
     m[~np.isfinite(m)] = 0.0  # a frame with -inf everywhere (zero weights only) stays -inf
     L -= m[:, None]
     clipped_exp(L, out=L)
-    s = L.sum(axis=1)
-    return m, s
+    return m
+
+
+def shifted_exp(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """In place: ``L <- exp(L - max)`` (clipped), returns (row max, row sum) in L's dtype.
+
+    The unnormalised posteriors of the E-step: ``log p(x_t) = max_t + log sum_t`` and the
+    posteriors are ``L / sum_t`` (folded into the statistics GEMM by :func:`block_stats`).
+    """
+    m = _exp_minus_row_max(L)
+    return m, L.sum(axis=1)
+
+
+def posteriors(L: np.ndarray) -> np.ndarray:
+    """In place: component posteriors (T, K) from weighted log-densities ``L`` (T, K).
+
+    ``exp(L - max)`` with the underflow clip, divided by its row sum (summed in float64,
+    then rounded to L's dtype). Returns ``L``.
+    """
+    _exp_minus_row_max(L)
+    L /= L.sum(axis=1, keepdims=True, dtype=np.float64).astype(L.dtype)
+    return L
 
 
 @dataclass

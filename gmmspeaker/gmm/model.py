@@ -18,7 +18,7 @@ import numpy as np
 
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, ModelError
-from gmmspeaker.gmm.kernel import blocks, check_block, logsumexp
+from gmmspeaker.gmm.kernel import blocks, check_block, posteriors
 from gmmspeaker.gmm.params import COVARIANCE_TYPES, MixtureParams, covariance_shape
 from gmmspeaker.gmm.stats import frame_loglik, log_densities
 
@@ -384,8 +384,7 @@ class GaussianMixture:
     def predict_proba(self, X: FloatArray) -> FloatArray:
         """Posterior probabilities of the components, shape (n_frames, K), float64."""
         L = log_densities(X, self.to_params(), chunk_size=self.chunk_size, dtype="float64")
-        L -= logsumexp(L)[:, None]
-        return np.exp(L, out=L)
+        return posteriors(L)
 
     def predict(self, X: FloatArray) -> IntArray:
         """Most probable component of each frame, shape (n_frames,), int64."""

@@ -39,7 +39,7 @@ import numpy.typing as npt
 
 from gmmspeaker._typing import FloatArray, IntArray
 from gmmspeaker.errors import ConfigError, DataError, ModelError
-from gmmspeaker.gmm.kernel import PreparedDiag, clipped_exp, component_logdens, diag_ubm, logsumexp, prepare
+from gmmspeaker.gmm.kernel import PreparedDiag, component_logdens, diag_ubm, logsumexp, posteriors, prepare
 from gmmspeaker.gmm.kernel import top_c as select_top_c
 from gmmspeaker.gmm.map import SpeakerModels, ubm_fingerprint
 
@@ -286,10 +286,9 @@ def _llr_linear(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntAr
             "linear scoring is defined for mean-adapted models only; these models also "
             "adapted weights or variances (use method 'full' or 'top_c')"
         )
-    # (T, K) UBM posteriors, in dtype; clipped before exp so that no subnormal posterior
-    # (nor a subnormal product with a frame) enters the first-order statistics GEMM below.
-    post = clipped_exp(Lu - Lu.max(axis=1, keepdims=True))
-    post /= post.sum(axis=1, keepdims=True, dtype=np.float64).astype(post.dtype)
+    # (T, K) UBM posteriors, in dtype, with the kernel's underflow clip (no subnormal
+    # posterior, nor a subnormal product with a frame, enters the statistics GEMM below)
+    post = posteriors(Lu.copy())
     n = post.sum(axis=0, dtype=np.float64)
     f = (post.T @ Xd).astype(np.float64)  # (K, D)
     fc = f - n[:, None] * ctx.ubm_means  # centred first-order statistics
