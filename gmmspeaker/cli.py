@@ -385,10 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     # the same two flags after the subcommand; SUPPRESS keeps the top-level value when absent
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="as before the command"
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs"
     )
     common.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="as before the command"
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only"
     )
     sub = ap.add_subparsers(dest="command", required=True)
 
