@@ -278,3 +278,16 @@ def test_errors_name_the_model_and_the_file(trained, tmp_path):
         exp.verify("spk000", [wav(trained, "spk000", 4)], p_target=0.01)
     with pytest.raises(ModelError, match="recipe.json"):
         Experiment.open(tmp_path)
+
+
+def test_verify_reproduces_ztnorm_scores(tmp_path):
+    """ZT-norm needs all three stored cohort pieces (Z rows, cohort models, cohort-vs-cohort)."""
+    wd = build_experiment(tmp_path, normalization="ztnorm")
+    exp = Experiment.open(wd)
+    norm = _read(wd / "scores.txt")
+    raw = _read(wd / "scores.raw.txt")
+    for model, test in sorted(norm)[::9]:
+        (r,) = exp.verify(model, [wd.parent / "corpus" / f"{test}.wav"])
+        assert r.raw_llr == pytest.approx(raw[(model, test)][0], abs=2e-6)
+        assert r.score == pytest.approx(norm[(model, test)][0], abs=2e-6)
+        assert r.score != pytest.approx(r.raw_llr, abs=1e-3)
