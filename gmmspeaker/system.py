@@ -773,11 +773,26 @@ class Experiment:
         return self._ctx
 
     def raw_scores(self, X: FloatArray, rows: IntArray | None = None) -> FloatArray:
-        """Raw LLRs of models (all, or ``rows`` of :attr:`models`) on frames ``X``, shape (m,)."""
-        from gmmspeaker.scoring.llr import score_prepared
+        """Raw LLRs of models on frames ``X``.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_frames, dim)
+        rows : int array, shape (m,), optional
+            Rows of :attr:`models` (default: every model, scored in one vectorised pass).
+
+        Returns
+        -------
+        ndarray, shape (m,), float64
+        """
+        from gmmspeaker.scoring.llr import ScoringContext, score_prepared
 
         sc = self._scoring()
-        return score_prepared(X, self._context(), rows, method=sc["method"], top_c=sc["top_c"])
+        if rows is None:
+            ctx = self._context()
+        else:  # a few models (verify): prepare only those, not all M x K x D parameters
+            ctx = ScoringContext.build(self.ubm, self.models, model_index=rows)
+        return score_prepared(X, ctx, method=sc["method"], top_c=sc["top_c"])
 
     def _cohort_test(self, X: FloatArray) -> FloatArray:
         from gmmspeaker.scoring.llr import ScoringContext, score_prepared
@@ -893,10 +908,14 @@ class Experiment:
         else:
             thr = self.eer_threshold()
             source = "EER threshold of the experiment's trials on the score"
+        from gmmspeaker.scoring.llr import ScoringContext, score_prepared
+
+        ctx = ScoringContext.build(self.ubm, self.models, model_index=np.array([row]))
+        sc = self._scoring()
         out = []
         for p in paths:
             X = self.features(p)
-            raw = float(self.raw_scores(X, np.array([row]))[0])
+            raw = float(score_prepared(X, ctx, method=sc["method"], top_c=sc["top_c"])[0])
             score = self._normalize(raw, row, X)
             calibrated = float(cal(score)) if cal is not None else None
             value = calibrated if p_target is not None else score
