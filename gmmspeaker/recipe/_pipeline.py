@@ -141,7 +141,8 @@ class Pipeline:
             "features": ["features/manifest.json"],
             "ubm": ["ubm.h5"],
             "enroll": ["models.h5"],
-            "score": ["scores.txt"],
+            "score": ["scores.txt"]
+            + (["norm_cohort.h5"] if self.recipe.scoring.normalization != "none" else []),
             "evaluate": ["results.json"],
         }[stage]
         return all((self.wd / n).exists() for n in names)
@@ -267,6 +268,7 @@ class Pipeline:
         if r.scoring.normalization != "none":
             if raw_path is not None:
                 write_scores(raw_path, trials, scores)
+            used: dict[str, Any] = {}
             scores = normalize_trial_scores(
                 scores,
                 trials,
@@ -282,7 +284,24 @@ class Pipeline:
                 top_c=r.scoring.top_c,
                 jobs=r.jobs,
                 progress=self.progress,
+                cohort_out=used,
             )
+            if raw_path is not None:  # the main trials: keep what verification needs
+                from gmmspeaker.gmm.map import ubm_fingerprint
+                from gmmspeaker.system import save_norm_cohort
+
+                save_norm_cohort(
+                    self.wd,
+                    method=r.scoring.normalization,
+                    top_n=r.scoring.cohort_top_n,
+                    cohort_ids=used["cohort_ids"],
+                    model_ids=models.model_ids,
+                    ubm_fp=ubm_fingerprint(ubm),
+                    scoring={"method": r.scoring.method, "top_c": r.scoring.top_c},
+                    model_cohort=used.get("model_cohort"),
+                    cohort_cohort=used.get("cohort_cohort"),
+                    cohort_models=used.get("cohort_models"),
+                )
         return scores
 
     def _run_evaluate(self) -> dict[str, Any]:
@@ -301,6 +320,15 @@ class Pipeline:
             det_plot=det,
             name=r.experiment,
         )
+        from gmmspeaker.system import eer_threshold
+
+        key_all = [t.target for t in self.trials]
+        tar = [s for s, k in zip(scores, key_all) if k is True]
+        non = [s for s, k in zip(scores, key_all) if k is False]
+        if tar and non:
+            res["eer_threshold"] = eer_threshold(tar, non)
+        if ev.identification:
+            res["identification"] = self._identification()
         if self.dev_trials:
             import numpy as np
 
@@ -336,6 +364,31 @@ class Pipeline:
         }
         atomic_write_json(self.wd / "results.json", res)
         return {}
+
+    def _identification(self) -> dict[str, Any]:
+        """Top-1 / top-5 accuracy over the trial list's test files whose speaker is enrolled.
+
+        A test's speaker is the model of its target trial; every enrolled model is scored on
+        it in one vectorised pass (raw LLR, as ``gmmspeaker identify`` ranks).
+        """
+        from gmmspeaker.recipe.stages import score_matrix
+        from gmmspeaker.system import identification_accuracy
+
+        models = self._models()
+        row = {m: i for i, m in enumerate(models.model_ids)}
+        store = self._store()
+        truth = {
+            t.test.utt_id: row[t.model_id] for t in self.trials if t.target is True and t.model_id in row
+        }
+        tests = sorted(u for u in truth if u in store)
+        if not tests:
+            return {"n_tests": 0}
+        r = self.recipe
+        s = score_matrix(
+            store, tests, self._ubm(), models, method=r.scoring.method, top_c=r.scoring.top_c, jobs=r.jobs
+        )
+        acc = identification_accuracy(s, [truth[u] for u in tests], ks=(1, 5))
+        return {**acc, "n_tests": len(tests), "n_models": len(models.model_ids)}
 
     def finalize(self, seconds: dict[str, float]) -> dict[str, Any]:
         path = self.wd / "results.json"
