@@ -18,14 +18,13 @@ means times them ``mu_k / var_k`` (``<MEANS_INVVARS>``), the weights and the con
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gmmspeaker._io import atomic_write_text
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ModelError
 
@@ -411,12 +410,4 @@ def write_kaldi_diag_gmm(
         "<INV_VARS> " + "\n".join(matrix(inv_var)),
         "</DiagGMM> ",
     ]
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "\n".join(lines) + "\n")
