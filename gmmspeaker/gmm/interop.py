@@ -90,14 +90,10 @@ def _precision_cholesky(covariances: FloatArray, covariance_type: str) -> tuple[
     covariance; for diag and spherical ``1 / sqrt(var)`` and ``1 / var``."""
     if covariance_type in ("diag", "spherical"):
         return 1.0 / np.sqrt(covariances), 1.0 / covariances
-    from scipy.linalg import solve_triangular
-
     covs = covariances[None] if covariance_type == "tied" else covariances
-    D = covs.shape[-1]
-    chol = np.empty_like(covs)
-    for k in range(covs.shape[0]):  # one triangular solve per component (model set-up, not a hot path)
-        L = np.linalg.cholesky(covs[k])
-        chol[k] = solve_triangular(L, np.eye(D), lower=True).T
+    L = np.linalg.cholesky(covs)  # batched over components
+    eye = np.broadcast_to(np.eye(covs.shape[-1]), covs.shape)
+    chol = np.swapaxes(np.tril(np.linalg.solve(L, eye)), -1, -2)  # inv(L)^T, upper triangular
     prec = chol @ np.swapaxes(chol, -1, -2)
     if covariance_type == "tied":
         return chol[0], prec[0]

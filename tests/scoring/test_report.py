@@ -159,3 +159,37 @@ def test_report_without_matplotlib_keeps_the_tables(tmp_path: Path, monkeypatch:
     out = report.write_experiment_report(tmp_path, res)
     text = out.read_text()
     assert "12.34 %" in text and "0.5000" in text and "<img" not in text
+
+
+def test_calibrated_experiment_shows_the_bayes_threshold(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from gmmspeaker.corpora.synthetic import SyntheticCorpusConfig, generate_corpus
+    from gmmspeaker.recipe.runner import run_recipe
+    from tests.helpers import REPO
+
+    corpus = tmp_path / "corpus"
+    generate_corpus(
+        corpus,
+        SyntheticCorpusConfig(
+            n_speakers=5, n_ubm_utterances=3, n_enroll_utterances=2, n_test_utterances=4, duration=1.0, seed=4
+        ),
+    )
+    lines = (corpus / "trials.txt").read_text().splitlines()
+    dev_tests = set(sorted({ln.split()[1] for ln in lines})[::2])
+    (corpus / "dev.txt").write_text("".join(ln + "\n" for ln in lines if ln.split()[1] in dev_tests))
+    (corpus / "eval.txt").write_text("".join(ln + "\n" for ln in lines if ln.split()[1] not in dev_tests))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"defaults: {REPO}/configs/features-8k.yaml\n"
+        "data: {root: corpus, ubm: ubm.txt, enroll: enroll.txt, trials: eval.txt, dev_trials: dev.txt}\n"
+        "ubm: {components: 8, iterations: 3}\nevaluation: {det_plot: true, p_target: [0.1]}\n"
+    )
+    res = run_recipe(recipe, workdir=tmp_path / "wd").results
+    assert res is not None
+    raw_thr = res["thresholds"]["Bayes threshold (P_tar=0.1)"]
+    cal = res["calibration"]
+    assert cal["scale"] * raw_thr + cal["offset"] == pytest.approx(bayes_threshold(0.1))
+    text = (tmp_path / "wd" / "report.html").read_text()
+    assert f'Bayes threshold (P_tar=0.1) (raw score)</td><td class="v">{raw_thr:.4g}<' in text
+    assert f"{res['calibrated']['cllr']:.4f}" in text
+    assert (tmp_path / "wd" / "score_hist.png").read_bytes().startswith(PNG_SIGNATURE)
