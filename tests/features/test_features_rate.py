@@ -122,3 +122,28 @@ def test_cli_features_on_fsdd_with_no_option(tmp_path: Path, capsys: pytest.Capt
     assert "sample rate 8000 Hz" in printed and "1500 computed" in printed
     store = FeatureStore(out)
     assert len(store) == 1500 and store.config == FeatureConfig.for_rate(8000).to_dict()
+
+
+def test_recipe_mixed_rates_name_the_recipe_flag(tmp_path: Path, wavs: dict[str, Path]) -> None:
+    from gmmspeaker.recipe.runner import run_recipe
+
+    (tmp_path / "ubm.txt").write_text("a8.wav\nc16.wav\n")
+    (tmp_path / "enroll.txt").write_text("m1 b8.wav\n")
+    (tmp_path / "trials.txt").write_text("m1 a8.wav target\nm1 c16.wav nontarget\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "data: {ubm: ubm.txt, enroll: enroll.txt, trials: trials.txt}\n"
+        "features: {sample_rate: auto}\nubm: {components: 2, iterations: 1}\n"
+        "evaluation: {det_plot: false}\n"
+    )
+    with pytest.raises(
+        AudioError, match=r"mixed sample rates: .*a8\.wav is 8000 Hz.*c16\.wav is 16000 Hz"
+    ) as info:
+        run_recipe(recipe, workdir=tmp_path / "exp")
+    assert "data.resample: true" in str(info.value) and "--resample" not in str(info.value)
+    recipe.write_text(
+        recipe.read_text().replace("trials: trials.txt}", "trials: trials.txt, resample: true}")
+    )
+    run_recipe(recipe, workdir=tmp_path / "exp", until_stage="features")
+    store_cfg = json.loads((tmp_path / "exp" / "features" / "manifest.json").read_text())["config"]
+    assert store_cfg["sample_rate"] == 8000
