@@ -12,6 +12,7 @@ import math
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -79,10 +80,12 @@ _COMMON_DEFAULTS: dict[str, Any] = {
 #: hold the same values (a test checks it), and ``sample_rate: auto`` picks from here.
 #: 8 kHz (telephone band): 24 mel bands (a 256-point FFT would make more bands 2-3 bins
 #: wide at the bottom) up to 3800 Hz; 16 kHz: 40 bands up to 7600 Hz.
-RATE_DEFAULTS: Mapping[int, Mapping[str, Any]] = {
-    8000: {"sample_rate": 8000, **_COMMON_DEFAULTS, "n_mels": 24, "fmax": 3800.0},
-    16000: {"sample_rate": 16000, **_COMMON_DEFAULTS, "n_mels": 40, "fmax": 7600.0},
-}
+RATE_DEFAULTS: Mapping[int, Mapping[str, Any]] = MappingProxyType(
+    {
+        8000: MappingProxyType({"sample_rate": 8000, **_COMMON_DEFAULTS, "n_mels": 24, "fmax": 3800.0}),
+        16000: MappingProxyType({"sample_rate": 16000, **_COMMON_DEFAULTS, "n_mels": 40, "fmax": 7600.0}),
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)
