@@ -96,12 +96,18 @@ def _unique(utts: list[Any]) -> list[Any]:
 
 def cmd_features(a: argparse.Namespace) -> int:
     from gmmspeaker.features import FeatureConfig
+    from gmmspeaker.features.extract import resolve_sample_rate
     from gmmspeaker.store import extract_to_store
 
-    cfg = FeatureConfig.from_dict(
-        _load_yaml_mapping(a.config, "features") if a.config else {}, source=a.config or "<defaults>"
-    )
+    # no --config: sample_rate auto (8 or 16 kHz defaults, from the audio)
+    given = _load_yaml_mapping(a.config, "features") if a.config else {"sample_rate": "auto"}
+    cfg = FeatureConfig.from_dict(given, source=a.config or "<defaults>")
     utts = _unique(_read_any_list(a.list, a.root))
+    cfg = resolve_sample_rate(
+        cfg, [u.path for u in utts], resample=a.resample, resample_flag="--resample", config_flag="--config"
+    )
+    if not a.config:
+        print(f"sample rate {cfg.sample_rate} Hz: default features for {cfg.sample_rate // 1000} kHz audio")
     rep = extract_to_store(
         [(u.utt_id, u.path) for u in utts],
         a.out,
@@ -411,9 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("list", help="ubm, enroll or trials list")
     f.add_argument("--root", help="corpus root of the list's paths (default: the list's folder)")
     f.add_argument("--out", required=True, help="feature store folder")
-    f.add_argument("--config", help="YAML of feature options (flat, or a recipe's features: section)")
+    f.add_argument(
+        "--config",
+        help="YAML of feature options (flat, or a recipe's features: section); "
+        "default: the 8 or 16 kHz defaults, from the audio's rate",
+    )
     f.add_argument("--jobs", type=int, default=1)
-    f.add_argument("--resample", action="store_true", help="resample audio of another rate")
+    f.add_argument(
+        "--resample", action="store_true", help="resample audio of another (or, without --config, mixed) rate"
+    )
     f.add_argument("--on-bad-audio", choices=["error", "skip"], default="error")
     f.add_argument("--compression", choices=["gzip", "lzf"], default=None)
     f.set_defaults(func=cmd_features)

@@ -153,10 +153,18 @@ class Pipeline:
 
     def _run_features(self) -> dict[str, Any]:
         from gmmspeaker.features import FeatureConfig
+        from gmmspeaker.features.extract import resolve_sample_rate
         from gmmspeaker.store import extract_to_store
 
         r = self.recipe
         config = FeatureConfig.from_dict(r.features, source=f"{r.path}: features")
+        config = resolve_sample_rate(
+            config,
+            [u.path for u in self.utterances],
+            resample=r.data.resample,
+            resample_flag="data.resample: true",
+            config_flag=f"features: in {r.path}",
+        )
         report = extract_to_store(
             [(u.utt_id, u.path) for u in self.utterances],
             self.store_dir,
@@ -310,7 +318,9 @@ class Pipeline:
         r = self.recipe
         _, scores, _ = read_scores(self.wd / "scores.txt")
         ev = r.evaluation
-        det = self.wd / "det.png" if ev.det_plot else None
+        from gmmspeaker.scoring.plots import plots_available
+
+        det = self.wd / "det.png" if ev.det_plot and plots_available() else None
         res = evaluate_scores(
             scores,
             [t.target for t in self.trials],
@@ -350,6 +360,18 @@ class Pipeline:
             )
             res["calibrated"] = {k: cres[k] for k in ("act_dcf", "cllr", "min_cllr")}
             res["calibration"] = cal.to_dict()
+        from gmmspeaker.scoring.report import write_score_histogram
+
+        res["thresholds"] = write_score_histogram(
+            self.wd,
+            scores,
+            [t.target for t in self.trials],
+            p_targets=ev.p_target,
+            calibration=res.get("calibration"),
+            c_miss=ev.c_miss,
+            c_fa=ev.c_fa,
+            plot=ev.det_plot,
+        )
         feats = json.loads((self.wd / "stages" / "features.json").read_text())
         res["skipped_audio"] = sorted(feats.get("skipped", {}))
         res["n_skipped_audio"] = len(res["skipped_audio"])
@@ -395,4 +417,7 @@ class Pipeline:
         res = json.loads(path.read_text())
         res["stage_seconds"] = {s: round(float(seconds.get(s, 0.0)), 3) for s in STAGES}
         atomic_write_json(path, res)
+        from gmmspeaker.scoring.report import write_experiment_report
+
+        write_experiment_report(self.wd, res)
         return res
