@@ -45,6 +45,7 @@ import numpy.typing as npt
 
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.scoring.metrics import eer_threshold
 
 __all__ = [
     "Experiment",
@@ -75,38 +76,6 @@ _T_SIDE = ("tnorm", "ztnorm", "snorm", "asnorm")
 # ---------------------------------------------------------------------------
 # Functions the recipe stages use
 # ---------------------------------------------------------------------------
-
-
-def eer_threshold(tar: npt.ArrayLike, non: npt.ArrayLike) -> float:
-    """The score threshold at the equal-error point of target and non-target scores.
-
-    Accepting scores ``>= t``, the miss rate is ``P_miss(t) = #{tar < t} / n_tar`` and the
-    false-alarm rate ``P_fa(t) = #{non >= t} / n_non``. The threshold returned is the
-    observed score ``t`` that minimises ``max(P_miss(t), P_fa(t))`` (the point of the
-    empirical curve closest to the equal-error line; the lowest such score on ties).
-
-    Parameters
-    ----------
-    tar, non : ndarray, shape (n_tar,), (n_non,), float
-        Finite target and non-target scores (NaN are left out).
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    DataError
-        No finite target or no finite non-target score.
-    """
-    t = np.sort(np.asarray(tar, dtype=np.float64)[np.isfinite(tar)])
-    n = np.sort(np.asarray(non, dtype=np.float64)[np.isfinite(non)])
-    if t.size == 0 or n.size == 0:
-        raise DataError(f"EER threshold needs target and non-target scores, got {t.size} and {n.size}")
-    cand = np.unique(np.concatenate([t, n]))
-    p_miss = np.searchsorted(t, cand, side="left") / t.size
-    p_fa = 1.0 - np.searchsorted(n, cand, side="left") / n.size
-    return float(cand[int(np.argmin(np.maximum(p_miss, p_fa)))])
 
 
 def identification_accuracy(

@@ -330,7 +330,7 @@ class Pipeline:
             det_plot=det,
             name=r.experiment,
         )
-        from gmmspeaker.system import eer_threshold
+        from gmmspeaker.scoring.metrics import eer_threshold
 
         key_all = [t.target for t in self.trials]
         tar = [s for s, k in zip(scores, key_all) if k is True]

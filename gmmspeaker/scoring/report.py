@@ -22,8 +22,7 @@ import numpy.typing as npt
 from gmmspeaker import __version__
 from gmmspeaker._io import atomic_write_text
 from gmmspeaker._typing import PathLike
-from gmmspeaker.errors import DataError
-from gmmspeaker.scoring.metrics import bayes_threshold
+from gmmspeaker.scoring.metrics import bayes_threshold, eer_threshold
 
 __all__ = [
     "decision_thresholds",
@@ -39,38 +38,6 @@ logger = logging.getLogger(__name__)
 
 #: File names of the pictures that :func:`write_experiment_report` embeds, with captions.
 REPORT_IMAGES = (("det.png", "DET curve"), ("score_hist.png", "Score histogram"))
-
-
-def eer_threshold(tar: npt.ArrayLike, non: npt.ArrayLike) -> float:
-    """The score threshold at the equal error rate (empirical, no interpolation).
-
-    Among the observed scores ``t`` (accept a trial when ``score >= t``), the one where
-    the miss rate ``P(tar < t)`` and the false-alarm rate ``P(non >= t)`` are closest; on
-    ties, the lowest such score.
-
-    Parameters
-    ----------
-    tar, non : array_like of float, shape (n_tar,) and (n_non,)
-        Target and non-target scores (non-finite ones are ignored).
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    DataError
-        No finite target or non-target score.
-    """
-    t = np.sort(np.asarray(tar, dtype=np.float64).ravel())
-    n = np.sort(np.asarray(non, dtype=np.float64).ravel())
-    t, n = t[np.isfinite(t)], n[np.isfinite(n)]
-    if t.size == 0 or n.size == 0:
-        raise DataError("eer_threshold: needs at least one finite target and one finite non-target score")
-    cand = np.unique(np.concatenate([t, n]))
-    pmiss = np.searchsorted(t, cand, side="left") / t.size
-    pfa = 1.0 - np.searchsorted(n, cand, side="left") / n.size
-    return float(cand[int(np.argmin(np.abs(pmiss - pfa)))])
 
 
 def decision_thresholds(
