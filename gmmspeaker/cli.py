@@ -301,6 +301,7 @@ def format_results(res: dict[str, Any]) -> str:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from gmmspeaker.recipe.stages import evaluate_scores, read_scores
+    from gmmspeaker.scoring.report import write_experiment_report, write_score_histogram
 
     pairs, scores, keys = read_scores(a.scores)
     if a.trials:
@@ -313,9 +314,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     p_targets = tuple(a.p_target)
     res = evaluate_scores(scores, keys, p_targets=p_targets, det_plot=None if a.no_plot else out / "det.png")
+    res["thresholds"] = write_score_histogram(out, scores, keys, p_targets=p_targets, plot=not a.no_plot)
     (out / "results.json").write_text(json.dumps(res, indent=1, sort_keys=True))
+    report = write_experiment_report(out, res)
     print(format_results(res))
-    print(f"-> {out / 'results.json'}" + ("" if a.no_plot else f", {out / 'det.png'}"))
+    plots = "" if a.no_plot else f", {out / 'det.png'}, {out / 'score_hist.png'}"
+    print(f"-> {out / 'results.json'}{plots}, {report}")
     return 0
 
 

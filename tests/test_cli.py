@@ -101,6 +101,9 @@ def test_cli_chain(tmp_path, capsys):
     assert "EER" in capsys.readouterr().out
     res = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert res["n_target"] == 8 and (tmp_path / "eval" / "det.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "score_hist.png").stat().st_size > 1000
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert f"{100 * res['eer']:.2f}" in html and "data:image/png;base64," in html
     for f in (ubm, models, st):
         assert main(["info", str(f)]) == 0
     out = capsys.readouterr().out
