@@ -410,13 +410,16 @@ def normalize_trial_scores(
     top_c: int = 5,
     jobs: int = 1,
     progress: bool = False,
+    cohort_out: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Z-, T-, ZT-, S- or adaptive S-norm of trial scores with a cohort of utterances.
 
     Z-norm statistics come from each enrolled model scored against the cohort utterances;
     T-norm statistics from cohort models (one MAP model per cohort utterance) scored
     against each test utterance; ZT-norm also scores the cohort models against the cohort
-    utterances. ``top_n`` is the adaptive S-norm's cohort size per side.
+    utterances. ``top_n`` is the adaptive S-norm's cohort size per side. When
+    ``cohort_out`` is a dict, it receives what the normalisation used (``cohort_ids``,
+    ``model_cohort``, ``cohort_cohort``, ``cohort_models``), so a caller can store it.
     """
     from gmmspeaker.corpora.lists import Enrollment
     from gmmspeaker.scoring.norm import normalize_scores
@@ -450,6 +453,13 @@ def normalize_trial_scores(
         cohort_test = score_matrix(store, tests, ubm, cohort_models, **kw)
         if method == "ztnorm":
             cohort_cohort = score_matrix(store, cohort_ids, ubm, cohort_models, **kw)
+    if cohort_out is not None:
+        cohort_out.update(
+            cohort_ids=cohort_ids,
+            model_cohort=model_cohort,
+            cohort_cohort=cohort_cohort,
+            cohort_models=cohort_models if method in ("tnorm", "ztnorm", "snorm", "asnorm") else None,
+        )
     return normalize_scores(
         np.asarray(scores, dtype=np.float64),
         method=method,
