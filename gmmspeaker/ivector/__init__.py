@@ -1,0 +1,1 @@
+"""i-vectors: Baum-Welch statistics, total-variability model, back end and PLDA."""
