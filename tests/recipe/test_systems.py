@@ -182,3 +182,19 @@ def test_cosine_scoring_and_errors(tmp_path, corpus):
     lst.write_text(f"{corpus}/ubm.txt spk a\n")
     with pytest.raises(DataError, match=r"train.txt:1: expected 'path speaker'"):
         read_train_list(lst, root=corpus)
+
+
+def test_shipped_dspspeech20_recipes_inherit_the_gmm_recipe():
+    root = (REPO / ".." / "shared" / "corpora" / "dspspeech20").resolve()
+    if not (root / "train_backend.txt").is_file():
+        pytest.skip(f"corpus not found at {root} (../shared/corpora/dspspeech20 beside the repo)")
+    base = load_recipe(REPO / "recipes" / "dspspeech20.yaml")
+    for name, system in (
+        ("dspspeech20-ivector.yaml", ("ivector",)),
+        ("dspspeech20-fusion.yaml", ("gmm_ubm", "ivector")),
+    ):
+        r = load_recipe(REPO / "recipes" / name)
+        assert r.system == system and r.data.train == root / "train_backend.txt"
+        assert (r.features, r.ubm, r.map, r.scoring, r.data.ubm) == (
+            base.features, base.ubm, base.map, base.scoring, base.data.ubm
+        )  # fmt: skip
