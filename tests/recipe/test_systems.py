@@ -12,7 +12,7 @@ from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe.config import load_recipe
 from gmmspeaker.recipe.runner import run_recipe
 from gmmspeaker.recipe.stages import read_scores
-from gmmspeaker.recipe.systems import read_train_list
+from gmmspeaker.recipe.systems import read_train_list, score_ivector_trials
 from gmmspeaker.scoring.fusion import LinearFusion
 
 pytest.importorskip(
@@ -198,3 +198,37 @@ def test_shipped_dspspeech20_recipes_inherit_the_gmm_recipe():
         assert (r.features, r.ubm, r.map, r.scoring, r.data.ubm) == (
             base.features, base.ubm, base.map, base.scoring, base.data.ubm
         )  # fmt: skip
+
+
+def test_ivector_snorm_uses_cohort_ivectors_as_utterances_and_models():
+    from gmmspeaker.corpora.lists import Enrollment, Trial, Utterance
+    from gmmspeaker.ivector.backend import PLDA, Backend
+
+    rng = np.random.default_rng(7)
+    d = 5
+    spk = rng.standard_normal((8, d)) * 2
+    X = np.vstack([c + rng.standard_normal((6, d)) for c in spk])
+    labels = [str(i) for i in range(8) for _ in range(6)]
+    backend = Backend.fit(X, labels)
+    plda = PLDA.fit(backend.transform(X), labels, iterations=3)
+    ivecs = {f"u{i}": rng.standard_normal(d) for i in range(20)}
+    utt = {k: Utterance(utt_id=k, path=Path(k)) for k in ivecs}
+    enroll = [Enrollment(model_id="a", utterances=(utt["u0"], utt["u1"])), Enrollment("b", (utt["u2"],))]
+    trials = [Trial("a", utt["u3"], True, 1), Trial("b", utt["u3"], False, 2), Trial("b", utt["u4"], None, 3)]
+    cohort = [f"u{i}" for i in range(10, 20)]
+    got, raw = score_ivector_trials(
+        trials, enroll, ivecs, backend, plda, cohort=cohort, normalization="snorm"
+    )
+
+    def llr(enroll_ids, test_id):  # one pair at a time, through the public scorer
+        e = backend.transform(np.vstack([ivecs[u] for u in enroll_ids]))
+        return plda.score([e], backend.transform(ivecs[test_id][None, :]))[0, 0]
+
+    for k, t in enumerate(trials):
+        model = [u.utt_id for u in next(e for e in enroll if e.model_id == t.model_id).utterances]
+        s = llr(model, t.test.utt_id)
+        assert raw[k] == pytest.approx(s, rel=1e-10)
+        z = np.array([llr(model, c) for c in cohort])  # the model against cohort utterances
+        tt = np.array([llr([c], t.test.utt_id) for c in cohort])  # cohort models against the test
+        expect = 0.5 * ((s - z.mean()) / z.std() + (s - tt.mean()) / tt.std())
+        assert got[k] == pytest.approx(expect, rel=1e-9)
