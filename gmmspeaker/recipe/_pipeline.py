@@ -131,6 +131,8 @@ class Pipeline:
                 "cohort": [u.utt_id for u in self.cohort],
                 "dev": [(t.model_id, t.test.utt_id) for t in self.dev_trials],
             }
+            if len(r.system) > 1:  # a fusion: scores.gmm_ubm.txt, and scores.txt is the fused file
+                body["file"] = systems.score_file(r, "gmm_ubm")
         else:
             body = {
                 "evaluation": r.section("evaluation"),

@@ -156,6 +156,12 @@ def test_ivector_alone_then_fused_with_dev_trials(tmp_path, corpus):
     _, fused, _ = read_scores(wd / "scores.txt")
     np.testing.assert_allclose(fused, fusion.apply(np.c_[g, iv]), atol=1e-4)
     np.testing.assert_allclose(res["fusion"]["weights"], fusion.weights, rtol=1e-4)
+    gmm_scores = (wd / "scores.gmm_ubm.txt").read_text()
+
+    # back to GMM-UBM alone: scores.txt (the fused file) must not pass for the GMM scores
+    r3 = run_recipe(_lists(tmp_path, corpus, system="gmm_ubm"), workdir=wd)
+    assert [s for s, a in r3.actions.items() if a == "ran"] == ["score", "evaluate"]
+    assert (wd / "scores.txt").read_text() == gmm_scores
 
 
 def test_cosine_scoring_and_errors(tmp_path, corpus):
