@@ -36,7 +36,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ _FORMAT_VERSION = 1
 _SUB_BLOCK = 32
 #: Components whose R x R Gram or accumulator matrices are unpacked at once.
 _COMP_BLOCK = 32
+#: Columns per block of the threaded GEMMs.
+_GEMM_COLS = 2048
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,7 +212,45 @@ def _packing(R: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np
     return i, j, i * R + j, j * R + i, np.arange(R) * (R + 1)
 
 
-def packed_gram(T: FloatArray, n_components: int) -> FloatArray:
+def _in_threads(fn: Callable[[int, int], None], n: int, block: int, n_threads: int) -> None:
+    """Run ``fn(a, b)`` over blocks of ``range(n)`` in threads, each with one BLAS thread.
+
+    For many small matrix factorisations one BLAS thread per call is much faster than a
+    threaded BLAS fighting over the same cores; the blocks write disjoint outputs, so the
+    result does not depend on ``n_threads``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    blocks = [(a, min(n, a + block)) for a in range(0, n, block)]
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_threads <= 1 or len(blocks) <= 1:
+            for a, b in blocks:
+                fn(a, b)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(n_threads, len(blocks))) as ex:
+            for _ in ex.map(lambda ab: fn(*ab), blocks):
+                pass
+
+
+def _matmul(A: np.ndarray, B: np.ndarray, n_threads: int) -> np.ndarray:
+    """``A @ B`` in fixed blocks of columns of B, in threads with one BLAS thread each.
+
+    The blocks do not depend on ``n_threads`` and each output element is one
+    single-threaded dot product over the whole inner dimension, so the result is the
+    same whatever the number of threads (and of joblib workers).
+    """
+    out = np.empty((A.shape[0], B.shape[1]), dtype=np.result_type(A, B))
+
+    def block(a: int, b: int) -> None:
+        np.matmul(A, B[:, a:b], out=out[:, a:b])
+
+    _in_threads(block, B.shape[1], _GEMM_COLS, n_threads)
+    return out
+
+
+def packed_gram(T: FloatArray, n_components: int, *, n_threads: int = 1) -> FloatArray:
     """Packed upper triangles of ``T_k T_k^T`` for every component.
 
     Parameters
@@ -218,6 +258,8 @@ def packed_gram(T: FloatArray, n_components: int) -> FloatArray:
     T : ndarray, shape (R, K*D), float64
     n_components : int
         K.
+    n_threads : int
+        Threads over blocks of components.
 
     Returns
     -------
@@ -230,15 +272,17 @@ def packed_gram(T: FloatArray, n_components: int) -> FloatArray:
     Tk = T.reshape(R, K, D).transpose(1, 0, 2)  # (K, R, D) view
     _, _, upper, _, _ = _packing(R)
     out = np.empty((K, upper.size))
-    for a in range(0, K, _COMP_BLOCK):  # blocks of components bound the (kb, R, R) temporary
-        b = min(K, a + _COMP_BLOCK)
+
+    def block(a: int, b: int) -> None:  # blocks of components bound the (kb, R, R) temporary
         G = np.matmul(Tk[a:b], Tk[a:b].transpose(0, 2, 1))
         out[a:b] = G.reshape(b - a, R * R)[:, upper]
+
+    _in_threads(block, K, _COMP_BLOCK, n_threads)
     return out
 
 
 def _posteriors(
-    Lp: np.ndarray, b: np.ndarray, *, second_moments: bool
+    Lp: np.ndarray, b: np.ndarray, *, second_moments: bool, n_threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Posterior means (and packed second moments) of a batch of utterances.
 
@@ -249,6 +293,10 @@ def _posteriors(
         packed ``E[w w^T]`` when ``second_moments``.
     b : ndarray, shape (B, R), float64
         ``T f_u``.
+    second_moments : bool
+        Also compute the packed ``E[w w^T]`` (training); else only the means (extraction).
+    n_threads : int
+        Threads over sub-blocks of utterances.
 
     Returns
     -------
@@ -265,40 +313,44 @@ def _posteriors(
     i, j, upper, lower, diag = _packing(R)
     m = np.empty((B, R))
     logdet = np.empty(B)
-    M = np.zeros((min(B, _SUB_BLOCK), R * R))  # the upper triangle stays 0 (never read)
-    for a in range(0, B, _SUB_BLOCK):
-        z = min(B, a + _SUB_BLOCK) - a
-        Ms = M[:z]
-        Ms[:, lower] = Lp[a : a + z]  # lower triangle (all Cholesky reads)
-        Ms[:, diag] += 1.0
+    failed: list[str] = []
+
+    def sub_block(a: int, e: int) -> None:
+        z = e - a
+        M = np.zeros((z, R * R))  # the upper triangle stays 0 (never read)
+        M[:, lower] = Lp[a:e]  # lower triangle (all Cholesky reads)
+        M[:, diag] += 1.0
         try:
-            C = np.linalg.cholesky(Ms.reshape(z, R, R))  # batched, lower
+            C = np.linalg.cholesky(M.reshape(z, R, R))  # batched, lower
         except np.linalg.LinAlgError:
-            raise ModelError(
-                "i-vector posterior precision is not positive definite; "
-                "the statistics hold non-finite or negative counts"
-            ) from None
-        logdet[a : a + z] = 2.0 * np.log(np.diagonal(C, axis1=1, axis2=2)).sum(1)
+            failed.append("not positive definite")
+            return
+        logdet[a:e] = 2.0 * np.log(np.diagonal(C, axis1=1, axis2=2)).sum(1)
         if not second_moments:
             for u in range(z):  # two O(R^2) triangular solves per utterance
-                x, info = dpotrs(C[u], b[a + u], lower=1)
+                x, _ = dpotrs(C[u], b[a + u], lower=1)
                 m[a + u] = x
-            continue
+            return
         for u in range(z):
-            # C[u] is C-ordered lower, i.e. its transpose is a Fortran-ordered upper factor
-            # U with U^T U = L: potri writes L^{-1} into that upper triangle, in place.
+            # C[u] is C-ordered lower, so C[u].T is a Fortran-ordered upper factor U with
+            # U^T U = L: potri writes L^{-1} into that upper triangle, in place.
             x, info = dpotri(C[u].T, lower=0, overwrite_c=1)
             if info != 0:
-                raise ModelError(f"i-vector posterior precision inversion failed (LAPACK info {info})")
+                failed.append(f"LAPACK potri info {info}")
+                return
             if not np.shares_memory(x, C[u]):
                 C[u] = x.T
         Cf = C.reshape(z, R * R)
-        # C[u].T upper (Fortran) == C[u] lower (C order): the inverse sits in the lower flat slots
-        Cf[:, upper] = Cf[:, lower]  # symmetric inverse
-        Linv = Cf.reshape(z, R, R)
-        ms = np.matmul(Linv, b[a : a + z, :, None])[:, :, 0]
-        m[a : a + z] = ms
-        Lp[a : a + z] = Cf[:, upper] + ms[:, i] * ms[:, j]
+        Cf[:, upper] = Cf[:, lower]  # the inverse sits in the lower triangle: symmetrise
+        ms = np.matmul(Cf.reshape(z, R, R), b[a:e, :, None])[:, :, 0]
+        m[a:e] = ms
+        Lp[a:e] = Cf[:, upper] + ms[:, i] * ms[:, j]
+
+    _in_threads(sub_block, B, _SUB_BLOCK, n_threads)
+    if failed:
+        raise ModelError(
+            f"i-vector posterior precision: {failed[0]}; the statistics hold non-finite or negative counts"
+        )
     return m, logdet, (Lp if second_moments else None)
 
 
@@ -344,7 +396,7 @@ class TVAccumulators:
 
 
 def tv_estep(
-    T: FloatArray, n: FloatArray, f: FloatArray, *, gram: FloatArray | None = None
+    T: FloatArray, n: FloatArray, f: FloatArray, *, gram: FloatArray | None = None, n_threads: int = 1
 ) -> TVAccumulators:
     """E-step accumulators of one batch of utterances.
 
@@ -357,6 +409,8 @@ def tv_estep(
         Centred, whitened first-order statistics.
     gram : ndarray, shape (K, R(R+1)/2), float64, optional
         :func:`packed_gram` of ``T`` (computed when not given).
+    n_threads : int
+        Threads for the per-utterance factorisations (the result does not depend on it).
 
     Returns
     -------
@@ -365,14 +419,14 @@ def tv_estep(
     n = np.asarray(n, dtype=np.float64)
     f = np.asarray(f, dtype=np.float64)
     if gram is None:
-        gram = packed_gram(T, n.shape[1])
-    Lp = n @ gram  # (B, P): every precision of the batch in one GEMM
-    b = f @ T.T
-    m, logdet, Ep = _posteriors(Lp, b, second_moments=True)
+        gram = packed_gram(T, n.shape[1], n_threads=n_threads)
+    Lp = _matmul(n, gram, n_threads)  # (B, P): every precision of the batch in one GEMM
+    b = _matmul(f, T.T, n_threads)
+    m, logdet, Ep = _posteriors(Lp, b, second_moments=True, n_threads=n_threads)
     assert Ep is not None
     return TVAccumulators(
-        A=n.T @ Ep,
-        C=m.T @ f,
+        A=_matmul(n.T, Ep, n_threads),
+        C=_matmul(m.T, f, n_threads),
         S=Ep.sum(0),
         N=n.sum(0),
         loglik=float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", b, m))),
@@ -446,6 +500,13 @@ def _open_source(stats: UtteranceStats | PathLike) -> _Source:
     return src
 
 
+def _n_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _batches(U: int, batch_size: int) -> list[tuple[int, int]]:
     bs = max(1, int(batch_size))
     return [(a, min(U, a + bs)) for a in range(0, U, bs)]
@@ -477,7 +538,10 @@ def _map_reduce(
 
     batches = _batches(src.n_utts, batch_size)
     if n_jobs == 1 or len(batches) == 1:
-        parts: Iterator[TVAccumulators] = (tv_estep(T, *src.rows(a, b), gram=gram) for a, b in batches)
+        nt = _n_cores()
+        parts: Iterator[TVAccumulators] = (
+            tv_estep(T, *src.rows(a, b), gram=gram, n_threads=nt) for a, b in batches
+        )
     else:
         # T and the packed Gram matrices go to the workers once, as memory-mapped files
         # (joblib would otherwise hash and copy them for every batch).
@@ -677,7 +741,7 @@ def train_tv(
     tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-tv-") if n_jobs != 1 else None
     try:
         for it in its:
-            gram = packed_gram(T, src.K)
+            gram = packed_gram(T, src.K, n_threads=_n_cores())
             acc = _map_reduce(src, T, gram, batch_size, n_jobs, tmpdir)
             del gram
             trace.append(acc.loglik)
@@ -711,7 +775,11 @@ def _check_model(tv: TotalVariability, src: _Source) -> None:
 
 
 def extract_ivectors(
-    tv: TotalVariability, stats: UtteranceStats | PathLike, *, batch_size: int = 256
+    tv: TotalVariability,
+    stats: UtteranceStats | PathLike,
+    *,
+    batch_size: int = 256,
+    n_threads: int | None = None,
 ) -> FloatArray:
     """i-vectors: posterior means of ``w`` given each utterance's statistics.
 
@@ -722,6 +790,8 @@ def extract_ivectors(
         Statistics of the utterances (same UBM as ``tv``).
     batch_size : int
         Utterances per batch (one precision GEMM and one batched Cholesky each).
+    n_threads : int, optional
+        Threads for the per-utterance factorisations (default: the usable cores).
 
     Returns
     -------
@@ -736,11 +806,13 @@ def extract_ivectors(
     src = _open_source(stats)
     _check_model(tv, src)
     T = np.asarray(tv.T, dtype=np.float64)
-    gram = packed_gram(T, src.K)
+    nt = _n_cores() if n_threads is None else int(n_threads)
+    gram = packed_gram(T, src.K, n_threads=nt)
     out = np.empty((src.n_utts, tv.rank))
     for a, b in _batches(src.n_utts, batch_size):
         n, f = src.rows(a, b)
-        out[a:b], _, _ = _posteriors(n @ gram, f @ T.T, second_moments=False)
+        Lp, bb = _matmul(n, gram, nt), _matmul(f, T.T, nt)
+        out[a:b], _, _ = _posteriors(Lp, bb, second_moments=False, n_threads=nt)
     return out
 
 
@@ -755,11 +827,12 @@ def tv_log_likelihood(
     src = _open_source(stats)
     _check_model(tv, src)
     T = np.asarray(tv.T, dtype=np.float64)
-    gram = packed_gram(T, src.K)
+    nt = _n_cores()
+    gram = packed_gram(T, src.K, n_threads=nt)
     total = 0.0
     for a, b in _batches(src.n_utts, batch_size):
         n, f = src.rows(a, b)
-        bb = f @ T.T
-        m, logdet, _ = _posteriors(n @ gram, bb, second_moments=False)
+        bb = _matmul(f, T.T, nt)
+        m, logdet, _ = _posteriors(_matmul(n, gram, nt), bb, second_moments=False, n_threads=nt)
         total += float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", bb, m)))
     return total
