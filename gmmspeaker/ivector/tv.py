@@ -288,10 +288,10 @@ def _posteriors(
 
     Parameters
     ----------
-    Lp : ndarray, shape (B, R(R+1)/2), float64
+    Lp : ndarray, shape (B, R(R+1)/2), float32 or float64
         Packed ``sum_k n_uk T_k T_k^T`` (without the identity). Overwritten with the
-        packed ``E[w w^T]`` when ``second_moments``.
-    b : ndarray, shape (B, R), float64
+        packed ``E[w w^T]`` when ``second_moments``. Its dtype is the compute dtype.
+    b : ndarray, shape (B, R), same dtype
         ``T f_u``.
     second_moments : bool
         Also compute the packed ``E[w w^T]`` (training); else only the means (extraction).
@@ -304,20 +304,21 @@ def _posteriors(
         ``E[w_u]``.
     logdet : ndarray, shape (B,), float64
         ``log det L_u``.
-    Ep : ndarray, shape (B, R(R+1)/2), float64, or None
+    Ep : ndarray, shape (B, R(R+1)/2), Lp's dtype, or None
         ``Lp`` holding the packed ``E[w_u w_u^T]`` (None unless ``second_moments``).
     """
-    from scipy.linalg.lapack import dpotri, dpotrs
+    from scipy.linalg.lapack import get_lapack_funcs
 
     B, R = b.shape
     i, j, upper, lower, diag = _packing(R)
+    potri, potrs = get_lapack_funcs(("potri", "potrs"), (Lp,))
     m = np.empty((B, R))
     logdet = np.empty(B)
     failed: list[str] = []
 
     def sub_block(a: int, e: int) -> None:
         z = e - a
-        M = np.zeros((z, R * R))  # the upper triangle stays 0 (never read)
+        M = np.zeros((z, R * R), dtype=Lp.dtype)  # the upper triangle stays 0 (never read)
         M[:, lower] = Lp[a:e]  # lower triangle (all Cholesky reads)
         M[:, diag] += 1.0
         try:
@@ -325,16 +326,16 @@ def _posteriors(
         except np.linalg.LinAlgError:
             failed.append("not positive definite")
             return
-        logdet[a:e] = 2.0 * np.log(np.diagonal(C, axis1=1, axis2=2)).sum(1)
+        logdet[a:e] = 2.0 * np.log(np.diagonal(C, axis1=1, axis2=2).astype(np.float64)).sum(1)
         if not second_moments:
             for u in range(z):  # two O(R^2) triangular solves per utterance
-                x, _ = dpotrs(C[u], b[a + u], lower=1)
+                x, _ = potrs(C[u], b[a + u], lower=1)
                 m[a + u] = x
             return
         for u in range(z):
             # C[u] is C-ordered lower, so C[u].T is a Fortran-ordered upper factor U with
             # U^T U = L: potri writes L^{-1} into that upper triangle, in place.
-            x, info = dpotri(C[u].T, lower=0, overwrite_c=1)
+            x, info = potri(C[u].T, lower=0, overwrite_c=1)
             if info != 0:
                 failed.append(f"LAPACK potri info {info}")
                 return
@@ -396,7 +397,13 @@ class TVAccumulators:
 
 
 def tv_estep(
-    T: FloatArray, n: FloatArray, f: FloatArray, *, gram: FloatArray | None = None, n_threads: int = 1
+    T: FloatArray,
+    n: FloatArray,
+    f: FloatArray,
+    *,
+    gram: FloatArray | None = None,
+    n_threads: int = 1,
+    dtype: Any = "float64",
 ) -> TVAccumulators:
     """E-step accumulators of one batch of utterances.
 
@@ -411,25 +418,31 @@ def tv_estep(
         :func:`packed_gram` of ``T`` (computed when not given).
     n_threads : int
         Threads for the per-utterance factorisations (the result does not depend on it).
+    dtype : {"float64", "float32"}
+        Precision of the GEMMs and factorisations within the batch; the accumulators are
+        float64 (batches are summed in float64).
 
     Returns
     -------
     TVAccumulators
     """
+    dt = _check_dtype(dtype)
     n = np.asarray(n, dtype=np.float64)
-    f = np.asarray(f, dtype=np.float64)
+    nd = n.astype(dt, copy=False)
+    fd = np.asarray(f, dtype=dt)
+    Td = np.asarray(T, dtype=dt)
     if gram is None:
         gram = packed_gram(T, n.shape[1], n_threads=n_threads)
-    Lp = _matmul(n, gram, n_threads)  # (B, P): every precision of the batch in one GEMM
-    b = _matmul(f, T.T, n_threads)
+    Lp = _matmul(nd, np.asarray(gram, dtype=dt), n_threads)  # (B, P): every precision in one GEMM
+    b = _matmul(fd, Td.T, n_threads)
     m, logdet, Ep = _posteriors(Lp, b, second_moments=True, n_threads=n_threads)
     assert Ep is not None
     return TVAccumulators(
-        A=_matmul(n.T, Ep, n_threads),
-        C=_matmul(m.T, f, n_threads),
-        S=Ep.sum(0),
+        A=_matmul(nd.T, Ep, n_threads).astype(np.float64, copy=False),
+        C=_matmul(m.astype(dt, copy=False).T, fd, n_threads).astype(np.float64, copy=False),
+        S=Ep.sum(0, dtype=np.float64),
         N=n.sum(0),
-        loglik=float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", b, m))),
+        loglik=float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", b.astype(np.float64), m))),
         n_utterances=int(n.shape[0]),
     )
 
@@ -500,6 +513,13 @@ def _open_source(stats: UtteranceStats | PathLike) -> _Source:
     return src
 
 
+def _check_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ConfigError(f"total variability: dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
 def _n_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -522,16 +542,22 @@ def _load_rows(view: Any) -> tuple[np.ndarray, np.ndarray]:
     return view
 
 
-def _estep_task(T_ref: Any, gram_ref: Any, view: Any) -> TVAccumulators:
+def _estep_task(T_ref: Any, gram_ref: Any, view: Any, dtype: str) -> TVAccumulators:
     """Worker: accumulators of one batch; ``T_ref``/``gram_ref`` are arrays or .npy paths."""
     T = np.load(T_ref, mmap_mode="r") if isinstance(T_ref, str) else T_ref
     gram = np.load(gram_ref, mmap_mode="r") if isinstance(gram_ref, str) else gram_ref
     n, f = _load_rows(view)
-    return tv_estep(np.asarray(T), n, f, gram=np.asarray(gram))
+    return tv_estep(np.asarray(T), n, f, gram=np.asarray(gram), dtype=dtype)
 
 
 def _map_reduce(
-    src: _Source, T: np.ndarray, gram: np.ndarray, batch_size: int, n_jobs: int, tmpdir: str | None
+    src: _Source,
+    T: np.ndarray,
+    gram: np.ndarray,
+    batch_size: int,
+    n_jobs: int,
+    tmpdir: str | None,
+    dtype: str,
 ) -> TVAccumulators:
     """Sum of the batch accumulators, in batch order."""
     from joblib import Parallel, delayed
@@ -540,7 +566,7 @@ def _map_reduce(
     if n_jobs == 1 or len(batches) == 1:
         nt = _n_cores()
         parts: Iterator[TVAccumulators] = (
-            tv_estep(T, *src.rows(a, b), gram=gram, n_threads=nt) for a, b in batches
+            tv_estep(T, *src.rows(a, b), gram=gram, n_threads=nt, dtype=dtype) for a, b in batches
         )
     else:
         # T and the packed Gram matrices go to the workers once, as memory-mapped files
@@ -550,7 +576,7 @@ def _map_reduce(
         np.save(t_path, T)
         np.save(g_path, gram)
         parts = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_estep_task)(t_path, g_path, src.worker_view(a, b)) for a, b in batches
+            delayed(_estep_task)(t_path, g_path, src.worker_view(a, b), dtype) for a, b in batches
         )
     total: TVAccumulators | None = None
     for p in parts:
@@ -625,9 +651,9 @@ def _initial_T(src: _Source, rank: int, rng: np.random.Generator, batch_size: in
 # ---------------------------------------------------------------------------------------
 
 
-def _checkpoint_key(src: _Source, rank: int, min_divergence: bool, batch_size: int) -> str:
+def _checkpoint_key(src: _Source, rank: int, min_divergence: bool, dtype: str) -> str:
     return (
-        f"rank={rank};min_div={int(min_divergence)};K={src.K};D={src.D};U={src.n_utts};"
+        f"rank={rank};min_div={int(min_divergence)};dtype={dtype};K={src.K};D={src.D};U={src.n_utts};"
         f"ubm={src.fingerprint};data={src.signature()}"
     )
 
@@ -676,6 +702,7 @@ def train_tv(
     batch_size: int = 256,
     checkpoint: PathLike | None = None,
     progress: bool = False,
+    dtype: Any = "float64",
 ) -> TotalVariability:
     """Train a total-variability matrix by EM (Dehak/Kenny) with minimum divergence.
 
@@ -702,6 +729,9 @@ def train_tv(
         statistics resumes from it (and returns the same T as an uninterrupted run).
     progress : bool
         Progress bar over iterations.
+    dtype : {"float64", "float32"}
+        Precision of the per-batch GEMMs and factorisations (float32 is about twice as
+        fast; accumulators, M-step and T stay float64).
 
     Returns
     -------
@@ -720,11 +750,12 @@ def train_tv(
     if int(iterations) < 0:
         raise ConfigError(f"total variability: iterations must be >= 0, got {iterations!r}")
     rank, iterations = int(rank), int(iterations)
+    dt = _check_dtype(dtype)
     src = _open_source(stats)
     if rank > src.K * src.D:
         raise ConfigError(f"total variability: rank {rank} exceeds the supervector size {src.K * src.D}")
     ck_path = Path(checkpoint) if checkpoint is not None else None
-    key = _checkpoint_key(src, rank, min_divergence, batch_size) if ck_path is not None else ""
+    key = _checkpoint_key(src, rank, min_divergence, dt.name) if ck_path is not None else ""
     start, trace, T = 0, [], None
     if ck_path is not None:
         state = _load_checkpoint(ck_path, key)
@@ -741,8 +772,8 @@ def train_tv(
     tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-tv-") if n_jobs != 1 else None
     try:
         for it in its:
-            gram = packed_gram(T, src.K, n_threads=_n_cores())
-            acc = _map_reduce(src, T, gram, batch_size, n_jobs, tmpdir)
+            gram = packed_gram(T, src.K, n_threads=_n_cores()).astype(dt, copy=False)
+            acc = _map_reduce(src, T.astype(dt, copy=False), gram, batch_size, n_jobs, tmpdir, dt.name)
             del gram
             trace.append(acc.loglik)
             T = _m_step(acc, T, src.K)
@@ -780,6 +811,7 @@ def extract_ivectors(
     *,
     batch_size: int = 256,
     n_threads: int | None = None,
+    dtype: Any = "float64",
 ) -> FloatArray:
     """i-vectors: posterior means of ``w`` given each utterance's statistics.
 
@@ -792,6 +824,8 @@ def extract_ivectors(
         Utterances per batch (one precision GEMM and one batched Cholesky each).
     n_threads : int, optional
         Threads for the per-utterance factorisations (default: the usable cores).
+    dtype : {"float64", "float32"}
+        Precision of the GEMMs and factorisations; the result is float64.
 
     Returns
     -------
@@ -806,12 +840,14 @@ def extract_ivectors(
     src = _open_source(stats)
     _check_model(tv, src)
     T = np.asarray(tv.T, dtype=np.float64)
+    dt = _check_dtype(dtype)
     nt = _n_cores() if n_threads is None else int(n_threads)
-    gram = packed_gram(T, src.K, n_threads=nt)
+    gram = packed_gram(T, src.K, n_threads=nt).astype(dt, copy=False)
+    Td = T.astype(dt, copy=False)
     out = np.empty((src.n_utts, tv.rank))
     for a, b in _batches(src.n_utts, batch_size):
         n, f = src.rows(a, b)
-        Lp, bb = _matmul(n, gram, nt), _matmul(f, T.T, nt)
+        Lp, bb = _matmul(n.astype(dt), gram, nt), _matmul(f.astype(dt), Td.T, nt)
         out[a:b], _, _ = _posteriors(Lp, bb, second_moments=False, n_threads=nt)
     return out
 
