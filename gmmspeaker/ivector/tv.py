@@ -36,7 +36,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ _FORMAT_VERSION = 1
 _SUB_BLOCK = 32
 #: Components whose R x R Gram or accumulator matrices are unpacked at once.
 _COMP_BLOCK = 32
+#: Columns per block of the threaded GEMMs.
+_GEMM_COLS = 2048
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,7 +212,45 @@ def _packing(R: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np
     return i, j, i * R + j, j * R + i, np.arange(R) * (R + 1)
 
 
-def packed_gram(T: FloatArray, n_components: int) -> FloatArray:
+def _in_threads(fn: Callable[[int, int], None], n: int, block: int, n_threads: int) -> None:
+    """Run ``fn(a, b)`` over blocks of ``range(n)`` in threads, each with one BLAS thread.
+
+    For many small matrix factorisations one BLAS thread per call is much faster than a
+    threaded BLAS fighting over the same cores; the blocks write disjoint outputs, so the
+    result does not depend on ``n_threads``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    blocks = [(a, min(n, a + block)) for a in range(0, n, block)]
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_threads <= 1 or len(blocks) <= 1:
+            for a, b in blocks:
+                fn(a, b)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(n_threads, len(blocks))) as ex:
+            for _ in ex.map(lambda ab: fn(*ab), blocks):
+                pass
+
+
+def _matmul(A: np.ndarray, B: np.ndarray, n_threads: int) -> np.ndarray:
+    """``A @ B`` in fixed blocks of columns of B, in threads with one BLAS thread each.
+
+    The blocks do not depend on ``n_threads`` and each output element is one
+    single-threaded dot product over the whole inner dimension, so the result is the
+    same whatever the number of threads (and of joblib workers).
+    """
+    out = np.empty((A.shape[0], B.shape[1]), dtype=np.result_type(A, B))
+
+    def block(a: int, b: int) -> None:
+        np.matmul(A, B[:, a:b], out=out[:, a:b])
+
+    _in_threads(block, B.shape[1], _GEMM_COLS, n_threads)
+    return out
+
+
+def packed_gram(T: FloatArray, n_components: int, *, n_threads: int = 1) -> FloatArray:
     """Packed upper triangles of ``T_k T_k^T`` for every component.
 
     Parameters
@@ -218,6 +258,8 @@ def packed_gram(T: FloatArray, n_components: int) -> FloatArray:
     T : ndarray, shape (R, K*D), float64
     n_components : int
         K.
+    n_threads : int
+        Threads over blocks of components.
 
     Returns
     -------
@@ -230,25 +272,31 @@ def packed_gram(T: FloatArray, n_components: int) -> FloatArray:
     Tk = T.reshape(R, K, D).transpose(1, 0, 2)  # (K, R, D) view
     _, _, upper, _, _ = _packing(R)
     out = np.empty((K, upper.size))
-    for a in range(0, K, _COMP_BLOCK):  # blocks of components bound the (kb, R, R) temporary
-        b = min(K, a + _COMP_BLOCK)
+
+    def block(a: int, b: int) -> None:  # blocks of components bound the (kb, R, R) temporary
         G = np.matmul(Tk[a:b], Tk[a:b].transpose(0, 2, 1))
         out[a:b] = G.reshape(b - a, R * R)[:, upper]
+
+    _in_threads(block, K, _COMP_BLOCK, n_threads)
     return out
 
 
 def _posteriors(
-    Lp: np.ndarray, b: np.ndarray, *, second_moments: bool
+    Lp: np.ndarray, b: np.ndarray, *, second_moments: bool, n_threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Posterior means (and packed second moments) of a batch of utterances.
 
     Parameters
     ----------
-    Lp : ndarray, shape (B, R(R+1)/2), float64
+    Lp : ndarray, shape (B, R(R+1)/2), float32 or float64
         Packed ``sum_k n_uk T_k T_k^T`` (without the identity). Overwritten with the
-        packed ``E[w w^T]`` when ``second_moments``.
-    b : ndarray, shape (B, R), float64
+        packed ``E[w w^T]`` when ``second_moments``. Its dtype is the compute dtype.
+    b : ndarray, shape (B, R), same dtype
         ``T f_u``.
+    second_moments : bool
+        Also compute the packed ``E[w w^T]`` (training); else only the means (extraction).
+    n_threads : int
+        Threads over sub-blocks of utterances.
 
     Returns
     -------
@@ -256,49 +304,54 @@ def _posteriors(
         ``E[w_u]``.
     logdet : ndarray, shape (B,), float64
         ``log det L_u``.
-    Ep : ndarray, shape (B, R(R+1)/2), float64, or None
+    Ep : ndarray, shape (B, R(R+1)/2), Lp's dtype, or None
         ``Lp`` holding the packed ``E[w_u w_u^T]`` (None unless ``second_moments``).
     """
-    from scipy.linalg.lapack import dpotri, dpotrs
+    from scipy.linalg.lapack import get_lapack_funcs
 
     B, R = b.shape
     i, j, upper, lower, diag = _packing(R)
+    potri, potrs = get_lapack_funcs(("potri", "potrs"), (Lp,))
     m = np.empty((B, R))
     logdet = np.empty(B)
-    M = np.zeros((min(B, _SUB_BLOCK), R * R))  # the upper triangle stays 0 (never read)
-    for a in range(0, B, _SUB_BLOCK):
-        z = min(B, a + _SUB_BLOCK) - a
-        Ms = M[:z]
-        Ms[:, lower] = Lp[a : a + z]  # lower triangle (all Cholesky reads)
-        Ms[:, diag] += 1.0
+    failed: list[str] = []
+
+    def sub_block(a: int, e: int) -> None:
+        z = e - a
+        M = np.zeros((z, R * R), dtype=Lp.dtype)  # the upper triangle stays 0 (never read)
+        M[:, lower] = Lp[a:e]  # lower triangle (all Cholesky reads)
+        M[:, diag] += 1.0
         try:
-            C = np.linalg.cholesky(Ms.reshape(z, R, R))  # batched, lower
+            C = np.linalg.cholesky(M.reshape(z, R, R))  # batched, lower
         except np.linalg.LinAlgError:
-            raise ModelError(
-                "i-vector posterior precision is not positive definite; "
-                "the statistics hold non-finite or negative counts"
-            ) from None
-        logdet[a : a + z] = 2.0 * np.log(np.diagonal(C, axis1=1, axis2=2)).sum(1)
+            failed.append("not positive definite")
+            return
+        logdet[a:e] = 2.0 * np.log(np.diagonal(C, axis1=1, axis2=2).astype(np.float64)).sum(1)
         if not second_moments:
             for u in range(z):  # two O(R^2) triangular solves per utterance
-                x, info = dpotrs(C[u], b[a + u], lower=1)
+                x, _ = potrs(C[u], b[a + u], lower=1)
                 m[a + u] = x
-            continue
+            return
         for u in range(z):
-            # C[u] is C-ordered lower, i.e. its transpose is a Fortran-ordered upper factor
-            # U with U^T U = L: potri writes L^{-1} into that upper triangle, in place.
-            x, info = dpotri(C[u].T, lower=0, overwrite_c=1)
+            # C[u] is C-ordered lower, so C[u].T is a Fortran-ordered upper factor U with
+            # U^T U = L: potri writes L^{-1} into that upper triangle, in place.
+            x, info = potri(C[u].T, lower=0, overwrite_c=1)
             if info != 0:
-                raise ModelError(f"i-vector posterior precision inversion failed (LAPACK info {info})")
+                failed.append(f"LAPACK potri info {info}")
+                return
             if not np.shares_memory(x, C[u]):
                 C[u] = x.T
         Cf = C.reshape(z, R * R)
-        # C[u].T upper (Fortran) == C[u] lower (C order): the inverse sits in the lower flat slots
-        Cf[:, upper] = Cf[:, lower]  # symmetric inverse
-        Linv = Cf.reshape(z, R, R)
-        ms = np.matmul(Linv, b[a : a + z, :, None])[:, :, 0]
-        m[a : a + z] = ms
-        Lp[a : a + z] = Cf[:, upper] + ms[:, i] * ms[:, j]
+        Cf[:, upper] = Cf[:, lower]  # the inverse sits in the lower triangle: symmetrise
+        ms = np.matmul(Cf.reshape(z, R, R), b[a:e, :, None])[:, :, 0]
+        m[a:e] = ms
+        Lp[a:e] = Cf[:, upper] + ms[:, i] * ms[:, j]
+
+    _in_threads(sub_block, B, _SUB_BLOCK, n_threads)
+    if failed:
+        raise ModelError(
+            f"i-vector posterior precision: {failed[0]}; the statistics hold non-finite or negative counts"
+        )
     return m, logdet, (Lp if second_moments else None)
 
 
@@ -344,7 +397,13 @@ class TVAccumulators:
 
 
 def tv_estep(
-    T: FloatArray, n: FloatArray, f: FloatArray, *, gram: FloatArray | None = None
+    T: FloatArray,
+    n: FloatArray,
+    f: FloatArray,
+    *,
+    gram: FloatArray | None = None,
+    n_threads: int = 1,
+    dtype: Any = "float64",
 ) -> TVAccumulators:
     """E-step accumulators of one batch of utterances.
 
@@ -357,25 +416,33 @@ def tv_estep(
         Centred, whitened first-order statistics.
     gram : ndarray, shape (K, R(R+1)/2), float64, optional
         :func:`packed_gram` of ``T`` (computed when not given).
+    n_threads : int
+        Threads for the per-utterance factorisations (the result does not depend on it).
+    dtype : {"float64", "float32"}
+        Precision of the GEMMs and factorisations within the batch; the accumulators are
+        float64 (batches are summed in float64).
 
     Returns
     -------
     TVAccumulators
     """
+    dt = _check_dtype(dtype)
     n = np.asarray(n, dtype=np.float64)
-    f = np.asarray(f, dtype=np.float64)
+    nd = n.astype(dt, copy=False)
+    fd = np.asarray(f, dtype=dt)
+    Td = np.asarray(T, dtype=dt)
     if gram is None:
-        gram = packed_gram(T, n.shape[1])
-    Lp = n @ gram  # (B, P): every precision of the batch in one GEMM
-    b = f @ T.T
-    m, logdet, Ep = _posteriors(Lp, b, second_moments=True)
+        gram = packed_gram(T, n.shape[1], n_threads=n_threads)
+    Lp = _matmul(nd, np.asarray(gram, dtype=dt), n_threads)  # (B, P): every precision in one GEMM
+    b = _matmul(fd, Td.T, n_threads)
+    m, logdet, Ep = _posteriors(Lp, b, second_moments=True, n_threads=n_threads)
     assert Ep is not None
     return TVAccumulators(
-        A=n.T @ Ep,
-        C=m.T @ f,
-        S=Ep.sum(0),
+        A=_matmul(nd.T, Ep, n_threads).astype(np.float64, copy=False),
+        C=_matmul(m.astype(dt, copy=False).T, fd, n_threads).astype(np.float64, copy=False),
+        S=Ep.sum(0, dtype=np.float64),
         N=n.sum(0),
-        loglik=float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", b, m))),
+        loglik=float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", b.astype(np.float64), m))),
         n_utterances=int(n.shape[0]),
     )
 
@@ -446,6 +513,20 @@ def _open_source(stats: UtteranceStats | PathLike) -> _Source:
     return src
 
 
+def _check_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ConfigError(f"total variability: dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def _n_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _batches(U: int, batch_size: int) -> list[tuple[int, int]]:
     bs = max(1, int(batch_size))
     return [(a, min(U, a + bs)) for a in range(0, U, bs)]
@@ -461,23 +542,32 @@ def _load_rows(view: Any) -> tuple[np.ndarray, np.ndarray]:
     return view
 
 
-def _estep_task(T_ref: Any, gram_ref: Any, view: Any) -> TVAccumulators:
+def _estep_task(T_ref: Any, gram_ref: Any, view: Any, dtype: str) -> TVAccumulators:
     """Worker: accumulators of one batch; ``T_ref``/``gram_ref`` are arrays or .npy paths."""
     T = np.load(T_ref, mmap_mode="r") if isinstance(T_ref, str) else T_ref
     gram = np.load(gram_ref, mmap_mode="r") if isinstance(gram_ref, str) else gram_ref
     n, f = _load_rows(view)
-    return tv_estep(np.asarray(T), n, f, gram=np.asarray(gram))
+    return tv_estep(np.asarray(T), n, f, gram=np.asarray(gram), dtype=dtype)
 
 
 def _map_reduce(
-    src: _Source, T: np.ndarray, gram: np.ndarray, batch_size: int, n_jobs: int, tmpdir: str | None
+    src: _Source,
+    T: np.ndarray,
+    gram: np.ndarray,
+    batch_size: int,
+    n_jobs: int,
+    tmpdir: str | None,
+    dtype: str,
 ) -> TVAccumulators:
     """Sum of the batch accumulators, in batch order."""
     from joblib import Parallel, delayed
 
     batches = _batches(src.n_utts, batch_size)
     if n_jobs == 1 or len(batches) == 1:
-        parts: Iterator[TVAccumulators] = (tv_estep(T, *src.rows(a, b), gram=gram) for a, b in batches)
+        nt = _n_cores()
+        parts: Iterator[TVAccumulators] = (
+            tv_estep(T, *src.rows(a, b), gram=gram, n_threads=nt, dtype=dtype) for a, b in batches
+        )
     else:
         # T and the packed Gram matrices go to the workers once, as memory-mapped files
         # (joblib would otherwise hash and copy them for every batch).
@@ -486,7 +576,7 @@ def _map_reduce(
         np.save(t_path, T)
         np.save(g_path, gram)
         parts = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_estep_task)(t_path, g_path, src.worker_view(a, b)) for a, b in batches
+            delayed(_estep_task)(t_path, g_path, src.worker_view(a, b), dtype) for a, b in batches
         )
     total: TVAccumulators | None = None
     for p in parts:
@@ -561,9 +651,9 @@ def _initial_T(src: _Source, rank: int, rng: np.random.Generator, batch_size: in
 # ---------------------------------------------------------------------------------------
 
 
-def _checkpoint_key(src: _Source, rank: int, min_divergence: bool, batch_size: int) -> str:
+def _checkpoint_key(src: _Source, rank: int, min_divergence: bool, dtype: str) -> str:
     return (
-        f"rank={rank};min_div={int(min_divergence)};K={src.K};D={src.D};U={src.n_utts};"
+        f"rank={rank};min_div={int(min_divergence)};dtype={dtype};K={src.K};D={src.D};U={src.n_utts};"
         f"ubm={src.fingerprint};data={src.signature()}"
     )
 
@@ -612,6 +702,7 @@ def train_tv(
     batch_size: int = 256,
     checkpoint: PathLike | None = None,
     progress: bool = False,
+    dtype: Any = "float64",
 ) -> TotalVariability:
     """Train a total-variability matrix by EM (Dehak/Kenny) with minimum divergence.
 
@@ -638,6 +729,9 @@ def train_tv(
         statistics resumes from it (and returns the same T as an uninterrupted run).
     progress : bool
         Progress bar over iterations.
+    dtype : {"float64", "float32"}
+        Precision of the per-batch GEMMs and factorisations (float32 is about twice as
+        fast; accumulators, M-step and T stay float64).
 
     Returns
     -------
@@ -656,11 +750,12 @@ def train_tv(
     if int(iterations) < 0:
         raise ConfigError(f"total variability: iterations must be >= 0, got {iterations!r}")
     rank, iterations = int(rank), int(iterations)
+    dt = _check_dtype(dtype)
     src = _open_source(stats)
     if rank > src.K * src.D:
         raise ConfigError(f"total variability: rank {rank} exceeds the supervector size {src.K * src.D}")
     ck_path = Path(checkpoint) if checkpoint is not None else None
-    key = _checkpoint_key(src, rank, min_divergence, batch_size) if ck_path is not None else ""
+    key = _checkpoint_key(src, rank, min_divergence, dt.name) if ck_path is not None else ""
     start, trace, T = 0, [], None
     if ck_path is not None:
         state = _load_checkpoint(ck_path, key)
@@ -677,8 +772,8 @@ def train_tv(
     tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-tv-") if n_jobs != 1 else None
     try:
         for it in its:
-            gram = packed_gram(T, src.K)
-            acc = _map_reduce(src, T, gram, batch_size, n_jobs, tmpdir)
+            gram = packed_gram(T, src.K, n_threads=_n_cores()).astype(dt, copy=False)
+            acc = _map_reduce(src, T.astype(dt, copy=False), gram, batch_size, n_jobs, tmpdir, dt.name)
             del gram
             trace.append(acc.loglik)
             T = _m_step(acc, T, src.K)
@@ -711,7 +806,12 @@ def _check_model(tv: TotalVariability, src: _Source) -> None:
 
 
 def extract_ivectors(
-    tv: TotalVariability, stats: UtteranceStats | PathLike, *, batch_size: int = 256
+    tv: TotalVariability,
+    stats: UtteranceStats | PathLike,
+    *,
+    batch_size: int = 256,
+    n_threads: int | None = None,
+    dtype: Any = "float64",
 ) -> FloatArray:
     """i-vectors: posterior means of ``w`` given each utterance's statistics.
 
@@ -722,6 +822,10 @@ def extract_ivectors(
         Statistics of the utterances (same UBM as ``tv``).
     batch_size : int
         Utterances per batch (one precision GEMM and one batched Cholesky each).
+    n_threads : int, optional
+        Threads for the per-utterance factorisations (default: the usable cores).
+    dtype : {"float64", "float32"}
+        Precision of the GEMMs and factorisations; the result is float64.
 
     Returns
     -------
@@ -736,11 +840,15 @@ def extract_ivectors(
     src = _open_source(stats)
     _check_model(tv, src)
     T = np.asarray(tv.T, dtype=np.float64)
-    gram = packed_gram(T, src.K)
+    dt = _check_dtype(dtype)
+    nt = _n_cores() if n_threads is None else int(n_threads)
+    gram = packed_gram(T, src.K, n_threads=nt).astype(dt, copy=False)
+    Td = T.astype(dt, copy=False)
     out = np.empty((src.n_utts, tv.rank))
     for a, b in _batches(src.n_utts, batch_size):
         n, f = src.rows(a, b)
-        out[a:b], _, _ = _posteriors(n @ gram, f @ T.T, second_moments=False)
+        Lp, bb = _matmul(n.astype(dt), gram, nt), _matmul(f.astype(dt), Td.T, nt)
+        out[a:b], _, _ = _posteriors(Lp, bb, second_moments=False, n_threads=nt)
     return out
 
 
@@ -755,11 +863,12 @@ def tv_log_likelihood(
     src = _open_source(stats)
     _check_model(tv, src)
     T = np.asarray(tv.T, dtype=np.float64)
-    gram = packed_gram(T, src.K)
+    nt = _n_cores()
+    gram = packed_gram(T, src.K, n_threads=nt)
     total = 0.0
     for a, b in _batches(src.n_utts, batch_size):
         n, f = src.rows(a, b)
-        bb = f @ T.T
-        m, logdet, _ = _posteriors(n @ gram, bb, second_moments=False)
+        bb = _matmul(f, T.T, nt)
+        m, logdet, _ = _posteriors(_matmul(n, gram, nt), bb, second_moments=False, n_threads=nt)
         total += float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", bb, m)))
     return total

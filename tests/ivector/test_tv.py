@@ -180,3 +180,25 @@ def test_save_load_and_errors(tmp_path, rng):
         extract_ivectors(tv, other)
     with pytest.raises(ConfigError, match="rank"):
         train_tv(stats, rank=0, rng=rng)
+
+
+def test_float32_products_stay_close_to_float64(rng):
+    K, D, R = 6, 4, 5
+    stats, _ = synthetic_stats(rng, U=70, K=K, D=D, R=R, frames=300, scale=0.5)
+    T = rng.standard_normal((R, K * D)) * 0.3
+    a64 = tv_estep(T, stats.n, stats.f)
+    a32 = tv_estep(T, stats.n, stats.f, dtype="float32")
+    assert a32.A.dtype == np.float64 and a32.C.dtype == np.float64
+    for x32, x64 in ((a32.A, a64.A), (a32.C, a64.C), (a32.S, a64.S)):
+        np.testing.assert_allclose(x32, x64, rtol=2e-3, atol=2e-3 * np.abs(x64).max())
+    assert a32.loglik == pytest.approx(a64.loglik, rel=1e-4)
+    t64 = train_tv(stats, rank=R, iterations=4, rng=np.random.default_rng(2))
+    t32 = train_tv(stats, rank=R, iterations=4, rng=np.random.default_rng(2), dtype="float32")
+    ll64, ll32 = tv_log_likelihood(t64, stats), tv_log_likelihood(t32, stats)
+    assert abs(ll32 - ll64) < 1e-4 * abs(ll64)
+    iv64 = extract_ivectors(t64, stats)
+    iv32 = extract_ivectors(t64, stats, dtype="float32")
+    assert iv32.dtype == np.float64
+    np.testing.assert_allclose(iv32, iv64, rtol=1e-3, atol=1e-3 * np.abs(iv64).max())
+    with pytest.raises(ConfigError, match="dtype"):
+        train_tv(stats, rank=2, rng=rng, dtype="float16")
