@@ -127,24 +127,30 @@ class _IterationClock:
         lg.addHandler(self.handler)
 
 
-def _child(path: str, rank: int, iterations: int, jobs: int, batch: int, q: mp.Queue) -> None:
+def _child(path: str, rank: int, iterations: int, jobs: int, batch: int, dtype: str, q: mp.Queue) -> None:
     import scipy.linalg.lapack  # noqa: F401  (imports are not part of an iteration)
 
     from gmmspeaker.ivector.tv import extract_ivectors, train_tv
 
+    rate = _gemm_rate(256, rank)
     base = _status("self", "VmHWM")
     load0 = os.getloadavg()[0]
-    rate = _gemm_rate(256, rank)
     clock = _IterationClock()
     t0 = time.perf_counter()
     tv = train_tv(
-        path, rank=rank, iterations=iterations, rng=np.random.default_rng(0), n_jobs=jobs, batch_size=batch
+        path,
+        rank=rank,
+        iterations=iterations,
+        rng=np.random.default_rng(0),
+        n_jobs=jobs,
+        batch_size=batch,
+        dtype=dtype,
     )
     ticks = clock.times
     # the first iteration includes starting the workers: time the later ones
     it_s = (ticks[-1] - ticks[0]) / (len(ticks) - 1) if len(ticks) > 1 else ticks[0] - t0
     t = time.perf_counter()
-    iv = extract_ivectors(tv, path, batch_size=batch)
+    iv = extract_ivectors(tv, path, batch_size=batch, dtype=dtype)
     t_ext = time.perf_counter() - t
     workers = [_status(p, "VmHWM") for p in _descendants(os.getpid())]
     q.put(
@@ -161,10 +167,10 @@ def _child(path: str, rank: int, iterations: int, jobs: int, batch: int, q: mp.Q
     )
 
 
-def run_case(path: Path, rank: int, iterations: int, jobs: int, batch: int) -> dict:
+def run_case(path: Path, rank: int, iterations: int, jobs: int, batch: int, dtype: str) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(str(path), rank, iterations, jobs, batch, q))
+    p = ctx.Process(target=_child, args=(str(path), rank, iterations, jobs, batch, dtype, q))
     p.start()
     out = q.get()
     p.join()
@@ -181,6 +187,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300, help="frames per utterance (100 per second)")
     ap.add_argument("--iterations", type=int, default=3, help="timed: all but the first")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/gmmspeaker-bench-ivector"))
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +198,7 @@ def main() -> None:
         path = args.workdir / f"stats-K{K}-D{D}-R{R}-U{U}.h5"
         make_stats(path, U, K, D, R, args.frames)
         for jobs in args.jobs:
-            r = run_case(path, R, args.iterations, jobs, args.batch_size)
+            r = run_case(path, R, args.iterations, jobs, args.batch_size, args.dtype)
             r.update(U=U, jobs=jobs, gflops=flops_per_utt * U / r["it_s"] / 1e9)
             rows.append(r)
             print(
@@ -201,7 +208,7 @@ def main() -> None:
                 flush=True,
             )
     print()
-    print(f"K={K} D={D} R={R}, ~{args.frames} frames/utterance, batch {args.batch_size}, float64")
+    print(f"K={K} D={D} R={R}, ~{args.frames} frames/utterance, batch {args.batch_size}, {args.dtype}")
     print(
         "| U | jobs | s / EM iteration | ms / i-vector | GFLOP/s (plain GEMM) | "
         "peak MiB child (+ per worker) | objective per utt. (it 1 -> last) |"
