@@ -5,7 +5,7 @@ Layout of a store directory::
     store/
       manifest.json          utterance id -> shard, frame counts, source signature;
                              the feature config and its hash; written atomically
-      shard-<hash>.h5        "frames": every utterance of the shard, one after the other,
+      shard-<random>.h5      "frames": every utterance of the shard, one after the other,
                              (n_frames, dim) float32, chunked; "ids", "offsets" (n + 1),
                              "n_total" (frames before VAD) index it
 
@@ -13,7 +13,9 @@ Each shard is written by exactly one worker under a temporary name and renamed w
 complete, and the manifest is rewritten (temp + rename) after every finished shard, so a
 crash never leaves a half-written shard that the store trusts: a shard the manifest does
 not name is an orphan and is deleted by the next extraction. An utterance is recomputed
-when its audio file changed (size or modification time) or the feature config changed.
+when its audio file changed (size or modification time) or the feature config changed;
+if it can no longer be used, its entry is removed (never left serving the old frames).
+Shard names are random and never reused (see :func:`_new_shard_name`).
 
 Why one contiguous dataset per shard rather than one dataset per utterance: EM reads every
 frame once per iteration, and h5py costs about a millisecond per dataset access. With
@@ -30,6 +32,7 @@ import json
 import logging
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +59,22 @@ def config_hash(config_dict: dict[str, Any]) -> str:
     """Stable SHA-1 of a JSON-serialisable configuration."""
     blob = json.dumps(config_dict, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha1(blob).hexdigest()
+
+
+def _new_shard_name(store_dir: Path) -> str:
+    """A shard name never used before in ``store_dir``.
+
+    Names are random, not derived from the shard's contents: a name that hashed the id
+    list was reused when the same ids were extracted again, and a manifest entry left
+    from the earlier write then pointed at rows of the new shard, which may belong to
+    another utterance. A fresh name per write makes such an entry point at a file that
+    no longer exists (a clear error) instead of at someone else's frames, and costs
+    nothing on read, unlike a per-entry checksum verified on every EM pass.
+    """
+    while True:
+        name = f"shard-{uuid.uuid4().hex[:16]}.h5"
+        if not (store_dir / name).exists():
+            return name
 
 
 def _source_signature(path: Path) -> list[int]:
@@ -522,7 +541,7 @@ def extract_to_store(
 
     if todo:
         shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
-        names = [f"shard-{config_hash({'ids': [u for u, _ in s], 'cfg': chash})[:16]}.h5" for s in shards]
+        names = [_new_shard_name(store) for _ in shards]
         logger.info(
             "extracting features of %d utterances (%d cached) into %d shards with %d jobs",
             len(todo),
@@ -551,6 +570,8 @@ def extract_to_store(
                 report.frames_total += entry["n_total"]
                 report.frames_kept += entry["n_frames"]
             failures.update(fails)
+            for utt_id in fails:
+                utts.pop(utt_id, None)  # its source is no longer valid: its old frames must go
             if on_bad_audio == "skip":
                 skipped_prev.update(fails)
                 paths = dict(todo)

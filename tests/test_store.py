@@ -160,3 +160,48 @@ def test_known_bad_files_are_not_retried_until_they_change(tmp_path, rng):
     write_wav(bad, speechlike(rng, 0.6))  # fixed: now extracted
     rep = extract_to_store(items, tmp_path / "store", CFG, on_bad_audio="skip")
     assert rep.computed == ["bad"] and rep.skipped == {}
+
+
+@pytest.mark.parametrize("on_bad_audio", ["skip", "error"])
+def test_file_turned_bad_loses_its_stale_features(tmp_path, on_bad_audio):
+    """Issue 11.1: a file reported unusable must not keep serving its old frames."""
+    utts = _corpus(tmp_path, n=3)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts, store_dir, CFG)
+    utts[1][1].write_bytes(b"these bytes are not audio at all")
+    if on_bad_audio == "skip":
+        with pytest.warns(SkippedInputWarning, match="u1.wav"):
+            rep = extract_to_store(utts, store_dir, CFG, on_bad_audio="skip")
+        assert set(rep.skipped) == {"spk/u1"}
+    else:
+        with pytest.raises(DataError, match="u1.wav"):
+            extract_to_store(utts, store_dir, CFG)
+    st = FeatureStore(store_dir)
+    assert st.ids == ["spk/u0", "spk/u2"] and "spk/u1" not in st
+    with pytest.raises(DataError, match="spk/u1"):
+        st.get("spk/u1")
+
+
+def test_rewritten_shard_never_serves_another_utterances_frames(tmp_path, rng):
+    """Issue 11.1: shard names used to hash the id list, so rewriting the same ids reused the
+    old name and an old entry could point at another utterance's rows in the new shard."""
+    from gmmspeaker.audio import load_audio
+
+    utts = _corpus(tmp_path, n=2)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts, store_dir, CFG, shard_size=2)
+    # both files change; u0 is now unusable, u1 is new (different length) audio
+    utts[0][1].write_bytes(b"not audio")
+    write_wav(utts[1][1], speechlike(rng, 0.9, f0=170))
+    with pytest.warns(SkippedInputWarning):
+        extract_to_store(utts, store_dir, CFG, shard_size=2, on_bad_audio="skip")
+    st = FeatureStore(store_dir)
+    assert st.ids == ["spk/u1"]
+    x, _ = load_audio(utts[1][1], sample_rate=8000)
+    np.testing.assert_array_equal(st.get("spk/u1"), extract(x, CFG, name="u1").frames)
+    # a second write of the same id list gets a new shard name, never the old one
+    before = {p.name for p in store_dir.glob("shard-*.h5")}
+    write_wav(utts[1][1], speechlike(rng, 0.7, f0=150))
+    extract_to_store(utts[1:], store_dir, CFG, shard_size=2)
+    after = {p.name for p in store_dir.glob("shard-*.h5")}
+    assert before.isdisjoint(after)
