@@ -205,3 +205,27 @@ def test_rewritten_shard_never_serves_another_utterances_frames(tmp_path, rng):
     extract_to_store(utts[1:], store_dir, CFG, shard_size=2)
     after = {p.name for p in store_dir.glob("shard-*.h5")}
     assert before.isdisjoint(after)
+
+
+def test_shards_the_manifest_missed_are_adopted_if_their_sources_are_unchanged(tmp_path, rng):
+    """Issue 11.2: a run killed before its manifest write must not lose finished shards."""
+    utts = _corpus(tmp_path, n=6)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts[:2], store_dir, CFG)
+    early = (store_dir / "manifest.json").read_bytes()
+    extract_to_store(utts, store_dir, CFG, jobs=2, shard_size=2)
+    want = FeatureStore(store_dir).get_many([u for u, _ in utts])
+    # as if the second run had been killed after its shards were renamed into place but
+    # before the manifest recorded them; meanwhile one source file changed
+    (store_dir / "manifest.json").write_bytes(early)
+    write_wav(utts[5][1], speechlike(rng, 0.8, f0=210))
+    rep = extract_to_store(utts, store_dir, CFG)
+    assert rep.computed == ["spk/u5"] and sorted(rep.cached) == sorted(u for u, _ in utts[:5])
+    st = FeatureStore(store_dir)
+    for u, _ in utts[:5]:
+        np.testing.assert_array_equal(st.get(u), want[u])
+    assert st.get("spk/u5").shape != want["spk/u5"].shape  # the changed file was recomputed
+    # a shard made with another feature config is never adopted
+    other = FeatureConfig(sample_rate=8000, n_mels=24, n_mfcc=13, deltas=2)
+    rep = extract_to_store(utts, store_dir, other)
+    assert len(rep.computed) == 6
