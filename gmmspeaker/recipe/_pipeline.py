@@ -282,6 +282,7 @@ class Pipeline:
                 top_c=r.scoring.top_c,
                 jobs=r.jobs,
                 progress=self.progress,
+                enrollments=self.enrollments,
             )
         return scores
 
