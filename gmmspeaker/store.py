@@ -65,6 +65,62 @@ def config_hash(config_dict: dict[str, Any]) -> str:
     return hashlib.sha1(blob).hexdigest()
 
 
+class _UtteranceBar:
+    """The features progress bar: it moves per utterance, as the workers finish them.
+
+    Workers put a 1 per utterance on a queue served by a ``multiprocessing.Manager`` of
+    this process, and a thread here moves the bar. Under a Dask backend the workers may
+    run on other machines that cannot reach that queue, so there the bar moves per
+    finished shard instead.
+
+    Parameters
+    ----------
+    total : int
+        Utterances to extract.
+    backend : str or None
+        The joblib backend named by the caller (None: the active one).
+    """
+
+    def __init__(self, total: int, backend: str | None) -> None:
+        import threading
+
+        from joblib.parallel import get_active_backend
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="features", unit="utt")
+        self.ticks: Any = None
+        self._manager: Any = None
+        self._thread: threading.Thread | None = None
+        dask = backend == "dask" or type(get_active_backend()[0]).__name__.startswith("Dask")
+        if not dask:
+            import multiprocessing
+
+            self._manager = multiprocessing.Manager()
+            self.ticks = self._manager.Queue()
+            self._thread = threading.Thread(target=self._drain, name="features-progress", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            n = self.ticks.get()
+            if n is None:
+                return
+            self.bar.update(n)
+
+    def shard_done(self, n_utterances: int) -> None:
+        """A shard of ``n_utterances`` finished (moves the bar only where workers cannot)."""
+        if self.ticks is None:
+            self.bar.update(n_utterances)
+
+    def close(self) -> None:
+        """Wait for the last ticks, stop the queue's server, close the bar."""
+        if self._thread is not None:
+            self.ticks.put(None)
+            self._thread.join()
+            self._manager.shutdown()
+        self.bar.close()
+
+
 def _new_shard_name(store_dir: Path) -> str:
     """A shard name never used before in ``store_dir``.
 
@@ -119,8 +175,12 @@ def _extract_shard(
     config_dict: dict[str, Any],
     compression: str | None,
     resample: bool,
+    ticks: Any = None,
 ) -> tuple[str, dict[str, dict[str, Any]], dict[str, str]]:
-    """Worker: extract ``items`` [(utt_id, path)] into one shard; return metadata and failures."""
+    """Worker: extract ``items`` [(utt_id, path)] into one shard; return metadata and failures.
+
+    ``ticks``, a queue (or None), receives a 1 per utterance done, for a progress bar.
+    """
     import h5py
 
     from gmmspeaker.audio import load_audio
@@ -158,6 +218,8 @@ def _extract_shard(
                 feats = extract(signal, config, name=str(src))
             except (AudioError, DataError) as exc:
                 failures[utt_id] = str(exc)
+                if ticks is not None:
+                    ticks.put(1)
                 continue
             frames = np.ascontiguousarray(feats.frames, dtype=np.float32)
             start = offsets[-1]
@@ -174,6 +236,8 @@ def _extract_shard(
                 "source": str(src),
                 "signature": _source_signature(src),
             }
+            if ticks is not None:
+                ticks.put(1)
         h5.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         h5.create_dataset("offsets", data=np.asarray(offsets, dtype=np.int64))
         h5.create_dataset("n_total", data=np.asarray(n_totals, dtype=np.int64))
@@ -640,41 +704,41 @@ def extract_to_store(
             jobs,
         )
         failures: dict[str, str] = {}
-        tasks = (
-            delayed(_extract_shard)(s, str(store), n, cfg, compression, resample)
-            for s, n in zip(shards, names)
-        )
-        results = Parallel(n_jobs=jobs, backend=backend, return_as="generator")(tasks)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), desc="features", unit="utt")
-        last_write = time.monotonic()
-        for k, (_shard_name, meta, fails) in enumerate(results):
-            for utt_id, entry in meta.items():
-                utts[utt_id] = entry
-                skipped_prev.pop(utt_id, None)
-                skipped_sig.pop(utt_id, None)
-                report.computed.append(utt_id)
-                report.frames_total += entry["n_total"]
-                report.frames_kept += entry["n_frames"]
-            failures.update(fails)
-            for utt_id in fails:
-                utts.pop(utt_id, None)  # its source is no longer valid: its old frames must go
-            if on_bad_audio == "skip":
-                skipped_prev.update(fails)
-                paths = dict(todo)
-                skipped_sig.update({u: _signature_or_none(Path(paths[u])) for u in fails})
-            # Rewriting the manifest after every shard would cost O(utterances^2), so at most
-            # every few seconds; shards finished in between are adopted by a resumed run.
-            if time.monotonic() - last_write >= MANIFEST_INTERVAL or k == len(shards) - 1:
-                atomic_write_json(store / MANIFEST, manifest, indent=None)
-                last_write = time.monotonic()
+        bar = _UtteranceBar(len(todo), backend) if progress else None
+        try:
+            tasks = (
+                delayed(_extract_shard)(
+                    s, str(store), n, cfg, compression, resample, None if bar is None else bar.ticks
+                )
+                for s, n in zip(shards, names)
+            )
+            results = Parallel(n_jobs=jobs, backend=backend, return_as="generator")(tasks)
+            last_write = time.monotonic()
+            for k, (_shard_name, meta, fails) in enumerate(results):
+                for utt_id, entry in meta.items():
+                    utts[utt_id] = entry
+                    skipped_prev.pop(utt_id, None)
+                    skipped_sig.pop(utt_id, None)
+                    report.computed.append(utt_id)
+                    report.frames_total += entry["n_total"]
+                    report.frames_kept += entry["n_frames"]
+                failures.update(fails)
+                for utt_id in fails:
+                    utts.pop(utt_id, None)  # its source is no longer valid: its old frames must go
+                if on_bad_audio == "skip":
+                    skipped_prev.update(fails)
+                    paths = dict(todo)
+                    skipped_sig.update({u: _signature_or_none(Path(paths[u])) for u in fails})
+                # Rewriting the manifest after every shard would cost O(utterances^2), so at most
+                # every few seconds; shards finished in between are adopted by a resumed run.
+                if time.monotonic() - last_write >= MANIFEST_INTERVAL or k == len(shards) - 1:
+                    atomic_write_json(store / MANIFEST, manifest, indent=None)
+                    last_write = time.monotonic()
+                if bar is not None:
+                    bar.shard_done(len(meta) + len(fails))
+        finally:
             if bar is not None:
-                bar.update(len(meta) + len(fails))
-        if bar is not None:
-            bar.close()
+                bar.close()
         # Shards no longer referenced (every utterance recomputed elsewhere) are removed.
         live = {e["shard"] for e in utts.values()}
         for f in store.glob("shard-*.h5"):

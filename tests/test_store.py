@@ -229,3 +229,50 @@ def test_shards_the_manifest_missed_are_adopted_if_their_sources_are_unchanged(t
     other = FeatureConfig(sample_rate=8000, n_mels=24, n_mfcc=13, deltas=2)
     rep = extract_to_store(utts, store_dir, other)
     assert len(rep.computed) == 6
+
+
+class RecordingBar:
+    """Stands in for tqdm: records the bar's name, total and every update."""
+
+    made: list[RecordingBar] = []
+
+    def __init__(self, iterable=None, *, total=None, desc=None, unit=None, **kw):
+        self.iterable, self.total, self.desc, self.updates = iterable, total, desc, []
+        RecordingBar.made.append(self)
+
+    def __iter__(self):
+        for x in self.iterable:
+            self.updates.append(1)
+            yield x
+
+    def update(self, n=1):
+        self.updates.append(n)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_features_progress_moves_per_utterance(tmp_path, monkeypatch, jobs):
+    """Issue 14.5: the bar moves per utterance (it used to jump once per shard)."""
+    import tqdm.auto
+
+    RecordingBar.made = []
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    utts = _corpus(tmp_path, n=5)
+    (tmp_path / "wav" / "bad.wav").write_text("not audio")
+    with pytest.warns(SkippedInputWarning):
+        extract_to_store(
+            utts + [("bad", tmp_path / "wav" / "bad.wav")],
+            tmp_path / "store",
+            CFG,
+            jobs=jobs,
+            shard_size=3,
+            on_bad_audio="skip",
+            progress=True,
+        )
+    (bar,) = RecordingBar.made
+    assert (bar.desc, bar.total) == ("features", 6) and bar.updates == [1] * 6
+    RecordingBar.made = []
+    extract_to_store(utts, tmp_path / "store2", CFG, jobs=jobs)  # progress off: no bar
+    assert RecordingBar.made == []

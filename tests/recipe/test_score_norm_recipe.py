@@ -234,3 +234,22 @@ def test_skipped_test_audio_does_not_break_normalisation(tmp_path):
         np.testing.assert_allclose(
             got[keep], _scores(tmp_path / "clean" / "scores.txt"), rtol=1e-9, atol=1e-9
         )
+
+
+def test_cohort_enrolment_shows_a_progress_bar(tmp_path, monkeypatch):
+    """Issue 14.5: enrolling the T-norm cohort models shows a bar (only with progress on)."""
+    import tqdm.auto
+
+    from tests.test_store import RecordingBar
+
+    corpus = _corpus(tmp_path)
+    (corpus / "cohort.txt").write_text((corpus / "ubm.txt").read_text())
+    n_cohort = len((corpus / "ubm.txt").read_text().split())
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    RecordingBar.made = []
+    run_recipe(_recipe(tmp_path, "tnorm"), workdir=tmp_path / "wd", progress=True)
+    bars = [b for b in RecordingBar.made if b.desc == "cohort enroll"]
+    assert len(bars) == 1 and bars[0].total == n_cohort and sum(bars[0].updates) == n_cohort
+    RecordingBar.made = []
+    run_recipe(_recipe(tmp_path, "znorm"), workdir=tmp_path / "wd")  # progress off
+    assert RecordingBar.made == []
