@@ -690,6 +690,7 @@ def extract_to_store(
             and skipped_sig.get(utt_id) == _signature_or_none(path)
         ):
             report.skipped[utt_id] = skipped_prev[utt_id]  # known bad and unchanged: not retried
+            utts.pop(utt_id, None)  # and never served from an entry made before it went bad
         else:
             todo.append((utt_id, str(path)))
 

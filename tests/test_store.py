@@ -276,3 +276,21 @@ def test_features_progress_moves_per_utterance(tmp_path, monkeypatch, jobs):
     RecordingBar.made = []
     extract_to_store(utts, tmp_path / "store2", CFG, jobs=jobs)  # progress off: no bar
     assert RecordingBar.made == []
+
+
+def test_known_bad_file_drops_an_entry_left_by_an_older_run(tmp_path):
+    """A store written before issue 11.1 was fixed may hold both a skip record and the old
+    entry of a file that went bad; the next extraction must drop the entry."""
+    utts = _corpus(tmp_path, n=2)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts, store_dir, CFG)
+    old_entry = json.loads((store_dir / "manifest.json").read_text())["utterances"]["spk/u1"]
+    utts[1][1].write_bytes(b"not audio")
+    with pytest.warns(SkippedInputWarning):
+        extract_to_store(utts, store_dir, CFG, on_bad_audio="skip")
+    manifest = json.loads((store_dir / "manifest.json").read_text())
+    manifest["utterances"]["spk/u1"] = old_entry  # what the older code left behind
+    (store_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(SkippedInputWarning, match="1 unusable"):
+        rep = extract_to_store(utts, store_dir, CFG, on_bad_audio="skip")
+    assert rep.computed == [] and FeatureStore(store_dir).ids == ["spk/u0"]
