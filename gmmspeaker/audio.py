@@ -55,6 +55,8 @@ def load_audio(
     sample_rate: int | None = None,
     resample_audio: bool = False,
     min_samples: int = 1,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read an audio file as a mono float32 signal and check it is usable.
 
@@ -69,6 +71,10 @@ def load_audio(
         Allow resampling to ``sample_rate`` (see the module docstring for the method).
     min_samples : int
         Fewest samples (after resampling) the caller can use, e.g. one analysis frame.
+    start, end : float, float or None
+        Read only ``[start, end)`` seconds of the file (only those frames are read from
+        disk); ``end`` None = to the end. An ``end`` past the end of the file by up to
+        0.5 s is clipped (Kaldi ``extract-segments`` does the same), more is an error.
 
     Returns
     -------
@@ -91,7 +97,22 @@ def load_audio(
     if p.is_dir():
         raise AudioError(f"{p}: is a directory, not an audio file")
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        if start or end is not None:
+            info = sf.info(str(p))
+            first = int(round(start * info.samplerate))
+            last = info.frames if end is None else int(round(end * info.samplerate))
+            if not 0 <= first < info.frames or last <= first or last > info.frames + info.samplerate // 2:
+                raise AudioError(
+                    f"{p}: segment {start:g}-{'end' if end is None else f'{end:g}'} s is outside the "
+                    f"recording ({info.frames / info.samplerate:g} s)"
+                )
+            data, rate = sf.read(
+                str(p), start=first, stop=min(last, info.frames), dtype="float32", always_2d=True
+            )
+        else:
+            data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise AudioError(f"{p}: not a readable audio file ({reason})") from exc
@@ -108,7 +129,8 @@ def load_audio(
         if not resample_audio:
             raise AudioError(
                 f"{p}: sample rate is {rate} Hz but {sample_rate} Hz is expected; "
-                f"enable resampling (resample: true) or use a {rate} Hz feature config"
+                "enable resampling (--resample on the command line, data.resample: true in a recipe, "
+                f"resample_audio=True in Python) or use a {rate} Hz feature config"
             )
         signal = resample(signal, rate, sample_rate)
         rate = sample_rate

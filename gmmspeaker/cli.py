@@ -19,14 +19,56 @@ from gmmspeaker.errors import GmmSpeakerError
 logger = logging.getLogger("gmmspeaker.cli")
 
 
-def _load_yaml_mapping(path: str, section: str | None = None) -> dict[str, Any]:
-    """A YAML file of options (or one section of a recipe-shaped file), loaded like a recipe."""
-    from gmmspeaker.recipe.config import _load_yaml, _Where
+_RECIPE_KEYS = frozenset(
+    {"experiment", "seed", "jobs", "backend", "scheduler", "on_bad_audio", "data", "ubm", "map", "scoring"}
+    | {"evaluation", "features"}
+)
 
-    data = _load_yaml(Path(path), _Where())
-    if section is not None and isinstance(data.get(section), dict):
-        return dict(data[section])
-    return data
+
+def _load_yaml_mapping(path: str, section: str | None = None) -> dict[str, Any]:
+    """A YAML file of options: flat, or a recipe-shaped file (a whole recipe) whose ``section`` is taken.
+
+    ``defaults:`` are resolved as ``gmmspeaker run`` does (recipe-shaped files merged
+    underneath); keys of a flat file override the ``section`` of its defaults. Keys of a
+    recipe's other sections are ignored.
+    """
+    from gmmspeaker.recipe.config import load_yaml_with_defaults
+
+    data = load_yaml_with_defaults(Path(path))
+    if section is None:
+        return data
+    out = dict(data[section]) if isinstance(data.get(section), dict) else {}
+    out.update({k: v for k, v in data.items() if k not in _RECIPE_KEYS})
+    return out
+
+
+def _p_targets(text: str) -> tuple[float, ...]:
+    """``--p-target`` values: comma-separated probabilities in (0, 1) (an argparse type)."""
+    out = []
+    for part in str(text).split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} is not a number (in {text!r})") from None
+        if not 0.0 < v < 1.0:
+            raise argparse.ArgumentTypeError(f"{part.strip()} is not a probability in (0, 1) (in {text!r})")
+        out.append(v)
+    return tuple(out)
+
+
+def _p_target(text: str) -> float:
+    """One ``--p-target`` probability in (0, 1) (an argparse type)."""
+    vals = _p_targets(text)
+    if len(vals) != 1:
+        raise argparse.ArgumentTypeError(f"one probability expected, got {text!r}")
+    return vals[0]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``gmmspeaker verify: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _read_any_list(path: str, root: str | None) -> list[Any]:
@@ -54,12 +96,18 @@ def _unique(utts: list[Any]) -> list[Any]:
 
 def cmd_features(a: argparse.Namespace) -> int:
     from gmmspeaker.features import FeatureConfig
+    from gmmspeaker.features.extract import resolve_sample_rate
     from gmmspeaker.store import extract_to_store
 
-    cfg = FeatureConfig.from_dict(
-        _load_yaml_mapping(a.config, "features") if a.config else {}, source=a.config or "<defaults>"
-    )
+    # no --config: sample_rate auto (8 or 16 kHz defaults, from the audio)
+    given = _load_yaml_mapping(a.config, "features") if a.config else {"sample_rate": "auto"}
+    cfg = FeatureConfig.from_dict(given, source=a.config or "<defaults>")
     utts = _unique(_read_any_list(a.list, a.root))
+    cfg = resolve_sample_rate(
+        cfg, [u.path for u in utts], resample=a.resample, resample_flag="--resample", config_flag="--config"
+    )
+    if not a.config:
+        print(f"sample rate {cfg.sample_rate} Hz: default features for {cfg.sample_rate // 1000} kHz audio")
     rep = extract_to_store(
         [(u.utt_id, u.path) for u in utts],
         a.out,
@@ -104,6 +152,17 @@ def cmd_train_ubm(a: argparse.Namespace) -> int:
 
 
 def cmd_enroll(a: argparse.Namespace) -> int:
+    if a.features is None and a.list is None and a.ubm is None and a.out is None:
+        return cmd_enroll_audio(a)
+    missing = [f"--{k}" for k in ("features", "ubm", "list", "out") if getattr(a, k) is None]
+    if missing or a.expdir is not None or a.model is not None:
+        a.parser.error(
+            "use either 'enroll EXPDIR --model ID AUDIO...' or "
+            "'enroll --features STORE --ubm UBM --list LIST --out MODELS'"
+            + (f" (missing {', '.join(missing)})" if missing else "")
+        )
+    a.relevance = 16.0 if a.relevance is None else a.relevance
+    a.adapt = "means" if a.adapt is None else a.adapt
     from gmmspeaker.corpora.lists import read_enroll_list
     from gmmspeaker.gmm.model import GaussianMixture
     from gmmspeaker.recipe.stages import enroll_models
@@ -120,6 +179,69 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     )
     models.save(a.out)
     print(f"{len(models.model_ids)} models -> {a.out}")
+    return 0
+
+
+def _experiment_args(a: argparse.Namespace, *, model: bool) -> Any:
+    """Open EXPDIR after checking the positional arguments of enroll/verify/identify."""
+    from gmmspeaker.system import Experiment
+
+    if a.expdir is None or not a.audio:
+        a.parser.error("expected EXPDIR and at least one AUDIO file")
+    if model and not a.model:
+        a.parser.error("--model ID is required")
+    return Experiment.open(a.expdir)
+
+
+def cmd_enroll_audio(a: argparse.Namespace) -> int:
+    """``enroll EXPDIR --model ID AUDIO...``: MAP-adapt a model from audio into a trained experiment."""
+    if a.relevance is not None or a.adapt is not None:
+        a.parser.error(
+            "--relevance/--adapt belong to list-based enrolment; EXPDIR uses its recipe's map settings"
+        )
+    exp = _experiment_args(a, model=True)
+    r = exp.enroll(a.model, a.audio)
+    if r.replaced == "user":
+        print(f"model {r.model_id!r} already enrolled: re-enrolled, the previous model is replaced")
+    elif r.replaced == "recipe":
+        print(
+            f"model {r.model_id!r} is a recipe model: the new model replaces it for verify and identify "
+            f"({exp.workdir / 'models.h5'} is left as the run wrote it)"
+        )
+    print(f"enrolled {r.model_id} from {r.n_files} file(s), {r.n_frames} frames -> {r.path}")
+    return 0
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    """``verify EXPDIR --model ID AUDIO...``: scores and accept/reject decisions."""
+    exp = _experiment_args(a, model=True)
+    results = exp.verify(a.model, a.audio, threshold=a.threshold, p_target=a.p_target)
+    if a.json:
+        for r in results:
+            print(json.dumps(r.to_dict()))
+        return 0
+    first = results[0]
+    print(f"threshold {first.threshold:.4f}: {first.threshold_source}")
+    for r in results:
+        cal = "" if r.calibrated_llr is None else f"  calibrated LLR {r.calibrated_llr:8.4f}"
+        norm = "" if exp.normalization == "none" else f"  score ({exp.normalization}) {r.score:8.4f}"
+        print(f"{r.audio}  model {r.model}  raw LLR {r.raw_llr:8.4f}{norm}{cal}  {r.decision}")
+    return 0
+
+
+def cmd_identify(a: argparse.Namespace) -> int:
+    """``identify EXPDIR AUDIO...``: enrolled models ranked per file."""
+    if a.top_n < 1:
+        a.parser.error(f"--top-n must be >= 1, got {a.top_n}")
+    exp = _experiment_args(a, model=False)
+    results = exp.identify(a.audio, top_n=a.top_n, threshold=a.threshold)
+    for r in results:
+        if a.json:
+            print(json.dumps(r.to_dict()))
+            continue
+        print(f"{r.audio}: {r.decision}")
+        for rank, (m, sc) in enumerate(r.ranking, 1):
+            print(f"  {rank:2d}. {m:<20} {sc:8.4f}")
     return 0
 
 
@@ -163,6 +285,14 @@ def format_results(res: dict[str, Any]) -> str:
     if "cllr" in res:
         rows.append(("Cllr / minCllr", f"{res['cllr']:.4f} / {res.get('min_cllr', float('nan')):.4f}"))
     rows.append(("trials (target / nontarget)", f"{res['n_target']} / {res['n_nontarget']}"))
+    ident = res.get("identification")
+    if ident and ident.get("n_tests"):
+        rows.append(
+            (
+                "identification top-1 / top-5",
+                f"{100 * ident['top1']:.2f} % / {100 * ident['top5']:.2f} % ({ident['n_tests']} tests)",
+            )
+        )
     if res.get("n_skipped_audio"):
         rows.append(("skipped audio files", str(res["n_skipped_audio"])))
     w = max(len(r[0]) for r in rows)
@@ -171,6 +301,7 @@ def format_results(res: dict[str, Any]) -> str:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from gmmspeaker.recipe.stages import evaluate_scores, read_scores
+    from gmmspeaker.scoring.report import write_experiment_report, write_score_histogram
 
     pairs, scores, keys = read_scores(a.scores)
     if a.trials:
@@ -181,11 +312,14 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         keys = [lookup.get(p) for p in pairs]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    p_targets = tuple(float(x) for x in a.p_target.split(","))
+    p_targets = tuple(a.p_target)
     res = evaluate_scores(scores, keys, p_targets=p_targets, det_plot=None if a.no_plot else out / "det.png")
+    res["thresholds"] = write_score_histogram(out, scores, keys, p_targets=p_targets, plot=not a.no_plot)
     (out / "results.json").write_text(json.dumps(res, indent=1, sort_keys=True))
+    report = write_experiment_report(out, res)
     print(format_results(res))
-    print(f"-> {out / 'results.json'}" + ("" if a.no_plot else f", {out / 'det.png'}"))
+    plots = "" if a.no_plot else f", {out / 'det.png'}, {out / 'score_hist.png'}"
+    print(f"-> {out / 'results.json'}{plots}, {report}")
     return 0
 
 
@@ -208,6 +342,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         extra = f" ({why})" if why and action != "skipped" else ""
         t = f"  {secs:7.1f} s" if secs is not None and action == "ran" else ""
         print(f"{stage:<9} {action}{extra}{t}" if action != "skipped" else f"{stage:<9} up to date")
+    for mid in res.refreshed:
+        print(f"user model {mid} re-enrolled from its recorded audio (it depended on what this run changed)")
     if res.results is not None:
         print(f"\nResults ({res.workdir}):")
         print(format_results(res.results))
@@ -252,13 +388,26 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="gmmspeaker", description="Speaker recognition with GMM-UBM.")
+    ap = _Parser(prog="gmmspeaker", description="Speaker recognition with GMM-UBM.")
     ap.add_argument("--version", action="version", version=f"gmmspeaker {__version__}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    # the same two flags after the subcommand; SUPPRESS keeps the top-level value when absent
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs"
+    )
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only"
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a recipe (every out-of-date stage)")
+    def add_sub(name: str, **kw: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], **kw)
+        p.set_defaults(parser=p)
+        return p
+
+    r = add_sub("run", help="run a recipe (every out-of-date stage)")
     r.add_argument("recipe")
     r.add_argument("--workdir", help="outputs folder (default exp/<experiment>)")
     r.add_argument("--jobs", type=int, help="parallel workers (overrides the recipe)")
@@ -268,18 +417,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="say what would run and why")
     r.set_defaults(func=cmd_run)
 
-    f = sub.add_parser("features", help="extract features of the audio in a list into an HDF5 store")
+    f = add_sub("features", help="extract features of the audio in a list into an HDF5 store")
     f.add_argument("list", help="ubm, enroll or trials list")
     f.add_argument("--root", help="corpus root of the list's paths (default: the list's folder)")
     f.add_argument("--out", required=True, help="feature store folder")
-    f.add_argument("--config", help="YAML of feature options (flat, or a recipe's features: section)")
+    f.add_argument(
+        "--config",
+        help="YAML of feature options (flat, or a recipe's features: section); "
+        "default: the 8 or 16 kHz defaults, from the audio's rate",
+    )
     f.add_argument("--jobs", type=int, default=1)
-    f.add_argument("--resample", action="store_true", help="resample audio of another rate")
+    f.add_argument(
+        "--resample", action="store_true", help="resample audio of another (or, without --config, mixed) rate"
+    )
     f.add_argument("--on-bad-audio", choices=["error", "skip"], default="error")
     f.add_argument("--compression", choices=["gzip", "lzf"], default=None)
     f.set_defaults(func=cmd_features)
 
-    u = sub.add_parser("train-ubm", help="train a UBM on the features of a store")
+    u = add_sub("train-ubm", help="train a UBM on the features of a store")
     u.add_argument("--features", required=True, help="feature store folder")
     u.add_argument("--list", help="ubm list (default: every utterance in the store)")
     u.add_argument("--root")
@@ -292,18 +447,51 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--jobs", type=int, default=1)
     u.set_defaults(func=cmd_train_ubm)
 
-    e = sub.add_parser("enroll", help="MAP-adapt speaker models from an enroll list")
-    e.add_argument("--features", required=True)
-    e.add_argument("--ubm", required=True)
-    e.add_argument("--list", required=True, help="enroll list: model_id path [path ...]")
+    e = add_sub(
+        "enroll",
+        help="enrol a speaker from audio into a trained experiment, or MAP-adapt models from an enroll list",
+        description="enroll EXPDIR --model ID AUDIO...  |  enroll --features STORE --ubm UBM --list LIST --out MODELS",
+    )
+    e.add_argument("expdir", nargs="?", help="a trained experiment (a recipe's workdir)")
+    e.add_argument("audio", nargs="*", help="audio files of the speaker (with EXPDIR)")
+    e.add_argument("--model", help="model id to add or replace (with EXPDIR)")
+    e.add_argument("--features", help="feature store (list-based enrolment)")
+    e.add_argument("--ubm")
+    e.add_argument("--list", help="enroll list: model_id path [path ...]")
     e.add_argument("--root")
-    e.add_argument("--out", required=True, help="models.h5 to write")
-    e.add_argument("--relevance", type=float, default=16.0)
-    e.add_argument("--adapt", default="means", help="comma-separated: means,weights,variances")
+    e.add_argument("--out", help="models.h5 to write")
+    e.add_argument("--relevance", type=float, default=None, help="default 16")
+    e.add_argument("--adapt", default=None, help="comma-separated: means,weights,variances (default means)")
     e.add_argument("--jobs", type=int, default=1)
-    e.set_defaults(func=cmd_enroll)
+    e.set_defaults(func=cmd_enroll, audio_args=True)
 
-    s = sub.add_parser("score", help="score a trial list")
+    vf = add_sub(
+        "verify", help="score audio against an enrolled model of a trained experiment: accept/reject"
+    )
+    vf.add_argument("expdir", nargs="?", help="a trained experiment (a recipe's workdir)")
+    vf.add_argument("audio", nargs="*", help="audio files to verify")
+    vf.add_argument("--model", help="the claimed model id")
+    how = vf.add_mutually_exclusive_group()
+    how.add_argument("--threshold", type=float, help="accept when the score reaches this value")
+    how.add_argument(
+        "--p-target",
+        type=_p_target,
+        help="Bayes threshold -logit(P) on the calibrated LLR (needs data.dev_trials in the recipe)",
+    )
+    vf.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    vf.set_defaults(func=cmd_verify, audio_args=True)
+
+    idf = add_sub("identify", help="rank the enrolled models of a trained experiment on audio files")
+    idf.add_argument("expdir", nargs="?", help="a trained experiment (a recipe's workdir)")
+    idf.add_argument("audio", nargs="*", help="audio files to identify")
+    idf.add_argument("--top-n", type=int, default=5, help="models listed per file (default 5)")
+    idf.add_argument(
+        "--threshold", type=float, help="open set: 'unknown' when the best raw LLR is below this"
+    )
+    idf.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    idf.set_defaults(func=cmd_identify, audio_args=True)
+
+    s = add_sub("score", help="score a trial list")
     s.add_argument("--features", required=True)
     s.add_argument("--ubm", required=True)
     s.add_argument("--models", required=True)
@@ -315,16 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1)
     s.set_defaults(func=cmd_score)
 
-    v = sub.add_parser("evaluate", help="metrics of a scores file: table, results.json, det.png")
+    v = add_sub("evaluate", help="metrics of a scores file: table, results.json, det.png")
     v.add_argument("scores", help="model_id test_id score [target|nontarget]")
     v.add_argument("--trials", help="trial list with keys (when the scores file has none)")
     v.add_argument("--root")
     v.add_argument("--out", default=".", help="folder for results.json and det.png")
-    v.add_argument("--p-target", default="0.01,0.001")
+    v.add_argument("--p-target", type=_p_targets, default="0.01,0.001", help="comma-separated priors")
     v.add_argument("--no-plot", action="store_true")
     v.set_defaults(func=cmd_evaluate)
 
-    i = sub.add_parser("info", help="what a feature store, UBM or models file holds")
+    i = add_sub("info", help="what a feature store, UBM or models file holds")
     i.add_argument("file")
     i.set_defaults(func=cmd_info)
     return ap
@@ -332,7 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gmmspeaker`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # audio files after an option (argparse stops filling positionals there)
+        if getattr(args, "audio_args", False) and not any(x.startswith("-") for x in extra):
+            args.audio = [*args.audio, *extra]
+        else:
+            (getattr(args, "parser", None) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:  # a run's log file may lower the package's level

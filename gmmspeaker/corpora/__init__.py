@@ -19,6 +19,8 @@ _EXPORTS: dict[str, str] = {
     "write_enroll_list": "gmmspeaker.corpora.lists",
     "write_trials": "gmmspeaker.corpora.lists",
     "read_kaldi_data_dir": "gmmspeaker.corpora.kaldi",
+    "read_segments": "gmmspeaker.corpora.kaldi",
+    "Segment": "gmmspeaker.corpora.kaldi",
     "read_spk2utt": "gmmspeaker.corpora.kaldi",
     "read_utt2spk": "gmmspeaker.corpora.kaldi",
     "prepare_voxceleb1": "gmmspeaker.corpora.voxceleb",

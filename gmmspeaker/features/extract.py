@@ -10,13 +10,14 @@ import dataclasses
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from gmmspeaker._typing import FloatArray
+from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, SkippedInputWarning
 from gmmspeaker.features.deltas import add_deltas
 from gmmspeaker.features.mfcc import (
@@ -29,7 +30,7 @@ from gmmspeaker.features.mfcc import (
 from gmmspeaker.features.normalize import NORMALIZATIONS, normalize
 from gmmspeaker.features.vad import energy_vad, frame_energy_db
 
-__all__ = ["FeatureConfig", "Features", "extract", "extract_many"]
+__all__ = ["FeatureConfig", "Features", "RATE_DEFAULTS", "extract", "extract_many", "resolve_sample_rate"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,48 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "normalize": NORMALIZATIONS,
 }
 
+_COMMON_DEFAULTS: dict[str, Any] = {
+    "frame_length": 0.025,
+    "frame_shift": 0.010,
+    "n_fft": None,
+    "window": "hamming",
+    "center": False,
+    "preemphasis": 0.97,
+    "remove_dc": False,
+    "power": 2.0,
+    "fmin": 20.0,
+    "mel_scale": "htk",
+    "mel_norm": "none",
+    "log": "ln",
+    "log_floor": 1.0e-10,
+    "top_db": None,
+    "n_mfcc": 20,
+    "lifter": 0,
+    "energy": "c0",
+    "deltas": 2,
+    "delta_window": 2,
+    "vad": "energy",
+    "vad_threshold": 35.0,
+    "vad_reference": 95.0,
+    "vad_floor": -80.0,
+    "vad_context": 2,
+    "vad_proportion": 0.6,
+    "normalize": "cmvn",
+    "norm_window": 301,
+}
+
+#: The tuned feature defaults per sample rate (Hz), every key of :class:`FeatureConfig`.
+#: The one source of truth: ``configs/features-8k.yaml`` and ``configs/features-16k.yaml``
+#: hold the same values (a test checks it), and ``sample_rate: auto`` picks from here.
+#: 8 kHz (telephone band): 24 mel bands (a 256-point FFT would make more bands 2-3 bins
+#: wide at the bottom) up to 3800 Hz; 16 kHz: 40 bands up to 7600 Hz.
+RATE_DEFAULTS: Mapping[int, Mapping[str, Any]] = MappingProxyType(
+    {
+        8000: MappingProxyType({"sample_rate": 8000, **_COMMON_DEFAULTS, "n_mels": 24, "fmax": 3800.0}),
+        16000: MappingProxyType({"sample_rate": 16000, **_COMMON_DEFAULTS, "n_mels": 40, "fmax": 7600.0}),
+    }
+)
+
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureConfig:
@@ -55,8 +98,11 @@ class FeatureConfig:
 
     Attributes
     ----------
-    sample_rate : int
-        Hz; the signal must already be at this rate.
+    sample_rate : int or "auto"
+        Hz; the signal must already be at this rate. ``"auto"``: a template whose rate is
+        read from the audio (:func:`resolve_sample_rate`, :meth:`resolve`); fields left at
+        their generic defaults then take the :data:`RATE_DEFAULTS` of that rate. Until
+        resolved, properties that need the rate raise :class:`ConfigError`.
     frame_length, frame_shift : float
         Window length and hop, in seconds (rounded to whole samples).
     n_fft : int or None
@@ -117,7 +163,7 @@ class FeatureConfig:
         Window in frames for ``sliding_cmn`` and ``warp`` (301 = 3 s at 10 ms).
     """
 
-    sample_rate: int = 16000
+    sample_rate: int | str = 16000
     frame_length: float = 0.025
     frame_shift: float = 0.010
     n_fft: int | None = None
@@ -163,8 +209,11 @@ class FeatureConfig:
         for key, choices in _CHOICES.items():
             if getattr(self, key) not in choices:
                 return key, f"expected one of {list(choices)}, got {getattr(self, key)!r}"
+        if isinstance(self.sample_rate, str) and self.sample_rate != "auto":
+            return "sample_rate", f"expected a rate in Hz or 'auto', got {self.sample_rate!r}"
+        auto = self.sample_rate == "auto"
         positive = (
-            "sample_rate",
+            *(() if auto else ("sample_rate",)),
             "frame_length",
             "frame_shift",
             "n_mels",
@@ -191,21 +240,29 @@ class FeatureConfig:
         ):
             if not math.isfinite(getattr(self, key)):
                 return key, f"expected a finite number, got {getattr(self, key)!r}"
+        if self.n_mfcc > self.n_mels:
+            return "n_mfcc", f"{self.n_mfcc} exceeds n_mels ({self.n_mels})"
+        if auto:
+            return self._rate_free_problem()
         if self.frame_samples < 2:
             return "frame_length", f"{self.frame_length} s is under 2 samples at {self.sample_rate} Hz"
         if self.hop_samples < 1:
             return "frame_shift", f"{self.frame_shift} s is under 1 sample at {self.sample_rate} Hz"
         if self.n_fft is not None and self.n_fft < self.frame_samples:
             return "n_fft", f"{self.n_fft} is smaller than the frame ({self.frame_samples} samples)"
-        if not 0.0 <= self.preemphasis < 1.0:
-            return "preemphasis", f"expected a value in [0, 1), got {self.preemphasis!r}"
-        nyquist = self.sample_rate / 2.0
+        nyquist = self.rate / 2.0
         if not 0.0 <= self.fmin < nyquist:
             return "fmin", f"expected 0 <= fmin < {nyquist} (Nyquist), got {self.fmin!r}"
         if not self.fmin < self.fmax_hz <= nyquist:
             return "fmax", (f"expected fmin ({self.fmin}) < fmax <= {nyquist} (Nyquist), got {self.fmax!r}")
-        if self.n_mfcc > self.n_mels:
-            return "n_mfcc", f"{self.n_mfcc} exceeds n_mels ({self.n_mels})"
+        return self._rate_free_problem()
+
+    def _rate_free_problem(self) -> tuple[str, str] | None:
+        """Checks that do not depend on the sample rate."""
+        if self.n_fft is not None and self.n_fft < 1:
+            return "n_fft", f"expected null or an int >= 1, got {self.n_fft!r}"
+        if not 0.0 <= self.preemphasis < 1.0:
+            return "preemphasis", f"expected a value in [0, 1), got {self.preemphasis!r}"
         if self.lifter < 0:
             return "lifter", f"expected an int >= 0, got {self.lifter!r}"
         if self.top_db is not None and not self.top_db >= 0:
@@ -310,16 +367,72 @@ class FeatureConfig:
             normalize="none",
         )
 
+    # ------------------------------------------------------------------ sample rate
+    @property
+    def rate(self) -> int:
+        """The sample rate in Hz; raises :class:`ConfigError` while it is ``"auto"``."""
+        if isinstance(self.sample_rate, str):
+            raise ConfigError(
+                "FeatureConfig: sample_rate is 'auto': resolve it from the audio first "
+                "(FeatureConfig.resolve(rate) or gmmspeaker.features.resolve_sample_rate)"
+            )
+        return self.sample_rate
+
+    @classmethod
+    def for_rate(
+        cls, rate: int, overrides: Mapping[str, Any] | None = None, *, source: str = "<config>"
+    ) -> FeatureConfig:
+        """The tuned defaults of ``rate`` (:data:`RATE_DEFAULTS`) with ``overrides`` on top.
+
+        Raises
+        ------
+        ConfigError
+            No defaults exist for ``rate`` (the message suggests writing a config), or an
+            override is invalid.
+        """
+        if rate not in RATE_DEFAULTS:
+            raise ConfigError(
+                f"{source}: no default features for {rate} Hz audio (defaults exist for "
+                f"{', '.join(str(r) for r in RATE_DEFAULTS)} Hz); give a feature config with "
+                f"sample_rate: {rate} (start from configs/features-16k.yaml and set n_mels and fmax), "
+                "or resample the audio"
+            )
+        values = {**RATE_DEFAULTS[rate], **(overrides or {})}
+        values["sample_rate"] = rate
+        return cls.from_dict(values, source=source)
+
+    def resolve(self, rate: int, *, source: str = "<config>") -> FeatureConfig:
+        """A concrete config for audio at ``rate`` Hz.
+
+        A config with a fixed rate is returned unchanged (the caller checks the audio
+        against it). With ``sample_rate="auto"``, every field still at its generic class
+        default takes the value of :data:`RATE_DEFAULTS` for ``rate`` (so an explicit value
+        equal to the generic default is not distinguishable from an unset one); the other
+        fields are kept.
+
+        Raises
+        ------
+        ConfigError
+            ``rate`` has no defaults (see :meth:`for_rate`).
+        """
+        if self.sample_rate != "auto":
+            return self
+        generic = {f.name: f.default for f in dataclasses.fields(self)}
+        overrides = {
+            k: v for k, v in self.to_dict().items() if k != "sample_rate" and not _same(v, generic[k])
+        }
+        return FeatureConfig.for_rate(rate, overrides, source=source)
+
     # ------------------------------------------------------------------ derived values
     @property
     def frame_samples(self) -> int:
         """Window length in samples."""
-        return int(round(self.frame_length * self.sample_rate))
+        return int(round(self.frame_length * self.rate))
 
     @property
     def hop_samples(self) -> int:
         """Frame shift in samples."""
-        return int(round(self.frame_shift * self.sample_rate))
+        return int(round(self.frame_shift * self.rate))
 
     @property
     def fft_size(self) -> int:
@@ -331,7 +444,7 @@ class FeatureConfig:
     @property
     def fmax_hz(self) -> float:
         """Upper filterbank edge in Hz."""
-        nyquist = self.sample_rate / 2.0
+        nyquist = self.rate / 2.0
         if self.fmax is None:
             return nyquist
         return nyquist + self.fmax if self.fmax <= 0 else float(self.fmax)
@@ -349,7 +462,7 @@ class FeatureConfig:
     def spectral_params(self) -> SpectralParams:
         """The sample-domain parameters used by :mod:`gmmspeaker.features.mfcc`."""
         return SpectralParams(
-            sample_rate=self.sample_rate,
+            sample_rate=self.rate,
             frame_length=self.frame_samples,
             hop_length=self.hop_samples,
             n_fft=self.fft_size,
@@ -395,6 +508,12 @@ def _check_type(key: str, value: Any, annotation: Any, *, source: str) -> Any:
         value = float(value) if ok else value
     elif base == "str":
         ok = isinstance(value, str)
+    elif base == "int|str":  # sample_rate: Hz or "auto"
+        ok = value == "auto" or (
+            isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        )
+        value = int(value) if ok and not isinstance(value, str) else value
+        base = "int or 'auto'"
     else:  # pragma: no cover - every field has one of the types above
         ok = True
     if not ok:
@@ -403,6 +522,112 @@ def _check_type(key: str, value: Any, annotation: Any, *, source: str) -> Any:
             f"got {type(value).__name__} {value!r}"
         )
     return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same kind (``1 == 1.0`` but ``True != 1``)."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _probe_rates(paths: Sequence[PathLike]) -> dict[str, int]:
+    """Sample rate of every readable file, from its header (unreadable files are left to
+    the extraction, which reports them properly)."""
+    import soundfile as sf
+
+    rates: dict[str, int] = {}
+    for p in paths:
+        try:
+            rates[str(p)] = int(sf.info(str(p)).samplerate)
+        except Exception:
+            continue
+    return rates
+
+
+def resolve_sample_rate(
+    config: FeatureConfig,
+    paths: Sequence[PathLike],
+    *,
+    resample: bool = False,
+    resample_flag: str = "resample=True",
+    config_flag: str = "a FeatureConfig",
+) -> FeatureConfig:
+    """Resolve ``sample_rate="auto"`` from the rates of the audio files.
+
+    Reads only the file headers. Unreadable files are ignored here (the extraction
+    reports them with the other bad files).
+
+    Parameters
+    ----------
+    config : FeatureConfig
+        With a fixed rate it is returned as it is: a file of another rate is then a bad
+        file for the extraction (:func:`gmmspeaker.audio.load_audio`), reported or skipped
+        with the others. With ``"auto"``: the files' common rate picks
+        :data:`RATE_DEFAULTS`; with mixed rates and
+        ``resample``, the highest rate with defaults that is not above the lowest file
+        rate (8000 Hz for 8 kHz + 16 kHz lists: downsampling loses nothing the 8 kHz files
+        have; upsampling would invent an empty upper band).
+    paths : sequence of path-like
+        The audio files.
+    resample : bool
+        Whether the caller will resample audio of another rate.
+    resample_flag, config_flag : str
+        How the user turns resampling on and gives a feature config in the interface
+        they are in (``"--resample"`` / ``"--config"`` on the command line,
+        ``"data.resample: true"`` / ``"the recipe's features: section"`` in a recipe);
+        the errors name them.
+
+    Returns
+    -------
+    FeatureConfig
+        With a concrete ``sample_rate``.
+
+    Raises
+    ------
+    AudioError
+        Mixed rates without ``resample`` (names two files and their rates); no readable
+        file.
+    ConfigError
+        ``"auto"`` and a rate without defaults (suggests a config or resampling).
+    """
+    from gmmspeaker.errors import AudioError
+
+    if config.sample_rate != "auto":
+        return config
+    rates = _probe_rates(paths)
+    if not rates:
+        shown = str(paths[0]) if paths else "(no files)"
+        raise AudioError(
+            f"{shown}: sample_rate: auto needs the rate of the audio, but none of the "
+            f"{len(paths)} file(s) could be read"
+        )
+    by_rate: dict[int, str] = {}
+    for p, r in rates.items():
+        by_rate.setdefault(r, p)
+    distinct = sorted(by_rate)
+    if len(distinct) > 1 and not resample:
+        lo, hi = distinct[0], distinct[-1]
+        counts = ", ".join(f"{sum(1 for r in rates.values() if r == x)} at {x} Hz" for x in distinct)
+        raise AudioError(
+            f"mixed sample rates: {by_rate[lo]} is {lo} Hz but {by_rate[hi]} is {hi} Hz ({counts}); "
+            f"resample them to one rate with {resample_flag}, or split the list by rate"
+        )
+    lowest = distinct[0]
+    if resample:
+        fitting = [r for r in RATE_DEFAULTS if r <= lowest]
+        target = max(fitting) if fitting else min(RATE_DEFAULTS)
+    else:
+        target = lowest
+        if target not in RATE_DEFAULTS:
+            supported = ", ".join(str(r) for r in RATE_DEFAULTS)
+            raise ConfigError(
+                f"{by_rate[target]}: sample rate {target} Hz has no default features (defaults "
+                f"exist for {supported} Hz); give {config_flag} with sample_rate: {target} "
+                f"(start from configs/features-16k.yaml and set n_mels and fmax), or resample "
+                f"with {resample_flag}"
+            )
+    if len(distinct) > 1 or target != lowest:
+        logger.info("sample_rate auto: resampling %s Hz audio to %d Hz", "/".join(map(str, distinct)), target)
+    return config.resolve(target)
 
 
 @dataclass(frozen=True)

@@ -519,3 +519,21 @@ class GaussianMixture:
     def __repr__(self) -> str:
         fitted = "fitted" if getattr(self, "means_", None) is not None else "not fitted"
         return f"GaussianMixture(n_components={self.n_components}, covariance_type={self.covariance_type!r}, {fitted})"
+
+    @classmethod
+    def from_sklearn(cls, model: Any, **options: Any) -> GaussianMixture:
+        """A fitted model with the parameters of a fitted ``sklearn.mixture.GaussianMixture``
+        (any covariance type; ``options`` are constructor keywords). See
+        :mod:`gmmspeaker.gmm.interop`."""
+        from gmmspeaker.gmm.interop import params_from_sklearn
+
+        w, mu, cov, cov_type = params_from_sklearn(model)
+        return cls.from_params(w, mu, cov, covariance_type=cov_type, **options)
+
+    def to_sklearn(self) -> Any:
+        """This model as a fitted ``sklearn.mixture.GaussianMixture`` (needs scikit-learn);
+        its ``score_samples`` equals this one's. See :mod:`gmmspeaker.gmm.interop`."""
+        from gmmspeaker.gmm.interop import sklearn_from_params
+
+        self._check_fitted()
+        return sklearn_from_params(self.weights_, self.means_, self.covariances_, self.covariance_type)

@@ -7,7 +7,7 @@ are summed with ``+`` and the M-step / MAP adaptation reads the sum.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,9 @@ from gmmspeaker._typing import FloatArray
 from gmmspeaker.errors import DataError, ModelError
 
 __all__ = ["Stats", "MixtureParams", "accumulate", "log_densities", "frame_loglik", "COVARIANCE_TYPES"]
+
+#: Unit roundoff of float32 (``2**-24``), used in the stated error bounds.
+FLOAT32_UNIT_ROUNDOFF = float(np.finfo(np.float32).eps) / 2.0
 
 
 @dataclass
@@ -74,12 +77,38 @@ class Stats:
 # Model parameters prepared for the E-step
 # ---------------------------------------------------------------------------------------
 
-#: float64 shifted log-likelihoods are clipped here before ``exp``: the result stays a
-#: normal number (float64 ``exp`` is ~3x slower on subnormal or zero results; -600 rather
-#: than -700 keeps the products in the statistics GEMM normal too) and the posterior it
-#: stands for (``exp(-600) ~ 3e-261``) is negligible. float32 ``exp`` has no such slow
-#: path (measured), so float32 is not clipped.
-_CLIP = {np.dtype(np.float32): None, np.dtype(np.float64): -600.0}
+#: Shifted log-likelihoods ``L - max`` are clipped here before ``exp`` (underflow guard).
+#: Every ``exp`` result is a factor of a product in the statistics GEMM (posterior times a
+#: scaled augmented frame ``[(x-c)**2, x-c, 1] / s``), and a product (or a GEMM partial sum)
+#: in the subnormal range costs ~10-60x on x86 (measured: 26 ms instead of 2 ms for one
+#: 4096 x 512 float32 statistics product; ``exp`` itself is ~7x slower when its results are
+#: subnormal, in float32 as in float64). The level is derived from the factors:
+#:
+#: * the posterior is ``p = exp(L - max) >= exp(clip)``;
+#: * it is multiplied by ``1/s`` with ``1 <= s <= K`` (``s`` sums ``p`` over components, the
+#:   largest term is exp(0) = 1), so by a factor ``>= 2**-20`` for ``K <= 2**20``, and by
+#:   ``|x-c|`` or ``(x-c)**2``, which we guard down to ``2**-20`` (``|x-c| >= 2**-10``;
+#:   smaller feature offsets are rare and merely risk a slow product, never a wrong one);
+#: * so every product is ``>= exp(clip) * 2**-40`` and stays normal when
+#:   ``exp(clip) >= tiny * 2**40``: float32 ``tiny = 2**-126`` needs ``clip >= -59.6``,
+#:   float64 ``tiny = 2**-1022`` needs ``clip >= -680.7``.
+#:
+#: We take -50 (``e**-50 = 2**-72.1``, margin ``2**13.9`` over float32 ``tiny``) and -600
+#: (``2**-865.6``, margin ``2**116``). What it costs: a posterior below ``e**clip`` times
+#: the frame's largest is raised to that, which changes a frame's statistics by at most
+#: ``K e**clip`` relative (``<= 2**-52`` for ``K <= 2**20`` in float32): below float32's
+#: own rounding (``2**-24``).
+_CLIP = {np.dtype(np.float32): -50.0, np.dtype(np.float64): -600.0}
+#: float32 statistics are summed in float64 over sub-blocks of this many frames: a float32
+#: GEMM sums at most ``_STAT_BLOCK`` products before a float64 addition, which bounds its
+#: rounding error by ``gamma_(b+4)`` whatever the BLAS kernel's summation order (see
+#: :func:`accumulate`).
+_STAT_BLOCK = 128
+#: Components whose squared distance from the shift exceeds this many variances (in some
+#: dimension, at the current parameters) get their statistics in float64: for them the
+#: float32 error, proportional to ``E[(x-c)**2] / var``, would no longer be bounded by a
+#: small constant (see :func:`accumulate`).
+_FAR = 64.0
 #: Elements of one (frames x K) posterior tile: the E-step of a chunk runs over tiles of
 #: ``_TILE // K`` frames so the element-wise passes stay in cache (and threads balance).
 _TILE = 1 << 21
@@ -153,6 +182,8 @@ class _DiagPrep:
     shift: FloatArray  # (D,) float64, subtracted from every frame (conditioning in float32)
     dtype: np.dtype
     n_dims: int
+    #: components whose statistics are computed in float64 (float32 only; see ``_FAR``)
+    far: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
 
 
 @dataclass(frozen=True)
@@ -196,6 +227,8 @@ def _prepare(params: MixtureParams, dtype: np.dtype) -> _DiagPrep | _FullPrep:
     with np.errstate(divide="ignore"):
         log_w = np.log(w)
     shift = w @ mu / max(float(w.sum()), np.finfo(float).tiny)
+    # exactly representable in the compute dtype: the frames are shifted by this very value
+    shift = shift.astype(dtype).astype(np.float64)
     mu_c = mu - shift
     if params.covariance_type in ("diag", "spherical"):
         var = np.asarray(params.diag_variances(), dtype=np.float64)
@@ -204,7 +237,10 @@ def _prepare(params: MixtureParams, dtype: np.dtype) -> _DiagPrep | _FullPrep:
         W[:D] = -0.5 * prec.T
         W[D : 2 * D] = (prec * mu_c).T
         W[2 * D] = log_w - 0.5 * (D * _LOG_2PI + np.log(var).sum(1) + (prec * mu_c**2).sum(1))
-        return _DiagPrep(W=np.ascontiguousarray(W, dtype=dtype), shift=shift, dtype=dtype, n_dims=D)
+        far = np.empty(0, dtype=np.intp)
+        if dtype == np.dtype(np.float32):
+            far = np.flatnonzero((prec * mu_c**2).max(1) > _FAR)
+        return _DiagPrep(W=np.ascontiguousarray(W, dtype=dtype), shift=shift, dtype=dtype, n_dims=D, far=far)
     tied = params.covariance_type == "tied"
     pc = _precision_cholesky(np.asarray(params.covariances, dtype=np.float64))
     log_det = np.log(np.diagonal(pc, axis1=-2, axis2=-1)).sum(-1)
@@ -257,15 +293,39 @@ def _full_logdens(X: np.ndarray, prep: _FullPrep) -> np.ndarray:
     return prep.const[None, :] - 0.5 * out
 
 
+def exp_clip_level(dtype: Any) -> float:
+    """Floor applied to shifted log-likelihoods before ``exp`` (see ``_CLIP``), float32 or float64."""
+    return _CLIP[np.dtype(dtype)]
+
+
+def clipped_exp(L: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``exp(max(L, clip))`` for shifted log-likelihoods ``L <= 0`` (float32 or float64).
+
+    Use it wherever an ``exp`` result feeds a product: the result is never subnormal
+    (``>= exp(clip)``, see ``_CLIP`` for the derivation of the level), so products with
+    the factors of an E-step stay normal numbers. ``out`` may be ``L`` (in place).
+
+    Parameters
+    ----------
+    L : ndarray, float32 or float64
+        Log-likelihoods shifted by their row maximum (values ``<= 0``; ``-inf`` allowed).
+    out : ndarray, optional
+        Output array of L's shape and dtype.
+
+    Returns
+    -------
+    ndarray, same shape and dtype as L
+    """
+    out = np.maximum(L, _CLIP[L.dtype], out=out)
+    return np.exp(out, out=out)
+
+
 def _shifted_log_post(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """In place: ``L <- exp(L - max)`` (clipped), returns (row max, row sum) in L's dtype."""
     m = L.max(axis=1)
     m[~np.isfinite(m)] = 0.0  # a frame with -inf everywhere (zero weights only) stays -inf
     L -= m[:, None]
-    clip = _CLIP[L.dtype]
-    if clip is not None:
-        np.maximum(L, clip, out=L)
-    np.exp(L, out=L)
+    clipped_exp(L, out=L)
     s = L.sum(axis=1)
     return m, s
 
@@ -281,22 +341,104 @@ class _BlockStats:
     n_frames: int
 
 
+def _diag_operands(X: np.ndarray, prep: _DiagPrep) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Operands of the statistics GEMM of one block: ``(P, A, m, s)``.
+
+    ``P`` (n, K) holds ``exp(L - m)`` (clipped, unnormalised posteriors) and ``A`` (n, 2D+1)
+    the augmented frames ``[(x-c)**2, x-c, 1]`` scaled by ``1/s``, both in the compute
+    dtype; ``m`` and ``s`` are each frame's max and sum of ``P``'s row before the scaling.
+    """
+    A = _diag_augmented(X, prep)
+    L = A @ prep.W  # (n, K): the one fused GEMM
+    m, s = _shifted_log_post(L)
+    # Posterior normalisation folded into the statistics GEMM: scale the (n, 2D+1)
+    # augmented frames by 1/s instead of the (n, K) posteriors.
+    A *= (1.0 / s)[:, None]
+    return L, A, m, s
+
+
+def statistics_operands(X: FloatArray, gmm: Any, *, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The two operands of the statistics GEMM for frames X, exactly as the E-step forms them.
+
+    Instrumentation (tests, benchmarks): the E-step computes the statistics of a block as
+    ``P.T @ A``; this returns ``P`` and ``A`` for all of X as one block.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, D)
+    gmm : GaussianMixture or MixtureParams
+        A diagonal or spherical mixture.
+    dtype : {None, "float32", "float64"}
+        Compute dtype (None: the model's option, float32 by default).
+
+    Returns
+    -------
+    P : ndarray, shape (n, K), compute dtype
+        Unnormalised posteriors ``exp(max(L - max_k L, clip))``: every value is 0 (a
+        zero-weight component) or ``>= exp(clip)``.
+    A : ndarray, shape (n, 2D+1), compute dtype
+        ``[(x-c)**2, x-c, 1] / s`` with ``c`` the shift and ``s`` each row sum of ``P``, so
+        that ``P.T @ A`` is ``[S, F, N]`` in shifted coordinates.
+    """
+    params = as_params(gmm)
+    dt = _resolve_dtype(dtype if dtype is not None else getattr(gmm, "dtype", None), params.covariance_type)
+    prep = _prepare(params, dt)
+    if not isinstance(prep, _DiagPrep):
+        raise ModelError(
+            f"statistics_operands needs a diag or spherical mixture, got {params.covariance_type!r}"
+        )
+    P, A, _, _ = _diag_operands(_check_block(X, params.n_dims), prep)
+    return P, A
+
+
+def _gemm_tn_sum(P: np.ndarray, A: np.ndarray, block: int) -> np.ndarray:
+    """``P.T @ A`` in float64, as float32 (or float64) GEMMs over sub-blocks of ``block`` rows.
+
+    Each GEMM sums at most ``block`` products in the compute dtype, whatever order the BLAS
+    kernel chooses; the sub-block results are summed in float64. The loop runs over blocks of
+    frames (a few dozen per tile), each one a GEMM.
+    """
+    n = P.shape[0]
+    if P.dtype == np.float64 or n <= block:
+        return np.asarray(P.T @ A, dtype=np.float64)
+    R = np.zeros((P.shape[1], A.shape[1]))
+    tmp = np.empty((P.shape[1], A.shape[1]), dtype=P.dtype)
+    for a in range(0, n, block):
+        np.matmul(P[a : a + block].T, A[a : a + block], out=tmp)
+        R += tmp
+    return R
+
+
+def _far_stats(
+    X: np.ndarray, P: np.ndarray, s: np.ndarray, prep: _DiagPrep, second_order: bool
+) -> np.ndarray:
+    """float64 ``(P[:, far] / s).T @ [(x-c)**2, x-c, 1]`` (without the first block when not
+    ``second_order``): the statistics of the far components, (K_far, 2D+1) or (K_far, D+1)."""
+    n, D = X.shape
+    Pf = np.take(P, prep.far, axis=1).astype(np.float64)  # (n, K_far)
+    Pf *= (1.0 / s.astype(np.float64))[:, None]
+    A = np.empty((n, 2 * D + 1))
+    np.subtract(X, prep.shift, out=A[:, D : 2 * D])
+    A[:, 2 * D] = 1.0
+    if not second_order:
+        return Pf.T @ A[:, D:]
+    np.square(A[:, D : 2 * D], out=A[:, :D])
+    return Pf.T @ A
+
+
 def _block_stats(X: np.ndarray, prep: _DiagPrep | _FullPrep, second_order: bool) -> _BlockStats:
     D = X.shape[1]
     if isinstance(prep, _DiagPrep):
-        A = _diag_augmented(X, prep)
-        L = A @ prep.W  # (n, K): the one fused GEMM
-        m, s = _shifted_log_post(L)
+        L, A, m, s = _diag_operands(X, prep)
         loglik = float(np.sum(m, dtype=np.float64) + np.sum(np.log(s.astype(np.float64))))
-        # Posterior normalisation folded into the statistics GEMM: scale the (n, 2D+1)
-        # augmented frames by 1/s instead of the (n, K) posteriors.
-        A *= (1.0 / s)[:, None]
+        cols = slice(0, 2 * D + 1) if second_order else slice(D, 2 * D + 1)
+        R = _gemm_tn_sum(L, A[:, cols], _STAT_BLOCK)  # (K, 2D+1) = [S, F, N] or (K, D+1) = [F, N]
+        if prep.far.size:
+            R[prep.far] = _far_stats(X, L, s, prep, second_order)
         if second_order:
-            R = (L.T @ A).astype(np.float64)  # (K, 2D+1) = [S, F, N]
             return _BlockStats(
                 R[:, 2 * D].copy(), R[:, D : 2 * D].copy(), R[:, :D].copy(), loglik, X.shape[0]
             )
-        R = (L.T @ A[:, D:]).astype(np.float64)
         return _BlockStats(R[:, D].copy(), R[:, :D].copy(), None, loglik, X.shape[0])
     L = _full_logdens(X, prep)
     m, s = _shifted_log_post(L)
@@ -424,6 +566,38 @@ def accumulate(
     Stats
         ``n`` (K,), ``f`` (K, D), ``s`` or None, ``loglik`` (sum of ``log p(x_t)``), ``n_frames``.
         Zero frames give zero statistics.
+
+    Notes
+    -----
+    **float32 error bound (diag, spherical).** Let ``u = 2**-24`` (float32 unit roundoff),
+    ``gamma_m = m u / (1 - m u)``, ``b = _STAT_BLOCK`` (128) the frames per float32 GEMM
+    (sub-block sums are float64), ``c`` the shift (weighted mean of the means) and ``g_tk``
+    the posteriors the float32 E-step computed (before their float32 normalisation). For
+    the posterior-weighted mean ``m_kd`` and variance ``v_kd`` of the data under ``g``, the
+    values ``F/N`` and ``S/N - (F/N)**2`` from these statistics satisfy, to first order in u,
+
+    * ``|dv_kd| <= 6 gamma_(b+4) Q_kd + 2 gamma_(K+1) v_kd`` with
+      ``Q_kd = v_kd + (m_kd - c_d)**2`` (the data's spread about the shift), and
+    * ``|dm_kd| <= 2 gamma_(b+4) sqrt(Q_kd) + gamma_(K+1) E_k|x_d - m_kd|``.
+
+    The first term would grow with the distance of the component from the shift; it does
+    not, because a component with ``(mu_kd - c_d)**2 > _FAR var_kd`` (64 variances) in any
+    dimension at the current parameters is accumulated in float64 (same posteriors, frames
+    and products in float64): its first term becomes ``6 gamma64_n Q_kd``, negligible. So
+    for every component ``|dv| / v <= 6 gamma_(b+4) (1 + 64) + 2 gamma_(K+1)`` (``~3.3e-3``
+    worst case at ``b = 128``; a rounding worst case: typical errors are 10-100x smaller),
+    independent of the distance from the shift, the data's scale and the BLAS kernel's
+    summation order. The second terms come from rounding the posteriors'
+    normalisation (a per-frame weight perturbation; a weighted variance moves by at most
+    ``2 delta / (1 - delta)`` relative under weights perturbed by ``delta``).
+
+    Not covered: the error of the posteriors themselves (the float32 log-density GEMM of
+    ``[(x-c)**2, x-c, 1]`` against the natural parameters, absolute error up to
+    ``gamma_(2D+1)`` times the sum of the terms' magnitudes), which perturbs the weights
+    ``g`` as above. float64 (``dtype="float64"``) computes everything in float64.
+
+    Underflow: shifted log-likelihoods are clipped at -50 (float32) / -600 (float64) before
+    ``exp``, so no subnormal number enters the statistics products (``_CLIP``).
     """
     params = as_params(gmm)
     dt = _resolve_dtype(dtype if dtype is not None else getattr(gmm, "dtype", None), params.covariance_type)

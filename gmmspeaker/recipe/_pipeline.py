@@ -141,7 +141,8 @@ class Pipeline:
             "features": ["features/manifest.json"],
             "ubm": ["ubm.h5"],
             "enroll": ["models.h5"],
-            "score": ["scores.txt"],
+            "score": ["scores.txt"]
+            + (["norm_cohort.h5"] if self.recipe.scoring.normalization != "none" else []),
             "evaluate": ["results.json"],
         }[stage]
         return all((self.wd / n).exists() for n in names)
@@ -152,10 +153,18 @@ class Pipeline:
 
     def _run_features(self) -> dict[str, Any]:
         from gmmspeaker.features import FeatureConfig
+        from gmmspeaker.features.extract import resolve_sample_rate
         from gmmspeaker.store import extract_to_store
 
         r = self.recipe
         config = FeatureConfig.from_dict(r.features, source=f"{r.path}: features")
+        config = resolve_sample_rate(
+            config,
+            [u.path for u in self.utterances],
+            resample=r.data.resample,
+            resample_flag="data.resample: true",
+            config_flag=f"features: in {r.path}",
+        )
         report = extract_to_store(
             [(u.utt_id, u.path) for u in self.utterances],
             self.store_dir,
@@ -267,6 +276,7 @@ class Pipeline:
         if r.scoring.normalization != "none":
             if raw_path is not None:
                 write_scores(raw_path, trials, scores)
+            used: dict[str, Any] = {}
             scores = normalize_trial_scores(
                 scores,
                 trials,
@@ -283,7 +293,24 @@ class Pipeline:
                 jobs=r.jobs,
                 progress=self.progress,
                 enrollments=self.enrollments,
+                cohort_out=used,
             )
+            if raw_path is not None:  # the main trials: keep what verification needs
+                from gmmspeaker.gmm.map import ubm_fingerprint
+                from gmmspeaker.system import save_norm_cohort
+
+                save_norm_cohort(
+                    self.wd,
+                    method=r.scoring.normalization,
+                    top_n=r.scoring.cohort_top_n,
+                    cohort_ids=used["cohort_ids"],
+                    model_ids=models.model_ids,
+                    ubm_fp=ubm_fingerprint(ubm),
+                    scoring={"method": r.scoring.method, "top_c": r.scoring.top_c},
+                    model_cohort=used.get("model_cohort"),
+                    cohort_cohort=used.get("cohort_cohort"),
+                    cohort_models=used.get("cohort_models"),
+                )
         return scores
 
     def _run_evaluate(self) -> dict[str, Any]:
@@ -292,7 +319,9 @@ class Pipeline:
         r = self.recipe
         _, scores, _ = read_scores(self.wd / "scores.txt")
         ev = r.evaluation
-        det = self.wd / "det.png" if ev.det_plot else None
+        from gmmspeaker.scoring.plots import plots_available
+
+        det = self.wd / "det.png" if ev.det_plot and plots_available() else None
         res = evaluate_scores(
             scores,
             [t.target for t in self.trials],
@@ -302,6 +331,15 @@ class Pipeline:
             det_plot=det,
             name=r.experiment,
         )
+        from gmmspeaker.scoring.metrics import eer_threshold
+
+        key_all = [t.target for t in self.trials]
+        tar = [s for s, k in zip(scores, key_all) if k is True]
+        non = [s for s, k in zip(scores, key_all) if k is False]
+        if tar and non:
+            res["eer_threshold"] = eer_threshold(tar, non)
+        if ev.identification:
+            res["identification"] = self._identification()
         if self.dev_trials:
             import numpy as np
 
@@ -323,6 +361,18 @@ class Pipeline:
             )
             res["calibrated"] = {k: cres[k] for k in ("act_dcf", "cllr", "min_cllr")}
             res["calibration"] = cal.to_dict()
+        from gmmspeaker.scoring.report import write_score_histogram
+
+        res["thresholds"] = write_score_histogram(
+            self.wd,
+            scores,
+            [t.target for t in self.trials],
+            p_targets=ev.p_target,
+            calibration=res.get("calibration"),
+            c_miss=ev.c_miss,
+            c_fa=ev.c_fa,
+            plot=ev.det_plot,
+        )
         feats = json.loads((self.wd / "stages" / "features.json").read_text())
         res["skipped_audio"] = sorted(feats.get("skipped", {}))
         res["n_skipped_audio"] = len(res["skipped_audio"])
@@ -338,9 +388,37 @@ class Pipeline:
         atomic_write_json(self.wd / "results.json", res)
         return {}
 
+    def _identification(self) -> dict[str, Any]:
+        """Top-1 / top-5 accuracy over the trial list's test files whose speaker is enrolled.
+
+        A test's speaker is the model of its target trial; every enrolled model is scored on
+        it in one vectorised pass (raw LLR, as ``gmmspeaker identify`` ranks).
+        """
+        from gmmspeaker.recipe.stages import score_matrix
+        from gmmspeaker.system import identification_accuracy
+
+        models = self._models()
+        row = {m: i for i, m in enumerate(models.model_ids)}
+        store = self._store()
+        truth = {
+            t.test.utt_id: row[t.model_id] for t in self.trials if t.target is True and t.model_id in row
+        }
+        tests = sorted(u for u in truth if u in store)
+        if not tests:
+            return {"n_tests": 0}
+        r = self.recipe
+        s = score_matrix(
+            store, tests, self._ubm(), models, method=r.scoring.method, top_c=r.scoring.top_c, jobs=r.jobs
+        )
+        acc = identification_accuracy(s, [truth[u] for u in tests], ks=(1, 5))
+        return {**acc, "n_tests": len(tests), "n_models": len(models.model_ids)}
+
     def finalize(self, seconds: dict[str, float]) -> dict[str, Any]:
         path = self.wd / "results.json"
         res = json.loads(path.read_text())
         res["stage_seconds"] = {s: round(float(seconds.get(s, 0.0)), 3) for s in STAGES}
         atomic_write_json(path, res)
+        from gmmspeaker.scoring.report import write_experiment_report
+
+        write_experiment_report(self.wd, res)
         return res

@@ -28,6 +28,7 @@ __all__ = [
     "ScoringConfig",
     "EvaluationConfig",
     "load_recipe",
+    "load_yaml_with_defaults",
     "STAGES",
 ]
 
@@ -177,6 +178,7 @@ class EvaluationConfig:
     c_fa: float = 1.0
     det_plot: bool = True
     calibration_p_target: float = 0.5
+    identification: bool = False
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -233,6 +235,24 @@ class Recipe:
                 for k, v in dataclasses.asdict(value).items()
             }
         return dict(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole resolved recipe as JSON-able data (what ``<workdir>/recipe.json`` keeps).
+
+        Returns
+        -------
+        dict
+            ``path``, ``experiment``, ``seed``, ``jobs``, ``backend``, ``scheduler``,
+            ``on_bad_audio`` and every section (``data`` paths as strings).
+        """
+        out: dict[str, Any] = {
+            "path": str(self.path),
+            **{k: getattr(self, k) for k in ("experiment", "seed", "jobs", "backend", "scheduler")},
+            "on_bad_audio": self.on_bad_audio,
+        }
+        for name in ("data", "features", "ubm", "map", "scoring", "evaluation"):
+            out[name] = self.section(name)
+        return out
 
 
 def _check_type(value: Any, typ: Any, where: str, key: str) -> Any:
@@ -406,6 +426,28 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
             f"{where.at('scoring', 'normalization')}: score normalisation needs a cohort list (data.cohort)"
         )
     return recipe
+
+
+def load_yaml_with_defaults(path: PathLike) -> dict[str, Any]:
+    """Read a recipe-shaped YAML file with its ``defaults:`` merged underneath, unvalidated.
+
+    The same loading as :func:`load_recipe` (safe YAML, ``defaults:`` resolved relative to
+    each file, broken YAML and missing files as :class:`~gmmspeaker.errors.ConfigError`
+    naming the file and line) without checking the sections, so a caller can take the
+    part it needs (e.g. ``features:``).
+
+    Parameters
+    ----------
+    path : path-like
+        The YAML file.
+
+    Returns
+    -------
+    dict
+        The merged mapping, without the ``defaults`` key.
+    """
+    rpath = Path(path).resolve()
+    return _load_with_defaults(rpath, _Where(), rpath.parent, ())
 
 
 def _load_with_defaults(

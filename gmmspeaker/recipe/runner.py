@@ -50,6 +50,7 @@ class RunResult:
     reasons: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     results: dict[str, Any] | None = None
+    refreshed: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -234,8 +235,9 @@ def run_recipe(
             if not dry_run:
                 stack.enter_context(_lock(wd))
                 n_jobs = stack.enter_context(_parallel(recipe, recipe.jobs))
-                recipe = dataclasses.replace(recipe, jobs=n_jobs)  # -1 resolved to real workers
-            pipe = _pipeline.Pipeline(recipe, wd, progress=progress)
+            # stages get -1 resolved to the real workers; recipe.json keeps what the user wrote
+            run_as = recipe if dry_run else dataclasses.replace(recipe, jobs=n_jobs)
+            pipe = _pipeline.Pipeline(run_as, wd, progress=progress)
             for i, stage in enumerate(STAGES):
                 fp = pipe.fingerprint(stage)
                 rec = _record(wd, stage)
@@ -283,6 +285,15 @@ def run_recipe(
                 logger.info("stage %-8s done in %.1f s", stage, dt)
             if not dry_run and hi == len(STAGES) - 1:
                 result.results = pipe.finalize(result.seconds)
+            if not dry_run and hi >= STAGES.index("enroll"):
+                # what `gmmspeaker enroll/verify/identify EXPDIR` read; user models follow the run
+                from gmmspeaker.system import RECIPE_FILE, refresh_user_models
+
+                atomic_write_json(wd / RECIPE_FILE, recipe.to_dict())
+                try:
+                    result.refreshed = refresh_user_models(wd)
+                except GmmSpeakerError as exc:
+                    logger.warning("user models in %s not checked: %s", wd, exc)
     except KeyboardInterrupt:
         logger.error("interrupted: completed work is kept; run the same command again to resume")
         raise

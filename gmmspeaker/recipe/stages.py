@@ -414,13 +414,17 @@ def normalize_trial_scores(
     jobs: int = 1,
     progress: bool = False,
     enrollments: Sequence[Enrollment] | None = None,
+    cohort_out: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Z-, T-, ZT-, S- or adaptive S-norm of trial scores with a cohort of utterances.
 
     Z-norm statistics come from each enrolled model scored against the cohort utterances;
     T-norm statistics from cohort models (one MAP model per cohort utterance) scored
     against each test utterance; ZT-norm also scores the cohort models against the cohort
-    utterances. ``top_n`` is the adaptive S-norm's cohort size per side.
+    utterances. ``top_n`` is the adaptive S-norm's cohort size per side. When
+    ``cohort_out`` is a dict, it receives what the normalisation used (``cohort_ids``,
+    ``model_cohort``, ``cohort_cohort``, ``cohort_models``), so a caller can store it;
+    the cohort matrices are masked arrays whose mask marks the self-trials.
 
     Self-trials are left out of every cohort statistic: a cohort model is never scored on
     its own enrolment utterance (ZT-norm's cohort-vs-cohort matrix, and a test utterance
@@ -455,8 +459,6 @@ def normalize_trial_scores(
             int((~scored).sum()),
             scores.size,
         )
-    if not scored.any():
-        return out
     kept = [t for t, ok in zip(trials, scored) if ok]
     tests = sorted({t.test.utt_id for t in kept})
     test_pos = {u: i for i, u in enumerate(tests)}
@@ -492,6 +494,15 @@ def normalize_trial_scores(
                 score_matrix(store, cohort_ids, ubm, cohort_models, **kw),
                 mask=np.eye(len(cohort_ids), dtype=bool),
             )
+    if cohort_out is not None:
+        cohort_out.update(
+            cohort_ids=cohort_ids,
+            model_cohort=model_cohort,
+            cohort_cohort=cohort_cohort,
+            cohort_models=cohort_models if method in ("tnorm", "ztnorm", "snorm", "asnorm") else None,
+        )
+    if not scored.any():
+        return out
     out[scored] = normalize_scores(
         scores[scored],
         method=method,

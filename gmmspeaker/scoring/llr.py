@@ -41,6 +41,7 @@ import numpy.typing as npt
 from gmmspeaker._typing import FloatArray, IntArray
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.gmm.map import SpeakerModels, ubm_fingerprint
+from gmmspeaker.gmm.stats import clipped_exp
 
 __all__ = [
     "METHODS",
@@ -61,11 +62,17 @@ _BLOCK_ELEMENTS = 4_000_000
 
 
 def _logsumexp(a: FloatArray) -> FloatArray:
-    """Log-sum-exp over the last axis (float64); rows of all -inf give -inf."""
-    amax = a.max(axis=-1, keepdims=True)
-    amax = np.where(np.isfinite(amax), amax, 0.0)
+    """Log-sum-exp over the last axis (float64); rows of all -inf give -inf.
+
+    The shifted values are clipped before ``exp`` (:func:`~gmmspeaker.gmm.stats.clipped_exp`):
+    no subnormal term is summed (slow on x86), and the sum changes by at most ``K e**-600``.
+    """
+    top = a.max(axis=-1, keepdims=True)
+    finite = np.isfinite(top)
+    z = a - np.where(finite, top, 0.0)
     with np.errstate(divide="ignore"):
-        return np.log(np.exp(a - amax).sum(axis=-1)) + amax[..., 0]
+        out = np.log(clipped_exp(z, out=z).sum(axis=-1)) + np.where(finite, top, 0.0)[..., 0]
+    return np.where(finite[..., 0], out, top[..., 0])
 
 
 def _top_c_argmax(L: FloatArray, c: int) -> IntArray:
@@ -342,7 +349,9 @@ def _llr_linear(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntAr
             "linear scoring is defined for mean-adapted models only; these models also "
             "adapted weights or variances (use method 'full' or 'top_c')"
         )
-    post = np.exp(Lu - Lu.max(axis=1, keepdims=True))  # (T, K) UBM posteriors, in dtype
+    # (T, K) UBM posteriors, in dtype; clipped before exp so that no subnormal posterior
+    # (nor a subnormal product with a frame) enters the first-order statistics GEMM below.
+    post = clipped_exp(Lu - Lu.max(axis=1, keepdims=True))
     post /= post.sum(axis=1, keepdims=True, dtype=np.float64).astype(post.dtype)
     n = post.sum(axis=0, dtype=np.float64)
     f = (post.T @ Xd).astype(np.float64)  # (K, D)

@@ -38,6 +38,7 @@ __all__ = [
     "roc_convex_hull",
     "pav_llrs",
     "bayes_threshold",
+    "eer_threshold",
     "evaluate",
 ]
 
@@ -316,6 +317,38 @@ def min_dcf(
     _check_costs(p_target, c_miss, c_fa)
     pfa, pmiss = roc_convex_hull(tar, non)
     return _min_dcf_from_hull(pfa, pmiss, p_target, c_miss, c_fa)
+
+
+def eer_threshold(tar: npt.ArrayLike, non: npt.ArrayLike) -> float:
+    """The score threshold at the equal-error point of target and non-target scores.
+
+    Accepting scores ``>= t``, the miss rate is ``P_miss(t) = #{tar < t} / n_tar`` and the
+    false-alarm rate ``P_fa(t) = #{non >= t} / n_non``. The threshold returned is the
+    observed score ``t`` that minimises ``max(P_miss(t), P_fa(t))`` (the point of the
+    empirical curve closest to the equal-error line; the lowest such score on ties).
+
+    Parameters
+    ----------
+    tar, non : ndarray, shape (n_tar,), (n_non,), float
+        Finite target and non-target scores (NaN are left out).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    DataError
+        No finite target or no finite non-target score.
+    """
+    t = np.sort(np.asarray(tar, dtype=np.float64)[np.isfinite(tar)])
+    n = np.sort(np.asarray(non, dtype=np.float64)[np.isfinite(non)])
+    if t.size == 0 or n.size == 0:
+        raise DataError(f"EER threshold needs target and non-target scores, got {t.size} and {n.size}")
+    cand = np.unique(np.concatenate([t, n]))
+    p_miss = np.searchsorted(t, cand, side="left") / t.size
+    p_fa = 1.0 - np.searchsorted(n, cand, side="left") / n.size
+    return float(cand[int(np.argmin(np.maximum(p_miss, p_fa)))])
 
 
 def bayes_threshold(p_target: float, *, c_miss: float = 1.0, c_fa: float = 1.0) -> float:

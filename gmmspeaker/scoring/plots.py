@@ -22,7 +22,7 @@ from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import DataError, GmmSpeakerError
 from gmmspeaker.scoring.metrics import _check_scores, det_curve, eer
 
-__all__ = ["plot_det", "plot_score_histograms", "DET_TICKS"]
+__all__ = ["plot_det", "plot_score_histograms", "plots_available", "DET_TICKS"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,13 @@ DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 """Tick positions of the DET axes, as probabilities (labelled in percent)."""
 
 _DET_LIMITS = (0.0005, 0.5)
+
+
+def plots_available() -> bool:
+    """Whether matplotlib can be imported (the ``plot`` extra is installed)."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _new_figure(figsize: tuple[float, float]) -> Any:
@@ -148,6 +155,8 @@ def plot_score_histograms(
     *,
     title: str | None = None,
     bins: int = 60,
+    thresholds: Mapping[str, float] | None = None,
+    xlabel: str = "score",
 ) -> Path:
     """Overlaid, density-normalised histograms of target and non-target scores (PNG).
 
@@ -161,6 +170,11 @@ def plot_score_histograms(
         Plot title.
     bins : int, default 60
         Number of histogram bins over the common score range.
+    thresholds : mapping of str to float, optional
+        Decision thresholds (on the same scale as the scores) drawn as labelled vertical
+        lines, e.g. ``{"EER threshold": 0.12}``; non-finite values are left out.
+    xlabel : str
+        Label of the score axis.
 
     Returns
     -------
@@ -177,7 +191,17 @@ def plot_score_histograms(
     ax = fig.add_subplot(1, 1, 1)
     ax.hist(n[np.isfinite(n)], bins=edges, density=True, alpha=0.55, label=f"non-target ({n.size})")
     ax.hist(t[np.isfinite(t)], bins=edges, density=True, alpha=0.55, label=f"target ({t.size})")
-    ax.set_xlabel("score")
+    styles = ("--", ":", "-.", (0, (5, 1, 1, 1)))
+    for i, (label, value) in enumerate((thresholds or {}).items()):
+        if np.isfinite(value):
+            ax.axvline(
+                float(value),
+                color="0.15",
+                linewidth=1.2,
+                linestyle=styles[i % len(styles)],
+                label=f"{label} = {value:.3g}",
+            )
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
     if title:

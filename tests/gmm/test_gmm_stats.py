@@ -131,3 +131,119 @@ def test_wrong_dimension_is_a_data_error(rng):
     gmm = random_model(rng, "diag")
     with pytest.raises(DataError, match=r"shape \(n, 3\)"):
         accumulate(rng.normal(size=(10, 4)), gmm)
+
+
+# ---------------------------------------------------------------------------------------
+# float32 numerics: the stated error bound and the underflow guard
+# ---------------------------------------------------------------------------------------
+
+
+def _gamma(m: int, u: float) -> float:
+    return m * u / (1.0 - m * u)
+
+
+def far_mixture(rng: np.random.Generator, n: int = 6000, D: int = 5):
+    """Six components, 50 units from the origin, at +-3, +-7 and +-40 sd from the shift.
+
+    The symmetric pairs keep the shift (weighted mean of the means) at the centre, so two
+    components go through the float32 path with a large distance (up to 49 variances) and
+    two are far enough (1600 variances) for the float64 path.
+    """
+    sd3 = rng.uniform(0.5, 1.4, size=(3, D))
+    off = np.array([3.0, 7.0, 40.0])[:, None] * rng.choice([-1.0, 1.0], size=(3, D)) * sd3
+    centre = np.full(D, 50.0)
+    means = np.stack(
+        [centre + off[0], centre - off[0], centre + off[1], centre - off[1], centre + off[2], centre - off[2]]
+    )
+    sd = np.repeat(sd3, 2, axis=0)
+    gmm = GaussianMixture.from_params(np.full(6, 1 / 6), means, sd**2)
+    labels = rng.integers(0, 6, n)
+    X = (means[labels] + rng.standard_normal((n, D)) * sd[labels]).astype(np.float32)
+    return X, gmm
+
+
+@pytest.mark.numerics
+def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng):
+    """Variances from float32 statistics against float64 sums over the same posteriors.
+
+    Bound (``accumulate`` docstring): ``|dv| <= 6 gamma_(b+4) Q + 2 gamma_(K+1) v`` on the
+    float32 path, ``Q = v + (m - c)**2``; float64 path: ``2 gamma_(K+1) v`` plus float64
+    rounding. Overall ``|dv|/v <= 6 gamma_(b+4) (1 + _FAR) + 2 gamma_(K+1)``, whatever the
+    distance of the component from the shift.
+    """
+    from gmmspeaker.gmm import stats as stats_mod
+
+    X, gmm = far_mixture(rng)
+    K = gmm.n_components
+    u = stats_mod.FLOAT32_UNIT_ROUNDOFF
+    b = stats_mod._STAT_BLOCK
+    shift = gmm.weights_ @ gmm.means_
+    rho2 = ((gmm.means_ - shift) ** 2 / gmm.covariances_).max(1)
+    far = rho2 > stats_mod._FAR
+    assert far.sum() == 2 and (~far).sum() == 4 and rho2[~far].max() > 40  # both paths, far ones too
+
+    # Reference: the E-step's own float32 posteriors, normalised and summed in float64
+    # (two-pass: centred about the reference mean, no cancellation).
+    P, _ = stats_mod.statistics_operands(X, gmm, dtype="float32")
+    G = P.astype(np.float64)
+    G /= G.sum(1, keepdims=True)
+    X64 = X.astype(np.float64)
+    N = G.sum(0)
+    m = (G.T @ X64) / N[:, None]
+    v = np.einsum("tk,tkd->kd", G, (X64[:, None, :] - m[None]) ** 2) / N[:, None]
+    Q = v + (m - shift) ** 2
+    n = X.shape[0]
+    g32 = 6 * _gamma(b + 4, u)
+    gK = 2 * _gamma(K + 1, u)
+    g64 = 6 * _gamma(n + 4, np.finfo(np.float64).eps / 2)
+    bound = np.where(far[:, None], g64 * Q, g32 * Q) + gK * v + 1e-12 * (X64**2).max()
+    overall = 6 * _gamma(b + 4, u) * (1 + stats_mod._FAR) + gK
+
+    for chunk, threads in [(20000, 1), (1000, 2), (333, 1)]:
+        st = accumulate(X, gmm, dtype="float32", chunk_size=chunk, n_threads=threads)
+        m_hat = st.f / st.n[:, None]
+        v_hat = st.s / st.n[:, None] - m_hat**2
+        err = np.abs(v_hat - v)
+        assert (err <= bound).all(), (err / bound).max()
+        assert (err / v).max() <= overall
+        # means: |dm| <= 2 gamma_(b+4) sqrt(Q) + gamma_(K+1) E|x - m| (<= sqrt(v))
+        mbound = np.where(far[:, None], 2 * _gamma(n, 1.2e-16), 2 * _gamma(b + 4, u)) * np.sqrt(Q)
+        assert (np.abs(m_hat - m) <= mbound + gK * np.sqrt(v) + 1e-12 * 50).all()
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_no_subnormal_reaches_the_statistics_products(rng, dtype):
+    """Sharp posteriors (components 200 sd apart): every exp result and every product of the
+    statistics GEMM is a normal number, although the unclipped posteriors would underflow."""
+    from gmmspeaker.gmm import stats as stats_mod
+
+    X, gmm = far_mixture(rng, n=2000)
+    P, A = stats_mod.statistics_operands(X, gmm, dtype=dtype)
+    assert P.dtype == dtype and A.dtype == dtype
+    tiny = np.finfo(dtype).tiny
+    level = stats_mod.exp_clip_level(dtype)
+    # the guard is needed here: the true shifted log-posteriors go far below the level
+    L = log_densities(X, gmm, dtype="float64")
+    assert (L - L.max(1, keepdims=True)).min() < level - 100
+    pos = P[P > 0]
+    assert pos.min() >= np.exp(level) >= tiny * 2.0**40
+    # every product p * a of the GEMM, for the nonzero factors guarded by the derivation
+    # (|a| >= 2**-40, always so here: |x - c| >= 2**-10 and 1/s >= 1/K)
+    assert (np.abs(A) >= 2.0**-40).all()
+    prod = P.min(axis=1, keepdims=True) * np.abs(A).min(axis=1, keepdims=True)
+    assert prod.min() >= tiny
+
+
+@pytest.mark.numerics
+def test_clipped_exp(rng):
+    from gmmspeaker.gmm.stats import clipped_exp, exp_clip_level
+
+    for dt in (np.float32, np.float64):
+        L = np.concatenate([-rng.exponential(30.0, 1000), [-np.inf, 0.0, -1e4]]).astype(dt)
+        got = clipped_exp(L)
+        lv = exp_clip_level(dt)
+        assert got.dtype == dt and (got >= np.exp(dt(lv))).all()
+        keep = L >= lv
+        np.testing.assert_allclose(got[keep], np.exp(L[keep].astype(np.float64)), rtol=4 * np.finfo(dt).eps)
+        np.testing.assert_array_equal(got[~keep], np.exp(dt(lv)))
