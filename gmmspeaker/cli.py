@@ -295,6 +295,9 @@ def format_results(res: dict[str, Any]) -> str:
         )
     if res.get("n_skipped_audio"):
         rows.append(("skipped audio files", str(res["n_skipped_audio"])))
+    for name, m in (res.get("systems") or {}).items():  # a fusion: each system and the fused scores
+        dcf = ", ".join(f"{v:.4f}" for _, v in by_prior(m.get("min_dcf", {})))
+        rows.append((f"{name}: EER / minDCF / Cllr", f"{100 * m['eer']:.2f} % / {dcf} / {m['cllr']:.4f}"))
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
 
@@ -388,6 +391,8 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gmmspeaker.recipe.config import STAGES
+
     ap = _Parser(prog="gmmspeaker", description="Speaker recognition with GMM-UBM.")
     ap.add_argument("--version", action="version", version=f"gmmspeaker {__version__}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -412,8 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workdir", help="outputs folder (default exp/<experiment>)")
     r.add_argument("--jobs", type=int, help="parallel workers (overrides the recipe)")
     r.add_argument("--force", action="store_true", help="rerun every stage")
-    r.add_argument("--from-stage", choices=["features", "ubm", "enroll", "score", "evaluate"])
-    r.add_argument("--until-stage", choices=["features", "ubm", "enroll", "score", "evaluate"])
+    r.add_argument("--from-stage", choices=list(STAGES))
+    r.add_argument("--until-stage", choices=list(STAGES))
     r.add_argument("--dry-run", action="store_true", help="say what would run and why")
     r.set_defaults(func=cmd_run)
 

@@ -12,7 +12,8 @@ from typing import Any
 from gmmspeaker import __version__
 from gmmspeaker._io import atomic_write_json
 from gmmspeaker.errors import ConfigError, DataError
-from gmmspeaker.recipe.config import STAGES, Recipe
+from gmmspeaker.recipe import systems
+from gmmspeaker.recipe.config import Recipe
 from gmmspeaker.recipe.runner import _hash
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Pipeline:
         )
         if self.dev_trials and any(t.target is None for t in self.dev_trials):
             raise DataError(f"{dev}: development trials need target/nontarget keys to train a calibration")
+        self.train = systems.train_utterances(self.recipe, root, self.ubm_list)
         utts: dict[str, Any] = {}
         for u in [
             *self.ubm_list,
@@ -68,6 +70,7 @@ class Pipeline:
             *(t.test for t in self.trials),
             *self.cohort,
             *(t.test for t in self.dev_trials),
+            *self.train,
         ]:
             prev = utts.setdefault(u.utt_id, u)
             if prev.path != u.path:
@@ -97,8 +100,10 @@ class Pipeline:
     def fingerprint(self, stage: str) -> str:
         """Hash of the stage's configuration, its inputs, the previous stage's fingerprint and the version."""
         r = self.recipe
-        prev = self._fp.get(STAGES[STAGES.index(stage) - 1], "") if stage != STAGES[0] else ""
-        if stage == "features":
+        prev = "".join(self._fp.get(s, "") for s in systems.upstream(r, stage))
+        if stage in systems.IVECTOR_STAGES:
+            body: Any = systems.fingerprint_body(self, stage)
+        elif stage == "features":
             sig = []
             for u in self.utterances:
                 try:
@@ -106,7 +111,7 @@ class Pipeline:
                     sig.append((u.utt_id, str(u.path), st.st_size, st.st_mtime_ns))
                 except OSError:
                     sig.append((u.utt_id, str(u.path), None, None))
-            body: Any = {
+            body = {
                 "features": r.features,
                 "resample": r.data.resample,
                 "on_bad_audio": r.on_bad_audio,
@@ -126,6 +131,8 @@ class Pipeline:
                 "cohort": [u.utt_id for u in self.cohort],
                 "dev": [(t.model_id, t.test.utt_id) for t in self.dev_trials],
             }
+            if len(r.system) > 1:  # a fusion: scores.gmm_ubm.txt, and scores.txt is the fused file
+                body["file"] = systems.score_file(r, "gmm_ubm")
         else:
             body = {
                 "evaluation": r.section("evaluation"),
@@ -137,6 +144,8 @@ class Pipeline:
         return fp
 
     def outputs_exist(self, stage: str) -> bool:
+        if stage in systems.IVECTOR_STAGES or stage == "score":
+            return all((self.wd / n).exists() for n in systems.outputs(self, stage))
         names = {
             "features": ["features/manifest.json"],
             "ubm": ["ubm.h5"],
@@ -149,6 +158,8 @@ class Pipeline:
 
     # -- stage bodies -----------------------------------------------------------
     def run(self, stage: str) -> dict[str, Any]:
+        if stage in systems.IVECTOR_STAGES:
+            return systems.run_stage(self, stage)
         return getattr(self, f"_run_{stage}")()
 
     def _run_features(self) -> dict[str, Any]:
@@ -245,14 +256,18 @@ class Pipeline:
         parts.mkdir(parents=True, exist_ok=True)
         marker.write_text(self._fp["score"])
         store, ubm, models = self._store(), self._ubm(), self._models()
-        scores = self._score(self.trials, store, ubm, models, parts, raw_path=self.wd / "scores.raw.txt")
+        out = {
+            k: self.wd / systems.score_file(self.recipe, "gmm_ubm", k)
+            for k in ("scores", "dev_scores", "scores.raw")
+        }
+        scores = self._score(self.trials, store, ubm, models, parts, raw_path=out["scores.raw"])
         if self.dev_trials:
             write_scores(
-                self.wd / "dev_scores.txt",
+                out["dev_scores"],
                 self.dev_trials,
                 self._score(self.dev_trials, store, ubm, models, None, raw_path=None),
             )
-        write_scores(self.wd / "scores.txt", self.trials, scores)
+        write_scores(out["scores"], self.trials, scores)
         shutil.rmtree(parts)
         return {"n_trials": len(self.trials)}
 
@@ -385,6 +400,7 @@ class Pipeline:
             "scoring": r.section("scoring"),
             "seed": r.seed,
         }
+        systems.add_results(self, res)
         atomic_write_json(self.wd / "results.json", res)
         return {}
 
@@ -416,7 +432,9 @@ class Pipeline:
     def finalize(self, seconds: dict[str, float]) -> dict[str, Any]:
         path = self.wd / "results.json"
         res = json.loads(path.read_text())
-        res["stage_seconds"] = {s: round(float(seconds.get(s, 0.0)), 3) for s in STAGES}
+        res["stage_seconds"] = {
+            s: round(float(seconds.get(s, 0.0)), 3) for s in systems.needed_stages(self.recipe)
+        }
         atomic_write_json(path, res)
         from gmmspeaker.scoring.report import write_experiment_report
 

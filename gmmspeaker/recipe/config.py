@@ -27,12 +27,28 @@ __all__ = [
     "MapConfig",
     "ScoringConfig",
     "EvaluationConfig",
+    "IvectorConfig",
+    "FusionConfig",
     "load_recipe",
     "load_yaml_with_defaults",
     "STAGES",
+    "SYSTEMS",
 ]
 
-STAGES = ("features", "ubm", "enroll", "score", "evaluate")
+STAGES = (
+    "features",
+    "ubm",
+    "enroll",
+    "score",
+    "statistics",
+    "tv",
+    "extract",
+    "backend",
+    "fusion",
+    "evaluate",
+)
+#: Recognition systems a recipe's ``system:`` may name (see :mod:`gmmspeaker.recipe.systems`).
+SYSTEMS = ("gmm_ubm", "ivector")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -123,6 +139,8 @@ class DataConfig:
     dev_trials : optional development trial list (same models, keyed) to train a linear
         calibration that the evaluate stage applies to the trials' scores.
     resample : resample audio whose rate differs from ``features.sample_rate``.
+    train : speaker-labelled training list (``path speaker`` per line) for the i-vector
+        system's T matrix, LDA and PLDA.
     """
 
     root: Path | None = None
@@ -133,6 +151,7 @@ class DataConfig:
     dev_trials: Path | None = None
     synthetic: dict[str, Any] | None = None
     resample: bool = False
+    train: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +200,30 @@ class EvaluationConfig:
     identification: bool = False
 
 
+@dataclass(frozen=True, kw_only=True)
+class IvectorConfig:
+    """``ivector:``: total-variability model, back end (LDA, WCCN, length norm) and scoring."""
+
+    rank: int = 400
+    iterations: int = 10
+    min_divergence: bool = True
+    batch_size: int = 256
+    lda_dim: int | None = None
+    wccn: bool = True
+    length_norm: bool = True
+    scoring: str = "plda"
+    plda_iterations: int = 10
+    normalization: str = "none"
+    cohort_top_n: int = 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class FusionConfig:
+    """``fusion:``: how the systems' scores are fused when ``system`` names several."""
+
+    p_target: float = 0.5
+
+
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("ubm", "init"): ("split", "kmeans++", "random"),
     ("ubm", "dtype"): ("float32", "float64"),
@@ -188,6 +231,8 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("scoring", "normalization"): ("none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"),
     ("top", "backend"): ("loky", "threading", "dask"),
     ("top", "on_bad_audio"): ("error", "skip"),
+    ("ivector", "scoring"): ("plda", "cosine"),
+    ("ivector", "normalization"): ("none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"),
 }
 _POSITIVE = {
     ("ubm", "components"),
@@ -198,6 +243,11 @@ _POSITIVE = {
     ("scoring", "top_c"),
     ("ubm", "max_frames"),
     ("scoring", "cohort_top_n"),
+    ("ivector", "rank"),
+    ("ivector", "iterations"),
+    ("ivector", "batch_size"),
+    ("ivector", "lda_dim"),
+    ("ivector", "cohort_top_n"),
 }
 _NONNEG = {
     ("map", "relevance"),
@@ -205,6 +255,7 @@ _NONNEG = {
     ("ubm", "tol"),
     ("evaluation", "c_miss"),
     ("evaluation", "c_fa"),
+    ("ivector", "plda_iterations"),
 }
 
 
@@ -225,6 +276,9 @@ class Recipe:
     map: MapConfig = field(default_factory=MapConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    system: tuple[str, ...] = ("gmm_ubm",)
+    ivector: IvectorConfig = field(default_factory=IvectorConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
     def section(self, name: str) -> dict[str, Any]:
         """A section as plain JSON-able data (for fingerprints and saved options)."""
@@ -404,8 +458,13 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
         ("map", MapConfig),
         ("scoring", ScoringConfig),
         ("evaluation", EvaluationConfig),
+        ("ivector", IvectorConfig),
+        ("fusion", FusionConfig),
     ):
         kwargs[name], _ = _build(cls, name, raw.get(name), where)
+    kwargs["system"] = _check_system(raw.get("system", "gmm_ubm"), where)
+    if not 0.0 < kwargs["fusion"].p_target < 1.0:
+        raise ConfigError(f"{where.at('fusion', 'p_target')}: 'fusion.p_target' must be in (0, 1)")
     for a in kwargs["map"].adapt:
         if a not in ("means", "weights", "variances"):
             raise ConfigError(
@@ -425,6 +484,16 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
         raise ConfigError(
             f"{where.at('scoring', 'normalization')}: score normalisation needs a cohort list (data.cohort)"
         )
+    if "ivector" in recipe.system:
+        if recipe.ivector.normalization != "none" and recipe.data.cohort is None:
+            raise ConfigError(
+                f"{where.at('ivector', 'normalization')}: i-vector score normalisation needs a cohort list (data.cohort)"
+            )
+        if recipe.data.synthetic is None and recipe.data.train is None:
+            raise ConfigError(
+                f"{where.at('system')}: the ivector system needs data.train, a speaker-labelled list "
+                "('path speaker' per line) for the T matrix and the back end"
+            )
     return recipe
 
 
@@ -448,6 +517,18 @@ def load_yaml_with_defaults(path: PathLike) -> dict[str, Any]:
     """
     rpath = Path(path).resolve()
     return _load_with_defaults(rpath, _Where(), rpath.parent, ())
+
+
+def _check_system(value: Any, where: _Where) -> tuple[str, ...]:
+    """``system:``: one name or a list of distinct names from :data:`SYSTEMS`."""
+    items = value if isinstance(value, list) else [value]
+    if not items or any(not isinstance(v, str) or v not in SYSTEMS for v in items):
+        raise ConfigError(
+            f"{where.at('system')}: 'system' must be one of {', '.join(SYSTEMS)} or a list of them, got {value!r}"
+        )
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{where.at('system')}: 'system' names a system twice: {value!r}")
+    return tuple(items)
 
 
 def _load_with_defaults(
@@ -494,7 +575,7 @@ def _rebase_paths(raw: dict[str, Any], from_dir: Path, to_dir: Path) -> dict[str
 
 def _resolve_data(data: DataConfig, given: dict[str, Any], base: Path, where: _Where) -> DataConfig:
     if data.synthetic is not None:
-        extra = [k for k in ("root", "ubm", "enroll", "trials") if k in given]
+        extra = [k for k in ("root", "ubm", "enroll", "trials", "train") if k in given]
         if extra:
             raise ConfigError(
                 f"{where.at('data', extra[0])}: data.synthetic generates its own lists; remove data.{extra[0]}"
@@ -508,7 +589,7 @@ def _resolve_data(data: DataConfig, given: dict[str, Any], base: Path, where: _W
     if not root.is_dir():
         raise ConfigError(f"{where.at('data', 'root')}: data.root {root} is not a folder")
     out: dict[str, Any] = {"root": root}
-    for k in ("ubm", "enroll", "trials", "cohort", "dev_trials"):
+    for k in ("ubm", "enroll", "trials", "cohort", "dev_trials", "train"):
         if k in given and given[k] is not None:
             p = (root / _expand(given[k], where.at("data", k))).resolve()
             if not p.is_file():

@@ -203,6 +203,7 @@ def run_recipe(
         Also log to ``<workdir>/run.log``.
     """
     from gmmspeaker.recipe import _pipeline
+    from gmmspeaker.recipe.systems import needed_stages
 
     for name, value in (("from_stage", from_stage), ("until_stage", until_stage)):
         if value is not None and value not in STAGES:
@@ -216,7 +217,7 @@ def run_recipe(
     result = RunResult(workdir=wd)
     if dry_run and not wd.exists():
         for i, s in enumerate(STAGES):
-            if lo <= i <= hi:
+            if lo <= i <= hi and s in needed_stages(recipe):
                 result.actions[s] = "would run"
                 result.reasons[s] = "no previous run"
         return result
@@ -239,6 +240,8 @@ def run_recipe(
             run_as = recipe if dry_run else dataclasses.replace(recipe, jobs=n_jobs)
             pipe = _pipeline.Pipeline(run_as, wd, progress=progress)
             for i, stage in enumerate(STAGES):
+                if stage not in needed_stages(recipe):
+                    continue
                 fp = pipe.fingerprint(stage)
                 rec = _record(wd, stage)
                 selected = lo <= i <= hi

@@ -1,0 +1,874 @@
+"""Total-variability (i-vector) model: EM training of T and extraction of i-vectors.
+
+The model (Dehak et al., 2011; Kenny's factor analysis), in the whitened space of
+:class:`~gmmspeaker.ivector.stats.UtteranceStats` where every UBM component has zero
+mean and unit covariance: an utterance's supervector offset is ``T^T w`` with
+``w ~ N(0, I_R)``, ``T`` of shape (R, K*D) and ``T_k = T[:, k*D:(k+1)*D]`` (R, D).
+Given statistics ``n_u`` (K,) and ``f_u`` (K*D,) the posterior of ``w_u`` is Gaussian::
+
+    L_u = I + sum_k n_uk T_k T_k^T          precision, (R, R)
+    b_u = T f_u                             (R,)
+    E[w_u] = L_u^{-1} b_u,   E[w_u w_u^T] = L_u^{-1} + E[w_u] E[w_u]^T
+
+EM re-estimates each ``T_k`` from ``A_k = sum_u n_uk E[w_u w_u^T]`` and
+``C = sum_u E[w_u] f_u^T`` by solving ``A_k T_k = C_k``; the minimum-divergence step
+then whitens the prior, ``T <- G^T T`` with ``G G^T = (1/U) sum_u E[w_u w_u^T]``.
+The objective, which no iteration lowers, is the marginal log-likelihood of the
+first-order statistics (constant terms dropped)::
+
+    sum_u  -1/2 log det L_u + 1/2 b_u^T L_u^{-1} b_u
+
+How it runs fast: the packed upper triangles of all ``T_k T_k^T`` (K, R(R+1)/2) are
+computed once per iteration; the precisions of a batch of utterances are one GEMM
+``n (B, K) @ packed (K, R(R+1)/2)``, unpacked and factored by one batched Cholesky
+(``np.linalg.cholesky`` on the stack). The inverse precisions come from LAPACK
+``potri`` on each Cholesky factor, packed again, and the accumulators are two more
+GEMMs (``n^T @ packed E[ww^T]`` and ``E[w]^T @ f``). Batches are a map-reduce (joblib):
+each returns additive accumulators of size K x R(R+1)/2 + R x K*D, summed in batch
+order, so memory is bounded by the batch size and the result does not depend on the
+number of jobs. The M-step is a batched solve over components.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gmmspeaker._typing import FloatArray, PathLike
+from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.ivector.stats import UtteranceStats
+
+__all__ = [
+    "TotalVariability",
+    "TVAccumulators",
+    "train_tv",
+    "extract_ivectors",
+    "tv_estep",
+    "tv_log_likelihood",
+    "packed_gram",
+]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = "gmmspeaker.total_variability"
+_CKPT_FORMAT = "gmmspeaker.total_variability_checkpoint"
+_FORMAT_VERSION = 1
+#: Utterances whose R x R matrices are unpacked at once inside a batch (memory: 3 x this x R^2).
+_SUB_BLOCK = 32
+#: Components whose R x R Gram or accumulator matrices are unpacked at once.
+_COMP_BLOCK = 32
+#: Columns per block of the threaded GEMMs.
+_GEMM_COLS = 2048
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TotalVariability:
+    """A trained total-variability matrix.
+
+    Attributes
+    ----------
+    T : ndarray, shape (R, K*D), float64
+        Rows span the total-variability subspace, in the whitened space of
+        :attr:`UtteranceStats.f` (component-major columns).
+    n_components : int
+        K, the UBM size.
+    n_dims : int
+        D, the feature dimension.
+    ubm_fingerprint : str
+        :func:`gmmspeaker.gmm.map.ubm_fingerprint` of the UBM of the training statistics.
+    log_likelihood : tuple of float
+        The EM objective (marginal log-likelihood of the statistics, constants dropped)
+        before each iteration's update; non-decreasing.
+    """
+
+    T: FloatArray
+    n_components: int
+    n_dims: int
+    ubm_fingerprint: str = ""
+    log_likelihood: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        T = np.asarray(self.T)
+        if T.ndim != 2 or T.shape[1] != self.n_components * self.n_dims:
+            raise ModelError(
+                f"total variability: T has shape {T.shape}, expected (R, {self.n_components}*{self.n_dims})"
+            )
+
+    @property
+    def rank(self) -> int:
+        """R, the i-vector dimension."""
+        return int(self.T.shape[0])
+
+    def save(self, path: PathLike) -> None:
+        """Write to HDF5 atomically: dataset ``T``, attributes ``format``, ``n_components``,
+        ``n_dims``, ``ubm_fingerprint``, ``log_likelihood``, ``version``."""
+        _write_h5(
+            path,
+            {"T": np.asarray(self.T, dtype=np.float64)},
+            {
+                "format": _FORMAT,
+                "format_version": _FORMAT_VERSION,
+                "n_components": int(self.n_components),
+                "n_dims": int(self.n_dims),
+                "ubm_fingerprint": self.ubm_fingerprint,
+                "log_likelihood": np.asarray(self.log_likelihood, dtype=np.float64),
+            },
+        )
+
+    @classmethod
+    def load(cls, path: PathLike) -> TotalVariability:
+        """Read a matrix written by :meth:`save`.
+
+        Raises
+        ------
+        ModelError
+            Missing, unreadable or not a total-variability file; the message names it.
+        """
+        arrays, attrs = _read_h5(path, _FORMAT, ("T",))
+        try:
+            return cls(
+                T=np.asarray(arrays["T"], dtype=np.float64),
+                n_components=int(attrs["n_components"]),
+                n_dims=int(attrs["n_dims"]),
+                ubm_fingerprint=str(attrs.get("ubm_fingerprint", "")),
+                log_likelihood=tuple(float(x) for x in np.atleast_1d(attrs.get("log_likelihood", []))),
+            )
+        except (KeyError, ModelError) as exc:
+            raise ModelError(f"{path}: inconsistent total-variability file ({exc})") from None
+
+
+def _write_h5(path: PathLike, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    import h5py
+
+    from gmmspeaker import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs["version"] = __version__
+            for k, v in attrs.items():
+                h5.attrs[k] = v
+            for k, v in arrays.items():
+                h5.create_dataset(k, data=v)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_h5(
+    path: PathLike, fmt: str, names: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: file not found")
+    try:
+        with h5py.File(path, "r") as h5:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+            if str(attrs.get("format", "")) != fmt:
+                raise ModelError(f"{path}: not a {fmt} file (format {attrs.get('format', '')!r})")
+            missing = [k for k in names if k not in h5]
+            if missing:
+                raise ModelError(f"{path}: missing dataset(s) {missing}")
+            arrays = {k: h5[k][()] for k in names}
+    except ModelError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: cannot read ({exc})") from None
+    return arrays, attrs
+
+
+# ---------------------------------------------------------------------------------------
+# Packed symmetric matrices
+# ---------------------------------------------------------------------------------------
+
+
+def _packing(R: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Index helpers for the row-major upper triangle of an R x R matrix.
+
+    Returns ``(i, j, upper, lower, diag)``: the row and column of each packed element
+    (``i <= j``), its flat position in the upper and in the (transposed) lower triangle
+    of a C-ordered R x R matrix, and the flat positions of the diagonal.
+    """
+    i, j = np.triu_indices(R)
+    return i, j, i * R + j, j * R + i, np.arange(R) * (R + 1)
+
+
+def _in_threads(fn: Callable[[int, int], None], n: int, block: int, n_threads: int) -> None:
+    """Run ``fn(a, b)`` over blocks of ``range(n)`` in threads, each with one BLAS thread.
+
+    For many small matrix factorisations one BLAS thread per call is much faster than a
+    threaded BLAS fighting over the same cores; the blocks write disjoint outputs, so the
+    result does not depend on ``n_threads``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    blocks = [(a, min(n, a + block)) for a in range(0, n, block)]
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_threads <= 1 or len(blocks) <= 1:
+            for a, b in blocks:
+                fn(a, b)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(n_threads, len(blocks))) as ex:
+            for _ in ex.map(lambda ab: fn(*ab), blocks):
+                pass
+
+
+def _matmul(A: np.ndarray, B: np.ndarray, n_threads: int) -> np.ndarray:
+    """``A @ B`` in fixed blocks of columns of B, in threads with one BLAS thread each.
+
+    The blocks do not depend on ``n_threads`` and each output element is one
+    single-threaded dot product over the whole inner dimension, so the result is the
+    same whatever the number of threads (and of joblib workers).
+    """
+    out = np.empty((A.shape[0], B.shape[1]), dtype=np.result_type(A, B))
+
+    def block(a: int, b: int) -> None:
+        np.matmul(A, B[:, a:b], out=out[:, a:b])
+
+    _in_threads(block, B.shape[1], _GEMM_COLS, n_threads)
+    return out
+
+
+def packed_gram(T: FloatArray, n_components: int, *, n_threads: int = 1) -> FloatArray:
+    """Packed upper triangles of ``T_k T_k^T`` for every component.
+
+    Parameters
+    ----------
+    T : ndarray, shape (R, K*D), float64
+    n_components : int
+        K.
+    n_threads : int
+        Threads over blocks of components.
+
+    Returns
+    -------
+    ndarray, shape (K, R(R+1)/2), float64
+        Row k is the row-major upper triangle of ``T_k T_k^T``.
+    """
+    R = T.shape[0]
+    K = int(n_components)
+    D = T.shape[1] // K
+    Tk = T.reshape(R, K, D).transpose(1, 0, 2)  # (K, R, D) view
+    _, _, upper, _, _ = _packing(R)
+    out = np.empty((K, upper.size))
+
+    def block(a: int, b: int) -> None:  # blocks of components bound the (kb, R, R) temporary
+        G = np.matmul(Tk[a:b], Tk[a:b].transpose(0, 2, 1))
+        out[a:b] = G.reshape(b - a, R * R)[:, upper]
+
+    _in_threads(block, K, _COMP_BLOCK, n_threads)
+    return out
+
+
+def _posteriors(
+    Lp: np.ndarray, b: np.ndarray, *, second_moments: bool, n_threads: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Posterior means (and packed second moments) of a batch of utterances.
+
+    Parameters
+    ----------
+    Lp : ndarray, shape (B, R(R+1)/2), float32 or float64
+        Packed ``sum_k n_uk T_k T_k^T`` (without the identity). Overwritten with the
+        packed ``E[w w^T]`` when ``second_moments``. Its dtype is the compute dtype.
+    b : ndarray, shape (B, R), same dtype
+        ``T f_u``.
+    second_moments : bool
+        Also compute the packed ``E[w w^T]`` (training); else only the means (extraction).
+    n_threads : int
+        Threads over sub-blocks of utterances.
+
+    Returns
+    -------
+    m : ndarray, shape (B, R), float64
+        ``E[w_u]``.
+    logdet : ndarray, shape (B,), float64
+        ``log det L_u``.
+    Ep : ndarray, shape (B, R(R+1)/2), Lp's dtype, or None
+        ``Lp`` holding the packed ``E[w_u w_u^T]`` (None unless ``second_moments``).
+    """
+    from scipy.linalg.lapack import get_lapack_funcs
+
+    B, R = b.shape
+    i, j, upper, lower, diag = _packing(R)
+    potri, potrs = get_lapack_funcs(("potri", "potrs"), (Lp,))
+    m = np.empty((B, R))
+    logdet = np.empty(B)
+    failed: list[str] = []
+
+    def sub_block(a: int, e: int) -> None:
+        z = e - a
+        M = np.zeros((z, R * R), dtype=Lp.dtype)  # the upper triangle stays 0 (never read)
+        M[:, lower] = Lp[a:e]  # lower triangle (all Cholesky reads)
+        M[:, diag] += 1.0
+        try:
+            C = np.linalg.cholesky(M.reshape(z, R, R))  # batched, lower
+        except np.linalg.LinAlgError:
+            failed.append("not positive definite")
+            return
+        logdet[a:e] = 2.0 * np.log(np.diagonal(C, axis1=1, axis2=2).astype(np.float64)).sum(1)
+        if not second_moments:
+            for u in range(z):  # two O(R^2) triangular solves per utterance
+                x, _ = potrs(C[u], b[a + u], lower=1)
+                m[a + u] = x
+            return
+        for u in range(z):
+            # C[u] is C-ordered lower, so C[u].T is a Fortran-ordered upper factor U with
+            # U^T U = L: potri writes L^{-1} into that upper triangle, in place.
+            x, info = potri(C[u].T, lower=0, overwrite_c=1)
+            if info != 0:
+                failed.append(f"LAPACK potri info {info}")
+                return
+            if not np.shares_memory(x, C[u]):
+                C[u] = x.T
+        Cf = C.reshape(z, R * R)
+        Cf[:, upper] = Cf[:, lower]  # the inverse sits in the lower triangle: symmetrise
+        ms = np.matmul(Cf.reshape(z, R, R), b[a:e, :, None])[:, :, 0]
+        m[a:e] = ms
+        Lp[a:e] = Cf[:, upper] + ms[:, i] * ms[:, j]
+
+    _in_threads(sub_block, B, _SUB_BLOCK, n_threads)
+    if failed:
+        raise ModelError(
+            f"i-vector posterior precision: {failed[0]}; the statistics hold non-finite or negative counts"
+        )
+    return m, logdet, (Lp if second_moments else None)
+
+
+# ---------------------------------------------------------------------------------------
+# E-step accumulators
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TVAccumulators:
+    """Additive statistics of the total-variability E-step over a set of utterances.
+
+    Attributes
+    ----------
+    A : ndarray, shape (K, R(R+1)/2), float64
+        Packed ``sum_u n_uk E[w_u w_u^T]``.
+    C : ndarray, shape (R, K*D), float64
+        ``sum_u E[w_u] f_u^T``.
+    S : ndarray, shape (R(R+1)/2,), float64
+        Packed ``sum_u E[w_u w_u^T]`` (for the minimum-divergence step).
+    N : ndarray, shape (K,), float64
+        ``sum_u n_uk``.
+    loglik : float
+        ``sum_u -1/2 log det L_u + 1/2 b_u^T E[w_u]``.
+    n_utterances : int
+    """
+
+    A: FloatArray
+    C: FloatArray
+    S: FloatArray
+    N: FloatArray
+    loglik: float
+    n_utterances: int
+
+    def __iadd__(self, other: TVAccumulators) -> TVAccumulators:
+        self.A += other.A
+        self.C += other.C
+        self.S += other.S
+        self.N += other.N
+        self.loglik += other.loglik
+        self.n_utterances += other.n_utterances
+        return self
+
+
+def tv_estep(
+    T: FloatArray,
+    n: FloatArray,
+    f: FloatArray,
+    *,
+    gram: FloatArray | None = None,
+    n_threads: int = 1,
+    dtype: Any = "float64",
+) -> TVAccumulators:
+    """E-step accumulators of one batch of utterances.
+
+    Parameters
+    ----------
+    T : ndarray, shape (R, K*D), float64
+    n : ndarray, shape (B, K), float64
+        Zeroth-order statistics.
+    f : ndarray, shape (B, K*D), float64
+        Centred, whitened first-order statistics.
+    gram : ndarray, shape (K, R(R+1)/2), float64, optional
+        :func:`packed_gram` of ``T`` (computed when not given).
+    n_threads : int
+        Threads for the per-utterance factorisations (the result does not depend on it).
+    dtype : {"float64", "float32"}
+        Precision of the GEMMs and factorisations within the batch; the accumulators are
+        float64 (batches are summed in float64).
+
+    Returns
+    -------
+    TVAccumulators
+    """
+    dt = _check_dtype(dtype)
+    n = np.asarray(n, dtype=np.float64)
+    nd = n.astype(dt, copy=False)
+    fd = np.asarray(f, dtype=dt)
+    Td = np.asarray(T, dtype=dt)
+    if gram is None:
+        gram = packed_gram(T, n.shape[1], n_threads=n_threads)
+    Lp = _matmul(nd, np.asarray(gram, dtype=dt), n_threads)  # (B, P): every precision in one GEMM
+    b = _matmul(fd, Td.T, n_threads)
+    m, logdet, Ep = _posteriors(Lp, b, second_moments=True, n_threads=n_threads)
+    assert Ep is not None
+    return TVAccumulators(
+        A=_matmul(nd.T, Ep, n_threads).astype(np.float64, copy=False),
+        C=_matmul(m.astype(dt, copy=False).T, fd, n_threads).astype(np.float64, copy=False),
+        S=Ep.sum(0, dtype=np.float64),
+        N=n.sum(0),
+        loglik=float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", b.astype(np.float64), m))),
+        n_utterances=int(n.shape[0]),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Where the statistics come from (in memory, or an HDF5 file read by the workers)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    stats: UtteranceStats | None
+    path: str | None
+    n_utts: int
+    K: int
+    D: int
+    fingerprint: str
+
+    def rows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.stats is not None:
+            return self.stats.n[a:b], self.stats.f[a:b]
+        import h5py
+
+        with h5py.File(self.path, "r") as h5:  # type: ignore[arg-type]
+            return np.asarray(h5["n"][a:b], dtype=np.float64), np.asarray(h5["f"][a:b], dtype=np.float64)
+
+    def worker_view(self, a: int, b: int) -> Any:
+        """What a worker gets for rows a:b: the arrays, or (path, a, b)."""
+        return self.rows(a, b) if self.stats is not None else (self.path, a, b)
+
+    def signature(self) -> str:
+        """A hash of the ids and zeroth-order statistics (identifies the training data)."""
+        h = hashlib.sha256()
+        if self.stats is not None:
+            ids, n = self.stats.ids, self.stats.n
+        else:
+            import h5py
+
+            with h5py.File(self.path, "r") as h5:  # type: ignore[arg-type]
+                ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
+                n = h5["n"][()]
+        h.update("\n".join(ids).encode())
+        h.update(np.ascontiguousarray(n, dtype=np.float64).tobytes())
+        return h.hexdigest()[:16]
+
+
+def _open_source(stats: UtteranceStats | PathLike) -> _Source:
+    if isinstance(stats, UtteranceStats):
+        U, K, D, fp = len(stats), stats.n_components, stats.n_dims, stats.ubm_fingerprint
+        src = _Source(stats, None, U, K, D, fp)
+    else:
+        import h5py
+
+        path = Path(stats)
+        if not path.is_file():
+            raise DataError(f"{path}: statistics file not found")
+        try:
+            with h5py.File(path, "r") as h5:
+                U, K = h5["n"].shape
+                KD = h5["f"].shape[1]
+                fp = h5.attrs.get("ubm_fingerprint", "")
+        except (OSError, KeyError) as exc:
+            raise DataError(f"{path}: not a statistics file ({exc})") from None
+        fp = fp.decode() if isinstance(fp, bytes) else str(fp)
+        src = _Source(None, str(path), int(U), int(K), int(KD // K), fp)
+    if src.n_utts == 0:
+        raise DataError("total variability: no utterance statistics to train on")
+    return src
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ConfigError(f"total variability: dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def _n_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _batches(U: int, batch_size: int) -> list[tuple[int, int]]:
+    bs = max(1, int(batch_size))
+    return [(a, min(U, a + bs)) for a in range(0, U, bs)]
+
+
+def _load_rows(view: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str):
+        import h5py
+
+        path, a, b = view
+        with h5py.File(path, "r") as h5:
+            return np.asarray(h5["n"][a:b], dtype=np.float64), np.asarray(h5["f"][a:b], dtype=np.float64)
+    return view
+
+
+def _estep_task(T_ref: Any, gram_ref: Any, view: Any, dtype: str) -> TVAccumulators:
+    """Worker: accumulators of one batch; ``T_ref``/``gram_ref`` are arrays or .npy paths."""
+    T = np.load(T_ref, mmap_mode="r") if isinstance(T_ref, str) else T_ref
+    gram = np.load(gram_ref, mmap_mode="r") if isinstance(gram_ref, str) else gram_ref
+    n, f = _load_rows(view)
+    return tv_estep(np.asarray(T), n, f, gram=np.asarray(gram), dtype=dtype)
+
+
+def _map_reduce(
+    src: _Source,
+    T: np.ndarray,
+    gram: np.ndarray,
+    batch_size: int,
+    n_jobs: int,
+    tmpdir: str | None,
+    dtype: str,
+) -> TVAccumulators:
+    """Sum of the batch accumulators, in batch order."""
+    from joblib import Parallel, delayed
+
+    batches = _batches(src.n_utts, batch_size)
+    if n_jobs == 1 or len(batches) == 1:
+        nt = _n_cores()
+        parts: Iterator[TVAccumulators] = (
+            tv_estep(T, *src.rows(a, b), gram=gram, n_threads=nt, dtype=dtype) for a, b in batches
+        )
+    else:
+        # T and the packed Gram matrices go to the workers once, as memory-mapped files
+        # (joblib would otherwise hash and copy them for every batch).
+        assert tmpdir is not None
+        t_path, g_path = os.path.join(tmpdir, "T.npy"), os.path.join(tmpdir, "gram.npy")
+        np.save(t_path, T)
+        np.save(g_path, gram)
+        parts = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_estep_task)(t_path, g_path, src.worker_view(a, b), dtype) for a, b in batches
+        )
+    total: TVAccumulators | None = None
+    for p in parts:
+        if total is None:
+            total = p
+        else:
+            total += p
+    assert total is not None
+    return total
+
+
+# ---------------------------------------------------------------------------------------
+# M-step and minimum divergence
+# ---------------------------------------------------------------------------------------
+
+
+def _m_step(acc: TVAccumulators, T_old: np.ndarray, K: int) -> np.ndarray:
+    """Solve ``A_k T_k = C_k`` for every component (batched over blocks of components).
+
+    Components that no utterance visited (``N_k = 0``) keep their old ``T_k``.
+    """
+    R = T_old.shape[0]
+    D = T_old.shape[1] // K
+    _, _, upper, lower, _ = _packing(R)
+    T_new = T_old.copy()
+    Tv = T_new.reshape(R, K, D)
+    Cv = acc.C.reshape(R, K, D)
+    used = acc.N > 1e-10
+    for a in range(0, K, _COMP_BLOCK):
+        b = min(K, a + _COMP_BLOCK)
+        k = np.arange(a, b)[used[a:b]]
+        if k.size == 0:
+            continue
+        Af = np.empty((k.size, R * R))
+        Af[:, upper] = acc.A[k]
+        Af[:, lower] = acc.A[k]
+        X = np.linalg.solve(Af.reshape(k.size, R, R), Cv[:, k, :].transpose(1, 0, 2))  # (kb, R, D)
+        Tv[:, k, :] = X.transpose(1, 0, 2)
+    return T_new
+
+
+def _min_divergence(T: np.ndarray, acc: TVAccumulators) -> np.ndarray:
+    """``T <- G^T T`` with ``G G^T = (1/U) sum_u E[w w^T]`` (the prior made standard normal again)."""
+    R = T.shape[0]
+    _, _, upper, lower, _ = _packing(R)
+    S = np.empty(R * R)
+    S[upper] = acc.S
+    S[lower] = acc.S
+    G = np.linalg.cholesky(S.reshape(R, R) / acc.n_utterances)
+    return G.T @ T
+
+
+def _initial_T(src: _Source, rank: int, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    """Gaussian T scaled so that ``T_k^T w`` has about the variance the statistics show.
+
+    With ``f_uk ~ n_uk T_k^T w + noise`` (unit-variance noise per frame),
+    ``E||f_uk||^2 ~ n_uk^2 D R s^2 + n_uk D`` for entries of variance ``s^2``.
+    """
+    sf = sn = sn2 = 0.0
+    for a, b in _batches(src.n_utts, batch_size):
+        n, f = src.rows(a, b)
+        sf += float(np.einsum("ij,ij->", f, f))
+        sn += float(n.sum())
+        sn2 += float(np.einsum("ij,ij->", n, n))
+    D = src.D
+    s2 = max(sf - D * sn, 1e-3 * sf) / (D * rank * max(sn2, 1e-300))
+    return rng.standard_normal((rank, src.K * D)) * np.sqrt(s2)
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------
+
+
+def _checkpoint_key(src: _Source, rank: int, min_divergence: bool, dtype: str) -> str:
+    return (
+        f"rank={rank};min_div={int(min_divergence)};dtype={dtype};K={src.K};D={src.D};U={src.n_utts};"
+        f"ubm={src.fingerprint};data={src.signature()}"
+    )
+
+
+def _load_checkpoint(path: Path, key: str) -> tuple[np.ndarray, int, list[float]] | None:
+    if not path.is_file():
+        return None
+    try:
+        arrays, attrs = _read_h5(path, _CKPT_FORMAT, ("T",))
+    except ModelError as exc:
+        logger.warning("%s: unreadable checkpoint (%s); starting afresh", path, exc)
+        return None
+    if str(attrs.get("key", "")) != key:
+        logger.warning("%s: checkpoint is for other options or data; starting afresh", path)
+        return None
+    trace = [float(x) for x in np.atleast_1d(attrs.get("log_likelihood", []))]
+    return np.asarray(arrays["T"], dtype=np.float64), int(attrs["iteration"]), trace
+
+
+def _save_checkpoint(path: Path, key: str, T: np.ndarray, iteration: int, trace: list[float]) -> None:
+    _write_h5(
+        path,
+        {"T": T},
+        {
+            "format": _CKPT_FORMAT,
+            "key": key,
+            "iteration": int(iteration),
+            "log_likelihood": np.asarray(trace, dtype=np.float64),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------
+
+
+def train_tv(
+    stats: UtteranceStats | PathLike,
+    *,
+    rank: int = 400,
+    iterations: int = 10,
+    min_divergence: bool = True,
+    rng: np.random.Generator,
+    n_jobs: int = 1,
+    batch_size: int = 256,
+    checkpoint: PathLike | None = None,
+    progress: bool = False,
+    dtype: Any = "float64",
+) -> TotalVariability:
+    """Train a total-variability matrix by EM (Dehak/Kenny) with minimum divergence.
+
+    Parameters
+    ----------
+    stats : UtteranceStats or path-like
+        Training statistics, in memory or an HDF5 file written by
+        :meth:`UtteranceStats.save` (then each worker reads only its batch, so memory does
+        not grow with the number of utterances).
+    rank : int
+        R, the i-vector dimension.
+    iterations : int
+        EM iterations (each: E-step over all utterances, M-step, minimum divergence).
+    min_divergence : bool
+        Re-whiten the prior after every M-step (faster convergence, same likelihood).
+    rng : numpy.random.Generator
+        Draws the initial T (scaled by the statistics' variance).
+    n_jobs : int
+        joblib workers over batches (-1: all cores). The result does not depend on it.
+    batch_size : int
+        Utterances per batch; memory is O(batch_size x R^2), never O(U).
+    checkpoint : path-like, optional
+        HDF5 file written after every iteration; a later call with the same options and
+        statistics resumes from it (and returns the same T as an uninterrupted run).
+    progress : bool
+        Progress bar over iterations.
+    dtype : {"float64", "float32"}
+        Precision of the per-batch GEMMs and factorisations (float32 is about twice as
+        fast; accumulators, M-step and T stay float64).
+
+    Returns
+    -------
+    TotalVariability
+        ``T`` (R, K*D) float64 and the objective trace.
+
+    Raises
+    ------
+    ConfigError
+        ``rank`` or ``iterations`` out of range.
+    DataError
+        No statistics.
+    """
+    if int(rank) < 1:
+        raise ConfigError(f"total variability: rank must be >= 1, got {rank!r}")
+    if int(iterations) < 0:
+        raise ConfigError(f"total variability: iterations must be >= 0, got {iterations!r}")
+    rank, iterations = int(rank), int(iterations)
+    dt = _check_dtype(dtype)
+    src = _open_source(stats)
+    if rank > src.K * src.D:
+        raise ConfigError(f"total variability: rank {rank} exceeds the supervector size {src.K * src.D}")
+    ck_path = Path(checkpoint) if checkpoint is not None else None
+    key = _checkpoint_key(src, rank, min_divergence, dt.name) if ck_path is not None else ""
+    start, trace, T = 0, [], None
+    if ck_path is not None:
+        state = _load_checkpoint(ck_path, key)
+        if state is not None:
+            T, start, trace = state
+            logger.info("%s: resuming total-variability training after iteration %d", ck_path, start)
+    if T is None:
+        T = _initial_T(src, rank, rng, batch_size)
+    its: Any = range(start, iterations)
+    if progress:
+        from tqdm.auto import tqdm
+
+        its = tqdm(its, total=max(0, iterations - start), desc="T matrix", unit="it")
+    tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-tv-") if n_jobs != 1 else None
+    try:
+        for it in its:
+            gram = packed_gram(T, src.K, n_threads=_n_cores()).astype(dt, copy=False)
+            acc = _map_reduce(src, T.astype(dt, copy=False), gram, batch_size, n_jobs, tmpdir, dt.name)
+            del gram
+            trace.append(acc.loglik)
+            T = _m_step(acc, T, src.K)
+            if min_divergence:
+                T = _min_divergence(T, acc)
+            logger.info(
+                "T-matrix EM iteration %d/%d: objective %.6g per utterance",
+                it + 1,
+                iterations,
+                acc.loglik / acc.n_utterances,
+            )
+            if ck_path is not None:
+                _save_checkpoint(ck_path, key, T, it + 1, trace)
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    return TotalVariability(T, src.K, src.D, src.fingerprint, tuple(trace))
+
+
+def _check_model(tv: TotalVariability, src: _Source) -> None:
+    if (src.K, src.D) != (tv.n_components, tv.n_dims):
+        raise ModelError(
+            f"total variability is for K={tv.n_components}, D={tv.n_dims}; statistics have K={src.K}, D={src.D}"
+        )
+    if tv.ubm_fingerprint and src.fingerprint and tv.ubm_fingerprint != src.fingerprint:
+        raise ModelError(
+            f"total variability was trained on UBM {tv.ubm_fingerprint}, statistics come from UBM "
+            f"{src.fingerprint}; recompute one of them"
+        )
+
+
+def extract_ivectors(
+    tv: TotalVariability,
+    stats: UtteranceStats | PathLike,
+    *,
+    batch_size: int = 256,
+    n_threads: int | None = None,
+    dtype: Any = "float64",
+) -> FloatArray:
+    """i-vectors: posterior means of ``w`` given each utterance's statistics.
+
+    Parameters
+    ----------
+    tv : TotalVariability
+    stats : UtteranceStats or path-like
+        Statistics of the utterances (same UBM as ``tv``).
+    batch_size : int
+        Utterances per batch (one precision GEMM and one batched Cholesky each).
+    n_threads : int, optional
+        Threads for the per-utterance factorisations (default: the usable cores).
+    dtype : {"float64", "float32"}
+        Precision of the GEMMs and factorisations; the result is float64.
+
+    Returns
+    -------
+    ndarray, shape (U, R), float64
+        Row u is ``E[w_u] = L_u^{-1} T f_u``, in the order of ``stats.ids``.
+
+    Raises
+    ------
+    ModelError
+        ``tv`` and the statistics disagree on K, D or the UBM.
+    """
+    src = _open_source(stats)
+    _check_model(tv, src)
+    T = np.asarray(tv.T, dtype=np.float64)
+    dt = _check_dtype(dtype)
+    nt = _n_cores() if n_threads is None else int(n_threads)
+    gram = packed_gram(T, src.K, n_threads=nt).astype(dt, copy=False)
+    Td = T.astype(dt, copy=False)
+    out = np.empty((src.n_utts, tv.rank))
+    for a, b in _batches(src.n_utts, batch_size):
+        n, f = src.rows(a, b)
+        Lp, bb = _matmul(n.astype(dt), gram, nt), _matmul(f.astype(dt), Td.T, nt)
+        out[a:b], _, _ = _posteriors(Lp, bb, second_moments=False, n_threads=nt)
+    return out
+
+
+def tv_log_likelihood(
+    tv: TotalVariability, stats: UtteranceStats | PathLike, *, batch_size: int = 256
+) -> float:
+    """The EM objective of ``tv`` on ``stats``: ``sum_u -1/2 log det L_u + 1/2 b_u^T E[w_u]``.
+
+    This is the log-likelihood of the first-order statistics under the model, up to
+    terms that do not depend on T (float64).
+    """
+    src = _open_source(stats)
+    _check_model(tv, src)
+    T = np.asarray(tv.T, dtype=np.float64)
+    nt = _n_cores()
+    gram = packed_gram(T, src.K, n_threads=nt)
+    total = 0.0
+    for a, b in _batches(src.n_utts, batch_size):
+        n, f = src.rows(a, b)
+        bb = _matmul(f, T.T, nt)
+        m, logdet, _ = _posteriors(_matmul(n, gram, nt), bb, second_moments=False, n_threads=nt)
+        total += float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", bb, m)))
+    return total

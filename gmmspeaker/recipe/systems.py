@@ -1,0 +1,650 @@
+"""Recognition systems of a recipe: GMM-UBM, i-vector / PLDA, and their fusion.
+
+A recipe's ``system:`` names ``gmm_ubm`` (default), ``ivector``, or both
+(``[gmm_ubm, ivector]``), in which case the systems' scores are fused and the fused
+scores become the experiment's ``scores.txt`` (each system's own scores are kept beside
+it as ``scores.<system>.txt``). This module says which stages a recipe needs, what each
+i-vector stage depends on, and runs those stages:
+
+``statistics``
+    zeroth / first-order Baum-Welch statistics of every utterance the i-vector system
+    uses (training list, enrolment, tests, cohort), from the UBM -> ``ivector_stats.h5``.
+``tv``
+    total-variability matrix trained on the ``data.train`` utterances -> ``tv.h5``.
+``extract``
+    i-vectors of every utterance -> ``ivectors.h5``.
+``backend``
+    centring / LDA / WCCN / length norm and PLDA (or cosine) trained on ``data.train``,
+    trial scores (optionally normalised with the cohort's i-vectors) -> ``backend.h5``,
+    ``plda.h5``, the i-vector score file.
+``fusion``
+    logistic-regression fusion trained on ``data.dev_trials`` when given, otherwise the
+    average of normalised scores -> ``scores.txt``, ``fusion.json``.
+
+The pipeline (:mod:`gmmspeaker.recipe._pipeline`) calls :func:`needed_stages`,
+:func:`upstream`, :func:`fingerprint_body`, :func:`outputs` and :func:`run_stage`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gmmspeaker._io import atomic_write_json
+from gmmspeaker._typing import FloatArray, PathLike
+from gmmspeaker.errors import DataError, ModelError
+from gmmspeaker.recipe.config import STAGES, Recipe
+
+if TYPE_CHECKING:
+    from gmmspeaker.corpora.lists import Enrollment, Trial, Utterance
+    from gmmspeaker.ivector.backend import PLDA, Backend
+
+__all__ = [
+    "IVECTOR_STAGES",
+    "needed_stages",
+    "upstream",
+    "score_file",
+    "read_train_list",
+    "train_utterances",
+    "fingerprint_body",
+    "outputs",
+    "run_stage",
+    "add_results",
+    "save_ivectors",
+    "load_ivectors",
+    "score_ivector_trials",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Stages this module runs (the others are the GMM-UBM pipeline's).
+IVECTOR_STAGES = ("statistics", "tv", "extract", "backend", "fusion")
+_GMM_STAGES = ("enroll", "score")
+_IVECTOR_FORMAT = "gmmspeaker-ivectors"
+
+
+# ---------------------------------------------------------------------------
+# Which stages, in which order, with which inputs
+# ---------------------------------------------------------------------------
+
+
+def needed_stages(recipe: Recipe) -> tuple[str, ...]:
+    """The stages a recipe runs, in :data:`~gmmspeaker.recipe.config.STAGES` order."""
+    systems = set(recipe.system)
+    keep = {"features", "ubm", "evaluate"}
+    if "gmm_ubm" in systems:
+        keep.update(_GMM_STAGES)
+    if "ivector" in systems:
+        keep.update(("statistics", "tv", "extract", "backend"))
+    if len(systems) > 1:
+        keep.add("fusion")
+    return tuple(s for s in STAGES if s in keep)
+
+
+def upstream(recipe: Recipe, stage: str) -> tuple[str, ...]:
+    """The stages whose fingerprints enter ``stage``'s fingerprint (its direct inputs).
+
+    For a GMM-UBM recipe this is the previous stage, as before systems existed, so
+    existing workdirs stay up to date.
+    """
+    if stage == "evaluate":
+        if len(recipe.system) > 1:
+            return ("fusion",)
+        return ("score",) if recipe.system == ("gmm_ubm",) else ("backend",)
+    return {
+        "features": (),
+        "ubm": ("features",),
+        "enroll": ("ubm",),
+        "score": ("enroll",),
+        "statistics": ("ubm",),
+        "tv": ("statistics",),
+        "extract": ("tv",),
+        "backend": ("extract",),
+        "fusion": ("score", "backend"),
+    }[stage]
+
+
+def score_file(recipe: Recipe, system: str, kind: str = "scores") -> str:
+    """File name of a system's scores: ``<kind>.txt`` alone, ``<kind>.<system>.txt`` in a fusion.
+
+    ``kind`` is ``scores``, ``dev_scores`` or ``scores.raw``.
+    """
+    return f"{kind}.txt" if len(recipe.system) == 1 else f"{kind}.{system}.txt"
+
+
+# ---------------------------------------------------------------------------
+# The speaker-labelled training list
+# ---------------------------------------------------------------------------
+
+
+def read_train_list(path: PathLike, *, root: PathLike) -> list[Utterance]:
+    """Read a speaker-labelled list: ``path speaker`` per line (``#`` comments, blank lines).
+
+    Parameters
+    ----------
+    path : path-like
+        The list.
+    root : path-like
+        Corpus folder that relative paths are relative to.
+
+    Returns
+    -------
+    list of Utterance
+        With ``speaker`` set, in list order.
+
+    Raises
+    ------
+    DataError
+        Missing list, a line without exactly two fields, a duplicate file, missing audio
+        files (all listed), fewer than two speakers; messages name the list and the line.
+    """
+    from gmmspeaker.corpora.lists import Utterance, utterance_id
+
+    path, root = Path(path), Path(root)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the training list ({exc.strerror})") from None
+    out: list[Utterance] = []
+    seen: dict[str, int] = {}
+    missing: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) != 2:
+            raise DataError(f"{path}:{n}: expected 'path speaker', got {len(fields)} field(s)")
+        audio = Path(fields[0]) if Path(fields[0]).is_absolute() else (root / fields[0])
+        audio = audio.resolve()
+        uid = utterance_id(audio, root.resolve())
+        if uid in seen:
+            raise DataError(f"{path}:{n}: duplicate entry '{fields[0]}' (already on line {seen[uid]})")
+        seen[uid] = n
+        if not audio.is_file():
+            missing.append(f"{path}:{n}: '{fields[0]}'")
+        out.append(Utterance(utt_id=uid, path=audio, speaker=fields[1]))
+    if missing:
+        more = f" ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise DataError(f"{path}: {len(missing)} audio file(s) not found: {'; '.join(missing[:10])}{more}")
+    if len({u.speaker for u in out}) < 2:
+        raise DataError(
+            f"{path}: the training list needs at least 2 speakers, got {len({u.speaker for u in out})}"
+        )
+    return out
+
+
+def train_utterances(recipe: Recipe, root: Path, ubm_list: Sequence[Utterance]) -> list[Utterance]:
+    """The i-vector system's labelled training utterances ([] when the recipe has no i-vector system).
+
+    From ``data.train``; for a synthetic corpus, its background list with the speaker
+    named by each file's folder (``wav/<speaker>/...``).
+    """
+    from gmmspeaker.corpora.lists import Utterance
+
+    if "ivector" not in recipe.system:
+        return []
+    if recipe.data.train is not None:
+        return read_train_list(recipe.data.train, root=root)
+    return [Utterance(utt_id=u.utt_id, path=u.path, speaker=u.path.parent.name) for u in ubm_list]
+
+
+# ---------------------------------------------------------------------------
+# Fingerprints and outputs of the new stages
+# ---------------------------------------------------------------------------
+
+
+def _stats_ids(pipe: Any) -> list[str]:
+    ids = {u.utt_id for u in pipe.train}
+    ids.update(u.utt_id for e in pipe.enrollments for u in e.utterances)
+    ids.update(t.test.utt_id for t in [*pipe.trials, *pipe.dev_trials])
+    ids.update(u.utt_id for u in pipe.cohort)
+    return sorted(ids)
+
+
+def _trial_sig(trials: Sequence[Trial]) -> list[Any]:
+    return [(t.model_id, t.test.utt_id, t.target) for t in trials]
+
+
+def fingerprint_body(pipe: Any, stage: str) -> Any:
+    """What, besides its inputs' fingerprints, decides a new stage's outputs."""
+    r: Recipe = pipe.recipe
+    iv = r.section("ivector")
+    if stage == "statistics":
+        return {"ids": _stats_ids(pipe)}
+    if stage == "tv":
+        keys = ("rank", "iterations", "min_divergence")
+        return {
+            "ivector": {k: iv[k] for k in keys},
+            "seed": r.seed,
+            "train": sorted(u.utt_id for u in pipe.train),
+        }
+    if stage == "extract":
+        return {"ids": _stats_ids(pipe)}
+    if stage == "backend":
+        keys = (
+            "lda_dim",
+            "wccn",
+            "length_norm",
+            "scoring",
+            "plda_iterations",
+            "normalization",
+            "cohort_top_n",
+        )
+        return {
+            "ivector": {k: iv[k] for k in keys},
+            "train": [(u.utt_id, u.speaker) for u in pipe.train],
+            "models": [(e.model_id, [u.utt_id for u in e.utterances]) for e in pipe.enrollments],
+            "trials": _trial_sig(pipe.trials),
+            "dev": _trial_sig(pipe.dev_trials),
+            "cohort": [u.utt_id for u in pipe.cohort],
+            "files": [score_file(r, "ivector"), score_file(r, "ivector", "dev_scores")],
+        }
+    if stage == "fusion":
+        return {
+            "fusion": r.section("fusion"),
+            "system": list(r.system),
+            "normalization": {"gmm_ubm": r.scoring.normalization, "ivector": r.ivector.normalization},
+            "trials": _trial_sig(pipe.trials),
+            "dev": _trial_sig(pipe.dev_trials),
+            "cohort": [u.utt_id for u in pipe.cohort],
+        }
+    raise KeyError(stage)
+
+
+def outputs(pipe: Any, stage: str) -> list[str]:
+    """Files (relative to the workdir) that must exist for a stage to count as done."""
+    r: Recipe = pipe.recipe
+    if stage == "score":
+        return [score_file(r, "gmm_ubm")]
+    return {
+        "statistics": ["ivector_stats.h5"],
+        "tv": ["tv.h5"],
+        "extract": ["ivectors.h5"],
+        "backend": ["backend.h5", score_file(r, "ivector")],
+        "fusion": ["scores.txt", "fusion.json"],
+    }[stage]
+
+
+# ---------------------------------------------------------------------------
+# i-vector files
+# ---------------------------------------------------------------------------
+
+
+def save_ivectors(path: PathLike, ids: Sequence[str], vectors: FloatArray) -> None:
+    """Write i-vectors (``ids`` strings, ``vectors`` (U, R) float64) to HDF5 atomically."""
+    import os
+
+    import h5py
+
+    from gmmspeaker import __version__
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs["format"] = _IVECTOR_FORMAT
+            h5.attrs["version"] = __version__
+            h5.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=h5py.string_dtype("utf-8"))
+            h5.create_dataset("vectors", data=np.asarray(vectors, dtype=np.float64))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_ivectors(path: PathLike) -> dict[str, FloatArray]:
+    """Read :func:`save_ivectors` output as ``{utterance id: (R,) float64}``.
+
+    Raises
+    ------
+    ModelError
+        Missing or malformed file (the message names it).
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: i-vector file not found")
+    try:
+        with h5py.File(path, "r") as h5:
+            fmt = h5.attrs.get("format", "")
+            if (fmt.decode() if isinstance(fmt, bytes) else str(fmt)) != _IVECTOR_FORMAT:
+                raise ModelError(f"{path}: not a gmmspeaker i-vector file")
+            ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
+            vectors = np.asarray(h5["vectors"][()], dtype=np.float64)
+    except ModelError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read i-vectors ({exc})") from None
+    if vectors.shape[0] != len(ids):
+        raise ModelError(f"{path}: {len(ids)} ids for {vectors.shape[0]} i-vectors")
+    return dict(zip(ids, vectors))
+
+
+# ---------------------------------------------------------------------------
+# Scoring i-vector trials
+# ---------------------------------------------------------------------------
+
+
+def _score_models(enroll: Sequence[FloatArray], test: FloatArray, plda: PLDA | None) -> FloatArray:
+    from gmmspeaker.ivector.backend import cosine_scores
+
+    if test.shape[0] == 0 or len(enroll) == 0:
+        return np.empty((len(enroll), test.shape[0]))
+    return plda.score(enroll, test) if plda is not None else cosine_scores(enroll, test)
+
+
+def score_ivector_trials(
+    trials: Sequence[Trial],
+    enrollments: Sequence[Enrollment],
+    ivectors: dict[str, FloatArray],
+    backend: Backend,
+    plda: PLDA | None,
+    *,
+    cohort: Sequence[str] = (),
+    normalization: str = "none",
+    top_n: int = 200,
+) -> tuple[FloatArray, FloatArray]:
+    """Score trials with i-vectors: PLDA (multi-enrolment LLR) or cosine, then optional normalisation.
+
+    Parameters
+    ----------
+    trials, enrollments : sequences of Trial / Enrollment
+        The protocol.
+    ivectors : dict of str to ndarray (R,)
+        Raw i-vectors by utterance id (a missing test utterance scores NaN).
+    backend : Backend
+        Applied to every i-vector before scoring.
+    plda : PLDA or None
+        PLDA model; ``None`` scores by cosine similarity.
+    cohort : sequence of str
+        Utterance ids of the normalisation cohort: the cohort's i-vectors play the
+        cohort utterances (Z-norm) and, one each, the cohort models (T-norm).
+    normalization : {"none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"}
+    top_n : int
+        Adaptive S-norm cohort size per side.
+
+    Returns
+    -------
+    (scores, raw) : two ndarrays, shape (n_trials,), float64
+        Normalised and raw scores, in trial order.
+
+    Raises
+    ------
+    DataError
+        A trial names an unknown model, or a model has no enrolment i-vector.
+    """
+    from gmmspeaker.scoring.norm import normalize_scores
+
+    model_ids = [e.model_id for e in enrollments]
+    mpos = {m: i for i, m in enumerate(model_ids)}
+    enroll: list[FloatArray] = []
+    for e in enrollments:
+        rows = [ivectors[u.utt_id] for u in e.utterances if u.utt_id in ivectors]
+        if not rows:
+            raise DataError(
+                f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has an i-vector"
+            )
+        enroll.append(backend.transform(np.vstack(rows)))
+    tests = sorted({t.test.utt_id for t in trials if t.test.utt_id in ivectors})
+    tpos = {u: i for i, u in enumerate(tests)}
+    T = backend.transform(np.vstack([ivectors[u] for u in tests])) if tests else np.empty((0, backend.dim))
+    matrix = _score_models(enroll, T, plda)
+    for i, t in enumerate(trials):
+        if t.model_id not in mpos:
+            raise DataError(f"trial {i + 1} (line {t.line}): unknown model {t.model_id!r}")
+    has = np.array([t.test.utt_id in tpos for t in trials], dtype=bool)
+    model_idx = np.array([mpos[t.model_id] for t in trials], dtype=np.int64)
+    test_idx = np.array([tpos.get(t.test.utt_id, 0) for t in trials], dtype=np.int64)
+    raw = np.full(len(trials), np.nan)
+    if tests:
+        raw[has] = matrix[model_idx[has], test_idx[has]]
+    if normalization == "none":
+        return raw, raw
+    cids = [u for u in cohort if u in ivectors]
+    if len(cids) < 2:
+        raise DataError(f"i-vector score normalisation needs at least 2 cohort i-vectors, got {len(cids)}")
+    C = backend.transform(np.vstack([ivectors[u] for u in cids]))
+    cohort_models = [c[None, :] for c in C]
+    model_cohort = _score_models(enroll, C, plda)
+    cohort_test = _score_models(cohort_models, T, plda) if tests else np.zeros((len(cids), 1))
+    cohort_cohort = _score_models(cohort_models, C, plda) if normalization == "ztnorm" else None
+    normed = normalize_scores(
+        np.where(has, raw, 0.0),
+        method=normalization,
+        model_cohort=model_cohort if normalization in ("znorm", "ztnorm", "snorm", "asnorm") else None,
+        cohort_test=cohort_test if normalization in ("tnorm", "ztnorm", "snorm", "asnorm") else None,
+        cohort_cohort=cohort_cohort,
+        model_idx=model_idx,
+        test_idx=test_idx,
+        top_n=top_n,
+    )
+    return np.where(has, normed, np.nan), raw
+
+
+# ---------------------------------------------------------------------------
+# Stage bodies
+# ---------------------------------------------------------------------------
+
+
+def run_stage(pipe: Any, stage: str) -> dict[str, Any]:
+    """Run one of :data:`IVECTOR_STAGES` for the pipeline ``pipe``; returns the stage record's extras."""
+    return {
+        "statistics": _run_statistics,
+        "tv": _run_tv,
+        "extract": _run_extract,
+        "backend": _run_backend,
+        "fusion": _run_fusion,
+    }[stage](pipe)
+
+
+def _load_ubm(pipe: Any) -> Any:
+    from gmmspeaker.gmm.model import GaussianMixture
+
+    return GaussianMixture.load(pipe.wd / "ubm.h5")
+
+
+def _available(pipe: Any, ids: Sequence[str]) -> list[str]:
+    from gmmspeaker.store import FeatureStore
+
+    store = FeatureStore(pipe.store_dir)
+    have = [u for u in ids if u in store]
+    if len(have) < len(ids):
+        logger.warning(
+            "i-vector statistics: %d of %d utterances have no features", len(ids) - len(have), len(ids)
+        )
+    return have
+
+
+def _run_statistics(pipe: Any) -> dict[str, Any]:
+    from gmmspeaker.ivector.stats import stats_from_store
+
+    r: Recipe = pipe.recipe
+    ids = _available(pipe, _stats_ids(pipe))
+    stats = stats_from_store(pipe.store_dir, ids, _load_ubm(pipe), n_jobs=r.jobs, progress=pipe.progress)
+    stats.save(pipe.wd / "ivector_stats.h5")
+    return {"n_utterances": len(ids)}
+
+
+def _run_tv(pipe: Any) -> dict[str, Any]:
+    from gmmspeaker.ivector.stats import UtteranceStats
+    from gmmspeaker.ivector.tv import train_tv
+
+    r: Recipe = pipe.recipe
+    stats = UtteranceStats.load(pipe.wd / "ivector_stats.h5")
+    have = set(stats.ids)
+    train = sorted({u.utt_id for u in pipe.train} & have)
+    if len(train) < 2:
+        raise DataError(f"the i-vector training list has {len(train)} utterance(s) with features; need more")
+    iv = r.ivector
+    ckpt = pipe.wd / "tv.checkpoint.h5"
+    tv = train_tv(
+        stats.subset(train),
+        rank=iv.rank,
+        iterations=iv.iterations,
+        min_divergence=iv.min_divergence,
+        rng=np.random.default_rng(np.random.SeedSequence([r.seed, 2])),
+        n_jobs=r.jobs,
+        batch_size=iv.batch_size,
+        checkpoint=ckpt,
+        progress=pipe.progress,
+    )
+    tv.save(pipe.wd / "tv.h5")
+    if ckpt.exists():
+        ckpt.unlink()
+    return {"n_train": len(train), "rank": tv.rank}
+
+
+def _run_extract(pipe: Any) -> dict[str, Any]:
+    from gmmspeaker.ivector.stats import UtteranceStats
+    from gmmspeaker.ivector.tv import TotalVariability, extract_ivectors
+
+    stats = UtteranceStats.load(pipe.wd / "ivector_stats.h5")
+    tv = TotalVariability.load(pipe.wd / "tv.h5")
+    vectors = extract_ivectors(tv, stats, batch_size=pipe.recipe.ivector.batch_size)
+    save_ivectors(pipe.wd / "ivectors.h5", stats.ids, vectors)
+    return {"n_ivectors": len(stats.ids)}
+
+
+def _fit_backend(pipe: Any, ivectors: dict[str, FloatArray]) -> tuple[Backend, PLDA | None]:
+    from gmmspeaker.ivector.backend import PLDA, Backend
+
+    iv = pipe.recipe.ivector
+    train = [u for u in pipe.train if u.utt_id in ivectors]
+    X = np.vstack([ivectors[u.utt_id] for u in train])
+    labels = [str(u.speaker) for u in train]
+    backend = Backend.fit(X, labels, lda_dim=iv.lda_dim, wccn=iv.wccn, length_norm=iv.length_norm)
+    plda = None
+    if iv.scoring == "plda":
+        plda = PLDA.fit(backend.transform(X), labels, iterations=iv.plda_iterations)
+    return backend, plda
+
+
+def _run_backend(pipe: Any) -> dict[str, Any]:
+    from gmmspeaker.recipe.stages import write_scores
+
+    r: Recipe = pipe.recipe
+    iv = r.ivector
+    ivectors = load_ivectors(pipe.wd / "ivectors.h5")
+    backend, plda = _fit_backend(pipe, ivectors)
+    backend.save(pipe.wd / "backend.h5")
+    if plda is not None:
+        plda.save(pipe.wd / "plda.h5")
+    kw = dict(cohort=[u.utt_id for u in pipe.cohort], normalization=iv.normalization, top_n=iv.cohort_top_n)
+    scores, raw = score_ivector_trials(pipe.trials, pipe.enrollments, ivectors, backend, plda, **kw)
+    if iv.normalization != "none":
+        write_scores(pipe.wd / score_file(r, "ivector", "scores.raw"), pipe.trials, raw)
+    if pipe.dev_trials:
+        dev, _ = score_ivector_trials(pipe.dev_trials, pipe.enrollments, ivectors, backend, plda, **kw)
+        write_scores(pipe.wd / score_file(r, "ivector", "dev_scores"), pipe.dev_trials, dev)
+    write_scores(pipe.wd / score_file(r, "ivector"), pipe.trials, scores)
+    out: dict[str, Any] = {"n_trials": len(pipe.trials), "dim": backend.dim}
+    if plda is not None:
+        out["plda_loglik"] = [float(h) for h in plda.history]
+    return out
+
+
+def _normalize_for_fusion(pipe: Any, system: str, scores: FloatArray) -> tuple[FloatArray, str]:
+    """A system's trial scores on a common scale for equal-weight fusion.
+
+    Scores already normalised by the recipe are kept; otherwise Z-norm against the
+    cohort when there is one, else standardised over the trial list itself.
+    """
+    r: Recipe = pipe.recipe
+    own = r.scoring.normalization if system == "gmm_ubm" else r.ivector.normalization
+    if own != "none":
+        return scores, own
+    if pipe.cohort:
+        if system == "gmm_ubm":
+            from gmmspeaker.gmm.map import SpeakerModels
+            from gmmspeaker.recipe.stages import normalize_trial_scores
+            from gmmspeaker.store import FeatureStore
+
+            normed = normalize_trial_scores(
+                scores,
+                pipe.trials,
+                FeatureStore(pipe.store_dir),
+                _load_ubm(pipe),
+                SpeakerModels.load(pipe.wd / "models.h5"),
+                pipe.cohort,
+                method="znorm",
+                scoring_method=r.scoring.method,
+                top_c=r.scoring.top_c,
+                jobs=r.jobs,
+                progress=pipe.progress,
+            )
+        else:
+            from gmmspeaker.ivector.backend import PLDA, Backend
+
+            ivectors = load_ivectors(pipe.wd / "ivectors.h5")
+            backend = Backend.load(pipe.wd / "backend.h5")
+            plda = PLDA.load(pipe.wd / "plda.h5") if r.ivector.scoring == "plda" else None
+            normed, _ = score_ivector_trials(
+                pipe.trials,
+                pipe.enrollments,
+                ivectors,
+                backend,
+                plda,
+                cohort=[u.utt_id for u in pipe.cohort],
+                normalization="znorm",
+            )
+        return normed, "znorm"
+    ok = np.isfinite(scores)
+    mu, sd = float(scores[ok].mean()), float(scores[ok].std())
+    return (scores - mu) / (sd if sd > 0 else 1.0), "standardized"
+
+
+def _run_fusion(pipe: Any) -> dict[str, Any]:
+    from gmmspeaker.recipe.stages import read_scores, write_scores
+    from gmmspeaker.scoring.fusion import LinearFusion, equal_weight_fusion
+
+    r: Recipe = pipe.recipe
+    systems = list(r.system)
+    columns = [read_scores(pipe.wd / score_file(r, s))[1] for s in systems]
+    S = np.column_stack(columns)
+    record: dict[str, Any] = {"systems": systems}
+    if pipe.dev_trials:
+        D = np.column_stack([read_scores(pipe.wd / score_file(r, s, "dev_scores"))[1] for s in systems])
+        key = np.array([bool(t.target) for t in pipe.dev_trials])
+        ok = np.all(np.isfinite(D), axis=1)
+        fusion = LinearFusion.fit(D[ok], key[ok], p_target=r.fusion.p_target)
+        fused = fusion.apply(S)
+        write_scores(pipe.wd / "dev_scores.txt", pipe.dev_trials, fusion.apply(D))
+        record.update(method="logistic_regression", **fusion.to_dict())
+    else:
+        normed, how = [], {}
+        for s, col in zip(systems, columns):
+            z, how[s] = _normalize_for_fusion(pipe, s, col)
+            normed.append(z)
+        fused = equal_weight_fusion(np.column_stack(normed))
+        record.update(method="equal_weight", normalization=how)
+    write_scores(pipe.wd / "scores.txt", pipe.trials, fused)
+    atomic_write_json(pipe.wd / "fusion.json", record)
+    return record
+
+
+def add_results(pipe: Any, res: dict[str, Any]) -> None:
+    """Add the system choice, the i-vector settings and, for a fusion, each system's metrics to ``res``."""
+    from gmmspeaker.recipe.stages import evaluate_scores, read_scores
+
+    r: Recipe = pipe.recipe
+    res["system"] = list(r.system)
+    if "ivector" in r.system and isinstance(res.get("config"), dict):
+        res["config"]["ivector"] = r.section("ivector")
+    if len(r.system) < 2:
+        return
+    ev = r.evaluation
+    keys = [t.target for t in pipe.trials]
+    per: dict[str, Any] = {}
+    for s in r.system:
+        _, scores, _ = read_scores(pipe.wd / score_file(r, s))
+        m = evaluate_scores(scores, keys, p_targets=ev.p_target, c_miss=ev.c_miss, c_fa=ev.c_fa)
+        per[s] = {k: m[k] for k in ("eer", "min_dcf", "act_dcf", "cllr", "min_cllr") if k in m}
+    per["fusion"] = {k: res[k] for k in ("eer", "min_dcf", "act_dcf", "cllr", "min_cllr") if k in res}
+    res["systems"] = per
+    res["fusion"] = json.loads((pipe.wd / "fusion.json").read_text())
