@@ -331,9 +331,10 @@ class FeatureStore:
     def get_many(self, utt_ids: Iterable[str]) -> dict[str, np.ndarray]:
         """Features of several utterances, opening each shard once."""
         ids = list(utt_ids)
-        return {u: x for u, x in _iter_utterances(str(self.path), [self._item(u) for u in ids])}
+        return {u: x for u, x in iter_utterances(str(self.path), [self.item(u) for u in ids])}
 
-    def _item(self, utt_id: str) -> tuple[str, str, int, int]:
+    def item(self, utt_id: str) -> tuple[str, str, int, int]:
+        """``(utt_id, shard, offset, n_frames)`` of an utterance: what :func:`iter_utterances` reads."""
         e = self._entry(utt_id)
         return utt_id, e["shard"], int(e["offset"]), int(e["n_frames"])
 
@@ -346,23 +347,33 @@ class FeatureStore:
         of ``utt_ids``.
         """
         ids = self.ids if utt_ids is None else list(utt_ids)
-        yield from _iter_chunks(str(self.path), [self._item(u) for u in ids], chunk_frames)
+        yield from _iter_chunks(str(self.path), [self.item(u) for u in ids], chunk_frames)
 
     def sources(
-        self, utt_ids: Sequence[str] | None = None, *, n_parts: int = 8, chunk_frames: int = 20_000
+        self,
+        utt_ids: Sequence[str] | None = None,
+        *,
+        n_parts: int = 8,
+        chunk_frames: int = 20_000,
+        unit_frames: int | None = None,
     ) -> list[Callable[[], Iterator[np.ndarray]]]:
         """Split ``utt_ids`` into ``n_parts`` picklable chunk factories (for parallel EM).
 
-        The split depends only on the ids and ``n_parts``, never on the number of jobs,
-        so statistics summed over the parts do not depend on the parallelism.
+        The split depends only on the ids, ``n_parts`` and ``unit_frames``, never on the
+        number of jobs, so statistics summed over the parts do not depend on the
+        parallelism. With ``unit_frames``, there are at least ``ceil(total frames /
+        unit_frames)`` parts (so large data gives enough work units for many workers).
         """
         ids = self.ids if utt_ids is None else list(utt_ids)
         if not ids:
             raise DataError(f"{self.path}: no utterances to stream")
+        if unit_frames is not None:
+            total = sum(self.n_frames(u) for u in ids)
+            n_parts = max(n_parts, -(-total // max(1, int(unit_frames))))
         n_parts = max(1, min(n_parts, len(ids)))
         bounds = np.linspace(0, len(ids), n_parts + 1).round().astype(int)
         return [
-            functools.partial(_iter_chunks, str(self.path), [self._item(u) for u in ids[a:b]], chunk_frames)
+            functools.partial(_iter_chunks, str(self.path), [self.item(u) for u in ids[a:b]], chunk_frames)
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
 
@@ -464,7 +475,7 @@ def _read_rows(
             h5.close()
 
 
-def _iter_utterances(
+def iter_utterances(
     store_dir: str, items: Sequence[tuple[str, str, int, int]]
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (utt_id, frames) for each item, whole utterances, in order."""

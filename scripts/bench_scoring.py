@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from gmmspeaker.gmm.kernel import logsumexp, top_c
 from gmmspeaker.gmm.map import SpeakerModels
 from gmmspeaker.scoring import llr
 from gmmspeaker.scoring.llr import ScoringContext, score_prepared
@@ -65,7 +66,7 @@ def naive_full_trial(X: np.ndarray, ubm, mu_s: np.ndarray) -> float:
             D * np.log(2 * np.pi) + np.log(ubm.covariances_).sum(1) + (prec * mu * mu).sum(1)
         )
         L = (np.concatenate([X * X, X], axis=1) @ w).astype(np.float64) + c
-        out.append(llr._logsumexp(L))
+        out.append(logsumexp(L))
     return float(np.mean(out[1] - out[0]))
 
 
@@ -84,14 +85,14 @@ def run_setting(
         def f() -> None:
             for X in tests:
                 for i in rows:
-                    score_prepared(X, ctx, [i], method=method, top_c=C, _select=select)
+                    score_prepared(X, ctx, [i], method=method, top_c=C, selection=select)
 
         return f
 
     def grouped(method: str, select: str = "argmax") -> Callable[[], None]:
         def f() -> None:
             for X in tests:
-                score_prepared(X, ctx, rows, method=method, top_c=C, _select=select)
+                score_prepared(X, ctx, rows, method=method, top_c=C, selection=select)
 
         return f
 
@@ -100,13 +101,13 @@ def run_setting(
         for X in tests:
             Xd = np.ascontiguousarray(X, dtype=ctx.dtype)
             Lu = llr._ubm_logdens(Xd, ctx)
-            idx = llr._top_c_argmax(Lu, C)
+            idx = top_c(Lu, C, method="argmax")
             lu = np.take_along_axis(Lu, idx, 1)
-            lse_u = llr._logsumexp(lu)
+            lse_u = logsumexp(lu)
             for i in rows:
                 dl = np.einsum("tcd,td->tc", ctx.d_lin[i][idx], Xd)
                 lm = lu + dl + ctx.d_const[i][idx]
-                float(np.mean(llr._logsumexp(lm) - lse_u))
+                float(np.mean(logsumexp(lm) - lse_u))
 
     def naive() -> None:
         for X in tests:
@@ -144,8 +145,8 @@ def main() -> None:
     with threadpool_limits(args.threads):
         # Top-C selection alone.
         L = rng.normal(size=(T, 1024))
-        ta = best_time(lambda: llr._top_c_argmax(L, C), 20)
-        tp = best_time(lambda: llr._top_c_argpartition(L, C), 20)
+        ta = best_time(lambda: top_c(L, C, method="argmax"), 20)
+        tp = best_time(lambda: top_c(L, C, method="argpartition"), 20)
         print(
             f"top-{C} selection on ({T}, 1024): {C} rounds of argmax {ta * 1e3:.3f} ms, "
             f"argpartition {tp * 1e3:.3f} ms (argpartition / argmax = {tp / ta:.2f})"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gmmspeaker._typing import PathLike
-from gmmspeaker.corpora.lists import MAX_REPORTED, Utterance, _read_lines
+from gmmspeaker.corpora.lists import MAX_REPORTED, Utterance, read_lines
 from gmmspeaker.errors import DataError
 
 __all__ = ["Segment", "read_kaldi_data_dir", "read_segments", "read_spk2utt", "read_utt2spk"]
@@ -128,7 +128,7 @@ def read_utt2spk(data_dir: PathLike) -> dict[str, str]:
     path = _data_file(Path(data_dir), "utt2spk")
     out: dict[str, str] = {}
     first: dict[str, int] = {}
-    for line, fields in _read_lines(path):
+    for line, fields in read_lines(path):
         if len(fields) != 2:
             raise DataError(f"{path}:{line}: expected 'utt_id speaker_id', got {len(fields)} fields")
         utt, spk = fields
@@ -171,7 +171,7 @@ def read_spk2utt(data_dir: PathLike) -> dict[str, tuple[str, ...]]:
     if not spk2utt_path.is_file():
         return {spk: tuple(utts) for spk, utts in derived.items()}
     out: dict[str, tuple[str, ...]] = {}
-    for line, fields in _read_lines(spk2utt_path):
+    for line, fields in read_lines(spk2utt_path):
         if len(fields) < 2:
             raise DataError(f"{spk2utt_path}:{line}: expected 'speaker_id utt_id [utt_id ...]'")
         spk = fields[0]
@@ -216,7 +216,7 @@ def read_segments(data_dir: PathLike) -> list[tuple[int, str, str, float, float 
     path = Path(data_dir) / "segments"
     out: list[tuple[int, str, str, float, float | None]] = []
     first: dict[str, int] = {}
-    for line, fields in _read_lines(path):
+    for line, fields in read_lines(path):
         if len(fields) != 4:
             raise DataError(
                 f"{path}:{line}: expected 'utt_id recording_id start end', got {len(fields)} fields"
@@ -278,7 +278,7 @@ def read_kaldi_data_dir(
     base = Path(os.path.abspath(Path.cwd() if root is None else Path(root)))
     entries: list[tuple[int, str, Path]] = []
     first: dict[str, int] = {}
-    for line, fields in _read_lines(wav_scp):
+    for line, fields in read_lines(wav_scp):
         utt = fields[0]
         rest = fields[1:]
         if rest and (rest[-1].endswith("|") or any(f == "|" for f in rest)):

@@ -118,7 +118,7 @@ def _where(list_path: Path, line: int) -> str:
     return f"{list_path}:{line}"
 
 
-def _read_lines(list_path: Path) -> list[tuple[int, list[str]]]:
+def read_lines(list_path: Path) -> list[tuple[int, list[str]]]:
     """Return ``(line_number, fields)`` for every non-blank, non-comment line."""
     if not list_path.exists():
         raise DataError(f"{list_path}: list file not found")
@@ -267,7 +267,7 @@ def read_ubm_list(
         reported at once).
     """
     list_path = Path(path)
-    lines = _read_lines(list_path)
+    lines = read_lines(list_path)
     resolver = _Resolver(list_path, _resolve_root(list_path, root, check_exists), check_exists)
     out: list[Utterance] = []
     seen: dict[str, int] = {}
@@ -316,7 +316,7 @@ def read_enroll_list(
         the same file twice for one model, paths escaping the root, missing audio.
     """
     list_path = Path(path)
-    lines = _read_lines(list_path)
+    lines = read_lines(list_path)
     resolver = _Resolver(list_path, _resolve_root(list_path, root, check_exists), check_exists)
     out: list[Enrollment] = []
     seen: dict[str, int] = {}
@@ -384,7 +384,7 @@ def read_trials(
         audio. Unknown models and missing files are each reported all at once.
     """
     list_path = Path(path)
-    lines = _read_lines(list_path)
+    lines = read_lines(list_path)
     resolver = _Resolver(list_path, _resolve_root(list_path, root, check_exists), check_exists)
     known = None if models is None else frozenset(models)
     out: list[Trial] = []

@@ -13,662 +13,76 @@ later fit with the same options and data resumes from it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gmmspeaker._typing import FloatArray, PathLike
+from gmmspeaker._typing import FloatArray
 from gmmspeaker.errors import ConfigError, ConvergenceWarning, DataError
-from gmmspeaker.gmm.stats import (
-    MixtureParams,
-    Stats,
-    _accumulate_prepared,
-    _blocks,
-    _prepare,
-    _resolve_dtype,
-    _unshift,
-)
+from gmmspeaker.gmm.checkpoint import Checkpoint, EMRun
+from gmmspeaker.gmm.data import ArrayData, StreamData, merge_moments
+from gmmspeaker.gmm.init import initial_params, kmeans_plusplus, split_components
+from gmmspeaker.gmm.kernel import blocks, resolve_dtype
+from gmmspeaker.gmm.mstep import m_step
+from gmmspeaker.gmm.params import MixtureParams, as_params
 
 if TYPE_CHECKING:
     from gmmspeaker.gmm.model import GaussianMixture
 
-__all__ = ["fit_array", "fit_sources", "m_step", "split_components", "kmeans_plusplus"]
+__all__ = [
+    "EMResult",
+    "fit_array",
+    "fit_sources",
+    "iter_array_chunks",
+    "m_step",
+    "split_components",
+    "kmeans_plusplus",
+]
 
 logger = logging.getLogger(__name__)
 
 #: EM iterations at each intermediate size of the binary splitting.
 SPLIT_ITERS = 10
-#: Means of a split component move by +/- this many standard deviations.
-SPLIT_EPS = 0.2
-#: A component with fewer (soft) frames than this is always degenerate.
-_MIN_COUNT = 1e-6
 
 
-# ---------------------------------------------------------------------------------------
-# M-step
-# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EMResult:
+    """What a fit found: the kept run's parameters and its training trace.
 
-
-def _floor_full(cov: FloatArray, floor: FloatArray) -> FloatArray:
-    """Make each covariance >= diag(floor) (Loewner order), changing only those that are not.
-
-    In the coordinates scaled by ``sqrt(floor)`` the eigenvalues are clipped at 1, so every
-    variance stays above its floor and the matrix stays positive definite.
-    """
-    if not (floor > 0).all():
-        return cov
-    s = np.sqrt(floor)
-    C = cov / (s[:, None] * s[None, :])
-    evals, evecs = np.linalg.eigh(C)
-    bad = evals.min(axis=-1) < 1.0
-    if not bad.any():
-        return cov
-    out = cov.copy()
-    ev = np.maximum(evals[bad], 1.0)
-    V = evecs[bad]
-    Cf = (V * ev[..., None, :]) @ np.swapaxes(V, -1, -2)
-    Cf = 0.5 * (Cf + np.swapaxes(Cf, -1, -2))
-    out[bad] = Cf * (s[:, None] * s[None, :])
-    return out
-
-
-def _component_sd(params: MixtureParams) -> FloatArray:
-    """Per-dimension standard deviations (K, D) of every component."""
-    K, D = params.means.shape
-    cov = params.covariances
-    if params.covariance_type == "diag":
-        return np.sqrt(cov)
-    if params.covariance_type == "spherical":
-        return np.repeat(np.sqrt(cov)[:, None], D, axis=1)
-    if params.covariance_type == "full":
-        return np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
-    return np.repeat(np.sqrt(np.diag(cov))[None, :], K, axis=0)
-
-
-def m_step(
-    stats: Stats,
-    *,
-    covariance_type: str,
-    floor: FloatArray,
-    min_weight: float = 0.0,
-) -> tuple[MixtureParams, list[int]]:
-    """Maximum-likelihood parameters from summed statistics, with floors and re-seeding.
-
-    Parameters
+    Attributes
     ----------
-    stats : Stats
-        Summed E-step statistics (``s`` required; tied: (1, D, D) total second moment).
-    covariance_type : {"diag", "spherical", "full", "tied"}
-    floor : ndarray, shape (D,), float64
-        Absolute per-dimension variance floor (full/tied: the covariance is made
-        ``>= diag(floor)``; spherical: the mean floor).
-    min_weight : float
-        Components with weight below this, or fewer than 1e-6 frames, are degenerate:
-        each is re-seeded by splitting the currently heaviest component.
-
-    Returns
-    -------
     params : MixtureParams
-    reseeded : list of int
-        Indices of the re-seeded components (empty in the normal case).
+        Parameters of the kept run (float64).
+    converged : bool
+    n_iter : int
+        EM iterations of the kept run at the final size.
+    lower_bound : float
+        Mean log-likelihood per frame at the last E-step.
+    history : list of float
+        Mean log-likelihood per frame at every EM iteration (final size).
+    split_history : list of (int, float)
+        (size, mean log-likelihood) of the iterations run while splitting.
+    variance_floor : ndarray, shape (D,), float64
+        The absolute per-dimension floor applied.
+    n_reseeded : int
+        Degenerate components re-seeded during the kept run.
+    n_frames : int
+        Frames seen in one pass.
     """
-    if stats.s is None:
-        raise ValueError("m_step needs second-order statistics")
-    n = np.asarray(stats.n, dtype=np.float64)
-    K, D = stats.f.shape
-    total = float(n.sum())
-    degenerate = n < max(min_weight * total, _MIN_COUNT)
-    if degenerate.all():
-        raise DataError("every component lost its frames; the data may be empty or all identical")
-    safe_n = np.where(degenerate, 1.0, n)
-    means = stats.f / safe_n[:, None]
-    if covariance_type in ("diag", "spherical"):
-        var = stats.s / safe_n[:, None] - means**2
-        if covariance_type == "diag":
-            cov = np.maximum(var, floor[None, :])
-        else:
-            cov = np.maximum(var.mean(axis=1), float(floor.mean()))
-    elif covariance_type == "full":
-        cov = stats.s / safe_n[:, None, None] - means[:, :, None] * means[:, None, :]
-        cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
-        cov[degenerate] = np.diag(floor if (floor > 0).all() else np.ones(D))
-        cov = _floor_full(cov, floor)
-    elif covariance_type == "tied":
-        live = ~degenerate
-        between = (stats.f[live].T / safe_n[live]) @ stats.f[live]
-        cov = (stats.s[0] - between) / total
-        cov = _floor_full(0.5 * (cov + cov.T)[None], floor)[0]
-    else:
-        raise ConfigError(f"unknown covariance_type {covariance_type!r}")
-    weights = n / total
-    params = MixtureParams(weights, means, cov, covariance_type)
-    reseeded = [int(k) for k in np.flatnonzero(degenerate)]
-    if reseeded:
-        params = _reseed(params, reseeded)
-        logger.warning(
-            "%d component(s) %s had (almost) no frames (weight < %.3g); re-seeded by splitting the heaviest",
-            len(reseeded),
-            reseeded[:10],
-            max(min_weight, _MIN_COUNT / max(total, 1.0)),
-        )
-    return params, reseeded
 
-
-def _reseed(params: MixtureParams, dead: list[int]) -> MixtureParams:
-    """Replace each dead component by one half of the currently heaviest live component."""
-    w = params.weights.copy()
-    mu = params.means.copy()
-    cov = params.covariances.copy()
-    sd = _component_sd(params)
-    live = np.ones(w.shape[0], dtype=bool)
-    live[dead] = False
-    w[dead] = 0.0
-    for k in dead:  # rare event, a handful of components
-        j = int(np.argmax(np.where(live, w, -1.0)))
-        delta = SPLIT_EPS * sd[j]
-        mu[k] = mu[j] + delta
-        mu[j] = mu[j] - delta
-        w[j] *= 0.5
-        w[k] = w[j]
-        if params.covariance_type != "tied":
-            cov[k] = cov[j]
-        sd[k] = sd[j]
-        live[k] = True
-    return MixtureParams(w / w.sum(), mu, cov, params.covariance_type)
-
-
-def split_components(
-    params: MixtureParams, n_new: int, rng: np.random.Generator | None = None
-) -> MixtureParams:
-    """Split the ``n_new`` heaviest components in two, weights halved.
-
-    The two means move by ``+/- 0.2 sd * z``, with ``z`` a standard normal direction drawn
-    from ``rng`` (as Kaldi does), or all ones without ``rng`` (deterministic). The new
-    components are appended after the existing ones, in order of decreasing weight.
-    """
-    K = params.n_components
-    n_new = int(min(max(n_new, 0), K))
-    order = np.argsort(-params.weights, kind="stable")[:n_new]
-    delta = SPLIT_EPS * _component_sd(params)[order]
-    if rng is not None:
-        delta = delta * rng.standard_normal(delta.shape)
-    w = params.weights.copy()
-    mu = params.means.copy()
-    w[order] *= 0.5
-    new_mu = mu[order] + delta
-    mu[order] -= delta
-    weights = np.concatenate([w, w[order]])
-    means = np.concatenate([mu, new_mu])
-    if params.covariance_type == "tied":
-        cov = params.covariances
-    else:
-        cov = np.concatenate([params.covariances, params.covariances[order]])
-    return MixtureParams(weights / weights.sum(), means, cov, params.covariance_type)
-
-
-# ---------------------------------------------------------------------------------------
-# Initialisation
-# ---------------------------------------------------------------------------------------
-
-
-def kmeans_plusplus(X: FloatArray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``n_clusters`` greedy k-means++ seeds among the rows of X.
-
-    D^2 sampling with ``2 + log(K)`` candidates per step, keeping the candidate that most
-    reduces the potential (as scikit-learn's ``kmeans_plusplus``). Inherently sequential
-    over seeds; each step is one GEMM of the frames against the candidates.
-    """
-    n = X.shape[0]
-    n_trials = 2 + int(np.log(n_clusters))
-    x2 = (X**2).sum(1)
-    idx = np.empty(n_clusters, dtype=np.int64)
-    idx[0] = rng.integers(n)
-    d2 = np.maximum(x2 - 2.0 * X @ X[idx[0]] + x2[idx[0]], 0.0)
-    for j in range(1, n_clusters):
-        cum = np.cumsum(d2)
-        tot = cum[-1]
-        if tot <= 0.0:  # every frame coincides with a seed
-            idx[j] = rng.integers(n)
-            continue
-        cand = np.minimum(np.searchsorted(cum, rng.random(n_trials) * tot, side="right"), n - 1)
-        dc = np.maximum(x2[:, None] - 2.0 * X @ X[cand].T + x2[cand][None, :], 0.0)  # (n, trials)
-        np.minimum(dc, d2[:, None], out=dc)
-        best = int(np.argmin(dc.sum(0)))
-        idx[j] = cand[best]
-        d2 = dc[:, best].copy()
-    return idx
-
-
-def _hard_stats(X: FloatArray, labels: np.ndarray, K: int, covariance_type: str) -> Stats:
-    """Statistics of a hard assignment (one-hot posteriors), as a sparse product."""
-    from scipy.sparse import csr_matrix
-
-    m, D = X.shape
-    G = csr_matrix((np.ones(m), (labels, np.arange(m))), shape=(K, m))
-    n = np.asarray(G.sum(axis=1)).ravel()
-    f = np.asarray(G @ X)
-    if covariance_type in ("diag", "spherical"):
-        s = np.asarray(G @ (X**2))
-    elif covariance_type == "tied":
-        s = (X.T @ X)[None]
-    else:
-        iu0, iu1 = np.triu_indices(D)
-        su = np.zeros((K, iu0.size))
-        step = max(1, 4_000_000 // iu0.size)
-        for a in range(0, m, step):
-            su += np.asarray(G[:, a : a + step] @ (X[a : a + step, iu0] * X[a : a + step, iu1]))
-        s = np.empty((K, D, D))
-        s[:, iu0, iu1] = su
-        s[:, iu1, iu0] = su
-    return Stats(n=n, f=f, s=s, loglik=0.0, n_frames=m)
-
-
-def _global_params(K: int, D: int, covariance_type: str, means: FloatArray, var: FloatArray) -> MixtureParams:
-    w = np.full(K, 1.0 / K)
-    if covariance_type == "diag":
-        cov = np.tile(var, (K, 1))
-    elif covariance_type == "spherical":
-        cov = np.full(K, float(var.mean()))
-    elif covariance_type == "full":
-        cov = np.tile(np.diag(var), (K, 1, 1))
-    else:
-        cov = np.diag(var)
-    return MixtureParams(w, np.asarray(means, dtype=np.float64).reshape(K, D), cov, covariance_type)
-
-
-def _initial_params(
-    init: str,
-    K: int,
-    covariance_type: str,
-    sample: FloatArray,
-    gvar: FloatArray,
-    gmean: FloatArray,
-    floor: FloatArray,
-    rng: np.random.Generator,
-) -> MixtureParams:
-    var = np.maximum(gvar, floor)
-    D = sample.shape[1]
-    if init == "split":
-        return _global_params(1, D, covariance_type, gmean[None, :], var)
-    if init == "random":
-        rows = sample[rng.choice(sample.shape[0], size=K, replace=False)]
-        return _global_params(K, D, covariance_type, rows, var)
-    # k-means++ seeds on the subsample, then one hard-assignment M-step
-    seeds = sample[kmeans_plusplus(sample, K, rng)]
-    labels = np.empty(sample.shape[0], dtype=np.int64)
-    c2 = (seeds**2).sum(1)
-    for a, b in _blocks(sample.shape[0], 8192):
-        labels[a:b] = (c2[None, :] - 2.0 * sample[a:b] @ seeds.T).argmin(1)
-    stats = _hard_stats(sample, labels, K, covariance_type)
-    params, _ = m_step(stats, covariance_type=covariance_type, floor=floor, min_weight=0.0)
-    return params
-
-
-# ---------------------------------------------------------------------------------------
-# Data: an array (threads over chunks) or a sequence of sources (joblib over sources)
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Summary:
-    """What the first pass learns about one source."""
-
-    n_frames: int
-    mean: FloatArray  # (D,)
-    m2: FloatArray  # (D,) sum of squared deviations from the mean
-    keys: FloatArray  # (m,) sorted random keys of the subsample
-    rows: FloatArray  # (m, D) float64 subsample, in key order
-
-
-def _merge_moments(
-    n1: int, mean1: FloatArray, m21: FloatArray, n2: int, mean2: FloatArray, m22: FloatArray
-) -> tuple[int, FloatArray, FloatArray]:
-    n = n1 + n2
-    if n1 == 0:
-        return n2, mean2, m22
-    delta = mean2 - mean1
-    mean = mean1 + delta * (n2 / n)
-    m2 = m21 + m22 + delta**2 * (n1 * n2 / n)
-    return n, mean, m2
-
-
-def _summarize_chunks(
-    chunks: Iterable[Any], *, m: int, seed: np.random.SeedSequence, where: str, dim: int | None = None
-) -> _Summary:
-    """Validate chunks, accumulate moments and keep a uniform subsample (bottom-m random keys).
-
-    Drawing one key per frame in order makes the subsample independent of how the frames
-    are cut into chunks.
-    """
-    rng = np.random.default_rng(seed)
-    n, D = 0, dim
-    mean = m2 = None
-    keys = np.empty(0)
-    rows: np.ndarray | None = None
-    for i, chunk in enumerate(chunks):
-        X = np.asarray(chunk)
-        if X.ndim != 2:
-            raise DataError(f"{where}, chunk {i}: expected a 2-D (frames, dims) array, got shape {X.shape}")
-        if X.dtype.kind not in "fiu":
-            raise DataError(f"{where}, chunk {i}: expected numeric frames, got dtype {X.dtype}")
-        if D is None:
-            D = X.shape[1]
-        elif X.shape[1] != D:
-            raise DataError(f"{where}, chunk {i}: {X.shape[1]} dimensions, expected {D}")
-        if X.shape[0] == 0:
-            continue
-        finite = np.isfinite(X).all(axis=1)
-        if not finite.all():
-            r = int(np.argmin(finite))
-            raise DataError(
-                f"{where}, chunk {i}, row {r}: NaN or inf in the features; clean or drop this input"
-            )
-        Xf = X.astype(np.float64)
-        cm = Xf.mean(axis=0)
-        cm2 = ((Xf - cm) ** 2).sum(axis=0)
-        if mean is None:
-            n, mean, m2 = X.shape[0], cm, cm2
-        else:
-            n, mean, m2 = _merge_moments(n, mean, m2, X.shape[0], cm, cm2)
-        k = rng.random(X.shape[0])
-        keys = np.concatenate([keys, k])
-        rows = Xf if rows is None else np.concatenate([rows, Xf])
-        if keys.size > m:
-            keep = np.argpartition(keys, m - 1)[:m]
-            keys, rows = keys[keep], rows[keep]
-    if n == 0 or mean is None or rows is None:
-        raise DataError(
-            f"{where}: no frames (an empty input, or a source that cannot be iterated twice; "
-            "sources must be zero-argument callables returning a fresh iterable)"
-        )
-    order = np.argsort(keys, kind="stable")
-    return _Summary(n, mean, m2, keys[order], rows[order])
-
-
-def _summarize_source(
-    source: Callable[[], Iterable[Any]], index: int, m: int, seed: np.random.SeedSequence
-) -> _Summary:
-    return _summarize_chunks(_call_source(source, index), m=m, seed=seed, where=f"source {index}")
-
-
-def _call_source(source: Callable[[], Iterable[Any]], index: int) -> Iterable[Any]:
-    if not callable(source):
-        raise ConfigError(
-            f"source {index} is a {type(source).__name__}, not a callable; pass zero-argument factories "
-            "(e.g. functools.partial(read_chunks, path)) so each EM pass can re-read the data"
-        )
-    return source()
-
-
-def _source_stats(
-    source: Callable[[], Iterable[Any]],
-    index: int,
-    params: MixtureParams,
-    dtype: np.dtype,
-    chunk_size: int,
-    blas_threads: int | None,
-    n_expected: int,
-) -> Stats:
-    """E-step statistics of one source (a joblib task)."""
-    if blas_threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        ctx: Any = threadpool_limits(limits=blas_threads, user_api="blas")
-    else:
-        ctx = nullcontext()
-    with ctx:
-        prep = _prepare(params, dtype)
-        total = None
-        for chunk in _call_source(source, index):
-            X = np.asarray(chunk)
-            if X.ndim != 2 or X.shape[0] == 0:
-                continue
-            if X.shape[1] != params.n_dims:
-                raise DataError(f"source {index}: {X.shape[1]} dimensions, expected {params.n_dims}")
-            if X.dtype.kind != "f":
-                X = X.astype(np.float64)
-            part = _accumulate_prepared(X, prep, True, chunk_size, 1)
-            if total is None:
-                total = part
-            else:
-                total.n += part.n
-                total.f += part.f
-                if total.s is not None and part.s is not None:
-                    total.s += part.s
-                total.loglik += part.loglik
-                total.n_frames += part.n_frames
-    if total is None or total.n_frames != n_expected:
-        got = 0 if total is None else total.n_frames
-        raise DataError(
-            f"source {index}: yielded {got} frames in this pass but {n_expected} in the first; "
-            "a source must yield the same frames on every call"
-        )
-    return _unshift(total, prep.shift, params.covariance_type in ("full", "tied"))
-
-
-def _n_workers(n_jobs: int) -> int:
-    return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
-
-
-class _ArrayData:
-    """In-memory frames: threads over chunks, each with one BLAS thread."""
-
-    n_sources = 1
-
-    def __init__(self, X: np.ndarray, chunk_size: int, n_jobs: int) -> None:
-        self.X = X
-        self.chunk_size = chunk_size
-        self.n_threads = _n_workers(n_jobs)
-
-    def summaries(self, m: int, seeds: list[np.random.SeedSequence]) -> list[_Summary]:
-        X = self.X
-        if X.ndim != 2:
-            raise DataError(f"X: expected a 2-D (frames, dims) array, got shape {X.shape}")
-        chunks = (X[a:b] for a, b in _blocks(X.shape[0], self.chunk_size))
-        return [_summarize_chunks(chunks, m=m, seed=seeds[0], where="X", dim=X.shape[1])]
-
-    def stats(self, params: MixtureParams, dtype: np.dtype) -> Stats:
-        prep = _prepare(params, dtype)
-        full = params.covariance_type in ("full", "tied")
-        return _unshift(
-            _accumulate_prepared(self.X, prep, True, self.chunk_size, self.n_threads), prep.shift, full
-        )
-
-
-class _StreamData:
-    """A sequence of chunk sources: one joblib task per source, summed in source order."""
-
-    def __init__(self, sources: Sequence[Callable[[], Iterable[Any]]], chunk_size: int, n_jobs: int) -> None:
-        if isinstance(sources, np.ndarray) or not isinstance(sources, Sequence):
-            raise ConfigError(
-                "fit_stream: sources must be a sequence (list/tuple) of zero-argument callables "
-                f"returning iterables of chunks, got {type(sources).__name__}; use fit() for an array"
-            )
-        if len(sources) == 0:
-            raise DataError("fit_stream: no sources given (empty list)")
-        for i, s in enumerate(sources):
-            _call_source_check(s, i)
-        self.sources = list(sources)
-        self.n_sources = len(self.sources)
-        self.chunk_size = chunk_size
-        self.n_jobs = min(_n_workers(n_jobs), self.n_sources)
-        self.n_frames: list[int] = []
-
-    def _map(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> list[Any]:
-        if self.n_jobs <= 1:
-            return [fn(*a) for a in args]
-        from joblib import Parallel, delayed
-
-        return list(Parallel(n_jobs=self.n_jobs)(delayed(fn)(*a) for a in args))
-
-    def summaries(self, m: int, seeds: list[np.random.SeedSequence]) -> list[_Summary]:
-        out = self._map(_summarize_source, [(s, i, m, seeds[i]) for i, s in enumerate(self.sources)])
-        dims = {int(o.rows.shape[1]) for o in out}
-        if len(dims) > 1:
-            raise DataError(f"fit_stream: sources have different dimensions {sorted(dims)}")
-        self.n_frames = [o.n_frames for o in out]
-        return out
-
-    def stats(self, params: MixtureParams, dtype: np.dtype) -> Stats:
-        blas = None if self.n_jobs <= 1 else max(1, (os.cpu_count() or 1) // self.n_jobs)
-        parts = self._map(
-            _source_stats,
-            [
-                (s, i, params, dtype, self.chunk_size, blas, self.n_frames[i])
-                for i, s in enumerate(self.sources)
-            ],
-        )
-        total = parts[0]
-        for p in parts[1:]:  # fixed order: the result does not depend on n_jobs
-            total = total + p
-        return total
-
-
-def _call_source_check(source: Any, index: int) -> None:
-    if not callable(source):
-        _call_source(source, index)
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Run:
-    """State of one EM run (one of the n_init restarts)."""
-
-    init_index: int
     params: MixtureParams
-    phase: str  # "split" | "main"
-    history: list[float] = field(default_factory=list)
-    split_history: list[tuple[int, float]] = field(default_factory=list)
-    level_iter: int = 0
-    level_converged: bool = False
-    converged: bool = False
-    done: bool = False
-    n_reseeded: int = 0
-    last_reseeded: bool = False
-    lower_bound: float = float("-inf")
-
-    def meta(self) -> dict[str, Any]:
-        return {
-            "init_index": self.init_index,
-            "phase": self.phase,
-            "history": self.history,
-            "split_history": [list(t) for t in self.split_history],
-            "level_iter": self.level_iter,
-            "level_converged": self.level_converged,
-            "converged": self.converged,
-            "done": self.done,
-            "n_reseeded": self.n_reseeded,
-            "last_reseeded": self.last_reseeded,
-            "lower_bound": self.lower_bound if np.isfinite(self.lower_bound) else None,
-        }
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any], params: MixtureParams) -> _Run:
-        lb = meta.get("lower_bound")
-        return cls(
-            init_index=int(meta["init_index"]),
-            params=params,
-            phase=str(meta["phase"]),
-            history=[float(v) for v in meta["history"]],
-            split_history=[(int(k), float(v)) for k, v in meta["split_history"]],
-            level_iter=int(meta["level_iter"]),
-            level_converged=bool(meta["level_converged"]),
-            converged=bool(meta["converged"]),
-            done=bool(meta["done"]),
-            n_reseeded=int(meta["n_reseeded"]),
-            last_reseeded=bool(meta["last_reseeded"]),
-            lower_bound=float("-inf") if lb is None else float(lb),
-        )
-
-
-class _Checkpoint:
-    """HDF5 checkpoint: the current run and the best finished run, written atomically."""
-
-    def __init__(self, path: PathLike, fingerprint: dict[str, Any], data_moments: FloatArray) -> None:
-        self.path = Path(path)
-        self.fingerprint = fingerprint
-        self.moments = data_moments
-
-    def load(self) -> tuple[_Run | None, _Run | None]:
-        import h5py
-
-        if not self.path.is_file():
-            return None, None
-        try:
-            with h5py.File(self.path, "r") as h5:
-                fp = json.loads(h5.attrs["fingerprint"])
-                moments = h5["moments"][()]
-                if (
-                    fp != self.fingerprint
-                    or moments.shape != self.moments.shape
-                    or not np.allclose(moments, self.moments, rtol=1e-9, atol=1e-12)
-                ):
-                    logger.warning("%s: checkpoint is for other options or data; starting afresh", self.path)
-                    return None, None
-                runs = []
-                for name in ("run", "best"):
-                    if name not in h5:
-                        runs.append(None)
-                        continue
-                    g = h5[name]
-                    params = MixtureParams(
-                        g["weights"][()], g["means"][()], g["covariances"][()], fp["covariance_type"]
-                    )
-                    runs.append(_Run.from_meta(json.loads(g.attrs["meta"]), params))
-        except (OSError, KeyError, ValueError) as exc:
-            logger.warning("%s: unreadable checkpoint (%s); starting afresh", self.path, exc)
-            return None, None
-        logger.info(
-            "%s: resuming EM (run %d, %s phase)",
-            self.path,
-            runs[0].init_index if runs[0] else -1,
-            runs[0].phase if runs[0] else "-",
-        )
-        return runs[0], runs[1]
-
-    def save(self, run: _Run, best: _Run | None) -> None:
-        import h5py
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as h5:
-                h5.attrs["fingerprint"] = json.dumps(self.fingerprint)
-                h5.create_dataset("moments", data=self.moments)
-                for name, r in (("run", run), ("best", best)):
-                    if r is None:
-                        continue
-                    g = h5.create_group(name)
-                    g.create_dataset("weights", data=r.params.weights)
-                    g.create_dataset("means", data=r.params.means)
-                    g.create_dataset("covariances", data=r.params.covariances)
-                    g.attrs["meta"] = json.dumps(r.meta())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------------------
-# The EM driver
-# ---------------------------------------------------------------------------------------
+    converged: bool
+    n_iter: int
+    lower_bound: float
+    history: list[float]
+    split_history: list[tuple[int, float]]
+    variance_floor: FloatArray
+    n_reseeded: int
+    n_frames: int
 
 
 def _seed_sequence(random_state: Any) -> np.random.SeedSequence:
@@ -679,8 +93,8 @@ def _seed_sequence(random_state: Any) -> np.random.SeedSequence:
     return np.random.SeedSequence(int(random_state))
 
 
-def fit_array(gmm: GaussianMixture, X: Any) -> None:
-    """Fit ``gmm`` (options already validated) to in-memory frames X (n, D)."""
+def fit_array(gmm: GaussianMixture, X: Any) -> EMResult:
+    """Run EM with the (validated) options of ``gmm`` on in-memory frames X (n, D); ``gmm`` is not changed."""
     try:
         X = np.asarray(X)
     except (TypeError, ValueError) as exc:
@@ -691,19 +105,17 @@ def fit_array(gmm: GaussianMixture, X: Any) -> None:
         raise DataError(f"X: expected numeric frames, got dtype {X.dtype}")
     if X.dtype.kind != "f":
         X = X.astype(np.float64)
-    _fit(gmm, _ArrayData(X, gmm.chunk_size, gmm.n_jobs), where="X")
+    return _fit(gmm, ArrayData(X, gmm.chunk_size, gmm.n_jobs), where="X")
 
 
-def fit_sources(gmm: GaussianMixture, sources: Sequence[Callable[[], Iterable[Any]]]) -> None:
-    """Fit ``gmm`` (options already validated) on a sequence of chunk sources."""
-    _fit(gmm, _StreamData(sources, gmm.chunk_size, gmm.n_jobs), where="fit_stream")
+def fit_sources(gmm: GaussianMixture, sources: Sequence[Callable[[], Iterable[Any]]]) -> EMResult:
+    """Run EM with the (validated) options of ``gmm`` on a sequence of chunk sources; ``gmm`` is not changed."""
+    return _fit(gmm, StreamData(sources, gmm.chunk_size, gmm.n_jobs), where="fit_stream")
 
 
-def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) -> None:
-    from gmmspeaker.gmm.model import GaussianMixture
-
+def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> EMResult:
     K, cov_type = int(gmm.n_components), gmm.covariance_type
-    dtype = _resolve_dtype(gmm.dtype, cov_type)
+    dtype = resolve_dtype(gmm.dtype, cov_type)
     ss = _seed_sequence(gmm.random_state)
     seq_sample, seq_combine, seq_inits = ss.spawn(3)
     init_seeds = seq_inits.spawn(gmm.n_init)
@@ -712,7 +124,7 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
     summaries = data.summaries(m, seq_sample.spawn(data.n_sources))
     n_total, mean, m2 = 0, summaries[0].mean, summaries[0].m2 * 0
     for s in summaries:  # fixed order
-        n_total, mean, m2 = _merge_moments(n_total, mean, m2, s.n_frames, s.mean, s.m2)
+        n_total, mean, m2 = merge_moments(n_total, mean, m2, s.n_frames, s.mean, s.m2)
     gvar = m2 / n_total
     D = mean.shape[0]
     if n_total < K:
@@ -733,8 +145,8 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
         )
 
     given: MixtureParams | None = None
-    if isinstance(gmm.init, GaussianMixture):
-        given = gmm.init._params()
+    if not isinstance(gmm.init, str):  # a fitted model (validated by GaussianMixture)
+        given = as_params(gmm.init)
         if given.means.shape != (K, D) or given.covariance_type != cov_type:
             raise ConfigError(
                 f"{where}: the initial model has {given.means.shape[0]} components of dimension "
@@ -742,12 +154,12 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
             )
 
     ck = None
-    run: _Run | None = None
-    best: _Run | None = None
+    run: EMRun | None = None
+    best: EMRun | None = None
     if gmm.checkpoint is not None:
         cfg = {k: v for k, v in gmm.get_config().items() if k not in ("n_jobs", "max_iter", "chunk_size")}
         fingerprint = {**cfg, "n_frames": int(n_total), "n_dims": int(D)}
-        ck = _Checkpoint(gmm.checkpoint, fingerprint, np.concatenate([mean, gvar]))
+        ck = Checkpoint(gmm.checkpoint, fingerprint, np.concatenate([mean, gvar]))
         if given is None:
             run, best = ck.load()
         else:
@@ -759,7 +171,7 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
             if given is not None:
                 params = given
             else:
-                params = _initial_params(
+                params = initial_params(
                     str(gmm.init),
                     K,
                     cov_type,
@@ -769,7 +181,7 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
                     floor,
                     np.random.default_rng(init_seeds[i]),
                 )
-            run = _Run(init_index=i, params=params, phase="split" if gmm.init == "split" else "main")
+            run = EMRun(init_index=i, params=params, phase="split" if gmm.init == "split" else "main")
         _run_em(gmm, data, run, best, floor=floor, dtype=dtype, checkpoint=ck, init_seed=init_seeds[i])
         if best is None or run.lower_bound > best.lower_bound:
             best = run
@@ -777,15 +189,17 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
             ck.save(run, best)
     assert best is not None
 
-    gmm._set_params(best.params)
-    gmm.converged_ = bool(best.converged)
-    gmm.n_iter_ = len(best.history)
-    gmm.lower_bound_ = float(best.lower_bound)
-    gmm.history_ = list(best.history)
-    gmm.split_history_ = list(best.split_history)
-    gmm.variance_floor_ = floor
-    gmm.n_reseeded_ = int(best.n_reseeded)
-    gmm.n_frames_ = int(n_total)
+    result = EMResult(
+        params=best.params,
+        converged=bool(best.converged),
+        n_iter=len(best.history),
+        lower_bound=float(best.lower_bound),
+        history=list(best.history),
+        split_history=list(best.split_history),
+        variance_floor=floor,
+        n_reseeded=int(best.n_reseeded),
+        n_frames=int(n_total),
+    )
     if ck is not None:
         ck.remove()
     if not best.converged and gmm.max_iter > 0:
@@ -795,6 +209,7 @@ def _fit(gmm: GaussianMixture, data: _ArrayData | _StreamData, *, where: str) ->
             ConvergenceWarning,
             stacklevel=3,
         )
+    return result
 
 
 def _last_change(history: list[float]) -> float:
@@ -803,18 +218,75 @@ def _last_change(history: list[float]) -> float:
 
 def _run_em(
     gmm: GaussianMixture,
-    data: _ArrayData | _StreamData,
-    run: _Run,
-    best: _Run | None,
+    data: ArrayData | StreamData,
+    run: EMRun,
+    best: EMRun | None,
     *,
     floor: FloatArray,
     dtype: np.dtype,
-    checkpoint: _Checkpoint | None,
+    checkpoint: Checkpoint | None,
     init_seed: np.random.SeedSequence,
 ) -> None:
-    """Advance ``run`` to completion, one EM iteration (or one split) at a time."""
+    """Advance ``run`` to completion, one EM iteration (or one split) at a time.
+
+    With ``gmm.progress`` a tqdm bar on stderr advances per EM iteration and shows the
+    current size and mean log-likelihood per frame.
+    """
+    from tqdm import tqdm
+
+    with tqdm(
+        total=_iterations_left(gmm, run),
+        desc=f"EM run {run.init_index}",
+        unit="iter",
+        disable=not gmm.progress,
+        dynamic_ncols=True,
+    ) as bar:
+        _em_loop(
+            gmm,
+            data,
+            run,
+            best,
+            floor=floor,
+            dtype=dtype,
+            checkpoint=checkpoint,
+            init_seed=init_seed,
+            bar=bar,
+        )
+    logger.info(
+        "EM run %d: %d iterations at %d components, mean log-lik %.6f%s",
+        run.init_index,
+        len(run.history),
+        run.params.n_components,
+        run.lower_bound,
+        " (converged)" if run.converged else "",
+    )
+
+
+def _iterations_left(gmm: GaussianMixture, run: EMRun) -> int:
+    """Upper bound of the EM iterations ``run`` still has to do (splitting levels included)."""
+    K, k = int(gmm.n_components), run.params.n_components
+    main = max(int(gmm.max_iter) - len(run.history), 0)
+    if run.phase != "split" or k >= K:
+        return main
+    levels = int(np.ceil(np.log2(K / k)))
+    per_level = min(SPLIT_ITERS, max(int(gmm.max_iter), 1))
+    return levels * per_level - run.level_iter + main
+
+
+def _em_loop(
+    gmm: GaussianMixture,
+    data: ArrayData | StreamData,
+    run: EMRun,
+    best: EMRun | None,
+    *,
+    floor: FloatArray,
+    dtype: np.dtype,
+    checkpoint: Checkpoint | None,
+    init_seed: np.random.SeedSequence,
+    bar: Any,
+) -> None:
     K = int(gmm.n_components)
-    log = logger.info if gmm.progress else logger.debug
+    log = logger.debug
     while not run.done:
         if run.phase == "split":
             k = run.params.n_components
@@ -878,6 +350,8 @@ def _run_em(
                 ll,
                 "-" if prev is None else f"{ll - prev:.3g}",
             )
+        bar.update(1)
+        bar.set_postfix_str(f"K={run.params.n_components} loglik={ll:.4f}", refresh=False)
         run.params = params
         run.n_reseeded += len(reseeded)
         run.last_reseeded = bool(reseeded)
@@ -887,5 +361,5 @@ def _run_em(
 
 def iter_array_chunks(X: FloatArray, chunk_size: int) -> Iterator[FloatArray]:
     """Chunks of rows of X (a helper to build sources from arrays or memmaps)."""
-    for a, b in _blocks(np.asarray(X).shape[0], chunk_size):
+    for a, b in blocks(np.asarray(X).shape[0], chunk_size):
         yield X[a:b]

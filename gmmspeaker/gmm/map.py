@@ -1,12 +1,14 @@
 """MAP adaptation of a UBM to an utterance's or a speaker's statistics (Reynolds et al., 2000).
 
-A speaker model is the UBM plus its adapted parameters: :class:`SpeakerModels` stores the
-adapted means (and optionally weights and variances) and the zero-order counts of a set of
-models adapted from one UBM, never a full copy of the UBM.
+This module holds the MAP maths and enrolment; the container of adapted models and its
+file format live in :mod:`gmmspeaker.gmm.speaker_models` (re-exported here).
 
-The UBM is any object with attributes ``weights_`` (K,), ``means_`` (K, D) and
-``covariances_`` (K, D) holding diagonal variances (a full-covariance UBM of shape
-(K, D, D) is accepted for mean and weight adaptation only).
+The UBM is gmmspeaker's ``GaussianMixture``, a scikit-learn ``GaussianMixture`` or any
+object with ``weights_`` (K,), ``means_`` (K, D), ``covariances_`` and ``covariance_type``
+(read by :func:`gmmspeaker.gmm.params.as_params`). Means and weights can be adapted with
+any covariance type (diag, spherical, full, tied); variances only with a diagonal or
+spherical UBM (adapted variances are diagonal, (K, D)); anything else raises
+:class:`~gmmspeaker.errors.ModelError`.
 
 Equations, for component k with statistics ``n_k``, ``f_k``, ``s_k`` and relevance ``r``::
 
@@ -19,24 +21,34 @@ Equations, for component k with statistics ``n_k``, ``f_k``, ``s_k`` and relevan
 The variance update is evaluated in the algebraically equal, cancellation-free form
 ``alpha E[(x - mu)^2] + (1 - alpha) var - alpha^2 (E[x] - mu)^2`` so that ``alpha = 0``
 returns the UBM variances exactly.
+
+Variances without means (``adapt: [variances]``, or ``[weights, variances]``): the model
+keeps the UBM means, so its variances are taken about the UBM means::
+
+    var_k'   = alpha_k E_k[(x - mu_k)^2] + (1 - alpha_k) var_k                    (floored)
+
+This is the MAP estimate of the variance when the mean is fixed at ``mu_k`` (the ML
+variance about a known mean is ``E[(x - mu)^2]``), so the stored model -- UBM means,
+these variances -- is the one the statistics were adapted for. (The formula above would
+measure the variance about an adapted mean that is not stored, which makes the model
+too narrow wherever the data's mean moved.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from gmmspeaker._typing import FloatArray, IntArray, PathLike
+from gmmspeaker._typing import FloatArray
 from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.gmm.kernel import check_block, prepare, prepared_stats, resolve_dtype
+from gmmspeaker.gmm.params import as_params
+from gmmspeaker.gmm.speaker_models import AdaptedModel, SpeakerModels, ubm_fingerprint
 from gmmspeaker.gmm.stats import Stats
 
 __all__ = [
@@ -51,55 +63,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Frames per E-step block when accumulating enrolment statistics.
+ENROLL_CHUNK = 20_000
 #: Parameters that MAP adaptation can update.
 ADAPTABLE: tuple[str, ...] = ("means", "weights", "variances")
-
-_FORMAT = "gmmspeaker.speaker_models"
-_FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class AdaptedModel:
-    """One MAP-adapted model.
-
-    Attributes
-    ----------
-    means : ndarray, shape (K, D), float64
-        Adapted means (the UBM means when means were not adapted).
-    weights : ndarray, shape (K,), float64, or None
-        Adapted weights (sum to 1); None when weights were not adapted.
-    variances : ndarray, shape (K, D), float64, or None
-        Adapted diagonal variances; None when variances were not adapted.
-    counts : ndarray, shape (K,), float64
-        The zero-order statistics ``N`` the model was adapted from.
-    """
-
-    means: FloatArray
-    weights: FloatArray | None
-    variances: FloatArray | None
-    counts: FloatArray
-
-
-def ubm_fingerprint(ubm: Any) -> str:
-    """A short hash of a UBM's parameters, stored with models adapted from it.
-
-    Parameters
-    ----------
-    ubm : object
-        Has ``weights_``, ``means_`` and ``covariances_``.
-
-    Returns
-    -------
-    str
-        16 hexadecimal digits of the SHA-256 of the float64 parameters.
-    """
-    h = hashlib.sha256()
-    for name in ("weights_", "means_", "covariances_"):
-        a = np.ascontiguousarray(np.asarray(getattr(ubm, name), dtype=np.float64))
-        h.update(name.encode())
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
 
 
 def _check_adapt(adapt: Collection[str]) -> frozenset[str]:
@@ -119,23 +86,6 @@ def _check_relevance(relevance: float) -> float:
     if math.isnan(r) or r < 0:
         raise ConfigError(f"map relevance must be >= 0 (inf allowed), got {relevance!r}")
     return r
-
-
-def _ubm_arrays(ubm: Any) -> tuple[FloatArray, FloatArray, FloatArray]:
-    try:
-        w = np.asarray(ubm.weights_, dtype=np.float64)
-        mu = np.asarray(ubm.means_, dtype=np.float64)
-        cov = np.asarray(ubm.covariances_, dtype=np.float64)
-    except AttributeError as exc:
-        raise ModelError(f"UBM {type(ubm).__name__} lacks weights_/means_/covariances_: {exc}") from None
-    if mu.ndim != 2 or w.shape != (mu.shape[0],):
-        raise ModelError(f"UBM parameters have inconsistent shapes: weights {w.shape}, means {mu.shape}")
-    ctype = getattr(ubm, "covariance_type", None)
-    if ctype in ("full", "tied"):
-        return w, mu, cov  # fine for means/weights; variance adaptation refuses it
-    if cov.shape == (mu.shape[0],):  # spherical: one variance per component
-        cov = np.repeat(cov[:, None], mu.shape[1], axis=1)
-    return w, mu, cov
 
 
 def _adapt_arrays(
@@ -172,9 +122,11 @@ def _adapt_arrays(
 
     variances = None
     if "variances" in adapt and s is not None and var is not None:
-        d = ex - mu
         centred = s / n_safe[..., None] - 2.0 * mu * ex + mu * mu  # E[(x - mu)^2]
-        variances = a * centred + (1.0 - a) * var - (a * a) * d * d
+        variances = a * centred + (1.0 - a) * var
+        if "means" in adapt:  # about the adapted mean: minus (mu' - mu)^2 = alpha^2 (E[x] - mu)^2
+            d = ex - mu
+            variances -= (a * a) * d * d
         variances = np.maximum(variances, variance_floor)
     return means, weights, variances
 
@@ -195,12 +147,15 @@ def map_adapt(
         Statistics under the UBM: ``n`` (K,), ``f`` (K, D) and, to adapt variances,
         diagonal ``s`` (K, D).
     ubm : object
-        Has ``weights_`` (K,), ``means_`` (K, D), ``covariances_`` (K, D) diagonal variances.
+        ``weights_`` (K,), ``means_`` (K, D), ``covariances_`` and ``covariance_type``
+        (gmmspeaker's or scikit-learn's ``GaussianMixture``); variance adaptation needs a
+        diagonal or spherical one.
     relevance : float, default 16
         Relevance factor ``r >= 0``. ``math.inf`` returns the UBM exactly; ``0`` returns the
         maximum-likelihood estimates for components with ``n > 0``.
     adapt : collection of {"means", "weights", "variances"}, default ("means",)
-        Parameters to adapt.
+        Parameters to adapt. Variances without means are taken about the UBM means (see
+        the module docstring).
     variance_floor : float or ndarray (D,), optional
         Lower bound of adapted variances. Default: ``1e-3`` times the smallest UBM
         variance of each dimension.
@@ -218,12 +173,14 @@ def map_adapt(
         Statistics that do not match the UBM, are not finite, or lack the diagonal
         second-order statistics needed for variance adaptation.
     ModelError
-        A UBM without the needed parameters, or a full-covariance UBM with variance
-        adaptation.
+        A UBM without the needed parameters, or a full- or tied-covariance UBM with
+        variance adaptation.
     """
     r = _check_relevance(relevance)
     chosen = _check_adapt(adapt)
-    w, mu, cov = _ubm_arrays(ubm)
+    params = as_params(ubm)
+    w, mu, ctype = params.weights, params.means, params.covariance_type
+    cov = params.diag_variances() if ctype in ("diag", "spherical") else params.covariances
     n = np.asarray(stats.n, dtype=np.float64)
     f = np.asarray(stats.f, dtype=np.float64)
     if n.shape != w.shape or f.shape != mu.shape:
@@ -237,9 +194,11 @@ def map_adapt(
     var = None
     floor: FloatArray | float = 0.0
     if "variances" in chosen:
-        if cov.shape != mu.shape or getattr(ubm, "covariance_type", None) in ("full", "tied"):
+        if ctype not in ("diag", "spherical"):
             raise ModelError(
-                f"variance adaptation needs a diagonal (or spherical) UBM; covariances have shape {cov.shape}"
+                f"MAP: variance adaptation needs a diagonal (or spherical) UBM; this "
+                f"{type(ubm).__name__} has {ctype!r} covariances of shape {cov.shape}; adapt only "
+                "means and weights with it, or train a diagonal UBM"
             )
         if stats.s is None or np.shape(stats.s) != mu.shape:
             raise DataError(
@@ -310,17 +269,18 @@ def enroll(
 
 def _model_stats(ubm: Any, utterances: Sequence[FloatArray], second_order: bool) -> Stats:
     """Pooled statistics of one model's enrollment utterances (runs in a worker)."""
-    from gmmspeaker.gmm.stats import MixtureParams, accumulate
-
-    gmm = ubm
-    if getattr(ubm, "_params", None) is None and not isinstance(ubm, MixtureParams):
-        w, mu, cov = _ubm_arrays(ubm)
-        gmm = MixtureParams(weights=w, means=mu, covariances=cov, covariance_type="diag")
+    params = as_params(ubm)
+    # gmmspeaker's precision option when the UBM has one; None: by covariance type
+    prep = prepare(params, resolve_dtype(getattr(ubm, "dtype", None), params.covariance_type))
     total: Stats | None = None
     for X in utterances:
-        st = accumulate(np.asarray(X), gmm, second_order=second_order)
+        X = check_block(X, params.n_dims)
+        if X.shape[0] == 0:
+            continue
+        st = prepared_stats(X, prep, second_order=second_order, chunk_size=ENROLL_CHUNK)
         total = st if total is None else total + st
-    assert total is not None
+    if total is None:
+        raise DataError("enroll: a model without enrollment frames")
     return total
 
 
@@ -382,247 +342,3 @@ def enroll_features(
         variance_floor=variance_floor,
         dtype=dtype,
     )
-
-
-@dataclass
-class SpeakerModels:
-    """A set of MAP-adapted models for one UBM: only adapted parameters and counts.
-
-    Attributes
-    ----------
-    model_ids : list of str, length M
-        Unique model identifiers.
-    means : ndarray, shape (M, K, D), float32 or float64
-        Adapted means.
-    counts : ndarray, shape (M, K), float64
-        Zero-order statistics of each model's enrollment data.
-    weights : ndarray, shape (M, K), or None
-        Adapted weights, when weights were adapted.
-    variances : ndarray, shape (M, K, D), or None
-        Adapted diagonal variances, when variances were adapted.
-    relevance : float
-        Relevance factor used.
-    ubm_fingerprint : str
-        :func:`ubm_fingerprint` of the UBM adapted from ("" if unknown).
-    """
-
-    model_ids: list[str]
-    means: FloatArray
-    counts: FloatArray
-    weights: FloatArray | None = None
-    variances: FloatArray | None = None
-    relevance: float = 16.0
-    ubm_fingerprint: str = ""
-
-    def __post_init__(self) -> None:
-        self.model_ids = [str(m) for m in self.model_ids]
-        self.means = np.asarray(self.means)
-        self.counts = np.asarray(self.counts, dtype=np.float64)
-        if self.weights is not None:
-            self.weights = np.asarray(self.weights)
-        if self.variances is not None:
-            self.variances = np.asarray(self.variances)
-        self._validate("SpeakerModels")
-        self._lookup = {m: i for i, m in enumerate(self.model_ids)}
-
-    def _validate(self, where: str) -> None:
-        ids = self.model_ids
-        m = len(ids)
-        if len(set(ids)) != m:
-            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-            raise ModelError(f"{where}: duplicate model ids {dup}")
-        means = np.asarray(self.means)
-        if means.ndim != 3 or means.shape[0] != m:
-            raise ModelError(f"{where}: means have shape {means.shape}, expected ({m}, K, D)")
-        _, k, d = means.shape
-        if np.shape(self.counts) != (m, k):
-            raise ModelError(f"{where}: counts have shape {np.shape(self.counts)}, expected {(m, k)}")
-        if self.weights is not None and np.shape(self.weights) != (m, k):
-            raise ModelError(f"{where}: weights have shape {np.shape(self.weights)}, expected {(m, k)}")
-        if self.variances is not None and np.shape(self.variances) != (m, k, d):
-            raise ModelError(
-                f"{where}: variances have shape {np.shape(self.variances)}, expected {(m, k, d)}"
-            )
-        for name in ("means", "counts", "weights", "variances"):
-            a = getattr(self, name)
-            if a is not None and not np.all(np.isfinite(a)):
-                raise ModelError(f"{where}: {name} contain non-finite values")
-        if self.variances is not None and np.any(np.asarray(self.variances) <= 0):
-            raise ModelError(f"{where}: variances must be positive")
-        if self.weights is not None and np.any(np.asarray(self.weights) < 0):
-            raise ModelError(f"{where}: weights must be non-negative")
-        r = float(self.relevance)
-        if math.isnan(r) or r < 0:
-            raise ModelError(f"{where}: relevance must be >= 0, got {self.relevance!r}")
-
-    @property
-    def adapt(self) -> tuple[str, ...]:
-        """The adapted parameters, e.g. ``("means",)``."""
-        out = ["means"]
-        if self.weights is not None:
-            out.append("weights")
-        if self.variances is not None:
-            out.append("variances")
-        return tuple(out)
-
-    @property
-    def n_components(self) -> int:
-        return int(np.shape(self.means)[1])
-
-    @property
-    def n_dims(self) -> int:
-        return int(np.shape(self.means)[2])
-
-    def __len__(self) -> int:
-        return len(self.model_ids)
-
-    def index(self, model_id: str) -> int:
-        """Row of ``model_id``; raises :class:`~gmmspeaker.errors.DataError` if unknown."""
-        try:
-            return self._lookup[model_id]
-        except KeyError:
-            raise DataError(f"unknown model id {model_id!r} ({len(self)} models)") from None
-
-    def subset(self, rows: Sequence[int] | IntArray) -> SpeakerModels:
-        """The models at ``rows`` (in that order), e.g. only those a block of trials names."""
-        rows = np.asarray(rows, dtype=np.int64)
-        return SpeakerModels(
-            model_ids=[self.model_ids[i] for i in rows],
-            means=self.means[rows],
-            counts=self.counts[rows],
-            weights=None if self.weights is None else self.weights[rows],
-            variances=None if self.variances is None else self.variances[rows],
-            relevance=self.relevance,
-            ubm_fingerprint=self.ubm_fingerprint,
-        )
-
-    def model(self, i: int) -> AdaptedModel:
-        """Model ``i`` as an :class:`AdaptedModel` (float64 copies)."""
-        return AdaptedModel(
-            means=np.array(self.means[i], dtype=np.float64),
-            weights=None if self.weights is None else np.array(self.weights[i], np.float64),
-            variances=(None if self.variances is None else np.array(self.variances[i], np.float64)),
-            counts=np.array(self.counts[i], dtype=np.float64),
-        )
-
-    @classmethod
-    def from_adapted(
-        cls,
-        model_ids: Sequence[str],
-        adapted: Sequence[AdaptedModel],
-        *,
-        relevance: float,
-        ubm_fingerprint: str = "",
-        dtype: npt.DTypeLike = np.float32,
-    ) -> SpeakerModels:
-        """Stack adapted models; all must have adapted the same parameters."""
-        if len(model_ids) != len(adapted) or not adapted:
-            raise DataError(f"from_adapted: {len(model_ids)} ids for {len(adapted)} models (need >= 1)")
-        has_w = {a.weights is not None for a in adapted}
-        has_v = {a.variances is not None for a in adapted}
-        if len(has_w) > 1 or len(has_v) > 1:
-            raise DataError("from_adapted: models adapted different sets of parameters")
-        return cls(
-            model_ids=list(model_ids),
-            means=np.stack([a.means for a in adapted]).astype(dtype),
-            counts=np.stack([a.counts for a in adapted]).astype(np.float64),
-            weights=(
-                np.stack([a.weights for a in adapted]).astype(dtype)  # type: ignore[misc]
-                if has_w == {True}
-                else None
-            ),
-            variances=(
-                np.stack([a.variances for a in adapted]).astype(dtype)  # type: ignore[misc]
-                if has_v == {True}
-                else None
-            ),
-            relevance=float(relevance),
-            ubm_fingerprint=ubm_fingerprint,
-        )
-
-    def save(self, path: PathLike) -> None:
-        """Write the models to an HDF5 file atomically (temporary name, then rename).
-
-        Layout: datasets ``model_ids`` (UTF-8 strings), ``means``, ``counts`` and optionally
-        ``weights``, ``variances``; attributes ``format``, ``version``, ``relevance``,
-        ``adapt``, ``ubm_fingerprint``.
-        """
-        import h5py
-
-        from gmmspeaker import __version__
-
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with h5py.File(tmp, "w") as h5:
-                h5.attrs["format"] = _FORMAT
-                h5.attrs["format_version"] = _FORMAT_VERSION
-                h5.attrs["version"] = __version__
-                h5.attrs["relevance"] = float(self.relevance)
-                h5.attrs["adapt"] = ",".join(self.adapt)
-                h5.attrs["ubm_fingerprint"] = self.ubm_fingerprint
-                h5.create_dataset(
-                    "model_ids",
-                    data=np.array(self.model_ids, dtype=object),
-                    dtype=h5py.string_dtype("utf-8"),
-                )
-                h5.create_dataset("means", data=np.asarray(self.means))
-                h5.create_dataset("counts", data=np.asarray(self.counts, dtype=np.float64))
-                if self.weights is not None:
-                    h5.create_dataset("weights", data=np.asarray(self.weights))
-                if self.variances is not None:
-                    h5.create_dataset("variances", data=np.asarray(self.variances))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        logger.info("wrote %d speaker models to %s", len(self), path)
-
-    @classmethod
-    def load(cls, path: PathLike) -> SpeakerModels:
-        """Read models written by :meth:`save`.
-
-        Raises
-        ------
-        ModelError
-            The file is missing, not HDF5, lacks a dataset, or holds inconsistent or
-            non-finite parameters; the message names the file.
-        """
-        import h5py
-
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"{path}: models file not found")
-        try:
-            with h5py.File(path, "r") as h5:
-                fmt = h5.attrs.get("format", "")
-                if isinstance(fmt, bytes):
-                    fmt = fmt.decode()
-                if fmt != _FORMAT:
-                    raise ModelError(f"{path}: not a gmmspeaker models file (format {fmt!r})")
-                missing = [k for k in ("model_ids", "means", "counts") if k not in h5]
-                if missing:
-                    raise ModelError(f"{path}: missing dataset(s) {missing}")
-                ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["model_ids"][()]]
-                means = h5["means"][()]
-                counts = h5["counts"][()]
-                weights = h5["weights"][()] if "weights" in h5 else None
-                variances = h5["variances"][()] if "variances" in h5 else None
-                relevance = float(h5.attrs.get("relevance", float("nan")))
-                fp = h5.attrs.get("ubm_fingerprint", "")
-                fp = fp.decode() if isinstance(fp, bytes) else str(fp)
-        except ModelError:
-            raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
-            raise ModelError(f"{path}: cannot read models file ({exc})") from None
-        obj = cls.__new__(cls)
-        obj.model_ids = ids
-        obj.means = means
-        obj.counts = counts
-        obj.weights = weights
-        obj.variances = variances
-        obj.relevance = relevance
-        obj.ubm_fingerprint = fp
-        obj._validate(str(path))
-        obj._lookup = {m: i for i, m in enumerate(obj.model_ids)}
-        return obj

@@ -12,20 +12,18 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, ModelError
-from gmmspeaker.gmm.stats import (
-    COVARIANCE_TYPES,
-    MixtureParams,
-    _blocks,
-    _check_block,
-    frame_loglik,
-    log_densities,
-)
+from gmmspeaker.gmm.kernel import blocks, check_block, posteriors
+from gmmspeaker.gmm.params import COVARIANCE_TYPES, MixtureParams, covariance_shape
+from gmmspeaker.gmm.stats import frame_loglik, log_densities
+
+if TYPE_CHECKING:
+    from gmmspeaker.gmm.em import EMResult
 
 __all__ = ["GaussianMixture", "INITS"]
 
@@ -33,11 +31,10 @@ logger = logging.getLogger(__name__)
 
 INITS = ("kmeans++", "random", "split")
 _FORMAT = "gmmspeaker.GaussianMixture"
+#: Stored config keys that load() does not pass to the constructor (the first three are
+#: read from the arrays or meaningless after training; the rest belong to the machine).
+_NOT_RESTORED = ("n_components", "covariance_type", "init", "n_jobs", "checkpoint", "progress")
 _FORMAT_VERSION = 1
-
-
-def _cov_shape(covariance_type: str, K: int, D: int) -> tuple[int, ...]:
-    return {"diag": (K, D), "spherical": (K,), "full": (K, D, D), "tied": (D, D)}[covariance_type]
 
 
 def validate_params(
@@ -64,7 +61,7 @@ def validate_params(
     K, D = mu.shape
     if w.shape != (K,):
         raise ModelError(f"{where}: weights must have shape ({K},) to match means {mu.shape}, got {w.shape}")
-    expected = _cov_shape(covariance_type, K, D)
+    expected = covariance_shape(covariance_type, K, D)
     if cov.shape != expected:
         raise ModelError(
             f"{where}: {covariance_type} covariances must have shape {expected}, got {cov.shape}"
@@ -128,12 +125,15 @@ class GaussianMixture:
         Seed of every random choice (subsample, seeds, restarts).
     n_jobs : int
         Workers: threads over chunks for :meth:`fit`, processes (joblib) over sources for
-        :meth:`fit_stream`; -1 = all cores. Results do not depend on it (beyond rounding).
+        :meth:`fit_stream`; -1 = the CPUs this process may use (affinity and container
+        limits, ``joblib.cpu_count()``). Results do not depend on it. Not saved with the model.
     checkpoint : path-like or None
         HDF5 file written after every EM iteration; a later fit with the same settings and
         data resumes from it. Removed when the fit completes.
     progress : bool
-        Log one INFO line per EM iteration with the log-likelihood.
+        Show a tqdm progress bar (on stderr) advancing per EM iteration with the current
+        mean log-likelihood per frame. Off by default; like ``n_jobs`` and ``checkpoint``
+        it is a setting of the run, not saved with the model.
 
     Attributes
     ----------
@@ -190,7 +190,11 @@ class GaussianMixture:
 
     # -- configuration ------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        """The constructor options as JSON-friendly values (a Generator seed becomes None)."""
+        """The model's constructor options as JSON-friendly values (a Generator seed becomes None).
+
+        Settings of the machine or the run -- ``n_jobs``, ``checkpoint``, ``progress`` --
+        are not part of it: they are not saved into a model file nor restored on load.
+        """
         init = self.init if isinstance(self.init, str) else "given"
         rs = self.random_state if isinstance(self.random_state, (int, np.integer)) else None
         return {
@@ -206,7 +210,6 @@ class GaussianMixture:
             "dtype": None if self.dtype is None else str(np.dtype(self.dtype)),
             "chunk_size": int(self.chunk_size),
             "random_state": None if rs is None else int(rs),
-            "n_jobs": int(self.n_jobs),
         }
 
     def _validate_config(self) -> None:
@@ -277,7 +280,7 @@ class GaussianMixture:
         from gmmspeaker.gmm.em import fit_array
 
         self._validate_config()
-        fit_array(self, X)
+        self._apply(fit_array(self, X))
         return self
 
     def fit_stream(self, sources: Sequence[Callable[[], Iterable[np.ndarray]]]) -> GaussianMixture:
@@ -299,8 +302,20 @@ class GaussianMixture:
         from gmmspeaker.gmm.em import fit_sources
 
         self._validate_config()
-        fit_sources(self, sources)
+        self._apply(fit_sources(self, sources))
         return self
+
+    def _apply(self, result: EMResult) -> None:
+        """Take the fitted parameters and the training trace of an EM run."""
+        self._set_params(result.params)
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound
+        self.history_ = list(result.history)
+        self.split_history_ = list(result.split_history)
+        self.variance_floor_ = result.variance_floor
+        self.n_reseeded_ = result.n_reseeded
+        self.n_frames_ = result.n_frames
 
     # -- fitted state -------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -309,7 +324,14 @@ class GaussianMixture:
                 "this GaussianMixture is not fitted yet; call fit, fit_stream, load or from_params"
             )
 
-    def _params(self) -> MixtureParams:
+    def to_params(self) -> MixtureParams:
+        """The fitted parameters as :class:`~gmmspeaker.gmm.stats.MixtureParams` (float64).
+
+        Raises
+        ------
+        ModelError
+            The model is not fitted.
+        """
         self._check_fitted()
         return MixtureParams(self.weights_, self.means_, self.covariances_, self.covariance_type)
 
@@ -353,7 +375,7 @@ class GaussianMixture:
     # -- scoring ------------------------------------------------------------------------
     def score_samples(self, X: FloatArray) -> FloatArray:
         """Log-density ``log p(x_t)`` of each frame, shape (n_frames,), float64."""
-        return frame_loglik(X, self._params(), chunk_size=self.chunk_size, dtype="float64")
+        return frame_loglik(X, self.to_params(), chunk_size=self.chunk_size, dtype="float64")
 
     def score(self, X: FloatArray) -> float:
         """Mean log-density per frame (float)."""
@@ -361,18 +383,15 @@ class GaussianMixture:
 
     def predict_proba(self, X: FloatArray) -> FloatArray:
         """Posterior probabilities of the components, shape (n_frames, K), float64."""
-        from scipy.special import logsumexp
-
-        L = log_densities(X, self._params(), chunk_size=self.chunk_size, dtype="float64")
-        L -= logsumexp(L, axis=1, keepdims=True)
-        return np.exp(L, out=L)
+        L = log_densities(X, self.to_params(), chunk_size=self.chunk_size, dtype="float64")
+        return posteriors(L)
 
     def predict(self, X: FloatArray) -> IntArray:
         """Most probable component of each frame, shape (n_frames,), int64."""
-        params = self._params()
-        X = _check_block(X, params.n_dims)
+        params = self.to_params()
+        X = check_block(X, params.n_dims)
         out = np.empty(X.shape[0], dtype=np.int64)
-        for a, b in _blocks(X.shape[0], self.chunk_size):
+        for a, b in blocks(X.shape[0], self.chunk_size):
             out[a:b] = log_densities(X[a:b], params, chunk_size=self.chunk_size).argmax(1)
         return out
 
@@ -387,7 +406,7 @@ class GaussianMixture:
         labels : ndarray, shape (n_samples,), int64
             Component of each draw.
         """
-        params = self._params()
+        params = self.to_params()
         if n_samples < 1:
             raise ConfigError(f"sample: n_samples must be >= 1, got {n_samples}")
         rng = np.random.default_rng(random_state)
@@ -440,7 +459,7 @@ class GaussianMixture:
 
         from gmmspeaker import __version__
 
-        params = self._params()
+        params = self.to_params()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -500,7 +519,8 @@ class GaussianMixture:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path}: cannot read model ({exc})") from exc
         w, mu, cov = validate_params(w, mu, cov, cov_type, where=str(path))
-        options = {k: v for k, v in config.items() if k not in ("n_components", "covariance_type", "init")}
+        # files written before n_jobs was dropped from the config still carry it: ignored
+        options = {k: v for k, v in config.items() if k not in _NOT_RESTORED}
         try:
             gmm = cls(mu.shape[0], covariance_type=cov_type, **options)
         except TypeError as exc:

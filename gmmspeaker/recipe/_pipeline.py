@@ -14,7 +14,7 @@ from gmmspeaker._io import atomic_write_json
 from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe import systems
 from gmmspeaker.recipe.config import Recipe
-from gmmspeaker.recipe.runner import _hash
+from gmmspeaker.recipe.fingerprint import stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Pipeline:
                 "keys": [t.target for t in self.trials],
                 "dev_keys": [t.target for t in self.dev_trials],
             }
-        fp = _hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
+        fp = stable_hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
         self._fp[stage] = fp
         return fp
 

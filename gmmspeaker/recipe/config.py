@@ -53,7 +53,7 @@ SYSTEMS = ("gmm_ubm", "ivector")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class _Where:
+class Where:
     """Line numbers of every key path in the YAML files of a recipe."""
 
     def __init__(self) -> None:
@@ -68,7 +68,8 @@ class _Where:
         return hit[0] if hit else "<recipe>"
 
 
-def _load_yaml(path: Path, where: _Where) -> dict[str, Any]:
+def load_yaml(path: Path, where: Where) -> dict[str, Any]:
+    """A YAML mapping read safely; line numbers recorded in ``where``; ConfigError naming the file."""
     import yaml
 
     try:
@@ -351,7 +352,7 @@ def _check_type(value: Any, typ: Any, where: str, key: str) -> Any:
     return value
 
 
-def _build(cls: type, section: str, raw: Any, where: _Where) -> Any:
+def _build(cls: type, section: str, raw: Any, where: Where) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -392,7 +393,7 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
         Naming the file, the key and the line of the first problem found.
     """
     rpath = Path(path).resolve()
-    where = _Where()
+    where = Where()
     raw = _load_with_defaults(rpath, where, rpath.parent, ())
     if overrides:
         raw = _merge(raw, {k: v for k, v in overrides.items() if v is not None})
@@ -516,10 +517,10 @@ def load_yaml_with_defaults(path: PathLike) -> dict[str, Any]:
         The merged mapping, without the ``defaults`` key.
     """
     rpath = Path(path).resolve()
-    return _load_with_defaults(rpath, _Where(), rpath.parent, ())
+    return _load_with_defaults(rpath, Where(), rpath.parent, ())
 
 
-def _check_system(value: Any, where: _Where) -> tuple[str, ...]:
+def _check_system(value: Any, where: Where) -> tuple[str, ...]:
     """``system:``: one name or a list of distinct names from :data:`SYSTEMS`."""
     items = value if isinstance(value, list) else [value]
     if not items or any(not isinstance(v, str) or v not in SYSTEMS for v in items):
@@ -532,13 +533,13 @@ def _check_system(value: Any, where: _Where) -> tuple[str, ...]:
 
 
 def _load_with_defaults(
-    path: Path, where: _Where, recipe_dir: Path, chain: tuple[Path, ...]
+    path: Path, where: Where, recipe_dir: Path, chain: tuple[Path, ...]
 ) -> dict[str, Any]:
     """Load ``path`` with its ``defaults:`` (recursively) merged underneath it."""
     if path in chain:
         raise ConfigError(f"{path}: defaults include each other in a loop")
-    own = _Where()
-    raw = _load_yaml(path, own)
+    own = Where()
+    raw = load_yaml(path, own)
     for k, v in own.lines.items():
         where.lines.setdefault(k, v)
     if chain:  # a defaults file: its relative data paths are relative to itself
@@ -573,7 +574,7 @@ def _rebase_paths(raw: dict[str, Any], from_dir: Path, to_dir: Path) -> dict[str
     return raw
 
 
-def _resolve_data(data: DataConfig, given: dict[str, Any], base: Path, where: _Where) -> DataConfig:
+def _resolve_data(data: DataConfig, given: dict[str, Any], base: Path, where: Where) -> DataConfig:
     if data.synthetic is not None:
         extra = [k for k in ("root", "ubm", "enroll", "trials", "train") if k in given]
         if extra:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -30,10 +29,6 @@ from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
 __all__ = ["run_recipe", "RunResult", "workdir_for", "resolve_jobs"]
 
 logger = logging.getLogger(__name__)
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def workdir_for(recipe: Recipe, workdir: PathLike | None = None) -> Path:

@@ -40,6 +40,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: UBM training: at least one work unit (joblib task per EM pass) per this many frames.
+UBM_UNIT_FRAMES = 200_000
+
 
 def _progress(iterable: Any, *, total: int, desc: str, unit: str, enabled: bool) -> Any:
     if not enabled:
@@ -75,8 +78,10 @@ def train_ubm(
 ) -> GaussianMixture:
     """Train a diagonal-covariance UBM by EM on the frames of ``utt_ids``, streamed from ``store``.
 
-    The frames are split into ``n_parts`` fixed parts (map-reduce over joblib workers); the
-    split does not depend on ``jobs``, so neither does the model. ``max_frames`` keeps a
+    The frames are split into fixed work units (map-reduce over joblib workers): at least
+    ``n_parts``, and at least one per ``UBM_UNIT_FRAMES`` frames, so ``jobs`` may exceed
+    ``n_parts`` on large data; the split does not depend on ``jobs``, so neither does the
+    model. ``max_frames`` keeps a
     seeded random subset of utterances with about that many frames. ``tol=None`` runs
     exactly ``iterations`` EM iterations (as speaker toolkits do), without a convergence
     warning; a number stops early when the mean log-likelihood gains less than it.
@@ -109,7 +114,7 @@ def train_ubm(
         checkpoint=checkpoint,
         progress=progress,
     )
-    sources = store.sources(ids, n_parts=n_parts, chunk_frames=chunk_frames)
+    sources = store.sources(ids, n_parts=n_parts, chunk_frames=chunk_frames, unit_frames=UBM_UNIT_FRAMES)
     if tol is None:
         import warnings
 
@@ -136,11 +141,11 @@ def _enroll_batch(
     """Worker: [(model_id, store items of its utterances)] -> [(model_id, AdaptedModel)]."""
     from gmmspeaker.gmm.map import map_adapt
     from gmmspeaker.gmm.stats import accumulate
-    from gmmspeaker.store import _iter_utterances
+    from gmmspeaker.store import iter_utterances
 
     out = []
     for model_id, items in batch:
-        X = np.concatenate([x for _, x in _iter_utterances(store_dir, items)])
+        X = np.concatenate([x for _, x in iter_utterances(store_dir, items)])
         stats = accumulate(X, ubm, second_order="variances" in adapt)
         out.append((model_id, map_adapt(stats, ubm, relevance=relevance, adapt=adapt)))
     return out
@@ -174,7 +179,7 @@ def enroll_models(
     # workers get the store locations of their frames (not the whole manifest)
     work: list[tuple[str, list[tuple[str, str, int, int]]]] = []
     for e in enrollments:
-        items = [store._item(u.utt_id) for u in e.utterances if u.utt_id in store]
+        items = [store.item(u.utt_id) for u in e.utterances if u.utt_id in store]
         if not items:
             raise DataError(
                 f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has features"
@@ -219,9 +224,9 @@ def _score_block(
     not grow with the number of enrolled speakers.
     """
     from gmmspeaker.scoring.llr import ScoringContext, score_prepared
-    from gmmspeaker.store import _iter_utterances
+    from gmmspeaker.store import iter_utterances
 
-    feats = dict(_iter_utterances(store_dir, [item for item, _, _ in block]))
+    feats = dict(iter_utterances(store_dir, [item for item, _, _ in block]))
     ctx = ScoringContext.build(ubm, models)
     out = []
     for item, trial_idx, rows in block:
@@ -359,7 +364,7 @@ def _score_groups(
         needed = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for _, _, m in block]))
         row_of = np.full(len(models.model_ids), -1, dtype=np.int64)
         row_of[needed] = np.arange(needed.size)
-        local = [(store._item(u), i, row_of[np.asarray(m, dtype=np.int64)].tolist()) for u, i, m in block]
+        local = [(store.item(u), i, row_of[np.asarray(m, dtype=np.int64)].tolist()) for u, i, m in block]
         return delayed(_score_block)(str(store.path), local, ubm, models.subset(needed), method, top_c)
 
     results = Parallel(n_jobs=jobs, return_as="generator")(task(block) for _, block in todo)

@@ -30,7 +30,6 @@ sums and scores are float64. A model whose parameters equal the UBM's scores exa
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +39,9 @@ import numpy.typing as npt
 
 from gmmspeaker._typing import FloatArray, IntArray
 from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.gmm.kernel import PreparedDiag, component_logdens, diag_ubm, logsumexp, posteriors, prepare
+from gmmspeaker.gmm.kernel import top_c as select_top_c
 from gmmspeaker.gmm.map import SpeakerModels, ubm_fingerprint
-from gmmspeaker.gmm.stats import clipped_exp
 
 __all__ = [
     "METHODS",
@@ -56,65 +56,8 @@ logger = logging.getLogger(__name__)
 #: Scoring methods.
 METHODS: tuple[str, ...] = ("full", "top_c", "linear")
 
-_LOG_2PI = math.log(2.0 * math.pi)
 # Elements of the largest temporary (models x frames x components [x dims]) per block.
 _BLOCK_ELEMENTS = 4_000_000
-
-
-def _logsumexp(a: FloatArray) -> FloatArray:
-    """Log-sum-exp over the last axis (float64); rows of all -inf give -inf.
-
-    The shifted values are clipped before ``exp`` (:func:`~gmmspeaker.gmm.stats.clipped_exp`):
-    no subnormal term is summed (slow on x86), and the sum changes by at most ``K e**-600``.
-    """
-    top = a.max(axis=-1, keepdims=True)
-    finite = np.isfinite(top)
-    z = a - np.where(finite, top, 0.0)
-    with np.errstate(divide="ignore"):
-        out = np.log(clipped_exp(z, out=z).sum(axis=-1)) + np.where(finite, top, 0.0)[..., 0]
-    return np.where(finite[..., 0], out, top[..., 0])
-
-
-def _top_c_argmax(L: FloatArray, c: int) -> IntArray:
-    """Indices (T, c) of the c largest entries of each row, by c rounds of row argmax."""
-    work = L.copy()
-    rows = np.arange(L.shape[0])
-    idx = np.empty((L.shape[0], c), dtype=np.intp)
-    for j in range(c):  # c rounds (c is small), each a vectorised pass over all frames
-        best = work.argmax(axis=1)
-        idx[:, j] = best
-        work[rows, best] = -np.inf
-    return idx
-
-
-def _top_c_argpartition(L: FloatArray, c: int) -> IntArray:
-    """Indices (T, c) of the c largest entries of each row (unordered), by argpartition."""
-    k = L.shape[1]
-    return np.argpartition(L, k - c, axis=1)[:, k - c :]
-
-
-def _ubm_params(ubm: Any) -> tuple[FloatArray, FloatArray, FloatArray]:
-    try:
-        w = np.asarray(ubm.weights_, dtype=np.float64)
-        mu = np.asarray(ubm.means_, dtype=np.float64)
-        var = np.asarray(ubm.covariances_, dtype=np.float64)
-    except AttributeError as exc:
-        raise ModelError(f"UBM {type(ubm).__name__} lacks weights_/means_/covariances_: {exc}") from None
-    if mu.ndim != 2 or w.shape != (mu.shape[0],):
-        raise ModelError(f"UBM has weights {w.shape} and means {mu.shape}; expected (K,), (K, D)")
-    ctype = getattr(ubm, "covariance_type", None)
-    if ctype in ("full", "tied"):
-        raise ModelError(f"scoring supports diagonal-covariance UBMs only; this UBM is {ctype!r}")
-    if var.shape == (mu.shape[0],):  # spherical: one variance per component
-        var = np.repeat(var[:, None], mu.shape[1], axis=1)
-    if var.shape != mu.shape:
-        raise ModelError(
-            f"scoring supports diagonal-covariance UBMs only: covariances have shape "
-            f"{var.shape}, expected {mu.shape}"
-        )
-    if np.any(var <= 0) or np.any(w < 0):
-        raise ModelError("UBM has non-positive variances or negative weights")
-    return w, mu, var
 
 
 @dataclass(frozen=True)
@@ -127,11 +70,11 @@ class ScoringContext:
 
     Attributes
     ----------
-    ubm_w : ndarray, shape (2 D, K), ``dtype``
-        ``[-P/2; P mu]^T``: the UBM log-densities of frames X are
-        ``[X**2, X] @ ubm_w + ubm_c``.
-    ubm_c : ndarray, shape (K,), float64
-        ``log w_k - (D log 2 pi + sum log var_k + sum P_k mu_k^2) / 2``.
+    ubm : PreparedDiag
+        The UBM prepared by :func:`gmmspeaker.gmm.kernel.prepare` in ``dtype``: its
+        log-densities of frames X are one GEMM of ``[(X-c)**2, X-c, 1]`` (centred on the
+        weighted mean of the means ``c``, for float32 conditioning), the same kernel as
+        the E-step.
     d_lin : ndarray, shape (M, K, D), ``dtype``
         Change of ``P mu`` (``P (mu_s - mu)`` for mean-only models).
     d_quad : ndarray, shape (M, K, D), ``dtype``, or None
@@ -148,8 +91,7 @@ class ScoringContext:
         Dtype of the products.
     """
 
-    ubm_w: FloatArray
-    ubm_c: FloatArray
+    ubm: PreparedDiag
     d_lin: FloatArray
     d_quad: FloatArray | None
     d_const: FloatArray
@@ -164,7 +106,7 @@ class ScoringContext:
 
     @property
     def n_components(self) -> int:
-        return int(self.ubm_c.shape[0])
+        return int(self.ubm_means.shape[0])
 
     @property
     def n_dims(self) -> int:
@@ -197,7 +139,8 @@ class ScoringContext:
         ModelError
             Non-diagonal UBM, or models whose shape or UBM fingerprint do not match.
         """
-        w, mu, var = _ubm_params(ubm)
+        params = diag_ubm(ubm, what="scoring")
+        w, mu, var = params.weights, params.means, params.covariances
         k, d = mu.shape
         if (models.n_components, models.n_dims) != (k, d):
             raise ModelError(
@@ -217,10 +160,8 @@ class ScoringContext:
             raise DataError(f"model_index out of range for {len(models)} models")
         dt = np.dtype(dtype)
         prec = 1.0 / var
-        pmu = prec * mu
-        logdet = np.log(var).sum(axis=1)
-        ubm_c = np.log(w) - 0.5 * (d * _LOG_2PI + logdet + (pmu * mu).sum(axis=1))
-        ubm_w = np.concatenate([-0.5 * prec, pmu], axis=1).T.astype(dt)
+        ubm_prep = prepare(params, dt)
+        assert isinstance(ubm_prep, PreparedDiag)
 
         # Differences are taken in the models' storage precision, so that a model stored
         # equal to the UBM has exactly zero changes.
@@ -251,8 +192,7 @@ class ScoringContext:
             )
         ids = [models.model_ids[i] for i in rows]
         return cls(
-            ubm_w=np.ascontiguousarray(ubm_w),
-            ubm_c=ubm_c,
+            ubm=ubm_prep,
             d_lin=np.ascontiguousarray(d_lin.astype(dt)),
             d_quad=None if d_quad is None else np.ascontiguousarray(d_quad),
             d_const=np.ascontiguousarray(d_const),
@@ -275,15 +215,12 @@ def _check_frames(X: FloatArray, ctx: ScoringContext, what: str) -> FloatArray:
 
 
 def _ubm_logdens(Xd: FloatArray, ctx: ScoringContext) -> FloatArray:
-    """UBM component log-densities (T, K) in ``ctx.dtype``; one GEMM.
+    """UBM component log-densities (T, K) in ``ctx.dtype``: the kernel's one centred GEMM.
 
     Rounding errors of the UBM log-densities are common to the model and the UBM terms of
     the LLR, which are both built on them, so they largely cancel.
     """
-    Z = np.concatenate([Xd * Xd, Xd], axis=1)
-    L = Z @ ctx.ubm_w
-    L += ctx.ubm_c.astype(ctx.dtype)
-    return L
+    return component_logdens(Xd, ctx.ubm)
 
 
 def _llr_full(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntArray) -> FloatArray:
@@ -291,7 +228,7 @@ def _llr_full(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntArra
     t, d = Xd.shape
     k = ctx.n_components
     Lu = Lu.astype(np.float64)
-    lse_u = _logsumexp(Lu)  # (T,)
+    lse_u = logsumexp(Lu)  # (T,)
     X2 = Xd * Xd if ctx.d_quad is not None else None
     out = np.empty(rows.size)
     step = max(1, _BLOCK_ELEMENTS // (t * k))
@@ -303,7 +240,7 @@ def _llr_full(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntArra
             delta += X2 @ ctx.d_quad[r].reshape(mb * k, d).T
         Lm = Lu[:, None, :] + delta.reshape(t, mb, k)
         Lm += ctx.d_const[r][None, :, :]
-        out[s : s + mb] = (_logsumexp(Lm) - lse_u[:, None]).sum(axis=0)
+        out[s : s + mb] = (logsumexp(Lm) - lse_u[:, None]).sum(axis=0)
     return out
 
 
@@ -313,14 +250,14 @@ def _llr_top_c(
     ctx: ScoringContext,
     rows: IntArray,
     c: int,
-    select: Callable[[FloatArray, int], IntArray],
+    selection: str,
 ) -> FloatArray:
     """Sum over frames of the per-frame LLR, (m,), over the UBM's top-c components."""
     t, d = Xd.shape
     k = ctx.n_components
-    idx = select(Lu, c)  # (T, C), selected in ctx.dtype (cheaper)
+    idx = select_top_c(Lu, c, method=selection)  # (T, C), selected in ctx.dtype (cheaper)
     Lu_sel = np.take_along_axis(Lu, idx, axis=1).astype(np.float64)  # (T, C)
-    lse_u = _logsumexp(Lu_sel)
+    lse_u = logsumexp(Lu_sel)
     Xcol = Xd[:, :, None]  # (T, D, 1)
     X2col = (Xd * Xd)[:, :, None] if ctx.d_quad is not None else None
     out = np.empty(rows.size)
@@ -338,7 +275,7 @@ def _llr_top_c(
             ]
         Lm = Lu_sel[None] + delta
         Lm += np.take(ctx.d_const.reshape(-1), flat).reshape(shape)
-        out[s : s + r.size] = (_logsumexp(Lm) - lse_u[None, :]).sum(axis=1)
+        out[s : s + r.size] = (logsumexp(Lm) - lse_u[None, :]).sum(axis=1)
     return out
 
 
@@ -349,10 +286,9 @@ def _llr_linear(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntAr
             "linear scoring is defined for mean-adapted models only; these models also "
             "adapted weights or variances (use method 'full' or 'top_c')"
         )
-    # (T, K) UBM posteriors, in dtype; clipped before exp so that no subnormal posterior
-    # (nor a subnormal product with a frame) enters the first-order statistics GEMM below.
-    post = clipped_exp(Lu - Lu.max(axis=1, keepdims=True))
-    post /= post.sum(axis=1, keepdims=True, dtype=np.float64).astype(post.dtype)
+    # (T, K) UBM posteriors, in dtype, with the kernel's underflow clip (no subnormal
+    # posterior, nor a subnormal product with a frame, enters the statistics GEMM below)
+    post = posteriors(Lu.copy())
     n = post.sum(axis=0, dtype=np.float64)
     f = (post.T @ Xd).astype(np.float64)  # (K, D)
     fc = f - n[:, None] * ctx.ubm_means  # centred first-order statistics
@@ -371,7 +307,7 @@ def score_prepared(
     method: str = "top_c",
     top_c: int = 5,
     chunk_size: int = 20_000,
-    _select: str = "argmax",
+    selection: str = "argmax",
 ) -> FloatArray:
     """Score one test utterance against several prepared models.
 
@@ -390,6 +326,10 @@ def score_prepared(
     chunk_size : int, default 20000
         Frames per block (memory bound for long utterances); does not change results
         beyond summation order.
+    selection : {"argmax", "argpartition"}, default "argmax"
+        How ``"top_c"`` finds each frame's C best UBM components
+        (:func:`gmmspeaker.gmm.kernel.top_c`): C rounds of argmax (fastest for small C)
+        or ``numpy.argpartition``. Same components (up to ties), same scores.
 
     Returns
     -------
@@ -406,7 +346,8 @@ def score_prepared(
     r = np.arange(context.n_models) if rows is None else np.asarray(rows, dtype=np.intp).reshape(-1)
     if r.size and (r.min() < -context.n_models or r.max() >= context.n_models):
         raise DataError(f"rows out of range for {context.n_models} prepared models")
-    select = _top_c_argmax if _select == "argmax" else _top_c_argpartition
+    if selection not in ("argmax", "argpartition"):
+        raise ConfigError(f"selection must be 'argmax' or 'argpartition', got {selection!r}")
     c = int(top_c)
     use_full = method == "full" or (method == "top_c" and c >= context.n_components)
     total = np.zeros(r.size)
@@ -419,7 +360,7 @@ def score_prepared(
         elif use_full:
             total += _llr_full(Xd, Lu, context, r)
         else:
-            total += _llr_top_c(Xd, Lu, context, r, c, select)
+            total += _llr_top_c(Xd, Lu, context, r, c, selection)
     return total / t_all
 
 

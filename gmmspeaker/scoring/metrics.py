@@ -50,7 +50,7 @@ _LOG2 = math.log(2.0)
 # --------------------------------------------------------------------------- validation
 
 
-def _check_scores(tar: npt.ArrayLike, non: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+def check_scores(tar: npt.ArrayLike, non: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Return ``tar``, ``non`` as 1-D float64 arrays; DataError on empty / NaN / bad shape."""
     out = []
     for name, x in (("target", tar), ("non-target", non)):
@@ -229,7 +229,7 @@ def roc_convex_hull(tar: npt.ArrayLike, non: npt.ArrayLike) -> tuple[FloatArray,
     DataError
         If either array is empty, not 1-D or contains NaN.
     """
-    t, n = _check_scores(tar, non)
+    t, n = check_scores(tar, non)
     return _hull_from_pav(_pav_labels(t, n))
 
 
@@ -253,7 +253,7 @@ def det_curve(tar: npt.ArrayLike, non: npt.ArrayLike, *, hull: bool = True) -> t
         Miss rates (fractions), non-decreasing. Both start at the accept-all point
         ``(1, 0)`` and end at the reject-all point ``(0, 1)``.
     """
-    t, n = _check_scores(tar, non)
+    t, n = check_scores(tar, non)
     if hull:
         return _hull_from_pav(_pav_labels(t, n))
     thr = np.concatenate([np.unique(np.concatenate([t, n])), [np.inf]])
@@ -400,7 +400,7 @@ def act_dcf(
         calibrated scores).
     """
     _check_costs(p_target, c_miss, c_fa)
-    t, n = _check_scores(tar, non)
+    t, n = check_scores(tar, non)
     return _act_dcf(t, n, p_target, c_miss, c_fa)
 
 
@@ -429,7 +429,7 @@ def cllr(tar: npt.ArrayLike, non: npt.ArrayLike) -> float:
     float
         Cllr in bits, >= 0.
     """
-    t, n = _check_scores(tar, non)
+    t, n = check_scores(tar, non)
     return _cllr(t, n)
 
 
@@ -457,7 +457,7 @@ def pav_llrs(tar: npt.ArrayLike, non: npt.ArrayLike) -> tuple[FloatArray, FloatA
         LLRs (natural log), possibly ``+inf`` for targets / ``-inf`` for non-targets in
         pure blocks, in the same order as the inputs.
     """
-    t, n = _check_scores(tar, non)
+    t, n = check_scores(tar, non)
     return _pav_llrs_from(_pav_labels(t, n))
 
 
@@ -467,7 +467,7 @@ def min_cllr(tar: npt.ArrayLike, non: npt.ArrayLike) -> float:
     ``min_cllr <= cllr`` for any scores; 0 for separable scores; 1 for scores that carry
     no information.
     """
-    t, n = _check_scores(tar, non)
+    t, n = check_scores(tar, non)
     return _cllr(*_pav_llrs_from(_pav_labels(t, n)))
 
 
@@ -510,7 +510,7 @@ def evaluate(
         raise ConfigError("p_targets is empty: give at least one target prior")
     for p in p_list:
         _check_costs(p, c_miss, c_fa)
-    t, n = _check_scores(tar, non)
+    t, n = check_scores(tar, non)
     pav = _pav_labels(t, n)
     pfa, pmiss = _hull_from_pav(pav)
     result: dict[str, Any] = {

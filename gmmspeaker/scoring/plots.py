@@ -20,7 +20,7 @@ from scipy.stats import norm
 
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import DataError, GmmSpeakerError
-from gmmspeaker.scoring.metrics import _check_scores, det_curve, eer
+from gmmspeaker.scoring.metrics import check_scores, det_curve, eer
 
 __all__ = ["plot_det", "plot_score_histograms", "plots_available", "DET_TICKS"]
 
@@ -112,7 +112,7 @@ def plot_det(
     for name, pair in systems.items():
         try:
             tar, non = pair
-            t, n = _check_scores(tar, non)
+            t, n = check_scores(tar, non)
         except (TypeError, ValueError) as exc:
             raise DataError(f"plot_det: system {name!r}: {exc}") from exc
         pfa, pmiss = det_curve(t, n, hull=hull)
@@ -181,7 +181,7 @@ def plot_score_histograms(
     pathlib.Path
         The written file.
     """
-    t, n = _check_scores(tar, non)
+    t, n = check_scores(tar, non)
     finite = np.concatenate([t, n])
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:

@@ -171,15 +171,16 @@ def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng)
     rounding. Overall ``|dv|/v <= 6 gamma_(b+4) (1 + _FAR) + 2 gamma_(K+1)``, whatever the
     distance of the component from the shift.
     """
+    from gmmspeaker.gmm import kernel
     from gmmspeaker.gmm import stats as stats_mod
 
     X, gmm = far_mixture(rng)
     K = gmm.n_components
     u = stats_mod.FLOAT32_UNIT_ROUNDOFF
-    b = stats_mod._STAT_BLOCK
+    b = kernel._STAT_BLOCK
     shift = gmm.weights_ @ gmm.means_
     rho2 = ((gmm.means_ - shift) ** 2 / gmm.covariances_).max(1)
-    far = rho2 > stats_mod._FAR
+    far = rho2 > kernel._FAR
     assert far.sum() == 2 and (~far).sum() == 4 and rho2[~far].max() > 40  # both paths, far ones too
 
     # Reference: the E-step's own float32 posteriors, normalised and summed in float64
@@ -197,7 +198,7 @@ def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng)
     gK = 2 * _gamma(K + 1, u)
     g64 = 6 * _gamma(n + 4, np.finfo(np.float64).eps / 2)
     bound = np.where(far[:, None], g64 * Q, g32 * Q) + gK * v + 1e-12 * (X64**2).max()
-    overall = 6 * _gamma(b + 4, u) * (1 + stats_mod._FAR) + gK
+    overall = 6 * _gamma(b + 4, u) * (1 + kernel._FAR) + gK
 
     for chunk, threads in [(20000, 1), (1000, 2), (333, 1)]:
         st = accumulate(X, gmm, dtype="float32", chunk_size=chunk, n_threads=threads)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import types
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -339,11 +338,9 @@ def test_enroll_matches_map_adapt(rng):
         np.testing.assert_array_equal(models.variances[i], ref.variances)
     with pytest.raises(DataError, match="2 model ids but 3"):
         enroll(["a", "b"], stats, ubm)
-    assert isinstance(Path(__file__), Path)
 
 
 def test_enroll_features_parallel_matches_serial_and_reference(rng):
-    pytest.importorskip("gmmspeaker.gmm.stats", reason="GMM core").accumulate  # noqa: B018
     from gmmspeaker.gmm.map import enroll_features
 
     ubm = make_ubm(rng)
@@ -376,3 +373,119 @@ def test_spherical_ubm_is_expanded(rng):
     stats = naive_stats(X, diag)
     a, b = map_adapt(stats, sph, adapt=ALL), map_adapt(stats, diag, adapt=ALL)
     np.testing.assert_array_equal(a.variances, b.variances)
+
+
+# ---------------------------------------------------------------- UBMs of other toolkits
+
+
+def naive_stats_full(X: np.ndarray, ubm) -> Stats:
+    """Posteriors of a full- or tied-covariance UBM with scipy, one component at a time."""
+    k = len(ubm.weights_)
+    covs = ubm.covariances_ if ubm.covariance_type == "full" else [ubm.covariances_] * k
+    logp = np.column_stack(
+        [np.log(ubm.weights_[j]) + multivariate_normal(ubm.means_[j], covs[j]).logpdf(X) for j in range(k)]
+    )
+    ll = logsumexp(logp, axis=1)
+    g = np.exp(logp - ll[:, None])
+    return Stats(n=g.sum(0), f=g.T @ X, s=None, loglik=float(ll.sum()), n_frames=len(X))
+
+
+@pytest.mark.parametrize("cov_type", ["full", "tied"])
+def test_map_with_sklearn_full_and_tied_ubm(rng, cov_type):
+    """Issue 11 item 5: a scikit-learn UBM's covariance_type is read (it was taken as diagonal)."""
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    from gmmspeaker.gmm.map import enroll_features
+    from gmmspeaker.gmm.params import as_params
+    from gmmspeaker.gmm.stats import accumulate
+
+    A = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [-0.3, 0.4, 0.9]])
+    data = rng.normal(size=(600, 3)) @ A.T + rng.choice([-2.0, 2.0], size=(600, 1))
+    sk = SkGMM(4, covariance_type=cov_type, random_state=0).fit(data)
+    X = rng.normal(size=(80, 3)) @ A.T + 0.7
+    ref_stats = naive_stats_full(X, sk)
+    params = as_params(sk)
+    assert params.covariance_type == cov_type
+    stats = accumulate(X, params, second_order=False)
+    np.testing.assert_allclose(stats.n, ref_stats.n, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.f, ref_stats.f, rtol=1e-9, atol=1e-9)
+
+    out = map_adapt(ref_stats, sk, relevance=4.0, adapt=("means", "weights"))
+    ref = types.SimpleNamespace(
+        weights_=sk.weights_, means_=sk.means_, covariances_=np.ones_like(sk.means_)
+    )  # reynolds() reads only weights and means for these two
+    full_s = Stats(ref_stats.n, ref_stats.f, np.ones_like(ref_stats.f), 0.0, len(X))
+    w, mu, _ = reynolds(full_s, ref, 4.0)
+    np.testing.assert_allclose(out.means, mu, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out.weights, w, rtol=1e-10, atol=1e-14)
+
+    models = enroll_features({"spk": [X[:30], X[30:]]}, sk, relevance=4.0, dtype=np.float64)
+    np.testing.assert_allclose(models.means[0], mu, rtol=1e-8, atol=1e-8)
+    assert models.ubm_fingerprint == ubm_fingerprint(sk)
+
+    with pytest.raises(ModelError, match=f"variance adaptation needs a diagonal.*{cov_type}"):
+        map_adapt(Stats(ref_stats.n, ref_stats.f, np.ones_like(ref_stats.f), 0.0, 1), sk, adapt=ALL)
+    with pytest.raises(ModelError, match="variance adaptation"):
+        enroll_features({"spk": [X]}, sk, adapt=ALL)
+
+
+def test_map_ubm_with_inconsistent_covariance_type(rng):
+    ubm = make_ubm(rng)
+    bad = types.SimpleNamespace(
+        weights_=ubm.weights_, means_=ubm.means_, covariances_=ubm.covariances_, covariance_type="full"
+    )
+    with pytest.raises(ModelError, match=r"full covariances_ must have shape \(6, 3, 3\)"):
+        map_adapt(Stats.zeros(6, 3), bad)
+    odd = types.SimpleNamespace(
+        weights_=ubm.weights_, means_=ubm.means_, covariances_=ubm.covariances_, covariance_type="banded"
+    )
+    with pytest.raises(ModelError, match="unsupported covariance_type 'banded'"):
+        map_adapt(Stats.zeros(6, 3), odd)
+
+
+# ---------------------------------------------------------------- variances without means
+
+
+@pytest.mark.parametrize("adapt", [("variances",), ("weights", "variances")])
+def test_variance_only_map_is_about_the_ubm_mean(setup, adapt):
+    """Issue 11 item 6: without mean adaptation the variances are about the (kept) UBM mean."""
+    ubm, X, stats = setup
+    r = 8.0
+    out = map_adapt(stats, ubm, relevance=r, adapt=adapt)
+    np.testing.assert_array_equal(out.means, ubm.means_)
+    # reference: posteriors per component with scipy, then a loop over components
+    k = len(ubm.weights_)
+    logp = np.column_stack(
+        [
+            np.log(ubm.weights_[j])
+            + multivariate_normal(ubm.means_[j], np.diag(ubm.covariances_[j])).logpdf(X)
+            for j in range(k)
+        ]
+    )
+    g = np.exp(logp - logsumexp(logp, axis=1, keepdims=True))
+    for j in range(k):
+        n = g[:, j].sum()
+        a = n / (n + r)
+        about_ubm_mean = (g[:, j, None] * (X - ubm.means_[j]) ** 2).sum(0) / n
+        np.testing.assert_allclose(
+            out.variances[j], a * about_ubm_mean + (1 - a) * ubm.covariances_[j], rtol=1e-9
+        )
+    # with means adapted too, the variance is about the adapted mean: strictly smaller here
+    both = map_adapt(stats, ubm, relevance=r, adapt=("means", *adapt))
+    assert np.all(both.variances <= out.variances + 1e-12)
+    assert np.any(both.variances < out.variances - 1e-3)
+
+
+def test_variance_only_relevance_zero_is_ml_variance_about_the_mean(rng, tmp_path):
+    """One component, r = 0: the stored model is (UBM mean, mean squared deviation from it)."""
+    ubm = types.SimpleNamespace(
+        weights_=np.ones(1), means_=np.array([[0.0, 1.0]]), covariances_=np.array([[1.0, 1.0]])
+    )
+    X = rng.normal(loc=[2.0, 1.0], scale=[0.5, 1.5], size=(500, 2))
+    stats = naive_stats(X, ubm)
+    models = enroll(["a"], [stats], ubm, relevance=0.0, adapt=["variances"], dtype=np.float64)
+    models.save(tmp_path / "m.h5")
+    back = SpeakerModels.load(tmp_path / "m.h5")
+    assert back.adapt == ("means", "variances")
+    np.testing.assert_array_equal(back.means[0], ubm.means_)
+    np.testing.assert_allclose(back.variances[0, 0], ((X - ubm.means_[0]) ** 2).mean(0), rtol=1e-10)

@@ -73,7 +73,7 @@ def reference(tmp_path_factory):
         # right after the second shard is renamed into place: well within the default
         # manifest interval, before the parent process has even seen the shard
         ("features", "gmmspeaker.store", "_extract_shard", 2),
-        ("ubm", "gmmspeaker.gmm.em", "_Checkpoint.save", 4),
+        ("ubm", "gmmspeaker.gmm.checkpoint", "Checkpoint.save", 4),
         ("score", "gmmspeaker.recipe.stages", "_save_part", 2),
     ],
 )

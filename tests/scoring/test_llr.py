@@ -11,6 +11,7 @@ from scipy.stats import multivariate_normal
 
 import gmmspeaker.scoring.llr as llr
 from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.gmm.kernel import top_c
 from gmmspeaker.gmm.map import SpeakerModels, enroll
 from gmmspeaker.gmm.stats import Stats
 from gmmspeaker.scoring.llr import ScoringContext, score_prepared, score_trials, score_utterance
@@ -99,7 +100,7 @@ def test_top_c_matches_naive(world, which, c):
     got = score_utterance(X, ubm, models, np.arange(5), method="top_c", top_c=c, dtype=np.float64)
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-11)
     ctx = ScoringContext.build(ubm, models, dtype=np.float64)
-    part = score_prepared(X, ctx, method="top_c", top_c=c, _select="argpartition")
+    part = score_prepared(X, ctx, method="top_c", top_c=c, selection="argpartition")
     np.testing.assert_allclose(part, ref, rtol=1e-9, atol=1e-11)
 
 
@@ -113,7 +114,7 @@ def test_top_c_with_c_equal_k_is_full(world):
             )
         # the top-C code path itself with C = K (no shortcut) agrees with full scoring
         ctx = ScoringContext.build(ubm, models, dtype=np.float64)
-        t_k = llr._llr_top_c(X, llr._ubm_logdens(X, ctx), ctx, np.arange(5), 8, llr._top_c_argmax)
+        t_k = llr._llr_top_c(X, llr._ubm_logdens(X, ctx), ctx, np.arange(5), 8, "argmax")
         np.testing.assert_allclose(
             t_k / len(X),
             score_utterance(X, ubm, models, np.arange(5), method="full", dtype=np.float64),
@@ -243,8 +244,8 @@ def test_errors(world):
 def test_top_c_selectors_agree(rng):
     L = rng.normal(size=(50, 40))
     for c in (1, 3, 7, 40):
-        a = np.sort(llr._top_c_argmax(L, c), axis=1)
-        b = np.sort(llr._top_c_argpartition(L, c), axis=1)
+        a = np.sort(top_c(L, c, method="argmax"), axis=1)
+        b = np.sort(top_c(L, c, method="argpartition"), axis=1)
         ref = np.sort(np.argsort(-L, axis=1)[:, :c], axis=1)
         np.testing.assert_array_equal(a, ref)
         np.testing.assert_array_equal(b, ref)

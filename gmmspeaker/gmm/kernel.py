@@ -1,0 +1,620 @@
+"""The Gaussian-mixture kernel: one implementation of every per-frame formula.
+
+EM (:mod:`gmmspeaker.gmm.em`), MAP enrolment (:mod:`gmmspeaker.gmm.map`), scoring
+(:mod:`gmmspeaker.scoring.llr`) and the public E-step API (:mod:`gmmspeaker.gmm.stats`)
+all call this module; it owns
+
+* the **prepared mixture** (:func:`prepare`): natural parameters stacked for one fused
+  GEMM, in coordinates shifted by the weighted mean of the means (float32 conditioning);
+* **frame log-densities** ``log w_k + log N(x | k)``, diagonal (:func:`diag_augmented` @
+  ``W``) and full/tied (:func:`full_logdens`), both through :func:`component_logdens`;
+* **posteriors** with the underflow guard (:func:`shifted_exp`, :func:`clipped_exp`) and
+  the package's one **log-sum-exp** (:func:`logsumexp`);
+* **top-C selection** of components per frame (:func:`top_c`);
+* the **zeroth/first/second-order statistics** over chunks (:func:`block_stats`,
+  :func:`accumulate_prepared`, :func:`prepared_stats`), with their float32 error bound.
+
+Names without a leading underscore are the interface within the package; none of them is
+re-exported by :mod:`gmmspeaker.gmm` (the public API is :mod:`gmmspeaker.gmm.stats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gmmspeaker._typing import FloatArray, IntArray
+from gmmspeaker.errors import DataError, ModelError
+from gmmspeaker.gmm.params import MixtureParams, as_params
+
+#: Unit roundoff of float32 (``2**-24``), used in the stated error bounds.
+FLOAT32_UNIT_ROUNDOFF = float(np.finfo(np.float32).eps) / 2.0
+
+
+@dataclass
+class Stats:
+    """Zero-, first- and second-order statistics of frames under a mixture.
+
+    Attributes
+    ----------
+    n : ndarray, shape (K,), float64
+        Zero-order statistics, ``sum_t gamma_tk``.
+    f : ndarray, shape (K, D), float64
+        First-order statistics, ``sum_t gamma_tk x_t``.
+    s : ndarray, shape (K, D) for diagonal, (K, D, D) for full, float64, or None
+        Second-order statistics, ``sum_t gamma_tk x_t**2`` (diag) or ``x_t x_t^T`` (full);
+        for a tied mixture (1, D, D), the total ``sum_t x_t x_t^T``; None when not requested.
+    loglik : float
+        Total log-likelihood of the frames, ``sum_t log p(x_t)``.
+    n_frames : int
+        Number of frames accumulated.
+    """
+
+    n: FloatArray
+    f: FloatArray
+    s: FloatArray | None
+    loglik: float
+    n_frames: int
+
+    def __add__(self, other: Stats) -> Stats:
+        if self.s is None or other.s is None:
+            s = None
+        else:
+            s = self.s + other.s
+        return Stats(
+            n=self.n + other.n,
+            f=self.f + other.f,
+            s=s,
+            loglik=float(self.loglik + other.loglik),
+            n_frames=int(self.n_frames + other.n_frames),
+        )
+
+    @classmethod
+    def zeros(cls, n_components: int, n_dims: int, *, second_order: str | None = "diag") -> Stats:
+        """Empty statistics; ``second_order`` is ``"diag"``, ``"full"``, ``"tied"`` (1, D, D) or None."""
+        if second_order == "diag":
+            s: FloatArray | None = np.zeros((n_components, n_dims))
+        elif second_order == "full":
+            s = np.zeros((n_components, n_dims, n_dims))
+        elif second_order == "tied":
+            s = np.zeros((1, n_dims, n_dims))
+        else:
+            s = None
+        return cls(np.zeros(n_components), np.zeros((n_components, n_dims)), s, 0.0, 0)
+
+
+#: Shifted log-likelihoods ``L - max`` are clipped here before ``exp`` (underflow guard).
+#: Every ``exp`` result is a factor of a product in the statistics GEMM (posterior times a
+#: scaled augmented frame ``[(x-c)**2, x-c, 1] / s``), and a product (or a GEMM partial sum)
+#: in the subnormal range costs ~10-60x on x86 (measured: 26 ms instead of 2 ms for one
+#: 4096 x 512 float32 statistics product; ``exp`` itself is ~7x slower when its results are
+#: subnormal, in float32 as in float64). The level is derived from the factors:
+#:
+#: * the posterior is ``p = exp(L - max) >= exp(clip)``;
+#: * it is multiplied by ``1/s`` with ``1 <= s <= K`` (``s`` sums ``p`` over components, the
+#:   largest term is exp(0) = 1), so by a factor ``>= 2**-20`` for ``K <= 2**20``, and by
+#:   ``|x-c|`` or ``(x-c)**2``, which we guard down to ``2**-20`` (``|x-c| >= 2**-10``;
+#:   smaller feature offsets are rare and merely risk a slow product, never a wrong one);
+#: * so every product is ``>= exp(clip) * 2**-40`` and stays normal when
+#:   ``exp(clip) >= tiny * 2**40``: float32 ``tiny = 2**-126`` needs ``clip >= -59.6``,
+#:   float64 ``tiny = 2**-1022`` needs ``clip >= -680.7``.
+#:
+#: We take -50 (``e**-50 = 2**-72.1``, margin ``2**13.9`` over float32 ``tiny``) and -600
+#: (``2**-865.6``, margin ``2**116``). What it costs: a posterior below ``e**clip`` times
+#: the frame's largest is raised to that, which changes a frame's statistics by at most
+#: ``K e**clip`` relative (``<= 2**-52`` for ``K <= 2**20`` in float32): below float32's
+#: own rounding (``2**-24``).
+_CLIP = {np.dtype(np.float32): -50.0, np.dtype(np.float64): -600.0}
+#: float32 statistics are summed in float64 over sub-blocks of this many frames: a float32
+#: GEMM sums at most ``_STAT_BLOCK`` products before a float64 addition, which bounds its
+#: rounding error by ``gamma_(b+4)`` whatever the BLAS kernel's summation order (see
+#: :func:`accumulate`).
+_STAT_BLOCK = 128
+#: Components whose squared distance from the shift exceeds this many variances (in some
+#: dimension, at the current parameters) get their statistics in float64: for them the
+#: float32 error, proportional to ``E[(x-c)**2] / var``, would no longer be bounded by a
+#: small constant (see :func:`accumulate`).
+_FAR = 64.0
+#: Elements of one (frames x K) posterior tile: the E-step of a chunk runs over tiles of
+#: ``_TILE // K`` frames so the element-wise passes stay in cache (and threads balance).
+_TILE = 1 << 21
+_LOG_2PI = float(np.log(2.0 * np.pi))
+#: Element budget of one temporary block in the full-covariance E-step (8M doubles = 64 MB).
+_FULL_BUDGET = 8_000_000
+
+
+def resolve_dtype(dtype: Any, covariance_type: str) -> np.dtype:
+    """The compute dtype: ``dtype`` (float32 or float64), or by default float32 for diag and
+    spherical mixtures and float64 for full and tied ones; ValueError for anything else."""
+    if dtype is None:
+        return np.dtype(np.float32) if covariance_type in ("diag", "spherical") else np.dtype(np.float64)
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+@dataclass(frozen=True)
+class PreparedDiag:
+    """Natural parameters of a diag mixture stacked for one fused GEMM.
+
+    ``L = [(x-c)**2, x-c, 1] @ W`` gives ``log w_k + log N(x | k)`` for every component.
+    """
+
+    W: np.ndarray  # (2D+1, K) in the compute dtype
+    shift: FloatArray  # (D,) float64, subtracted from every frame (conditioning in float32)
+    dtype: np.dtype
+    n_dims: int
+    #: components whose statistics are computed in float64 (float32 only; see ``_FAR``)
+    far: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+
+
+@dataclass(frozen=True)
+class PreparedFull:
+    """Cholesky factors of the precisions (full or tied), means in shifted coordinates."""
+
+    prec_chol: FloatArray  # (K, D, D) full or (D, D) tied; x @ prec_chol whitens
+    means: FloatArray  # (K, D), shifted
+    const: FloatArray  # (K,) log w_k - D/2 log 2pi + log det prec_chol
+    shift: FloatArray  # (D,)
+    tied: bool
+    dtype: np.dtype
+    n_dims: int
+
+
+def precision_cholesky(cov: FloatArray) -> FloatArray:
+    """Upper factor U with ``U U^T = cov^{-1}`` for a batch (..., D, D), via Cholesky of cov.
+
+    ``cov = L L^T`` so ``cov^{-1} = L^{-T} L^{-1}`` and ``U = L^{-T}``; ``L^{-1}`` is a
+    triangular solve against the identity (no general inverse of ``cov``).
+    """
+    from scipy.linalg import solve_triangular
+
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError as exc:
+        raise ModelError("a covariance matrix is not positive definite; raise the variance floor") from exc
+    eye = np.eye(cov.shape[-1])
+    if chol.ndim == 2:
+        return solve_triangular(chol, eye, lower=True).T
+    out = np.empty_like(chol)
+    for k in range(chol.shape[0]):  # small D x D solves, once per model preparation
+        out[k] = solve_triangular(chol[k], eye, lower=True).T
+    return out
+
+
+def prepare(params: MixtureParams, dtype: np.dtype) -> PreparedDiag | PreparedFull:
+    """Prepare a mixture for the E-step and scoring in compute dtype ``dtype``.
+
+    All variants work in coordinates shifted by ``c = sum_k w_k mu_k / sum_k w_k`` (rounded
+    to ``dtype``), which keeps the float32 products well conditioned on features that are
+    not centred.
+
+    Returns
+    -------
+    PreparedDiag
+        diag/spherical: ``W`` (2D+1, K) with ``[(x-c)**2, x-c, 1] @ W = log w_k + log N(x|k)``,
+        and (float32) the components accumulated in float64 (``far``).
+    PreparedFull
+        full/tied: Cholesky factors of the precisions and the constant terms (float64).
+    """
+    w = np.asarray(params.weights, dtype=np.float64)
+    mu = np.asarray(params.means, dtype=np.float64)
+    K, D = mu.shape
+    with np.errstate(divide="ignore"):
+        log_w = np.log(w)
+    shift = w @ mu / max(float(w.sum()), np.finfo(float).tiny)
+    # exactly representable in the compute dtype: the frames are shifted by this very value
+    shift = shift.astype(dtype).astype(np.float64)
+    mu_c = mu - shift
+    if params.covariance_type in ("diag", "spherical"):
+        var = np.asarray(params.diag_variances(), dtype=np.float64)
+        prec = 1.0 / var
+        W = np.empty((2 * D + 1, K), dtype=np.float64)
+        W[:D] = -0.5 * prec.T
+        W[D : 2 * D] = (prec * mu_c).T
+        W[2 * D] = log_w - 0.5 * (D * _LOG_2PI + np.log(var).sum(1) + (prec * mu_c**2).sum(1))
+        far = np.empty(0, dtype=np.intp)
+        if dtype == np.dtype(np.float32):
+            far = np.flatnonzero((prec * mu_c**2).max(1) > _FAR)
+        return PreparedDiag(
+            W=np.ascontiguousarray(W, dtype=dtype), shift=shift, dtype=dtype, n_dims=D, far=far
+        )
+    tied = params.covariance_type == "tied"
+    pc = precision_cholesky(np.asarray(params.covariances, dtype=np.float64))
+    log_det = np.log(np.diagonal(pc, axis1=-2, axis2=-1)).sum(-1)
+    const = log_w - 0.5 * D * _LOG_2PI + log_det
+    return PreparedFull(
+        prec_chol=pc,
+        means=mu_c,
+        const=np.asarray(const, dtype=np.float64),
+        shift=shift,
+        tied=tied,
+        dtype=dtype,
+        n_dims=D,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Block kernels
+# ---------------------------------------------------------------------------------------
+
+
+def diag_augmented(X: np.ndarray, prep: PreparedDiag) -> np.ndarray:
+    """``[(x-c)**2, x-c, 1]``, shape (n, 2D+1), in the compute dtype."""
+    n, D = X.shape
+    A = np.empty((n, 2 * D + 1), dtype=prep.dtype)
+    np.subtract(X, prep.shift.astype(prep.dtype), out=A[:, D : 2 * D], casting="unsafe")
+    np.square(A[:, D : 2 * D], out=A[:, :D])
+    A[:, 2 * D] = 1.0
+    return A
+
+
+def full_logdens(X: np.ndarray, prep: PreparedFull) -> np.ndarray:
+    """``log w_k + log N(x | k)`` for a full or tied mixture, (n, K) float64."""
+    Xc = np.asarray(X, dtype=np.float64) - prep.shift
+    n = Xc.shape[0]
+    K, D = prep.means.shape
+    if prep.tied:
+        Y = Xc @ prep.prec_chol
+        M = prep.means @ prep.prec_chol
+        maha = (Y**2).sum(1)[:, None] - 2.0 * (Y @ M.T) + (M**2).sum(1)[None, :]
+        np.maximum(maha, 0.0, out=maha)
+        return prep.const[None, :] - 0.5 * maha
+    out = np.empty((n, K), dtype=np.float64)
+    mu_w = np.einsum("kd,kde->ke", prep.means, prep.prec_chol)  # (K, D) whitened means
+    kb = max(1, min(K, _FULL_BUDGET // max(1, n * D)))
+    for a in range(0, K, kb):  # groups of components sized to the memory budget
+        b = min(K, a + kb)
+        Y = np.matmul(Xc[None, :, :], prep.prec_chol[a:b])  # (kb, n, D)
+        Y -= mu_w[a:b, None, :]
+        out[:, a:b] = (np.einsum("knd,knd->kn", Y, Y)).T
+    return prep.const[None, :] - 0.5 * out
+
+
+def exp_clip_level(dtype: Any) -> float:
+    """Floor applied to shifted log-likelihoods before ``exp`` (see ``_CLIP``), float32 or float64."""
+    return _CLIP[np.dtype(dtype)]
+
+
+def clipped_exp(L: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``exp(max(L, clip))`` for shifted log-likelihoods ``L <= 0`` (float32 or float64).
+
+    Use it wherever an ``exp`` result feeds a product: the result is never subnormal
+    (``>= exp(clip)``, see ``_CLIP`` for the derivation of the level), so products with
+    the factors of an E-step stay normal numbers. ``out`` may be ``L`` (in place).
+
+    Parameters
+    ----------
+    L : ndarray, float32 or float64
+        Log-likelihoods shifted by their row maximum (values ``<= 0``; ``-inf`` allowed).
+    out : ndarray, optional
+        Output array of L's shape and dtype.
+
+    Returns
+    -------
+    ndarray, same shape and dtype as L
+    """
+    out = np.maximum(L, _CLIP[L.dtype], out=out)
+    return np.exp(out, out=out)
+
+
+def _exp_minus_row_max(L: np.ndarray) -> np.ndarray:
+    """In place: ``L <- exp(max(L - row max, clip))``; returns the row maxima (L's dtype)."""
+    m = L.max(axis=1)
+    m[~np.isfinite(m)] = 0.0  # a frame with -inf everywhere (zero weights only) stays -inf
+    L -= m[:, None]
+    clipped_exp(L, out=L)
+    return m
+
+
+def shifted_exp(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """In place: ``L <- exp(L - max)`` (clipped), returns (row max, row sum) in L's dtype.
+
+    The unnormalised posteriors of the E-step: ``log p(x_t) = max_t + log sum_t`` and the
+    posteriors are ``L / sum_t`` (folded into the statistics GEMM by :func:`block_stats`).
+    """
+    m = _exp_minus_row_max(L)
+    return m, L.sum(axis=1)
+
+
+def posteriors(L: np.ndarray) -> np.ndarray:
+    """In place: component posteriors (T, K) from weighted log-densities ``L`` (T, K).
+
+    ``exp(L - max)`` with the underflow clip, divided by its row sum (summed in float64,
+    then rounded to L's dtype). Returns ``L``.
+    """
+    _exp_minus_row_max(L)
+    L /= L.sum(axis=1, keepdims=True, dtype=np.float64).astype(L.dtype)
+    return L
+
+
+@dataclass
+class BlockStats:
+    """Statistics of one block in (possibly) shifted coordinates."""
+
+    n: np.ndarray
+    f: np.ndarray
+    s: np.ndarray | None
+    loglik: float
+    n_frames: int
+
+
+def diag_operands(X: np.ndarray, prep: PreparedDiag) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Operands of the statistics GEMM of one block: ``(P, A, m, s)``.
+
+    ``P`` (n, K) holds ``exp(L - m)`` (clipped, unnormalised posteriors) and ``A`` (n, 2D+1)
+    the augmented frames ``[(x-c)**2, x-c, 1]`` scaled by ``1/s``, both in the compute
+    dtype; ``m`` and ``s`` are each frame's max and sum of ``P``'s row before the scaling.
+    """
+    A = diag_augmented(X, prep)
+    L = A @ prep.W  # (n, K): the one fused GEMM
+    m, s = shifted_exp(L)
+    # Posterior normalisation folded into the statistics GEMM: scale the (n, 2D+1)
+    # augmented frames by 1/s instead of the (n, K) posteriors.
+    A *= (1.0 / s)[:, None]
+    return L, A, m, s
+
+
+def gemm_tn_sum(P: np.ndarray, A: np.ndarray, block: int) -> np.ndarray:
+    """``P.T @ A`` in float64, as float32 (or float64) GEMMs over sub-blocks of ``block`` rows.
+
+    Each GEMM sums at most ``block`` products in the compute dtype, whatever order the BLAS
+    kernel chooses; the sub-block results are summed in float64. The loop runs over blocks of
+    frames (a few dozen per tile), each one a GEMM.
+    """
+    n = P.shape[0]
+    if P.dtype == np.float64 or n <= block:
+        return np.asarray(P.T @ A, dtype=np.float64)
+    R = np.zeros((P.shape[1], A.shape[1]))
+    tmp = np.empty((P.shape[1], A.shape[1]), dtype=P.dtype)
+    for a in range(0, n, block):
+        np.matmul(P[a : a + block].T, A[a : a + block], out=tmp)
+        R += tmp
+    return R
+
+
+def far_stats(
+    X: np.ndarray, P: np.ndarray, s: np.ndarray, prep: PreparedDiag, second_order: bool
+) -> np.ndarray:
+    """float64 ``(P[:, far] / s).T @ [(x-c)**2, x-c, 1]`` (without the first block when not
+    ``second_order``): the statistics of the far components, (K_far, 2D+1) or (K_far, D+1)."""
+    n, D = X.shape
+    Pf = np.take(P, prep.far, axis=1).astype(np.float64)  # (n, K_far)
+    Pf *= (1.0 / s.astype(np.float64))[:, None]
+    A = np.empty((n, 2 * D + 1))
+    np.subtract(X, prep.shift, out=A[:, D : 2 * D])
+    A[:, 2 * D] = 1.0
+    if not second_order:
+        return Pf.T @ A[:, D:]
+    np.square(A[:, D : 2 * D], out=A[:, :D])
+    return Pf.T @ A
+
+
+def block_stats(X: np.ndarray, prep: PreparedDiag | PreparedFull, second_order: bool) -> BlockStats:
+    """Statistics (shifted coordinates) of one block X (n, D): one fused log-density GEMM,
+    clipped posteriors, one statistics GEMM (diag) or whitened products (full/tied)."""
+    D = X.shape[1]
+    if isinstance(prep, PreparedDiag):
+        L, A, m, s = diag_operands(X, prep)
+        loglik = float(np.sum(m, dtype=np.float64) + np.sum(np.log(s.astype(np.float64))))
+        cols = slice(0, 2 * D + 1) if second_order else slice(D, 2 * D + 1)
+        R = gemm_tn_sum(L, A[:, cols], _STAT_BLOCK)  # (K, 2D+1) = [S, F, N] or (K, D+1) = [F, N]
+        if prep.far.size:
+            R[prep.far] = far_stats(X, L, s, prep, second_order)
+        if second_order:
+            return BlockStats(R[:, 2 * D].copy(), R[:, D : 2 * D].copy(), R[:, :D].copy(), loglik, X.shape[0])
+        return BlockStats(R[:, D].copy(), R[:, :D].copy(), None, loglik, X.shape[0])
+    L = full_logdens(X, prep)
+    m, s = shifted_exp(L)
+    loglik = float(np.sum(m) + np.sum(np.log(s)))
+    L /= s[:, None]  # posteriors (n, K)
+    Xc = np.asarray(X, dtype=np.float64) - prep.shift
+    n_k = L.sum(0)
+    f = L.T @ Xc
+    S: np.ndarray | None = None
+    if second_order:
+        if prep.tied:
+            S = (Xc.T @ Xc)[None]  # only the total second moment is needed
+        else:
+            iu0, iu1 = np.triu_indices(D)
+            K = L.shape[1]
+            Su = np.zeros((K, iu0.size))
+            rb = max(1, _FULL_BUDGET // max(1, iu0.size))
+            for a in range(0, Xc.shape[0], rb):
+                Z = Xc[a : a + rb, iu0] * Xc[a : a + rb, iu1]
+                Su += L[a : a + rb].T @ Z
+            S = np.empty((K, D, D))
+            S[:, iu0, iu1] = Su
+            S[:, iu1, iu0] = Su
+    return BlockStats(n_k, f, S, loglik, X.shape[0])
+
+
+def unshift(total: BlockStats, shift: FloatArray, full: bool) -> Stats:
+    """Statistics about the origin from statistics about the shift ``c``:
+    ``F = F_c + N c``, ``S = S_c + 2 F_c c + N c^2`` (diag; the matrix analogue for full and tied)."""
+    n, f, s = total.n, total.f, total.s
+    f_abs = f + n[:, None] * shift[None, :]
+    s_abs = None
+    if s is not None:
+        if not full:
+            s_abs = s + 2.0 * f * shift[None, :] + n[:, None] * shift[None, :] ** 2
+        elif s.shape[0] == 1 and n.shape[0] != 1:  # tied: total second moment
+            N, Fs = n.sum(), f.sum(0)
+            s_abs = s + (np.outer(Fs, shift) + np.outer(shift, Fs) + N * np.outer(shift, shift))[None]
+        else:
+            cross = f[:, :, None] * shift[None, None, :]
+            s_abs = s + cross + cross.transpose(0, 2, 1) + n[:, None, None] * np.outer(shift, shift)[None]
+    return Stats(n=n, f=f_abs, s=s_abs, loglik=float(total.loglik), n_frames=int(total.n_frames))
+
+
+def check_block(X: Any, D: int) -> np.ndarray:
+    """X as a 2-D float array (n, D); integers become float64; DataError on another shape."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != D:
+        raise DataError(f"expected frames of shape (n, {D}), got {X.shape}")
+    if X.dtype.kind != "f":
+        X = X.astype(np.float64)
+    return X
+
+
+def blocks(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(n)`` in blocks of ``chunk_size`` rows."""
+    chunk_size = max(1, int(chunk_size))
+    return [(a, min(n, a + chunk_size)) for a in range(0, n, chunk_size)]
+
+
+def run_blocks(fn: Callable[[int, int], Any], blocks: list[tuple[int, int]], n_threads: int) -> Iterator[Any]:
+    """Apply ``fn`` to every block, in threads (each with one BLAS thread) when asked.
+
+    Results are yielded in block order whatever the number of threads, so sums over them
+    do not depend on the parallelism; they are consumed as they come, so memory holds a
+    few blocks' results, not all of them.
+    """
+    if n_threads <= 1 or len(blocks) <= 1:
+        yield from (fn(a, b) for a, b in blocks)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(n_threads, len(blocks))) as ex:
+        yield from ex.map(lambda ab: fn(*ab), blocks)
+
+
+def sum_block_stats(parts: Iterable[BlockStats]) -> BlockStats:
+    """Sum block statistics in order (float64 accumulators)."""
+    it = iter(parts)
+    tot = next(it)
+    n, f = tot.n.copy(), tot.f.copy()
+    s = None if tot.s is None else tot.s.copy()
+    ll, nf = tot.loglik, tot.n_frames
+    for p in it:
+        n += p.n
+        f += p.f
+        if s is not None and p.s is not None:
+            s += p.s
+        ll += p.loglik
+        nf += p.n_frames
+    return BlockStats(n, f, s, ll, nf)
+
+
+def accumulate_prepared(
+    X: np.ndarray, prep: PreparedDiag | PreparedFull, second_order: bool, chunk_size: int, n_threads: int
+) -> BlockStats:
+    """Shifted-coordinate statistics of X (non-empty) over blocks of ``chunk_size`` frames."""
+    if isinstance(prep, PreparedDiag):
+        chunk_size = min(chunk_size, max(256, _TILE // prep.W.shape[1]))
+    parts = run_blocks(
+        lambda a, b: block_stats(X[a:b], prep, second_order), blocks(X.shape[0], chunk_size), n_threads
+    )
+    return sum_block_stats(parts)
+
+
+def component_logdens(X: np.ndarray, prep: PreparedDiag | PreparedFull) -> np.ndarray:
+    """Weighted log-densities of a block, (n, K), in the compute dtype (float64 for full)."""
+    if isinstance(prep, PreparedDiag):
+        return diag_augmented(X, prep) @ prep.W
+    return full_logdens(X, prep)
+
+
+def prepared_stats(
+    X: np.ndarray,
+    prep: PreparedDiag | PreparedFull,
+    *,
+    second_order: bool,
+    chunk_size: int,
+    n_threads: int = 1,
+) -> Stats:
+    """Statistics of non-empty frames X (n, D) under a prepared mixture, in absolute coordinates.
+
+    :func:`accumulate_prepared` over chunks, then :func:`unshift`. ``s`` is (K, D) for a
+    diagonal mixture, (K, D, D) full, (1, D, D) tied; all float64.
+    """
+    return unshift(
+        accumulate_prepared(X, prep, second_order, chunk_size, n_threads), prep.shift, prep_is_full(prep)
+    )
+
+
+def prep_is_full(prep: PreparedDiag | PreparedFull) -> bool:
+    """True for a full- or tied-covariance preparation (its statistics are matrices)."""
+    return isinstance(prep, PreparedFull)
+
+
+# ---------------------------------------------------------------------------------------
+# Log-sum-exp and top-C selection
+# ---------------------------------------------------------------------------------------
+
+
+def logsumexp(a: FloatArray) -> FloatArray:
+    """``log sum_k exp(a[..., k])`` over the last axis: the package's one log-sum-exp.
+
+    The row maximum is subtracted and the shifted values go through :func:`clipped_exp`
+    (as in the E-step), so no subnormal term is summed; the sum changes by at most
+    ``K e**clip`` relative. Rows of all ``-inf`` give ``-inf``.
+
+    Parameters
+    ----------
+    a : ndarray, shape (..., K), float32 or float64
+
+    Returns
+    -------
+    ndarray, shape (...), a's dtype
+    """
+    a = np.asarray(a)
+    lead = a.shape[:-1]
+    work = np.array(a.reshape(-1, a.shape[-1]), copy=True)
+    m, s = shifted_exp(work)
+    with np.errstate(divide="ignore"):
+        out = m + np.log(s)
+    return out.reshape(lead)
+
+
+def top_c(L: FloatArray, c: int, *, method: str = "argmax") -> IntArray:
+    """Indices (T, c) of the ``c`` largest entries of each row of ``L`` (T, K).
+
+    ``"argmax"``: ``c`` rounds of a vectorised row argmax, best first (fast for small
+    ``c``); ``"argpartition"``: ``numpy.argpartition``, unordered. Both pick the same set
+    up to ties.
+    """
+    if method == "argpartition":
+        k = L.shape[1]
+        return np.argpartition(L, k - c, axis=1)[:, k - c :]
+    if method != "argmax":
+        raise ValueError(f"top_c: method must be 'argmax' or 'argpartition', got {method!r}")
+    work = L.copy()
+    rows = np.arange(L.shape[0])
+    idx = np.empty((L.shape[0], c), dtype=np.intp)
+    for j in range(c):  # c rounds (c is small), each a vectorised pass over all frames
+        best = work.argmax(axis=1)
+        idx[:, j] = best
+        work[rows, best] = -np.inf
+    return idx
+
+
+# ---------------------------------------------------------------------------------------
+# A diagonal UBM prepared for scoring
+# ---------------------------------------------------------------------------------------
+
+
+def diag_ubm(ubm: Any, *, what: str) -> MixtureParams:
+    """A UBM's parameters as a diagonal mixture (spherical variances expanded to (K, D)).
+
+    Raises
+    ------
+    ModelError
+        Full or tied covariances, or non-positive variances / negative weights; ``what``
+        names the caller (e.g. ``"scoring"``).
+    """
+    params = as_params(ubm)
+    if params.covariance_type not in ("diag", "spherical"):
+        raise ModelError(
+            f"{what} supports diagonal-covariance UBMs only; this UBM is {params.covariance_type!r}"
+        )
+    var = params.diag_variances()
+    if np.any(var <= 0) or np.any(params.weights < 0):
+        raise ModelError(f"{what}: UBM has non-positive variances or negative weights")
+    return MixtureParams(params.weights, params.means, var, "diag")
