@@ -5,15 +5,20 @@ Layout of a store directory::
     store/
       manifest.json          utterance id -> shard, frame counts, source signature;
                              the feature config and its hash; written atomically
-      shard-<hash>.h5        "frames": every utterance of the shard, one after the other,
+      shard-<random>.h5      "frames": every utterance of the shard, one after the other,
                              (n_frames, dim) float32, chunked; "ids", "offsets" (n + 1),
                              "n_total" (frames before VAD) index it
 
 Each shard is written by exactly one worker under a temporary name and renamed when
-complete, and the manifest is rewritten (temp + rename) after every finished shard, so a
-crash never leaves a half-written shard that the store trusts: a shard the manifest does
-not name is an orphan and is deleted by the next extraction. An utterance is recomputed
-when its audio file changed (size or modification time) or the feature config changed.
+complete, so a crash never leaves a half-written shard that the store trusts. A shard
+carries its own index (ids, offsets, source paths and signatures): once renamed it is
+durable, even if the manifest (rewritten temp + rename at most every
+:data:`MANIFEST_INTERVAL` seconds, so that a run costs O(utterances) manifest writing, not
+O(utterances^2)) never heard of it. The next extraction adopts such shards' utterances
+whose source files are unchanged, and deletes the other orphans. An utterance is recomputed
+when its audio file changed (size or modification time) or the feature config changed;
+if it can no longer be used, its entry is removed (never left serving the old frames).
+Shard names are random and never reused (see :func:`_new_shard_name`).
 
 Why one contiguous dataset per shard rather than one dataset per utterance: EM reads every
 frame once per iteration, and h5py costs about a millisecond per dataset access. With
@@ -30,6 +35,7 @@ import json
 import logging
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +53,8 @@ __all__ = ["FeatureStore", "ExtractionReport", "extract_to_store", "config_hash"
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-#: Seconds between manifest rewrites while extracting (each finished shard is recorded).
+#: Seconds between manifest rewrites while extracting. Finished shards do not depend on it:
+#: each is self-describing and adopted by the next run if the manifest missed it.
 MANIFEST_INTERVAL = 5.0
 STORE_VERSION = 2  # 2: contiguous frames per shard (1: one dataset per utterance)
 
@@ -56,6 +63,78 @@ def config_hash(config_dict: dict[str, Any]) -> str:
     """Stable SHA-1 of a JSON-serialisable configuration."""
     blob = json.dumps(config_dict, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha1(blob).hexdigest()
+
+
+class _UtteranceBar:
+    """The features progress bar: it moves per utterance, as the workers finish them.
+
+    Workers put a 1 per utterance on a queue served by a ``multiprocessing.Manager`` of
+    this process, and a thread here moves the bar. Under a Dask backend the workers may
+    run on other machines that cannot reach that queue, so there the bar moves per
+    finished shard instead.
+
+    Parameters
+    ----------
+    total : int
+        Utterances to extract.
+    backend : str or None
+        The joblib backend named by the caller (None: the active one).
+    """
+
+    def __init__(self, total: int, backend: str | None) -> None:
+        import threading
+
+        from joblib.parallel import get_active_backend
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="features", unit="utt")
+        self.ticks: Any = None
+        self._manager: Any = None
+        self._thread: threading.Thread | None = None
+        dask = backend == "dask" or type(get_active_backend()[0]).__name__.startswith("Dask")
+        if not dask:
+            import multiprocessing
+
+            self._manager = multiprocessing.Manager()
+            self.ticks = self._manager.Queue()
+            self._thread = threading.Thread(target=self._drain, name="features-progress", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            n = self.ticks.get()
+            if n is None:
+                return
+            self.bar.update(n)
+
+    def shard_done(self, n_utterances: int) -> None:
+        """A shard of ``n_utterances`` finished (moves the bar only where workers cannot)."""
+        if self.ticks is None:
+            self.bar.update(n_utterances)
+
+    def close(self) -> None:
+        """Wait for the last ticks, stop the queue's server, close the bar."""
+        if self._thread is not None:
+            self.ticks.put(None)
+            self._thread.join()
+            self._manager.shutdown()
+        self.bar.close()
+
+
+def _new_shard_name(store_dir: Path) -> str:
+    """A shard name never used before in ``store_dir``.
+
+    Names are random, not derived from the shard's contents: a name that hashed the id
+    list was reused when the same ids were extracted again, and a manifest entry left
+    from the earlier write then pointed at rows of the new shard, which may belong to
+    another utterance. A fresh name per write makes such an entry point at a file that
+    no longer exists (a clear error) instead of at someone else's frames, and costs
+    nothing on read, unlike a per-entry checksum verified on every EM pass.
+    """
+    while True:
+        name = f"shard-{uuid.uuid4().hex[:16]}.h5"
+        if not (store_dir / name).exists():
+            return name
 
 
 def _source_signature(path: Path) -> list[int]:
@@ -96,8 +175,12 @@ def _extract_shard(
     config_dict: dict[str, Any],
     compression: str | None,
     resample: bool,
+    ticks: Any = None,
 ) -> tuple[str, dict[str, dict[str, Any]], dict[str, str]]:
-    """Worker: extract ``items`` [(utt_id, path)] into one shard; return metadata and failures."""
+    """Worker: extract ``items`` [(utt_id, path)] into one shard; return metadata and failures.
+
+    ``ticks``, a queue (or None), receives a 1 per utterance done, for a progress bar.
+    """
     import h5py
 
     from gmmspeaker.audio import load_audio
@@ -135,6 +218,8 @@ def _extract_shard(
                 feats = extract(signal, config, name=str(src))
             except (AudioError, DataError) as exc:
                 failures[utt_id] = str(exc)
+                if ticks is not None:
+                    ticks.put(1)
                 continue
             frames = np.ascontiguousarray(feats.frames, dtype=np.float32)
             start = offsets[-1]
@@ -151,9 +236,22 @@ def _extract_shard(
                 "source": str(src),
                 "signature": _source_signature(src),
             }
+            if ticks is not None:
+                ticks.put(1)
         h5.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         h5.create_dataset("offsets", data=np.asarray(offsets, dtype=np.int64))
         h5.create_dataset("n_total", data=np.asarray(n_totals, dtype=np.int64))
+        # what makes the shard self-describing: a shard renamed into place is durable
+        # even if the manifest never hears of it (see _adopt_orphans)
+        h5.create_dataset(
+            "sources",
+            data=np.array([meta[u]["source"] for u in ids], dtype=object),
+            dtype=h5py.string_dtype(),
+        )
+        h5.create_dataset(
+            "signatures",
+            data=np.asarray([meta[u]["signature"] for u in ids], dtype=np.int64).reshape(len(ids), 2),
+        )
         h5.flush()
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
@@ -414,6 +512,76 @@ def _iter_chunks(
         yield np.concatenate(buf) if len(buf) > 1 else buf[0]
 
 
+def _adopt_orphans(store_dir: Path, manifest: dict[str, Any], wanted: dict[str, Path]) -> int:
+    """Record in ``manifest`` the utterances of shards it does not name but can trust.
+
+    Each shard carries its utterance ids, offsets, source paths and source signatures,
+    and is renamed into place only when complete, so a shard on disk is durable the
+    moment it exists, whether or not the manifest was rewritten after it (the manifest is
+    rewritten at most every :data:`MANIFEST_INTERVAL` seconds to stay O(utterances) per
+    run). An utterance of such a shard is adopted when it is in ``wanted`` (id -> path),
+    the path is the same, the file's current signature equals the one the shard recorded,
+    and the manifest has no entry valid for that file. Shards of another feature config or
+    store version, unreadable ones and those without sources are not trusted.
+
+    Returns
+    -------
+    int
+        Number of utterances adopted.
+    """
+    import h5py
+
+    utts: dict[str, dict[str, Any]] = manifest["utterances"]
+    live = {e["shard"] for e in utts.values()}
+    adopted = 0
+    for f in sorted(store_dir.glob("shard-*.h5")):
+        if f.name in live:
+            continue
+        try:
+            with h5py.File(f, "r") as h5:
+                if (
+                    h5.attrs.get("gmmspeaker_store_version") != STORE_VERSION
+                    or h5.attrs.get("config_hash") != manifest["config_hash"]
+                    or "sources" not in h5
+                ):
+                    continue
+                ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
+                sources = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["sources"][()]]
+                offsets = np.asarray(h5["offsets"][()], dtype=np.int64)
+                n_total = np.asarray(h5["n_total"][()], dtype=np.int64)
+                sigs = np.asarray(h5["signatures"][()], dtype=np.int64)
+                n_rows = int(h5["frames"].shape[0])
+        except (OSError, KeyError, ValueError) as exc:
+            logger.warning("%s: unreadable orphan shard, removing it (%s)", f, exc)
+            continue
+        if not (len(sources) == len(ids) == len(n_total) == len(sigs) == len(offsets) - 1) or (
+            offsets.size and offsets[-1] != n_rows
+        ):
+            continue
+        for i, utt_id in enumerate(ids):
+            path = wanted.get(utt_id)
+            if path is None or str(path) != sources[i]:
+                continue
+            sig = _signature_or_none(path)
+            entry = utts.get(utt_id)
+            if sig is None or sig != sigs[i].tolist():
+                continue
+            if entry is not None and entry.get("source") == str(path) and entry.get("signature") == sig:
+                continue  # the manifest already has valid features for this file
+            utts[utt_id] = {
+                "shard": f.name,
+                "offset": int(offsets[i]),
+                "n_frames": int(offsets[i + 1] - offsets[i]),
+                "n_total": int(n_total[i]),
+                "source": sources[i],
+                "signature": sig,
+            }
+            manifest["skipped"].pop(utt_id, None)
+            manifest["skipped_signatures"].pop(utt_id, None)
+            adopted += 1
+    return adopted
+
+
 def _load_manifest(store_dir: Path) -> dict[str, Any] | None:
     path = store_dir / MANIFEST
     if not path.is_file():
@@ -485,9 +653,10 @@ def extract_to_store(
         raise DataError("nothing to extract: the utterance list is empty")
 
     manifest = _load_manifest(store)
+    rebuild = False
     if manifest is not None and manifest.get("version") != STORE_VERSION:
         logger.info("%s: feature store of an older format, recomputing every utterance", store)
-        manifest = None
+        manifest, rebuild = None, True
     if manifest is not None and manifest.get("config_hash") != chash:
         logger.info("%s: feature config changed, recomputing every utterance", store)
         manifest = None
@@ -502,6 +671,18 @@ def extract_to_store(
     utts: dict[str, dict[str, Any]] = manifest["utterances"]
     skipped_prev: dict[str, str] = manifest.setdefault("skipped", {})
     skipped_sig: dict[str, Any] = manifest.setdefault("skipped_signatures", {})
+
+    # Shards finished by an interrupted run and not yet in the manifest are adopted where
+    # their sources are unchanged; the other orphans (superseded) are removed.
+    adopted = 0 if rebuild else _adopt_orphans(store, manifest, {u: p for u, p in items})
+    if adopted:
+        logger.info("%s: %d utterances recovered from shards of an interrupted run", store, adopted)
+    live = {e["shard"] for e in utts.values()}
+    for f in store.glob("shard-*.h5"):
+        if f.name not in live:
+            f.unlink()
+    for f in store.glob(".shard-*.tmp-*"):
+        f.unlink()
 
     report = ExtractionReport()
     todo: list[tuple[str, str]] = []
@@ -520,20 +701,13 @@ def extract_to_store(
             and skipped_sig.get(utt_id) == _signature_or_none(path)
         ):
             report.skipped[utt_id] = skipped_prev[utt_id]  # known bad and unchanged: not retried
+            utts.pop(utt_id, None)  # and never served from an entry made before it went bad
         else:
             todo.append((utt_id, str(path)))
 
-    # Orphan shards (from a crashed run, or superseded) are removed: the manifest is the truth.
-    live = {e["shard"] for e in utts.values()}
-    for f in store.glob("shard-*.h5"):
-        if f.name not in live:
-            f.unlink()
-    for f in store.glob(".shard-*.tmp-*"):
-        f.unlink()
-
     if todo:
         shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
-        names = [f"shard-{config_hash({'ids': [u for u, _ in s], 'cfg': chash})[:16]}.h5" for s in shards]
+        names = [_new_shard_name(store) for _ in shards]
         logger.info(
             "extracting features of %d utterances (%d cached) into %d shards with %d jobs",
             len(todo),
@@ -542,39 +716,41 @@ def extract_to_store(
             jobs,
         )
         failures: dict[str, str] = {}
-        tasks = (
-            delayed(_extract_shard)(s, str(store), n, cfg, compression, resample)
-            for s, n in zip(shards, names)
-        )
-        results = Parallel(n_jobs=jobs, backend=backend, return_as="generator")(tasks)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), desc="features", unit="utt")
-        last_write = time.monotonic()
-        for k, (_shard_name, meta, fails) in enumerate(results):
-            for utt_id, entry in meta.items():
-                utts[utt_id] = entry
-                skipped_prev.pop(utt_id, None)
-                skipped_sig.pop(utt_id, None)
-                report.computed.append(utt_id)
-                report.frames_total += entry["n_total"]
-                report.frames_kept += entry["n_frames"]
-            failures.update(fails)
-            if on_bad_audio == "skip":
-                skipped_prev.update(fails)
-                paths = dict(todo)
-                skipped_sig.update({u: _signature_or_none(Path(paths[u])) for u in fails})
-            # The manifest records finished shards for a resumed run; rewriting it after
-            # every shard would cost O(utterances^2), so at most every few seconds.
-            if time.monotonic() - last_write >= MANIFEST_INTERVAL or k == len(shards) - 1:
-                atomic_write_json(store / MANIFEST, manifest, indent=None)
-                last_write = time.monotonic()
+        bar = _UtteranceBar(len(todo), backend) if progress else None
+        try:
+            tasks = (
+                delayed(_extract_shard)(
+                    s, str(store), n, cfg, compression, resample, None if bar is None else bar.ticks
+                )
+                for s, n in zip(shards, names)
+            )
+            results = Parallel(n_jobs=jobs, backend=backend, return_as="generator")(tasks)
+            last_write = time.monotonic()
+            for k, (_shard_name, meta, fails) in enumerate(results):
+                for utt_id, entry in meta.items():
+                    utts[utt_id] = entry
+                    skipped_prev.pop(utt_id, None)
+                    skipped_sig.pop(utt_id, None)
+                    report.computed.append(utt_id)
+                    report.frames_total += entry["n_total"]
+                    report.frames_kept += entry["n_frames"]
+                failures.update(fails)
+                for utt_id in fails:
+                    utts.pop(utt_id, None)  # its source is no longer valid: its old frames must go
+                if on_bad_audio == "skip":
+                    skipped_prev.update(fails)
+                    paths = dict(todo)
+                    skipped_sig.update({u: _signature_or_none(Path(paths[u])) for u in fails})
+                # Rewriting the manifest after every shard would cost O(utterances^2), so at most
+                # every few seconds; shards finished in between are adopted by a resumed run.
+                if time.monotonic() - last_write >= MANIFEST_INTERVAL or k == len(shards) - 1:
+                    atomic_write_json(store / MANIFEST, manifest, indent=None)
+                    last_write = time.monotonic()
+                if bar is not None:
+                    bar.shard_done(len(meta) + len(fails))
+        finally:
             if bar is not None:
-                bar.update(len(meta) + len(fails))
-        if bar is not None:
-            bar.close()
+                bar.close()
         # Shards no longer referenced (every utterance recomputed elsewhere) are removed.
         live = {e["shard"] for e in utts.values()}
         for f in store.glob("shard-*.h5"):

@@ -176,6 +176,9 @@ def save_norm_cohort(
                 h5.create_dataset("model_cohort", data=np.asarray(model_cohort, dtype=np.float64))
             if cohort_cohort is not None:
                 h5.create_dataset("cohort_cohort", data=np.asarray(cohort_cohort, dtype=np.float64))
+            for name, m in (("model_cohort", model_cohort), ("cohort_cohort", cohort_cohort)):
+                if np.ma.isMaskedArray(m):  # self-trials the run left out: verify leaves them out too
+                    h5.create_dataset(f"{name}_excluded", data=np.ma.getmaskarray(m))
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -517,6 +520,9 @@ class Experiment:
                     "model_cohort": h5["model_cohort"][()] if "model_cohort" in h5 else None,
                     "cohort_cohort": h5["cohort_cohort"][()] if "cohort_cohort" in h5 else None,
                 }
+                for name in ("model_cohort", "cohort_cohort"):
+                    if n[name] is not None and f"{name}_excluded" in h5:
+                        n[name] = np.ma.MaskedArray(n[name], mask=h5[f"{name}_excluded"][()].astype(bool))
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"{path}: cannot read cohort statistics ({exc})") from None
         if n["method"] != method:
@@ -576,7 +582,7 @@ class Experiment:
         if self._norm is not None and self._norm["model_cohort"] is not None:
             rows = self._norm["model_cohort"][keep]
             if fresh:
-                rows = np.concatenate([rows, np.asarray(self._user.model_cohort)[fresh]])
+                rows = np.ma.concatenate([rows, np.asarray(self._user.model_cohort)[fresh]])
             self._model_cohort = rows
         else:
             self._model_cohort = None

@@ -21,7 +21,7 @@ def _ruff() -> list[str]:
         import ruff  # noqa: F401
     except ImportError:
         if shutil.which("ruff") is None:
-            pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
+            pytest.fail("ruff is not installed: pip install -e '.[test]' installs it")
         return ["ruff"]
     return [sys.executable, "-m", "ruff"]
 

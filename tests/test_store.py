@@ -160,3 +160,137 @@ def test_known_bad_files_are_not_retried_until_they_change(tmp_path, rng):
     write_wav(bad, speechlike(rng, 0.6))  # fixed: now extracted
     rep = extract_to_store(items, tmp_path / "store", CFG, on_bad_audio="skip")
     assert rep.computed == ["bad"] and rep.skipped == {}
+
+
+@pytest.mark.parametrize("on_bad_audio", ["skip", "error"])
+def test_file_turned_bad_loses_its_stale_features(tmp_path, on_bad_audio):
+    """Issue 11.1: a file reported unusable must not keep serving its old frames."""
+    utts = _corpus(tmp_path, n=3)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts, store_dir, CFG)
+    utts[1][1].write_bytes(b"these bytes are not audio at all")
+    if on_bad_audio == "skip":
+        with pytest.warns(SkippedInputWarning, match="u1.wav"):
+            rep = extract_to_store(utts, store_dir, CFG, on_bad_audio="skip")
+        assert set(rep.skipped) == {"spk/u1"}
+    else:
+        with pytest.raises(DataError, match="u1.wav"):
+            extract_to_store(utts, store_dir, CFG)
+    st = FeatureStore(store_dir)
+    assert st.ids == ["spk/u0", "spk/u2"] and "spk/u1" not in st
+    with pytest.raises(DataError, match="spk/u1"):
+        st.get("spk/u1")
+
+
+def test_rewritten_shard_never_serves_another_utterances_frames(tmp_path, rng):
+    """Issue 11.1: shard names used to hash the id list, so rewriting the same ids reused the
+    old name and an old entry could point at another utterance's rows in the new shard."""
+    from gmmspeaker.audio import load_audio
+
+    utts = _corpus(tmp_path, n=2)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts, store_dir, CFG, shard_size=2)
+    # both files change; u0 is now unusable, u1 is new (different length) audio
+    utts[0][1].write_bytes(b"not audio")
+    write_wav(utts[1][1], speechlike(rng, 0.9, f0=170))
+    with pytest.warns(SkippedInputWarning):
+        extract_to_store(utts, store_dir, CFG, shard_size=2, on_bad_audio="skip")
+    st = FeatureStore(store_dir)
+    assert st.ids == ["spk/u1"]
+    x, _ = load_audio(utts[1][1], sample_rate=8000)
+    np.testing.assert_array_equal(st.get("spk/u1"), extract(x, CFG, name="u1").frames)
+    # a second write of the same id list gets a new shard name, never the old one
+    before = {p.name for p in store_dir.glob("shard-*.h5")}
+    write_wav(utts[1][1], speechlike(rng, 0.7, f0=150))
+    extract_to_store(utts[1:], store_dir, CFG, shard_size=2)
+    after = {p.name for p in store_dir.glob("shard-*.h5")}
+    assert before.isdisjoint(after)
+
+
+def test_shards_the_manifest_missed_are_adopted_if_their_sources_are_unchanged(tmp_path, rng):
+    """Issue 11.2: a run killed before its manifest write must not lose finished shards."""
+    utts = _corpus(tmp_path, n=6)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts[:2], store_dir, CFG)
+    early = (store_dir / "manifest.json").read_bytes()
+    extract_to_store(utts, store_dir, CFG, jobs=2, shard_size=2)
+    want = FeatureStore(store_dir).get_many([u for u, _ in utts])
+    # as if the second run had been killed after its shards were renamed into place but
+    # before the manifest recorded them; meanwhile one source file changed
+    (store_dir / "manifest.json").write_bytes(early)
+    write_wav(utts[5][1], speechlike(rng, 0.8, f0=210))
+    rep = extract_to_store(utts, store_dir, CFG)
+    assert rep.computed == ["spk/u5"] and sorted(rep.cached) == sorted(u for u, _ in utts[:5])
+    st = FeatureStore(store_dir)
+    for u, _ in utts[:5]:
+        np.testing.assert_array_equal(st.get(u), want[u])
+    assert st.get("spk/u5").shape != want["spk/u5"].shape  # the changed file was recomputed
+    # a shard made with another feature config is never adopted
+    other = FeatureConfig(sample_rate=8000, n_mels=24, n_mfcc=13, deltas=2)
+    rep = extract_to_store(utts, store_dir, other)
+    assert len(rep.computed) == 6
+
+
+class RecordingBar:
+    """Stands in for tqdm: records the bar's name, total and every update."""
+
+    made: list[RecordingBar] = []
+
+    def __init__(self, iterable=None, *, total=None, desc=None, unit=None, **kw):
+        self.iterable, self.total, self.desc, self.updates = iterable, total, desc, []
+        RecordingBar.made.append(self)
+
+    def __iter__(self):
+        for x in self.iterable:
+            self.updates.append(1)
+            yield x
+
+    def update(self, n=1):
+        self.updates.append(n)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_features_progress_moves_per_utterance(tmp_path, monkeypatch, jobs):
+    """Issue 14.5: the bar moves per utterance (it used to jump once per shard)."""
+    import tqdm.auto
+
+    RecordingBar.made = []
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    utts = _corpus(tmp_path, n=5)
+    (tmp_path / "wav" / "bad.wav").write_text("not audio")
+    with pytest.warns(SkippedInputWarning):
+        extract_to_store(
+            utts + [("bad", tmp_path / "wav" / "bad.wav")],
+            tmp_path / "store",
+            CFG,
+            jobs=jobs,
+            shard_size=3,
+            on_bad_audio="skip",
+            progress=True,
+        )
+    (bar,) = RecordingBar.made
+    assert (bar.desc, bar.total) == ("features", 6) and bar.updates == [1] * 6
+    RecordingBar.made = []
+    extract_to_store(utts, tmp_path / "store2", CFG, jobs=jobs)  # progress off: no bar
+    assert RecordingBar.made == []
+
+
+def test_known_bad_file_drops_an_entry_left_by_an_older_run(tmp_path):
+    """A store written before issue 11.1 was fixed may hold both a skip record and the old
+    entry of a file that went bad; the next extraction must drop the entry."""
+    utts = _corpus(tmp_path, n=2)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts, store_dir, CFG)
+    old_entry = json.loads((store_dir / "manifest.json").read_text())["utterances"]["spk/u1"]
+    utts[1][1].write_bytes(b"not audio")
+    with pytest.warns(SkippedInputWarning):
+        extract_to_store(utts, store_dir, CFG, on_bad_audio="skip")
+    manifest = json.loads((store_dir / "manifest.json").read_text())
+    manifest["utterances"]["spk/u1"] = old_entry  # what the older code left behind
+    (store_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(SkippedInputWarning, match="1 unusable"):
+        rep = extract_to_store(utts, store_dir, CFG, on_bad_audio="skip")
+    assert rep.computed == [] and FeatureStore(store_dir).ids == ["spk/u0"]

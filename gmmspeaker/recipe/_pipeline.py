@@ -307,6 +307,7 @@ class Pipeline:
                 top_c=r.scoring.top_c,
                 jobs=r.jobs,
                 progress=self.progress,
+                enrollments=self.enrollments,
                 cohort_out=used,
             )
             if raw_path is not None:  # the main trials: keep what verification needs

@@ -10,6 +10,7 @@ override. A lock file keeps two runs out of one workdir.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ConfigError, GmmSpeakerError
 from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
 
-__all__ = ["run_recipe", "RunResult", "workdir_for"]
+__all__ = ["run_recipe", "RunResult", "workdir_for", "resolve_jobs"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,14 +76,45 @@ def _lock(workdir: Path) -> Iterator[None]:
         fh.close()
 
 
+def resolve_jobs(jobs: int, client: Any | None = None) -> int:
+    """The number of workers ``jobs`` stands for: itself if positive, else what is really there.
+
+    Parameters
+    ----------
+    jobs : int
+        A positive number of workers, or -1 for all of them.
+    client : dask.distributed.Client, optional
+        With a Dask client, -1 means every worker thread of its cluster (counted from the
+        client); without one, the CPUs this process may use (``joblib.cpu_count()``,
+        which follows CPU affinity and container CPU quotas, unlike ``os.cpu_count()``).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    if jobs != -1:
+        return int(jobs)
+    if client is not None:
+        n = sum(int(v) for v in client.nthreads().values())
+        if n < 1:
+            logger.warning("the Dask cluster has no workers yet; planning for 1")
+        return max(1, n)
+    import joblib
+
+    return max(1, int(joblib.cpu_count()))
+
+
 @contextlib.contextmanager
-def _parallel(recipe: Recipe, jobs: int) -> Iterator[None]:
-    """Route every joblib ``Parallel`` inside to the recipe's backend."""
+def _parallel(recipe: Recipe, jobs: int) -> Iterator[int]:
+    """Route every joblib ``Parallel`` inside to the recipe's backend; yield the number of workers."""
     import joblib
 
     if recipe.backend != "dask":
-        with joblib.parallel_config(backend=recipe.backend, n_jobs=jobs):
-            yield
+        n = resolve_jobs(jobs)
+        logger.info("%s backend: %d workers", recipe.backend, n)
+        with joblib.parallel_config(backend=recipe.backend, n_jobs=n):
+            yield n
         return
     try:
         from distributed import Client, LocalCluster
@@ -94,7 +126,7 @@ def _parallel(recipe: Recipe, jobs: int) -> Iterator[None]:
         if recipe.scheduler == "local":
             cluster = stack.enter_context(
                 LocalCluster(
-                    n_workers=max(1, jobs),
+                    n_workers=resolve_jobs(jobs),
                     threads_per_worker=1,
                     host="127.0.0.1",
                     dashboard_address=None,
@@ -109,9 +141,10 @@ def _parallel(recipe: Recipe, jobs: int) -> Iterator[None]:
                 raise GmmSpeakerError(
                     f"{recipe.path}: cannot reach the Dask scheduler {recipe.scheduler} ({exc})"
                 ) from None
-        logger.info("dask backend: %s", client)
-        with joblib.parallel_config(backend="dask", n_jobs=jobs):
-            yield
+        n = resolve_jobs(jobs, client)
+        logger.info("dask backend: %d workers (%s)", n, client)
+        with joblib.parallel_config(backend="dask", n_jobs=n):
+            yield n
 
 
 def _record(workdir: Path, stage: str) -> dict[str, Any] | None:
@@ -197,8 +230,10 @@ def run_recipe(
         with contextlib.ExitStack() as stack:
             if not dry_run:
                 stack.enter_context(_lock(wd))
-                stack.enter_context(_parallel(recipe, recipe.jobs))
-            pipe = _pipeline.Pipeline(recipe, wd, progress=progress)
+                n_jobs = stack.enter_context(_parallel(recipe, recipe.jobs))
+            # stages get -1 resolved to the real workers; recipe.json keeps what the user wrote
+            run_as = recipe if dry_run else dataclasses.replace(recipe, jobs=n_jobs)
+            pipe = _pipeline.Pipeline(run_as, wd, progress=progress)
             for i, stage in enumerate(STAGES):
                 if stage not in needed_stages(recipe):
                     continue

@@ -161,8 +161,11 @@ def enroll_models(
     jobs: int = 1,
     batch_size: int = 16,
     progress: bool = False,
+    desc: str = "enroll",
 ) -> SpeakerModels:
     """MAP-adapt ``ubm`` to every enrollment (pooling the frames of its utterances).
+
+    ``progress`` shows a bar named ``desc`` that moves per model.
 
     Raises
     ------
@@ -187,8 +190,13 @@ def enroll_models(
         delayed(_enroll_batch)(str(store.path), b, ubm, float(relevance), tuple(adapt)) for b in batches
     )
     adapted: list[tuple[str, Any]] = []
-    for part in _progress(results, total=len(batches), desc="enroll", unit="batch", enabled=progress):
+    bar = _progress(None, total=len(work), desc=desc, unit="model", enabled=progress)
+    for part in results:
         adapted.extend(part)
+        if bar is not None:
+            bar.update(len(part))
+    if bar is not None:
+        bar.close()
     return SpeakerModels.from_adapted(
         [mid for mid, _ in adapted],
         [m for _, m in adapted],
@@ -410,6 +418,7 @@ def normalize_trial_scores(
     top_c: int = 5,
     jobs: int = 1,
     progress: bool = False,
+    enrollments: Sequence[Enrollment] | None = None,
     cohort_out: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Z-, T-, ZT-, S- or adaptive S-norm of trial scores with a cohort of utterances.
@@ -419,28 +428,57 @@ def normalize_trial_scores(
     against each test utterance; ZT-norm also scores the cohort models against the cohort
     utterances. ``top_n`` is the adaptive S-norm's cohort size per side. When
     ``cohort_out`` is a dict, it receives what the normalisation used (``cohort_ids``,
-    ``model_cohort``, ``cohort_cohort``, ``cohort_models``), so a caller can store it.
+    ``model_cohort``, ``cohort_cohort``, ``cohort_models``), so a caller can store it;
+    the cohort matrices are masked arrays whose mask marks the self-trials.
+
+    Self-trials are left out of every cohort statistic: a cohort model is never scored on
+    its own enrolment utterance (ZT-norm's cohort-vs-cohort matrix, and a test utterance
+    that is also in the cohort), and a model's Z statistics leave out cohort utterances
+    it was enrolled from (when ``enrollments`` is given).
+
+    Trials that are unscored (NaN: their test audio was skipped as unusable) stay NaN and
+    take no part; the other trials are normalised as if the unscored ones were absent.
+
+    Returns
+    -------
+    ndarray, shape (n_trials,), float64, in the order of ``trials``.
     """
     from gmmspeaker.corpora.lists import Enrollment
     from gmmspeaker.scoring.norm import normalize_scores
 
+    scores = np.asarray(scores, dtype=np.float64)
     if method == "none":
-        return np.asarray(scores, dtype=np.float64)
+        return scores
     by_id = {u.utt_id: u for u in cohort}
     cohort_ids = [u for u in by_id if u in store]
     if len(cohort_ids) < 2:
         raise DataError(
             f"score normalisation needs at least 2 cohort utterances with features, got {len(cohort_ids)}"
         )
-    tests = sorted({t.test.utt_id for t in trials})
+    scored = np.isfinite(scores)
+    out = np.full(scores.shape, np.nan)
+    if not scored.all():
+        logger.warning(
+            "score normalisation: %d of %d trials are unscored (no features for their test audio) "
+            "and stay unnormalised",
+            int((~scored).sum()),
+            scores.size,
+        )
+    kept = [t for t, ok in zip(trials, scored) if ok]
+    tests = sorted({t.test.utt_id for t in kept})
     test_pos = {u: i for i, u in enumerate(tests)}
     model_pos = {m: i for i, m in enumerate(models.model_ids)}
-    model_idx = np.array([model_pos[t.model_id] for t in trials])
-    test_idx = np.array([test_pos[t.test.utt_id] for t in trials])
+    model_idx = np.array([model_pos[t.model_id] for t in kept])
+    test_idx = np.array([test_pos[t.test.utt_id] for t in kept])
     kw = dict(method=scoring_method, top_c=top_c, jobs=jobs, progress=progress)
     model_cohort = cohort_test = cohort_cohort = None
+    cohort_arr = np.array(cohort_ids, dtype=object)
     if method in ("znorm", "ztnorm", "snorm", "asnorm"):
-        model_cohort = score_matrix(store, cohort_ids, ubm, models, **kw)
+        enrolled = {e.model_id: {u.utt_id for u in e.utterances} for e in enrollments or ()}
+        own = np.array(
+            [[c in enrolled.get(m, ()) for c in cohort_ids] for m in models.model_ids], dtype=bool
+        ).reshape(len(models.model_ids), len(cohort_ids))
+        model_cohort = np.ma.MaskedArray(score_matrix(store, cohort_ids, ubm, models, **kw), mask=own)
     if method in ("tnorm", "ztnorm", "snorm", "asnorm"):
         cohort_models = enroll_models(
             store,
@@ -449,10 +487,18 @@ def normalize_trial_scores(
             relevance=relevance,
             adapt=adapt,
             jobs=jobs,
+            progress=progress,
+            desc="cohort enroll",
         )
-        cohort_test = score_matrix(store, tests, ubm, cohort_models, **kw)
+        self_test = cohort_arr[:, None] == np.array(tests, dtype=object)[None, :]
+        cohort_test = np.ma.MaskedArray(
+            score_matrix(store, tests, ubm, cohort_models, **kw), mask=self_test.astype(bool)
+        )
         if method == "ztnorm":
-            cohort_cohort = score_matrix(store, cohort_ids, ubm, cohort_models, **kw)
+            cohort_cohort = np.ma.MaskedArray(
+                score_matrix(store, cohort_ids, ubm, cohort_models, **kw),
+                mask=np.eye(len(cohort_ids), dtype=bool),
+            )
     if cohort_out is not None:
         cohort_out.update(
             cohort_ids=cohort_ids,
@@ -460,8 +506,10 @@ def normalize_trial_scores(
             cohort_cohort=cohort_cohort,
             cohort_models=cohort_models if method in ("tnorm", "ztnorm", "snorm", "asnorm") else None,
         )
-    return normalize_scores(
-        np.asarray(scores, dtype=np.float64),
+    if not scored.any():
+        return out
+    out[scored] = normalize_scores(
+        scores[scored],
         method=method,
         model_cohort=model_cohort,
         cohort_test=cohort_test,
@@ -470,6 +518,7 @@ def normalize_trial_scores(
         test_idx=test_idx,
         top_n=top_n,
     )
+    return out
 
 
 def write_scores(path: PathLike, trials: Sequence[Trial], scores: np.ndarray) -> None:

@@ -577,6 +577,7 @@ def _normalize_for_fusion(pipe: Any, system: str, scores: FloatArray) -> tuple[F
                 top_c=r.scoring.top_c,
                 jobs=r.jobs,
                 progress=pipe.progress,
+                enrollments=pipe.enrollments,
             )
         else:
             from gmmspeaker.ivector.backend import PLDA, Backend

@@ -18,6 +18,13 @@ and the raw scores in one of two layouts:
   ``test_idx`` of shape ``(n_trials,)`` giving each trial's row in ``model_cohort`` and
   column in ``cohort_test``.
 
+Any cohort matrix may be a :class:`numpy.ma.MaskedArray`: masked entries are left out of
+the statistics of their row or column. This is how self-trials are excluded, e.g. a
+T-cohort model scored on the very utterance it was enrolled from (in ZT-norm's
+``cohort_cohort``, or in ``cohort_test`` when a test utterance is also a cohort
+utterance): such a score is a target trial of the cohort model and would inflate the
+cohort statistics. Every row / column must keep at least one unmasked entry.
+
 The per-trial work is one gather and one fused arithmetic expression: no Python loop over
 trials. Which utterances and models form the cohort is the recipe's business; here they
 are just rows and columns. Standard deviations are population standard deviations
@@ -57,15 +64,24 @@ DEFAULT_STD_FLOOR = 1e-6
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_matrix(x: npt.ArrayLike, name: str) -> FloatArray:
-    a = np.asarray(x, dtype=np.float64)
+def _as_cohort(x: npt.ArrayLike, name: str) -> tuple[FloatArray, npt.NDArray[np.bool_] | None]:
+    """Values and excluded entries (the mask of a masked array, None if nothing is masked)."""
+    excluded = np.ma.getmaskarray(x) if np.ma.isMaskedArray(x) else None
+    a = np.asarray(np.ma.getdata(x), dtype=np.float64)
     if a.ndim != 2:
         raise DataError(f"{name} must be a 2-D score matrix, got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise DataError(f"{name} is empty (shape {a.shape}): the cohort needs at least one entry")
-    if not np.all(np.isfinite(a)):
-        raise DataError(f"{name} contains {int(np.count_nonzero(~np.isfinite(a)))} non-finite scores")
-    return a
+    if excluded is not None and not excluded.any():
+        excluded = None
+    bad = ~np.isfinite(a) if excluded is None else ~np.isfinite(a) & ~excluded
+    if bad.any():
+        raise DataError(f"{name} contains {int(np.count_nonzero(bad))} non-finite scores")
+    return a, excluded
+
+
+def _as_matrix(x: npt.ArrayLike, name: str) -> FloatArray:
+    return _as_cohort(x, name)[0]
 
 
 def _as_scores(x: npt.ArrayLike) -> FloatArray:
@@ -149,12 +165,14 @@ def cohort_stats(
     mean, std : ndarray, shape (n_b,) for axis 0 or (n_a,) for axis 1, float64
     """
     _check_floor(std_floor)
-    c = _as_matrix(cohort_scores, "cohort scores")
+    c, excluded = _as_cohort(cohort_scores, "cohort scores")
     if axis not in (0, 1):
         raise ConfigError(f"axis must be 0 or 1, got {axis!r}")
+    if top_n is not None and (int(top_n) != top_n or top_n < 1):
+        raise ConfigError(f"top_n must be a positive integer or None, got {top_n!r}")
+    if excluded is not None:
+        return _masked_stats(c, excluded, axis=axis, top_n=top_n, std_floor=std_floor)
     if top_n is not None:
-        if int(top_n) != top_n or top_n < 1:
-            raise ConfigError(f"top_n must be a positive integer or None, got {top_n!r}")
         n_c = c.shape[axis]
         if top_n < n_c:
             # The top_n largest along the axis, in no particular order.
@@ -165,6 +183,30 @@ def cohort_stats(
     mean = c.mean(axis=axis)
     std = np.maximum(c.std(axis=axis), std_floor)
     return mean, std
+
+
+def _masked_stats(
+    c: FloatArray, excluded: npt.NDArray[np.bool_], *, axis: int, top_n: int | None, std_floor: float
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`cohort_stats` leaving out the ``excluded`` entries (vectorised, no loop)."""
+    n_left = np.count_nonzero(~excluded, axis=axis)
+    if (n_left == 0).any():
+        first = int(np.flatnonzero(n_left == 0)[0])
+        raise DataError(
+            f"cohort scores: {'column' if axis == 0 else 'row'} {first} has no cohort entry left "
+            "after excluding self-trials; use a larger cohort"
+        )
+    filled = np.where(excluded, -np.inf, c)
+    if top_n is not None and top_n < c.shape[axis]:
+        # the top_n largest along the axis; excluded entries (-inf) come last
+        filled = -np.partition(-filled, int(top_n) - 1, axis=axis)
+        filled = filled[:, :top_n] if axis == 1 else filled[:top_n, :]
+    keep = np.isfinite(filled)
+    count = np.count_nonzero(keep, axis=axis)
+    mean = np.where(keep, filled, 0.0).sum(axis=axis) / count
+    dev = np.where(keep, filled - np.expand_dims(mean, axis), 0.0)
+    std = np.sqrt((dev * dev).sum(axis=axis) / count)
+    return mean, np.maximum(std, std_floor)
 
 
 def znorm(
@@ -247,7 +289,8 @@ def ztnorm(
         Each T-norm cohort model scored on each test utterance.
     cohort_cohort : array_like, shape (n_tcohort, n_zcohort), float
         Each T-norm cohort model scored on each Z-norm cohort utterance (Z-norm
-        statistics of the cohort models).
+        statistics of the cohort models). When one cohort plays both roles, mask the
+        self-trials (a model scored on its own enrolment utterance) with a masked array.
     model_idx, test_idx : array_like of int, shape (n_trials,), optional
         Trial-list layout only.
     std_floor : float, default 1e-6
@@ -257,7 +300,7 @@ def ztnorm(
     -------
     ndarray, same shape as ``scores``, float64
     """
-    ct = _as_matrix(cohort_test, "cohort_test")
+    ct, ct_excluded = _as_cohort(cohort_test, "cohort_test")
     cc = _as_matrix(cohort_cohort, "cohort_cohort")
     mc = _as_matrix(model_cohort, "model_cohort")
     if cc.shape != (ct.shape[0], mc.shape[1]):
@@ -265,8 +308,12 @@ def ztnorm(
             f"cohort_cohort must have shape (n_tcohort, n_zcohort) = ({ct.shape[0]}, "
             f"{mc.shape[1]}), got {cc.shape}"
         )
-    z = znorm(scores, mc, model_idx=model_idx, std_floor=std_floor)
-    ct_z = znorm(ct, cc, std_floor=std_floor)  # (n_tcohort, n_tests)
+    z = znorm(scores, model_cohort, model_idx=model_idx, std_floor=std_floor)
+    # Z-norm statistics of each cohort model (its self-trial masked out by the caller)
+    mu_c, sd_c = cohort_stats(cohort_cohort, axis=1, std_floor=std_floor)
+    ct_z: npt.ArrayLike = (ct - mu_c[:, None]) / sd_c[:, None]  # (n_tcohort, n_tests)
+    if ct_excluded is not None:
+        ct_z = np.ma.MaskedArray(ct_z, mask=ct_excluded)
     return tnorm(z, ct_z, test_idx=test_idx, std_floor=std_floor)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import librosa  # a dependency of the package: missing means a broken install, not a skip
 import numpy as np
 import pytest
 import scipy.fft
@@ -11,8 +12,6 @@ import scipy.signal
 
 from gmmspeaker.features import FeatureConfig, extract
 from gmmspeaker.features.mfcc import dct_matrix, frame_window, lifter_weights, mel_filterbank
-
-librosa = pytest.importorskip("librosa")
 
 # Tolerance against librosa: float32 pipelines in a different operation order; the worst
 # absolute difference must stay under 1e-4 of the largest |coefficient| (c0 is a few hundred).

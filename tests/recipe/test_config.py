@@ -133,7 +133,7 @@ def test_normalization_needs_cohort(tmp_path):
     with pytest.raises(ConfigError, match="cohort"):
         load_recipe(_write(tmp_path, BASE + "scoring: {normalization: snorm}\n"))
     r = load_recipe(_write(tmp_path, BASE + "  cohort: cohort.txt\nscoring: {normalization: snorm}\n"))
-    assert r.data.cohort is not None
+    assert r.data.cohort == (tmp_path / "corpus" / "cohort.txt").resolve()
 
 
 def test_synthetic_excludes_lists(tmp_path):

@@ -39,7 +39,6 @@ KILLER = textwrap.dedent(
     stages.score_trials.__kwdefaults__["block_size"] = 2   # several scoring blocks
     import gmmspeaker.store as store
     store.extract_to_store.__kwdefaults__["shard_size"] = 10  # several feature shards
-    store.MANIFEST_INTERVAL = 0.0  # record every finished shard
     from gmmspeaker.cli import main
     sys.exit(main(sys.argv[4:]))
     """
@@ -71,7 +70,9 @@ def reference(tmp_path_factory):
 @pytest.mark.parametrize(
     "stage, module, attr, n",
     [
-        ("features", "gmmspeaker.store", "atomic_write_json", 2),
+        # right after the second shard is renamed into place: well within the default
+        # manifest interval, before the parent process has even seen the shard
+        ("features", "gmmspeaker.store", "_extract_shard", 2),
         ("ubm", "gmmspeaker.gmm.checkpoint", "Checkpoint.save", 4),
         ("score", "gmmspeaker.recipe.stages", "_save_part", 2),
     ],

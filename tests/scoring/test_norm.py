@@ -17,7 +17,7 @@ FLOOR = 1e-6
 
 
 def _ms(values, top_n=None):
-    vals = sorted((float(v) for v in values), reverse=True)
+    vals = sorted((float(v) for v in values if v is not None), reverse=True)  # None: excluded
     if top_n is not None:
         vals = vals[:top_n]
     return statistics.fmean(vals), max(statistics.pstdev(vals), FLOOR)
@@ -39,6 +39,8 @@ def reference(method, scores, model_idx, test_idx, mc, ct, cc=None, top_n=None):
         elif method == "ztnorm":
             zc = []
             for c in range(len(ct)):
+                if ct[c][ti] is None:
+                    continue
                 cm, cs = _ms(cc[c])
                 zc.append((ct[c][ti] - cm) / cs)
             m2, s2 = _ms(zc)
@@ -158,3 +160,57 @@ def test_errors(problem):
         sn.asnorm(scores, mc, ct, top_n=0, model_idx=mi, test_idx=ti)
     with pytest.raises(ConfigError, match="std_floor"):
         sn.znorm(scores, mc, model_idx=mi, std_floor=0.0)
+
+
+@pytest.mark.parametrize("method", ["znorm", "tnorm", "ztnorm", "snorm", "asnorm"])
+def test_masked_cohort_entries_are_left_out(problem, rng, method):
+    """Issue 11.4: masked entries (self-trials) do not enter the statistics, as if absent."""
+    scores, mi, ti, mc, ct, cc = problem
+    masks = {}
+    for name, m in (("mc", mc), ("ct", ct), ("cc", cc)):
+        mask = rng.random(m.shape) < 0.3
+        mask[:, 0] = mask[0, :] = False  # every row and column keeps an entry
+        masks[name] = mask
+    # excluded entries hold garbage (even NaN): they must not matter
+    mc_m, ct_m, cc_m = (
+        np.ma.MaskedArray(np.where(masks[n], np.nan, m), mask=masks[n])
+        for n, m in (("mc", mc), ("ct", ct), ("cc", cc))
+    )
+
+    def drop(m, mask):
+        return [[None if mask[i, j] else m[i, j] for j in range(m.shape[1])] for i in range(m.shape[0])]
+
+    top_n = 4 if method == "asnorm" else None
+    want = reference(
+        method, scores, mi, ti, drop(mc, masks["mc"]), drop(ct, masks["ct"]), drop(cc, masks["cc"]), top_n
+    )
+    kw = {"top_n": top_n} if method == "asnorm" else {}
+    got = sn.normalize_scores(
+        scores,
+        method=method,
+        model_cohort=mc_m,
+        cohort_test=ct_m,
+        cohort_cohort=cc_m,
+        model_idx=mi,
+        test_idx=ti,
+        **kw,
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    # and a mask changes the result (else the test would prove nothing)
+    plain = sn.normalize_scores(
+        scores,
+        method=method,
+        model_cohort=mc,
+        cohort_test=ct,
+        cohort_cohort=cc,
+        model_idx=mi,
+        test_idx=ti,
+        **kw,
+    )
+    assert not np.allclose(got, plain)
+
+
+def test_fully_masked_cohort_row_is_a_clear_error():
+    mc = np.ma.MaskedArray(np.ones((2, 3)), mask=[[True, True, True], [False, True, False]])
+    with pytest.raises(DataError, match="row 0 has no cohort entry left"):
+        sn.cohort_stats(mc, axis=1)
