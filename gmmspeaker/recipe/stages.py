@@ -444,7 +444,7 @@ def normalize_trial_scores(
     ndarray, shape (n_trials,), float64, in the order of ``trials``.
     """
     from gmmspeaker.corpora.lists import Enrollment
-    from gmmspeaker.scoring.norm import normalize_scores
+    from gmmspeaker.scoring.norm import normalize_scores, self_trial_masks
 
     scores = np.asarray(scores, dtype=np.float64)
     if method == "none":
@@ -472,12 +472,11 @@ def normalize_trial_scores(
     test_idx = np.array([test_pos[t.test.utt_id] for t in kept])
     kw = dict(method=scoring_method, top_c=top_c, jobs=jobs, progress=progress)
     model_cohort = cohort_test = cohort_cohort = None
-    cohort_arr = np.array(cohort_ids, dtype=object)
+    enrolled = {e.model_id: {u.utt_id for u in e.utterances} for e in enrollments or ()}
+    own, self_test, self_cohort = self_trial_masks(
+        [enrolled.get(m, set()) for m in models.model_ids], cohort_ids, tests
+    )
     if method in ("znorm", "ztnorm", "snorm", "asnorm"):
-        enrolled = {e.model_id: {u.utt_id for u in e.utterances} for e in enrollments or ()}
-        own = np.array(
-            [[c in enrolled.get(m, ()) for c in cohort_ids] for m in models.model_ids], dtype=bool
-        ).reshape(len(models.model_ids), len(cohort_ids))
         model_cohort = np.ma.MaskedArray(score_matrix(store, cohort_ids, ubm, models, **kw), mask=own)
     if method in ("tnorm", "ztnorm", "snorm", "asnorm"):
         cohort_models = enroll_models(
@@ -490,14 +489,11 @@ def normalize_trial_scores(
             progress=progress,
             desc="cohort enroll",
         )
-        self_test = cohort_arr[:, None] == np.array(tests, dtype=object)[None, :]
-        cohort_test = np.ma.MaskedArray(
-            score_matrix(store, tests, ubm, cohort_models, **kw), mask=self_test.astype(bool)
-        )
+        cohort_test = np.ma.MaskedArray(score_matrix(store, tests, ubm, cohort_models, **kw), mask=self_test)
         if method == "ztnorm":
             cohort_cohort = np.ma.MaskedArray(
                 score_matrix(store, cohort_ids, ubm, cohort_models, **kw),
-                mask=np.eye(len(cohort_ids), dtype=bool),
+                mask=self_cohort,
             )
     if cohort_out is not None:
         cohort_out.update(

@@ -379,7 +379,7 @@ def score_ivector_trials(
     DataError
         A trial names an unknown model, or a model has no enrolment i-vector.
     """
-    from gmmspeaker.scoring.norm import normalize_scores
+    from gmmspeaker.scoring.norm import normalize_scores, self_trial_masks
 
     model_ids = [e.model_id for e in enrollments]
     mpos = {m: i for i, m in enumerate(model_ids)}
@@ -411,9 +411,19 @@ def score_ivector_trials(
         raise DataError(f"i-vector score normalisation needs at least 2 cohort i-vectors, got {len(cids)}")
     C = backend.transform(np.vstack([ivectors[u] for u in cids]))
     cohort_models = [c[None, :] for c in C]
-    model_cohort = _score_models(enroll, C, plda)
-    cohort_test = _score_models(cohort_models, T, plda) if tests else np.zeros((len(cids), 1))
-    cohort_cohort = _score_models(cohort_models, C, plda) if normalization == "ztnorm" else None
+    own, self_test, self_cohort = self_trial_masks(
+        [{u.utt_id for u in e.utterances} for e in enrollments], cids, tests
+    )
+    model_cohort = np.ma.MaskedArray(_score_models(enroll, C, plda), mask=own)
+    if tests:
+        cohort_test = np.ma.MaskedArray(_score_models(cohort_models, T, plda), mask=self_test)
+    else:  # every test unscored: a placeholder column that no trial reads
+        cohort_test = np.zeros((len(cids), 1))
+    cohort_cohort = (
+        np.ma.MaskedArray(_score_models(cohort_models, C, plda), mask=self_cohort)
+        if normalization == "ztnorm"
+        else None
+    )
     normed = normalize_scores(
         np.where(has, raw, 0.0),
         method=normalization,

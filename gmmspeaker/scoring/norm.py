@@ -34,6 +34,7 @@ are just rows and columns. Standard deviations are population standard deviation
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 import numpy as np
@@ -51,6 +52,7 @@ __all__ = [
     "snorm",
     "asnorm",
     "normalize_scores",
+    "self_trial_masks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -449,4 +451,41 @@ def normalize_scores(
         model_idx=model_idx,
         test_idx=test_idx,
         std_floor=std_floor,
+    )
+
+
+def self_trial_masks(
+    model_utterances: Sequence[Collection[str]],
+    cohort_ids: Sequence[str],
+    test_ids: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks of the self-trials to leave out of the cohort statistics (True = leave out).
+
+    A cohort model is enrolled from one cohort utterance, so it must not be scored on that
+    utterance (ZT-norm's cohort-vs-cohort diagonal, and a test utterance that is itself in
+    the cohort); a model's Z statistics leave out the cohort utterances it was enrolled
+    from.
+
+    Parameters
+    ----------
+    model_utterances : sequence of collections of str, length M
+        The enrolment utterance ids of each model.
+    cohort_ids : sequence of str, length C
+        Cohort utterance ids (one cohort model each).
+    test_ids : sequence of str, length T
+        Test utterance ids.
+
+    Returns
+    -------
+    (model_cohort, cohort_test, cohort_cohort) : bool ndarrays, shapes (M, C), (C, T), (C, C)
+        Masks for :func:`normalize_scores`' matrices (as ``numpy.ma`` masks).
+    """
+    cohort = np.asarray(list(cohort_ids), dtype=object)
+    own = np.array([[c in utts for c in cohort_ids] for utts in model_utterances], dtype=bool)
+    own = own.reshape(len(model_utterances), len(cohort_ids))
+    self_test = cohort[:, None] == np.asarray(list(test_ids), dtype=object)[None, :]
+    return (
+        own,
+        self_test.astype(bool).reshape(len(cohort_ids), len(test_ids)),
+        np.eye(len(cohort_ids), dtype=bool),
     )

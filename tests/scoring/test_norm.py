@@ -214,3 +214,19 @@ def test_fully_masked_cohort_row_is_a_clear_error():
     mc = np.ma.MaskedArray(np.ones((2, 3)), mask=[[True, True, True], [False, True, False]])
     with pytest.raises(DataError, match="row 0 has no cohort entry left"):
         sn.cohort_stats(mc, axis=1)
+
+
+def test_self_trial_masks_mark_exactly_the_self_trials() -> None:
+    from gmmspeaker.scoring.norm import self_trial_masks
+
+    models = [{"a", "b"}, {"x"}, set()]
+    cohort = ["a", "c", "x", "t2"]
+    tests = ["t1", "t2", "c"]
+    own, self_test, self_cohort = self_trial_masks(models, cohort, tests)
+    ref_own = np.array([[c in m for c in cohort] for m in models])
+    ref_test = np.array([[c == t for t in tests] for c in cohort])
+    assert own.dtype == bool and np.array_equal(own, ref_own)
+    assert np.array_equal(self_test, ref_test) and self_test.sum() == 2
+    assert np.array_equal(self_cohort, np.eye(4, dtype=bool))
+    # no tests: well-shaped empty masks
+    assert self_trial_masks(models, cohort, [])[1].shape == (4, 0)
