@@ -38,7 +38,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "mel_scale": ("htk", "slaney"),
     "mel_norm": ("none", "slaney"),
     "log": ("ln", "db"),
-    "energy": ("c0", "log_energy"),
+    "energy": ("c0", "log_energy", "none"),
     "deltas": (0, 1, 2),
     "vad": ("energy", "none"),
     "normalize": NORMALIZATIONS,
@@ -92,8 +92,9 @@ class FeatureConfig:
         Cepstral coefficients (c0 included), ``<= n_mels``.
     lifter : int
         Sinusoidal lifter parameter, HTK/Kaldi convention (0 = none).
-    energy : {"c0", "log_energy"}
-        Keep c0, or replace it by the frame log energy (Kaldi ``--use-energy``).
+    energy : {"c0", "log_energy", "none"}
+        Keep c0, replace it by the frame log energy (Kaldi ``--use-energy``), or drop it
+        (``"none"``: cepstra c1 .. c(n_mfcc-1) only, ``n_mfcc - 1`` static dimensions).
     deltas : {0, 1, 2}
         Append deltas (1) or deltas and delta-deltas (2).
     delta_window : int
@@ -206,6 +207,8 @@ class FeatureConfig:
             return "fmax", (f"expected fmin ({self.fmin}) < fmax <= {nyquist} (Nyquist), got {self.fmax!r}")
         if self.n_mfcc > self.n_mels:
             return "n_mfcc", f"{self.n_mfcc} exceeds n_mels ({self.n_mels})"
+        if self.energy == "none" and self.n_mfcc < 2:
+            return "n_mfcc", f"energy 'none' drops c0 and needs n_mfcc >= 2, got {self.n_mfcc}"
         if self.lifter < 0:
             return "lifter", f"expected an int >= 0, got {self.lifter!r}"
         if self.top_db is not None and not self.top_db >= 0:
@@ -338,8 +341,8 @@ class FeatureConfig:
 
     @property
     def dim(self) -> int:
-        """Output feature dimension: ``n_mfcc * (1 + deltas)``."""
-        return self.n_mfcc * (1 + self.deltas)
+        """Output feature dimension: ``n_mfcc * (1 + deltas)`` (``n_mfcc - 1`` with ``energy="none"``)."""
+        return (self.n_mfcc - (self.energy == "none")) * (1 + self.deltas)
 
     @property
     def frame_length_samples(self) -> int:
@@ -475,6 +478,8 @@ def extract(signal: FloatArray, config: FeatureConfig, *, name: str = "<signal>"
         if config.log == "db":
             log_e *= np.float32(10.0 / np.log(10.0))
         ceps[:, 0] = log_e
+    if config.energy == "none":
+        ceps = ceps[:, 1:]
     feats = add_deltas(ceps, order=config.deltas, window=config.delta_window)
     if sumsq is not None and config.vad == "energy":
         energy_db = frame_energy_db(sumsq, params.frame_length)
