@@ -23,7 +23,9 @@ Usage::
     python scripts/ablate.py RECIPE --out DIR --grid none --set features.vad=none \\
         --set ubm.components=512,ubm.iterations=20
 
-Writes ``OUT/ablation.md`` and ``OUT/ablation.json`` and prints the table. A synthetic
+Writes ``OUT/ablation.md`` and ``OUT/ablation.json`` (``--table`` renames them) and prints
+the table; a second invocation with other ``--set`` rows and the same ``--out`` reuses every
+finished run. A synthetic
 recipe (``data.synthetic``) is generated once into ``OUT/corpus`` and run as a list
 recipe, with its ``ubm.txt`` as the cohort for score normalisation.
 """
@@ -124,6 +126,37 @@ DEFAULT_GRID: tuple[str, ...] = (
     "ubm.components=128,map.relevance=8",
     "scoring.method=full,scoring.normalization=snorm",
 )
+
+# A cheaper subset for bigger corpora: one or two values per question of the issue.
+CORE_GRID: tuple[str, ...] = (
+    "features.energy=log_energy",
+    "features.energy=none",
+    "features.energy=none,features.n_mfcc=21",
+    "features.n_mfcc=13",
+    "features.n_mels=24",
+    "features.fmax=8000",
+    "features.vad=none",
+    "features.vad_threshold=25",
+    "features.normalize=cmn",
+    "features.normalize=sliding_cmn",
+    "features.normalize=warp",
+    "features.delta_window=1",
+    "ubm.components=128",
+    "ubm.components=512",
+    "ubm.iterations=20",
+    "ubm.init=kmeans++",
+    "map.relevance=8",
+    "map.relevance=32",
+    "map.adapt=means+weights",
+    "scoring.method=full",
+    "scoring.top_c=20",
+    "scoring.method=linear",
+    "scoring.normalization=znorm",
+    "scoring.normalization=snorm",
+    "scoring.normalization=asnorm,scoring.cohort_top_n=200",
+    "features.energy=none,features.n_mfcc=21,features.fmax=8000,features.vad=none",
+)
+GRIDS = {"default": DEFAULT_GRID, "core": CORE_GRID, "none": ()}
 
 
 @dataclasses.dataclass
@@ -328,6 +361,20 @@ def run_rows(rows: list[Row], cfgs: dict[str, dict[str, Any]], jobs: int, log: C
                     log(f"  {r.name}: FAILED: {r.error}")
 
 
+def collect_rows(rows: list[Row]) -> None:
+    """Take the results of rows already run in their workdirs; the others are marked 'not run'."""
+    for r in rows:
+        path = r.workdir / "results.json"
+        if not path.is_file() or not (r.workdir / "scores.txt").is_file():
+            r.error = "not run"
+            continue
+        r.results = json.loads(path.read_text())
+        r.seconds = sum(
+            float(json.loads(p.read_text()).get("seconds", 0.0))
+            for p in (r.workdir / "stages").glob("*.json")
+        )
+
+
 # -- bootstrap --------------------------------------------------------------------------------
 def point_metrics(scores: np.ndarray, key: np.ndarray, p_target: float) -> np.ndarray:
     """``[eer, min_dcf(p_target), cllr]`` of one score list, float64 ``(3,)``."""
@@ -413,7 +460,8 @@ def markdown_table(rows: list[Row], base: Row) -> str:
     lines = []
     for r in rows:
         if r.error is not None:
-            lines.append(f"| {r.name} | failed: {r.error} | | | | | | |")
+            status = r.error if r.error == "not run" else f"failed: {r.error}"
+            lines.append(f"| {r.name} | {status} | | | | | | |")
             continue
         t = r.table
 
@@ -429,7 +477,7 @@ def markdown_table(rows: list[Row], base: Row) -> str:
 
 
 def build_rows(args: argparse.Namespace, base_values: dict[str, dict[str, Any]]) -> list[Row]:
-    specs = list(DEFAULT_GRID) if args.grid == "default" else []
+    specs = list(GRIDS[args.grid])
     specs += args.set or []
     rows = [Row("baseline", {})]
     seen: set[str] = set()
@@ -451,7 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder for the runs and the tables")
     ap.add_argument("--jobs", type=int, default=1, help="rows run at the same time (default 1)")
     ap.add_argument(
-        "--grid", choices=("default", "none"), default="default", help="the built-in rows or none"
+        "--grid",
+        choices=tuple(GRIDS),
+        default="default",
+        help="built-in rows: default (every setting), core (a cheaper subset) or none",
     )
     ap.add_argument(
         "--set",
@@ -462,6 +513,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples (default 500)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     ap.add_argument("--p-target", type=float, default=0.01, help="minDCF operating point")
+    ap.add_argument(
+        "--collect", action="store_true", help="run nothing: tabulate the rows already run in OUT"
+    )
+    ap.add_argument(
+        "--table",
+        default="ablation",
+        help="name of the written tables: OUT/TABLE.md, .json (default ablation)",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
 
@@ -488,7 +547,10 @@ def main(argv: list[str] | None = None) -> int:
             load_recipe(r.recipe_path)  # validate every row before running any
             cfgs[r.slug] = cfg
         log(f"{len(rows)} rows, {args.jobs} at a time, outputs in {out}")
-        run_rows(rows, cfgs, args.jobs, log)
+        if args.collect:
+            collect_rows(rows)
+        else:
+            run_rows(rows, cfgs, args.jobs, log)
         base = rows[0]
         if base.error is not None:
             raise GmmSpeakerError(f"the baseline failed: {base.error}")
@@ -505,8 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         f"time = sum of the stage times of the configuration run from scratch; study wall time {wall:.0f} s "
         f"with --jobs {args.jobs}.\n"
     )
-    (out / "ablation.md").write_text(table + "\n" + note, encoding="utf-8")
-    (out / "ablation.json").write_text(
+    (out / f"{args.table}.md").write_text(table + "\n" + note, encoding="utf-8")
+    (out / f"{args.table}.json").write_text(
         json.dumps(
             {
                 "recipe": str(args.recipe),

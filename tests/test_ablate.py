@@ -161,6 +161,24 @@ def test_intervals_match_a_reference_bootstrap(ablate: ModuleType, study: tuple[
         assert row[f"d_{m}_ci"] == pytest.approx([lo[j], hi[j]], abs=1e-12)
 
 
+def test_collect_tabulates_finished_rows_without_running(
+    ablate: ModuleType, study: tuple[Path, Path, dict]
+) -> None:
+    recipe, out, table = study
+    argv = [str(recipe), "--out", str(out), "--grid", "none", "--bootstrap", "40", "--collect"]
+    argv += ["--table", "collected", "--set", "map.relevance=8", "--set", "map.relevance=2"]
+    assert ablate.main(argv) == 0
+    got = {r["name"]: r for r in json.loads((out / "collected.json").read_text())["rows"]}
+    assert list(got) == ["baseline", "map.relevance=8", "map.relevance=2"]
+    assert got["map.relevance=2"]["error"] == "not run"
+    assert not Path(got["map.relevance=2"]["workdir"]).exists()
+    before = {r["name"]: r for r in table["rows"]}
+    for name in ("baseline", "map.relevance=8"):
+        assert got[name]["eer"] == before[name]["eer"]
+        assert got[name]["d_eer_ci"] == before[name]["d_eer_ci"]
+    assert "| map.relevance=2 | not run |" in (out / "collected.md").read_text()
+
+
 def test_settings_are_parsed_and_checked(ablate: ModuleType) -> None:
     assert ablate.parse_setting("ubm.init=kmeans++,ubm.components=512") == {
         "ubm.init": "kmeans++",
