@@ -39,7 +39,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "mel_scale": ("htk", "slaney"),
     "mel_norm": ("none", "slaney"),
     "log": ("ln", "db"),
-    "energy": ("c0", "log_energy"),
+    "energy": ("c0", "log_energy", "none"),
     "deltas": (0, 1, 2),
     "vad": ("energy", "none"),
     "normalize": NORMALIZATIONS,
@@ -79,11 +79,22 @@ _COMMON_DEFAULTS: dict[str, Any] = {
 #: The one source of truth: ``configs/features-8k.yaml`` and ``configs/features-16k.yaml``
 #: hold the same values (a test checks it), and ``sample_rate: auto`` picks from here.
 #: 8 kHz (telephone band): 24 mel bands (a 256-point FFT would make more bands 2-3 bins
-#: wide at the bottom) up to 3800 Hz; 16 kHz: 40 bands up to 7600 Hz.
+#: wide at the bottom) up to 3800 Hz; 16 kHz: 40 bands up to 7600 Hz, all frames (no VAD)
+#: and CMN, as the 16 kHz ablation chose.
 RATE_DEFAULTS: Mapping[int, Mapping[str, Any]] = MappingProxyType(
     {
         8000: MappingProxyType({"sample_rate": 8000, **_COMMON_DEFAULTS, "n_mels": 24, "fmax": 3800.0}),
-        16000: MappingProxyType({"sample_rate": 16000, **_COMMON_DEFAULTS, "n_mels": 40, "fmax": 7600.0}),
+        16000: MappingProxyType(
+            {
+                "sample_rate": 16000,
+                **_COMMON_DEFAULTS,
+                "n_mels": 40,
+                "fmax": 7600.0,
+                # chosen by the ablation (README, "Tuning on 16 kHz speech"): all frames, CMN
+                "vad": "none",
+                "normalize": "cmn",
+            }
+        ),
     }
 )
 
@@ -138,8 +149,9 @@ class FeatureConfig:
         Cepstral coefficients (c0 included), ``<= n_mels``.
     lifter : int
         Sinusoidal lifter parameter, HTK/Kaldi convention (0 = none).
-    energy : {"c0", "log_energy"}
-        Keep c0, or replace it by the frame log energy (Kaldi ``--use-energy``).
+    energy : {"c0", "log_energy", "none"}
+        Keep c0, replace it by the frame log energy (Kaldi ``--use-energy``), or drop it
+        (``"none"``: cepstra c1 .. c(n_mfcc-1) only, ``n_mfcc - 1`` static dimensions).
     deltas : {0, 1, 2}
         Append deltas (1) or deltas and delta-deltas (2).
     delta_window : int
@@ -263,6 +275,8 @@ class FeatureConfig:
             return "n_fft", f"expected null or an int >= 1, got {self.n_fft!r}"
         if not 0.0 <= self.preemphasis < 1.0:
             return "preemphasis", f"expected a value in [0, 1), got {self.preemphasis!r}"
+        if self.energy == "none" and self.n_mfcc < 2:
+            return "n_mfcc", f"energy 'none' drops c0 and needs n_mfcc >= 2, got {self.n_mfcc}"
         if self.lifter < 0:
             return "lifter", f"expected an int >= 0, got {self.lifter!r}"
         if self.top_db is not None and not self.top_db >= 0:
@@ -451,8 +465,8 @@ class FeatureConfig:
 
     @property
     def dim(self) -> int:
-        """Output feature dimension: ``n_mfcc * (1 + deltas)``."""
-        return self.n_mfcc * (1 + self.deltas)
+        """Output feature dimension: ``n_mfcc * (1 + deltas)`` (``n_mfcc - 1`` with ``energy="none"``)."""
+        return (self.n_mfcc - (self.energy == "none")) * (1 + self.deltas)
 
     @property
     def frame_length_samples(self) -> int:
@@ -700,6 +714,8 @@ def extract(signal: FloatArray, config: FeatureConfig, *, name: str = "<signal>"
         if config.log == "db":
             log_e *= np.float32(10.0 / np.log(10.0))
         ceps[:, 0] = log_e
+    if config.energy == "none":
+        ceps = ceps[:, 1:]
     feats = add_deltas(ceps, order=config.deltas, window=config.delta_window)
     if sumsq is not None and config.vad == "energy":
         energy_db = frame_energy_db(sumsq, params.frame_length)
