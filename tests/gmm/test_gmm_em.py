@@ -54,6 +54,7 @@ def _sklearn_one_iteration(X, w, mu, cov, cov_type):
     return sk
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cov_type", ["diag", "full", "spherical", "tied"])
 def test_one_iteration_equals_sklearn_float64(mixture_data, cov_type):
     X, _ = mixture_data
@@ -71,6 +72,7 @@ def test_one_iteration_equals_sklearn_float64(mixture_data, cov_type):
     assert g.lower_bound_ == pytest.approx(sk.lower_bound_, rel=1e-12)
 
 
+@pytest.mark.numerics
 def test_one_iteration_float32_within_stated_tolerance(mixture_data):
     """float32 mode: weights/means within 1e-5 absolute-relative, variances within 1e-4 relative."""
     X, _ = mixture_data
@@ -124,6 +126,7 @@ def test_em_properties(seed, K, cov_type, init):
     assert np.isfinite(g.means_).all() and np.isfinite(g.lower_bound_)
 
 
+@pytest.mark.numerics
 def test_float32_history_monotone_within_tolerance(mixture_data):
     X, _ = mixture_data
     g = GaussianMixture(4, init="random", max_iter=30, tol=0.0, random_state=3)

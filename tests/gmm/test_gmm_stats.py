@@ -10,6 +10,9 @@ from scipy.stats import multivariate_normal
 from gmmspeaker.errors import DataError
 from gmmspeaker.gmm import GaussianMixture, Stats, accumulate, frame_loglik, log_densities
 
+#: every test here is fast and numerical: all run under several BLAS kernels (tests/test_blas_kernels.py)
+pytestmark = pytest.mark.numerics
+
 TYPES = ["diag", "spherical", "full", "tied"]
 
 
@@ -162,7 +165,6 @@ def far_mixture(rng: np.random.Generator, n: int = 6000, D: int = 5):
     return X, gmm
 
 
-@pytest.mark.numerics
 def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng):
     """Variances from float32 statistics against float64 sums over the same posteriors.
 
@@ -211,7 +213,6 @@ def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng)
         assert (np.abs(m_hat - m) <= mbound + gK * np.sqrt(v) + 1e-12 * 50).all()
 
 
-@pytest.mark.numerics
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_no_subnormal_reaches_the_statistics_products(rng, dtype):
     """Sharp posteriors (components 200 sd apart): every exp result and every product of the
@@ -235,7 +236,6 @@ def test_no_subnormal_reaches_the_statistics_products(rng, dtype):
     assert prod.min() >= tiny
 
 
-@pytest.mark.numerics
 def test_clipped_exp(rng):
     from gmmspeaker.gmm.stats import clipped_exp, exp_clip_level
 
