@@ -170,7 +170,7 @@ def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng)
 
     Bound (``accumulate`` docstring): ``|dv| <= 6 gamma_(b+4) Q + 2 gamma_(K+1) v`` on the
     float32 path, ``Q = v + (m - c)**2``; float64 path: ``2 gamma_(K+1) v`` plus float64
-    rounding. Overall ``|dv|/v <= 6 gamma_(b+4) (1 + _FAR) + 2 gamma_(K+1)``, whatever the
+    rounding and the float32 remainder of weights below ``_FAR_TAU``. Overall ``|dv|/v <= 6 gamma_(b+4) (1 + _FAR) + 2 gamma_(K+1)``, whatever the
     distance of the component from the shift.
     """
     from gmmspeaker.gmm import stats as stats_mod
@@ -198,7 +198,9 @@ def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng)
     g32 = 6 * _gamma(b + 4, u)
     gK = 2 * _gamma(K + 1, u)
     g64 = 6 * _gamma(n + 4, np.finfo(np.float64).eps / 2)
-    bound = np.where(far[:, None], g64 * Q, g32 * Q) + gK * v + 1e-12 * (X64**2).max()
+    # far components: float64 on the frames where their weight exceeds tau, float32 below it
+    tail = g32 * stats_mod._FAR_TAU * ((X64 - shift) ** 2).sum(0)[None, :] / N[:, None]
+    bound = np.where(far[:, None], g64 * Q + tail, g32 * Q) + gK * v + 1e-12 * (X64**2).max()
     overall = 6 * _gamma(b + 4, u) * (1 + stats_mod._FAR) + gK
 
     for chunk, threads in [(20000, 1), (1000, 2), (333, 1)]:
