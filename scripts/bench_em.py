@@ -6,15 +6,23 @@ How it measures
 * Data: (1) real speech features, 20 MFCC + deltas + delta-deltas (D = 60) of every FSDD
   recording in ../shared/corpora/fsdd (about 128k frames, no VAD, per-utterance CMVN);
   (2) synthetic, N = 200,000, D = 60, drawn from a 64-component diagonal mixture (seed 0).
-* Same state for everybody: for each K, the start is K random frames (seed 0), equal
-  weights and the global variance; 5 EM iterations (gmmspeaker, float64) bring it to a
-  mid-training state. Every timed iteration starts from that same state: an iteration
-  from the random start is much cheaper for scikit-learn (near one-hot posteriors), so
-  timing ``fit`` from its own init would flatter it.
+* Same state for everybody, two states per K, each timed from that same state:
+  - ``mid``: K random frames (seed 0), equal weights and the global variance, then 5 EM
+    iterations (gmmspeaker, float64): a mid-training state with soft posteriors;
+  - ``sharp``: the k-means++ start of ``GaussianMixture(K, init="kmeans++")`` (seeds, one
+    hard-assignment M-step; ``max_iter=0``, seed 0): what real training sees first, with
+    near one-hot posteriors (most of them would underflow in float32 without the clip).
+  Timing ``fit`` from its own init would flatter scikit-learn (an iteration from a random
+  start is much cheaper for it), hence fixed states.
 * One EM iteration = E-step + M-step. scikit-learn: ``_e_step`` + ``_m_step`` on the same
   state (its private API, to time exactly one iteration; reg_covar = 0). gmmspeaker:
   ``accumulate`` (the fused-GEMM E-step, default chunk_size, 2 threads x 1 BLAS thread) + ``m_step``.
   scikit-learn runs with its default BLAS threads (2 on this machine).
+* The public fit (``--fit-ks``, default 512, FSDD only): ``GaussianMixture(K,
+  covariance_type="diag", init="kmeans++", tol=0).fit(X)`` with ``max_iter=11`` minus the
+  same with ``max_iter=1``, divided by 10 (seconds per EM iteration, initialisation
+  excluded), against scikit-learn's ``GaussianMixture(K, covariance_type="diag",
+  init_params="k-means++", tol=0)`` measured the same way; float32 (the default) and float64.
 * Each case runs in its own spawned child process; peak memory is that child's
   ``ru_maxrss`` (absolute) and that minus its high-water mark after loading the data
   (what the iteration itself adds). gmmspeaker's time is the best of ``--repeat``
@@ -22,7 +30,8 @@ How it measures
 * GFLOP/s counts the two fused GEMMs, 2 x 2 N (2D+1) K flops per iteration, and is set
   against a plain numpy matmul (N, 2D+1) @ (2D+1, K) of the same dtype, in the same run.
 
-Usage: ``python scripts/bench_em.py [--quick] [--ks 64 256 512 1024] [--datasets fsdd synthetic]``
+Usage: ``python scripts/bench_em.py [--quick] [--ks 64 256 512 1024] [--datasets fsdd synthetic]
+[--states mid sharp] [--fit-ks 512]``
 """
 
 from __future__ import annotations
@@ -107,6 +116,16 @@ def mid_state(X: np.ndarray, K: int, n_iter: int = 5):
     return p, floor
 
 
+def sharp_state(X: np.ndarray, K: int):
+    """The k-means++ start of the public fit (seeds + one hard M-step), and its variance floor."""
+    from gmmspeaker.gmm import GaussianMixture
+    from gmmspeaker.gmm.stats import MixtureParams
+
+    g = GaussianMixture(K, covariance_type="diag", init="kmeans++", max_iter=0, random_state=0).fit(X)
+    p = MixtureParams(g.weights_, g.means_, g.covariances_, "diag")
+    return p, np.asarray(g.variance_floor_, dtype=np.float64)
+
+
 # ------------------------------------------------------------------------------ children
 def _rss_mib() -> float:
     """Peak RSS of this process image, MiB.
@@ -164,6 +183,53 @@ def _child(case: str, data_path: str, state_path: str, repeat: int, q: mp.Queue)
     q.put({"time": min(times), "times": times, "peak_mib": _rss_mib() - base, "rss_mib": _rss_mib()})
 
 
+def _fit_child(case: str, data_path: str, K: int, q: mp.Queue) -> None:
+    """Seconds per iteration of the public fit: (fit with 11 iterations - fit with 1) / 10."""
+    warnings.simplefilter("ignore")
+    import logging
+
+    logging.getLogger("gmmspeaker").setLevel(logging.ERROR)
+    X = np.load(data_path)
+    times = {}
+    for n_iter in (1, 11):
+        if case == "sklearn":
+            from sklearn.mixture import GaussianMixture as SK
+
+            est = SK(
+                K, covariance_type="diag", init_params="k-means++", tol=0.0, max_iter=n_iter, random_state=0
+            )
+            Xc = X.astype(np.float64)
+        else:
+            from gmmspeaker.gmm import GaussianMixture
+
+            dtype = "float32" if case == "fit32" else "float64"
+            est = GaussianMixture(
+                K,
+                covariance_type="diag",
+                init="kmeans++",
+                tol=0.0,
+                max_iter=n_iter,
+                random_state=0,
+                dtype=dtype,
+            )
+            Xc = X
+        t = time.perf_counter()
+        est.fit(Xc)
+        times[n_iter] = time.perf_counter() - t
+        ll = float(est.lower_bound_)
+    q.put({"per_iter": (times[11] - times[1]) / 10.0, "fit1": times[1], "fit11": times[11], "ll": ll})
+
+
+def run_fit(case: str, data_path: Path, K: int) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_fit_child, args=(case, str(data_path), K, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
 def run_case(case: str, data_path: Path, state_path: Path, repeat: int) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -192,6 +258,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="K in {64, 256}, a quarter of the frames, 1 repeat")
     ap.add_argument("--ks", type=int, nargs="+", default=None)
     ap.add_argument("--datasets", nargs="+", default=["fsdd", "synthetic"], choices=["fsdd", "synthetic"])
+    ap.add_argument("--states", nargs="+", default=["mid", "sharp"], choices=["mid", "sharp"])
+    ap.add_argument("--fit-ks", type=int, nargs="*", default=None, help="K of the public-fit timing (FSDD)")
     ap.add_argument("--repeat", type=int, default=None, help="timed iterations per case (best kept)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/gmmspeaker-bench"))
     args = ap.parse_args()
@@ -200,9 +268,12 @@ def main() -> None:
     logging.getLogger("gmmspeaker").setLevel(logging.ERROR)  # the 5 warm-up iterations may re-seed
     ks = args.ks or ([64, 256] if args.quick else [64, 256, 512, 1024])
     repeat = args.repeat or (1 if args.quick else 2)
+    if args.fit_ks is None:
+        args.fit_ks = [] if args.quick else [512]
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     rows = []
+    fit_rows: list[tuple[str, int, int, dict]] = []
     t_start = time.perf_counter()
     for name in args.datasets:
         if name == "fsdd":
@@ -219,62 +290,89 @@ def main() -> None:
         np.save(data_path, X)
         print(f"# {name}: N={N} D={D}", flush=True)
         for K in ks:
-            p, floor = mid_state(X, K)
-            state_path = args.workdir / f"{name}_K{K}_state.npz"
-            np.savez(state_path, weights=p.weights, means=p.means, covariances=p.covariances, floor=floor)
-            flops = 2 * 2.0 * N * (2 * D + 1) * K
-            # scikit-learn: one timed iteration (it dominates the run time and varies little)
-            res = {
-                c: run_case(c, data_path, state_path, 1 if c == "sklearn" else repeat)
-                for c in ("sklearn", "gmm32", "gmm64")
-            }
-            mm32, mm64 = matmul_rate(N, D, K, "float32"), matmul_rate(N, D, K, "float64")
-            row = {
-                "data": name,
-                "N": N,
-                "K": K,
-                "sk_s": res["sklearn"]["time"],
-                "g32_s": res["gmm32"]["time"],
-                "g64_s": res["gmm64"]["time"],
-                "x32": res["sklearn"]["time"] / res["gmm32"]["time"],
-                "x64": res["sklearn"]["time"] / res["gmm64"]["time"],
-                "gf32": flops / res["gmm32"]["time"] / 1e9,
-                "mm32": mm32,
-                "gf64": flops / res["gmm64"]["time"] / 1e9,
-                "mm64": mm64,
-                "sk_mib": res["sklearn"]["peak_mib"],
-                "g32_mib": res["gmm32"]["peak_mib"],
-                "g64_mib": res["gmm64"]["peak_mib"],
-                "sk_rss": res["sklearn"]["rss_mib"],
-                "g32_rss": res["gmm32"]["rss_mib"],
-                "g64_rss": res["gmm64"]["rss_mib"],
-            }
-            rows.append(row)
-            print(
-                f"  K={K}: sklearn {row['sk_s']:.3f}s  f32 {row['g32_s']:.3f}s ({row['x32']:.1f}x)  "
-                f"f64 {row['g64_s']:.3f}s ({row['x64']:.1f}x)",
-                flush=True,
-            )
+            for state in args.states:
+                p, floor = mid_state(X, K) if state == "mid" else sharp_state(X, K)
+                state_path = args.workdir / f"{name}_K{K}_{state}_state.npz"
+                np.savez(state_path, weights=p.weights, means=p.means, covariances=p.covariances, floor=floor)
+                flops = 2 * 2.0 * N * (2 * D + 1) * K
+                # scikit-learn: one timed iteration (it dominates the run time and varies little)
+                res = {
+                    c: run_case(c, data_path, state_path, 1 if c == "sklearn" else repeat)
+                    for c in ("sklearn", "gmm32", "gmm64")
+                }
+                mm32, mm64 = matmul_rate(N, D, K, "float32"), matmul_rate(N, D, K, "float64")
+                row = {
+                    "data": name,
+                    "state": state,
+                    "N": N,
+                    "K": K,
+                    "sk_s": res["sklearn"]["time"],
+                    "g32_s": res["gmm32"]["time"],
+                    "g64_s": res["gmm64"]["time"],
+                    "x32": res["sklearn"]["time"] / res["gmm32"]["time"],
+                    "x64": res["sklearn"]["time"] / res["gmm64"]["time"],
+                    "gf32": flops / res["gmm32"]["time"] / 1e9,
+                    "mm32": mm32,
+                    "gf64": flops / res["gmm64"]["time"] / 1e9,
+                    "mm64": mm64,
+                    "sk_mib": res["sklearn"]["peak_mib"],
+                    "g32_mib": res["gmm32"]["peak_mib"],
+                    "g64_mib": res["gmm64"]["peak_mib"],
+                    "sk_rss": res["sklearn"]["rss_mib"],
+                    "g32_rss": res["gmm32"]["rss_mib"],
+                    "g64_rss": res["gmm64"]["rss_mib"],
+                }
+                rows.append(row)
+                print(
+                    f"  K={K} {state}: sklearn {row['sk_s']:.3f}s  f32 {row['g32_s']:.3f}s ({row['x32']:.1f}x, "
+                    f"{100 * row['gf32'] / mm32:.0f} % of matmul)  f64 {row['g64_s']:.3f}s ({row['x64']:.1f}x)",
+                    flush=True,
+                )
+        if name == "fsdd":
+            for K in args.fit_ks:
+                fr = {c: run_fit(c, data_path, K) for c in ("sklearn", "fit32", "fit64")}
+                fit_rows.append((name, N, K, fr))
+                print(
+                    f"  fit K={K}: sklearn {fr['sklearn']['per_iter']:.3f}s/it  f32 {fr['fit32']['per_iter']:.3f}s/it "
+                    f"({fr['sklearn']['per_iter'] / fr['fit32']['per_iter']:.1f}x)  f64 "
+                    f"{fr['fit64']['per_iter']:.3f}s/it ({fr['sklearn']['per_iter'] / fr['fit64']['per_iter']:.1f}x)",
+                    flush=True,
+                )
 
     print()
     print(
-        "Seconds per EM iteration (diag, mid-training state; sklearn 1 iteration, gmmspeaker best of "
+        "Seconds per EM iteration (diag; state mid = mid-training, sharp = k-means++ start; sklearn 1 iteration, gmmspeaker best of "
         f"{repeat}); peak RSS of each case's own process (data + interpreter + iteration), and the extra "
         "over its high-water mark after loading the data"
     )
     head = (
-        f"{'data':<9} {'N':>7} {'K':>5} | {'sklearn s':>9} {'f32 s':>7} {'x':>5} {'f64 s':>7} {'x':>5} | "
+        f"{'data':<9} {'state':<5} {'N':>7} {'K':>5} | {'sklearn s':>9} {'f32 s':>7} {'x':>5} {'f64 s':>7} {'x':>5} | "
         f"{'f32 GF/s':>8} {'%mm':>4} {'f64 GF/s':>8} {'%mm':>4} | {'peak RSS MiB sk/f32/f64':>23} | {'extra MiB sk/f32/f64':>20}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
-            f"{r['data']:<9} {r['N']:>7} {r['K']:>5} | {r['sk_s']:>9.3f} {r['g32_s']:>7.3f} {r['x32']:>5.1f} "
+            f"{r['data']:<9} {r['state']:<5} {r['N']:>7} {r['K']:>5} | {r['sk_s']:>9.3f} {r['g32_s']:>7.3f} {r['x32']:>5.1f} "
             f"{r['g64_s']:>7.3f} {r['x64']:>5.1f} | {r['gf32']:>8.1f} {100 * r['gf32'] / r['mm32']:>4.0f} "
             f"{r['gf64']:>8.1f} {100 * r['gf64'] / r['mm64']:>4.0f} | {r['sk_rss']:>7.0f} {r['g32_rss']:>7.0f} {r['g64_rss']:>7.0f} "
             f"| {r['sk_mib']:>6.0f} {r['g32_mib']:>6.0f} {r['g64_mib']:>6.0f}"
         )
+    if fit_rows:
+        print(
+            "\nPublic fit, seconds per EM iteration = (fit with max_iter=11 - fit with max_iter=1) / 10, "
+            "both from k-means++ (seed 0), tol=0"
+        )
+        print(
+            f"{'data':<9} {'N':>7} {'K':>5} | {'sklearn':>8} {'f32':>7} {'x':>5} {'f64':>7} {'x':>5} | final mean log-lik sk/f32/f64"
+        )
+        for name, N, K, fr in fit_rows:
+            sk, f32, f64 = fr["sklearn"], fr["fit32"], fr["fit64"]
+            print(
+                f"{name:<9} {N:>7} {K:>5} | {sk['per_iter']:>8.3f} {f32['per_iter']:>7.3f} "
+                f"{sk['per_iter'] / f32['per_iter']:>5.1f} {f64['per_iter']:>7.3f} {sk['per_iter'] / f64['per_iter']:>5.1f} | "
+                f"{sk['ll']:.4f} {f32['ll']:.4f} {f64['ll']:.4f}"
+            )
     print(
         f"\n(total {time.perf_counter() - t_start:.0f} s; matmul rates measured in this run; "
         f"machine: {mp.cpu_count()} cores)"

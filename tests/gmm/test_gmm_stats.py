@@ -211,7 +211,10 @@ def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng)
         assert (err <= bound).all(), (err / bound).max()
         assert (err / v).max() <= overall
         # means: |dm| <= 2 gamma_(b+4) sqrt(Q) + gamma_(K+1) E|x - m| (<= sqrt(v))
-        mbound = np.where(far[:, None], 2 * _gamma(n, 1.2e-16), 2 * _gamma(b + 4, u)) * np.sqrt(Q)
+        mtail = 2 * _gamma(b + 4, u) * stats_mod._FAR_TAU * np.abs(X64 - shift).sum(0)[None, :] / N[:, None]
+        mbound = np.where(
+            far[:, None], 2 * _gamma(n, 1.2e-16) * np.sqrt(Q) + mtail, 2 * _gamma(b + 4, u) * np.sqrt(Q)
+        )
         assert (np.abs(m_hat - m) <= mbound + gK * np.sqrt(v) + 1e-12 * 50).all()
 
 
