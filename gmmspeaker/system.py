@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.scoring.metrics import eer_threshold
@@ -162,8 +162,7 @@ def save_norm_cohort(
     if cohort_models is not None:
         cohort_models.save(wd / COHORT_MODELS_FILE)
     final = wd / NORM_COHORT_FILE
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(final) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["method"] = method
             h5.attrs["top_n"] = int(top_n)
@@ -179,10 +178,6 @@ def save_norm_cohort(
             for name, m in (("model_cohort", model_cohort), ("cohort_cohort", cohort_cohort)):
                 if np.ma.isMaskedArray(m):  # self-trials the run left out: verify leaves them out too
                     h5.create_dataset(f"{name}_excluded", data=np.ma.getmaskarray(m))
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def refresh_user_models(workdir: PathLike) -> list[str]:
@@ -702,10 +697,9 @@ class Experiment:
 
         u = self._user
         final = self.workdir / USER_MODELS_FILE
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        quiet = logging.getLogger("gmmspeaker.gmm.map")
+        quiet = logging.getLogger("gmmspeaker.gmm.speaker_models")
         level = quiet.level
-        try:
+        with atomic_path(final) as tmp:
             quiet.setLevel(max(level, logging.WARNING))  # it would log the temporary name
             try:
                 u.models.save(tmp)
@@ -716,10 +710,6 @@ class Experiment:
                 h5.attrs["deps"] = json.dumps(u.deps, sort_keys=True)
                 if u.model_cohort is not None:
                     h5.create_dataset("model_cohort", data=np.asarray(u.model_cohort, dtype=np.float64))
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return final
 
     def _z_rows(self, models: Any) -> FloatArray | None:

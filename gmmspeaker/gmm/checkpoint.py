@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.gmm.params import MixtureParams
 
@@ -120,10 +119,7 @@ class Checkpoint:
     def save(self, run: EMRun, best: EMRun | None) -> None:
         import h5py
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(self.path) as tmp:
             with h5py.File(tmp, "w") as h5:
                 h5.attrs["fingerprint"] = json.dumps(self.fingerprint)
                 h5.create_dataset("moments", data=self.moments)
@@ -135,10 +131,6 @@ class Checkpoint:
                     g.create_dataset("means", data=r.params.means)
                     g.create_dataset("covariances", data=r.params.covariances)
                     g.attrs["meta"] = json.dumps(r.meta())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, ModelError
 from gmmspeaker.gmm.kernel import blocks, check_block, posteriors
@@ -461,10 +460,7 @@ class GaussianMixture:
 
         params = self.to_params()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as h5:
                 h5.create_dataset("weights", data=params.weights)
                 h5.create_dataset("means", data=params.means)
@@ -482,10 +478,6 @@ class GaussianMixture:
                 h5.attrs["n_iter"] = int(getattr(self, "n_iter_", 0))
                 h5.attrs["lower_bound"] = float(getattr(self, "lower_bound_", float("nan")))
                 h5.attrs["split_history"] = json.dumps([list(t) for t in getattr(self, "split_history_", [])])
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         logger.debug("saved %d-component %s mixture to %s", params.n_components, self.covariance_type, path)
 
     @classmethod

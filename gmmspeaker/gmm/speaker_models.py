@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import DataError, ModelError
 
@@ -244,8 +244,7 @@ class SpeakerModels:
         from gmmspeaker import __version__
 
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as h5:
                 h5.attrs["format"] = _FORMAT
                 h5.attrs["format_version"] = _FORMAT_VERSION
@@ -264,10 +263,6 @@ class SpeakerModels:
                     h5.create_dataset("weights", data=np.asarray(self.weights))
                 if self.variances is not None:
                     h5.create_dataset("variances", data=np.asarray(self.variances))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         logger.info("wrote %d speaker models to %s", len(self), path)
 
     @classmethod

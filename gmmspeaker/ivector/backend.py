@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.linalg
 
+from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 
@@ -131,8 +131,7 @@ def _write_h5(path: PathLike, fmt: str, arrays: dict[str, Any], attrs: dict[str,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["format"] = fmt
             h5.attrs["version"] = __version__
@@ -141,10 +140,6 @@ def _write_h5(path: PathLike, fmt: str, arrays: dict[str, Any], attrs: dict[str,
             for k, v in arrays.items():
                 if v is not None:
                     h5.create_dataset(k, data=np.asarray(v))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _read_h5(path: PathLike, fmt: str, required: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -16,7 +16,6 @@ centring and whitening happen once, in :func:`baum_welch`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import DataError, ModelError
 from gmmspeaker.gmm.map import ubm_fingerprint
@@ -110,8 +110,7 @@ class UtteranceStats:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as h5:
                 h5.attrs["format"] = _FORMAT
                 h5.attrs["format_version"] = _FORMAT_VERSION
@@ -124,10 +123,6 @@ class UtteranceStats:
                 chunks = (max(1, min(U, 256)), self.f.shape[1]) if U else None
                 h5.create_dataset("n", data=np.asarray(self.n, dtype=np.float64))
                 h5.create_dataset("f", data=np.asarray(self.f, dtype=np.float64), chunks=chunks)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     @classmethod
     def load(cls, path: PathLike) -> UtteranceStats:

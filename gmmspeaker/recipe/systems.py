@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_write_json
+from gmmspeaker._io import atomic_path, atomic_write_json
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import DataError, ModelError
 from gmmspeaker.recipe.config import STAGES, Recipe
@@ -277,24 +277,18 @@ def outputs(pipe: Any, stage: str) -> list[str]:
 
 def save_ivectors(path: PathLike, ids: Sequence[str], vectors: FloatArray) -> None:
     """Write i-vectors (``ids`` strings, ``vectors`` (U, R) float64) to HDF5 atomically."""
-    import os
 
     import h5py
 
     from gmmspeaker import __version__
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["format"] = _IVECTOR_FORMAT
             h5.attrs["version"] = __version__
             h5.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=h5py.string_dtype("utf-8"))
             h5.create_dataset("vectors", data=np.asarray(vectors, dtype=np.float64))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_ivectors(path: PathLike) -> dict[str, FloatArray]:
