@@ -339,12 +339,14 @@ def cmd_run(a: argparse.Namespace) -> int:
         dry_run=a.dry_run,
         progress=not a.quiet,
     )
+    width = max((len(s) for s in res.actions), default=0)
     for stage, action in res.actions.items():
         why = res.reasons.get(stage, "")
         secs = res.seconds.get(stage)
         extra = f" ({why})" if why and action != "skipped" else ""
         t = f"  {secs:7.1f} s" if secs is not None and action == "ran" else ""
-        print(f"{stage:<9} {action}{extra}{t}" if action != "skipped" else f"{stage:<9} up to date")
+        name = f"{stage:<{width}}"
+        print(f"{name} {action}{extra}{t}" if action != "skipped" else f"{name} up to date")
     for mid in res.refreshed:
         print(f"user model {mid} re-enrolled from its recorded audio (it depended on what this run changed)")
     if res.results is not None:
