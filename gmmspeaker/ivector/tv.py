@@ -20,10 +20,12 @@ first-order statistics (constant terms dropped)::
 
 How it runs fast: the packed upper triangles of all ``T_k T_k^T`` (K, R(R+1)/2) are
 computed once per iteration; the precisions of a batch of utterances are one GEMM
-``n (B, K) @ packed (K, R(R+1)/2)``, unpacked and factored by one batched Cholesky
-(``np.linalg.cholesky`` on the stack). The inverse precisions come from LAPACK
-``potri`` on each Cholesky factor, packed again, and the accumulators are two more
-GEMMs (``n^T @ packed E[ww^T]`` and ``E[w]^T @ f``). Batches are a map-reduce (joblib):
+``n (B, K) @ packed (K, R(R+1)/2)``, unpacked by one gather into float64 R x R buffers
+and factored in place by LAPACK ``potrf`` per utterance; the means come from ``potrs``,
+the inverse precisions from a blocked triangular inverse and ``lauum`` (``potri``'s
+two halves), plus ``E[w] E[w]^T`` by a rank-one ``syr``, packed again by one gather.
+The accumulators are two more GEMMs (``n^T @ packed E[ww^T]`` and ``E[w]^T @ f``).
+Batches are a map-reduce (joblib):
 each returns additive accumulators of size K x R(R+1)/2 + R x K*D, summed in batch
 order, so memory is bounded by the batch size and the result does not depend on the
 number of jobs. The M-step is a batched solve over components.
@@ -31,6 +33,7 @@ number of jobs. The M-step is a batched solve over components.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -201,6 +204,7 @@ def _read_h5(
 # ---------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
 def _packing(R: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Index helpers for the row-major upper triangle of an R x R matrix.
 
@@ -210,6 +214,18 @@ def _packing(R: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np
     """
     i, j = np.triu_indices(R)
     return i, j, i * R + j, j * R + i, np.arange(R) * (R + 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _full_index(R: int) -> np.ndarray:
+    """Packed position of every element of a C-ordered R x R symmetric matrix.
+
+    ``np.take(packed, _full_index(R), axis=-1)`` unpacks row-major upper triangles
+    (shape (..., R(R+1)/2)) into full symmetric matrices (shape (..., R*R)) in one gather.
+    """
+    r, c = np.divmod(np.arange(R * R), R)
+    lo, hi = np.minimum(r, c), np.maximum(r, c)
+    return lo * R - lo * (lo - 1) // 2 + (hi - lo)
 
 
 def _in_threads(fn: Callable[[int, int], None], n: int, block: int, n_threads: int) -> None:
@@ -281,22 +297,70 @@ def packed_gram(T: FloatArray, n_components: int, *, n_threads: int = 1) -> Floa
     return out
 
 
+#: Order at which :func:`_invert_lower` stops splitting and calls LAPACK ``trtri``.
+_TRTRI_LEAF = 64
+
+
+def _invert_lower(c: np.ndarray) -> int:
+    """Invert a lower-triangular Fortran-ordered matrix in place (its lower triangle).
+
+    Blocked recursion ``[[A, 0], [S, D]]^{-1} = [[A^-1, 0], [-D^-1 S A^-1, D^-1]]`` with
+    two BLAS ``trmm`` per level and LAPACK ``trtri`` on blocks of order <= 64. The
+    strict upper triangle is neither read nor written.
+
+    Parameters
+    ----------
+    c : ndarray, shape (R, R), float64, Fortran-ordered (or a view of one block of it)
+
+    Returns
+    -------
+    int
+        LAPACK ``info``: 0, or > 0 if a diagonal element is exactly zero.
+    """
+    from scipy.linalg.blas import dtrmm
+    from scipy.linalg.lapack import dtrtri
+
+    R = c.shape[0]
+    if R <= _TRTRI_LEAF:
+        x, info = dtrtri(c, lower=1, overwrite_c=1)
+        if not np.shares_memory(x, c):
+            c[...] = x
+        return int(info)
+    h = R // 2
+    a, d = np.asfortranarray(c[:h, :h]), np.asfortranarray(c[h:, h:])
+    info = _invert_lower(a) or _invert_lower(d)
+    if info:
+        return info
+    y = dtrmm(1.0, a, c[h:, :h], side=1, lower=1)  # S A^-1
+    c[h:, :h] = dtrmm(-1.0, d, y, side=0, lower=1, overwrite_b=1)  # -D^-1 S A^-1
+    c[:h, :h] = a
+    c[h:, h:] = d
+    return 0
+
+
 def _posteriors(
     Lp: np.ndarray, b: np.ndarray, *, second_moments: bool, n_threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Posterior means (and packed second moments) of a batch of utterances.
 
+    Each precision is unpacked by one gather (:func:`_full_index`) into a float64
+    R x R buffer, factored in place by LAPACK ``potrf``; the mean comes from ``potrs``
+    (two triangular solves), ``L^{-1}`` in place from the inverse factor
+    (:func:`_invert_lower`) and LAPACK ``lauum``, and ``E[w w^T]`` from a
+    rank-one ``syr`` update of that triangle, packed again by one gather. The
+    factorisations are float64 whatever the dtype of ``Lp``.
+
     Parameters
     ----------
     Lp : ndarray, shape (B, R(R+1)/2), float32 or float64
         Packed ``sum_k n_uk T_k T_k^T`` (without the identity). Overwritten with the
-        packed ``E[w w^T]`` when ``second_moments``. Its dtype is the compute dtype.
-    b : ndarray, shape (B, R), same dtype
+        packed ``E[w w^T]`` when ``second_moments``.
+    b : ndarray, shape (B, R), float32 or float64
         ``T f_u``.
     second_moments : bool
         Also compute the packed ``E[w w^T]`` (training); else only the means (extraction).
     n_threads : int
-        Threads over sub-blocks of utterances.
+        Threads over sub-blocks of utterances (the result does not depend on it).
 
     Returns
     -------
@@ -307,45 +371,45 @@ def _posteriors(
     Ep : ndarray, shape (B, R(R+1)/2), Lp's dtype, or None
         ``Lp`` holding the packed ``E[w_u w_u^T]`` (None unless ``second_moments``).
     """
-    from scipy.linalg.lapack import get_lapack_funcs
+    from scipy.linalg.blas import dsyr
+    from scipy.linalg.lapack import dlauum, dpotrf, dpotrs
 
     B, R = b.shape
-    i, j, upper, lower, diag = _packing(R)
-    potri, potrs = get_lapack_funcs(("potri", "potrs"), (Lp,))
+    _, _, upper, _, diag = _packing(R)
+    full = _full_index(R)
     m = np.empty((B, R))
     logdet = np.empty(B)
     failed: list[str] = []
 
     def sub_block(a: int, e: int) -> None:
         z = e - a
-        M = np.zeros((z, R * R), dtype=Lp.dtype)  # the upper triangle stays 0 (never read)
-        M[:, lower] = Lp[a:e]  # lower triangle (all Cholesky reads)
+        M = np.take(Lp[a:e], full, axis=1).astype(np.float64, copy=False)  # (z, R*R) symmetric
         M[:, diag] += 1.0
-        try:
-            C = np.linalg.cholesky(M.reshape(z, R, R))  # batched, lower
-        except np.linalg.LinAlgError:
-            failed.append("not positive definite")
-            return
-        logdet[a:e] = 2.0 * np.log(np.diagonal(C, axis1=1, axis2=2).astype(np.float64)).sum(1)
-        if not second_moments:
-            for u in range(z):  # two O(R^2) triangular solves per utterance
-                x, _ = potrs(C[u], b[a + u], lower=1)
-                m[a + u] = x
-            return
         for u in range(z):
-            # C[u] is C-ordered lower, so C[u].T is a Fortran-ordered upper factor U with
-            # U^T U = L: potri writes L^{-1} into that upper triangle, in place.
-            x, info = potri(C[u].T, lower=0, overwrite_c=1)
+            # M[u] is symmetric and C-ordered: its transpose is a Fortran-ordered view that
+            # LAPACK factors in place (its lower triangle is the C-order upper one).
+            Mu = M[u].reshape(R, R).T
+            c, info = dpotrf(Mu, lower=1, overwrite_a=1, clean=0)
             if info != 0:
-                failed.append(f"LAPACK potri info {info}")
+                failed.append(f"not positive definite (LAPACK potrf info {info})")
                 return
-            if not np.shares_memory(x, C[u]):
-                C[u] = x.T
-        Cf = C.reshape(z, R * R)
-        Cf[:, upper] = Cf[:, lower]  # the inverse sits in the lower triangle: symmetrise
-        ms = np.matmul(Cf.reshape(z, R, R), b[a:e, :, None])[:, :, 0]
-        m[a:e] = ms
-        Lp[a:e] = Cf[:, upper] + ms[:, i] * ms[:, j]
+            logdet[a + u] = 2.0 * np.log(np.diagonal(c)).sum()
+            x, _ = dpotrs(c, b[a + u], lower=1)
+            m[a + u] = x
+            if second_moments:
+                # potri = trtri + lauum; OpenBLAS's single-threaded trtri at R = 300 is
+                # twice as slow as the blocked recursion of _invert_lower
+                info = _invert_lower(c)
+                if info == 0:
+                    c, info = dlauum(c, lower=1, overwrite_c=1)
+                if info != 0:
+                    failed.append(f"singular Cholesky factor (LAPACK info {info})")
+                    return
+                c = dsyr(1.0, x, lower=1, a=c, overwrite_a=1)
+                if not np.shares_memory(c, M):
+                    Mu[...] = c
+        if second_moments:
+            np.take(M, upper, axis=1, out=Lp[a:e])
 
     _in_threads(sub_block, B, _SUB_BLOCK, n_threads)
     if failed:
