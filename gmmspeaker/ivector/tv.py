@@ -297,45 +297,129 @@ def packed_gram(T: FloatArray, n_components: int, *, n_threads: int = 1) -> Floa
     return out
 
 
-#: Order at which :func:`_invert_lower` stops splitting and calls LAPACK ``trtri``.
+#: Order at which the blocked triangular inverse stops splitting and calls LAPACK ``trtri``.
 _TRTRI_LEAF = 64
 
 
-def _invert_lower(c: np.ndarray) -> int:
-    """Invert a lower-triangular Fortran-ordered matrix in place (its lower triangle).
+@functools.lru_cache(maxsize=1)
+def _lapack() -> dict[str, Any]:
+    """LAPACK/BLAS routines of SciPy's Cython API, called through ctypes.
 
-    Blocked recursion ``[[A, 0], [S, D]]^{-1} = [[A^-1, 0], [-D^-1 S A^-1, D^-1]]`` with
-    two BLAS ``trmm`` per level and LAPACK ``trtri`` on blocks of order <= 64. The
-    strict upper triangle is neither read nor written.
-
-    Parameters
-    ----------
-    c : ndarray, shape (R, R), float64, Fortran-ordered (or a view of one block of it)
-
-    Returns
-    -------
-    int
-        LAPACK ``info``: 0, or > 0 if a diagonal element is exactly zero.
+    ``scipy.linalg.lapack`` holds the GIL during every call, so threads over utterances
+    would run one at a time; ctypes foreign calls release it. The function pointers come
+    from the public ``scipy.linalg.cython_lapack`` / ``cython_blas`` capsules (the same
+    LAPACK as SciPy's), with Fortran conventions: every argument is a pointer, matrices
+    column-major with a leading dimension.
     """
-    from scipy.linalg.blas import dtrmm
-    from scipy.linalg.lapack import dtrtri
+    import ctypes
 
-    R = c.shape[0]
-    if R <= _TRTRI_LEAF:
-        x, info = dtrtri(c, lower=1, overwrite_c=1)
-        if not np.shares_memory(x, c):
-            c[...] = x
-        return int(info)
-    h = R // 2
-    a, d = np.asfortranarray(c[:h, :h]), np.asfortranarray(c[h:, h:])
-    info = _invert_lower(a) or _invert_lower(d)
-    if info:
-        return info
-    y = dtrmm(1.0, a, c[h:, :h], side=1, lower=1)  # S A^-1
-    c[h:, :h] = dtrmm(-1.0, d, y, side=0, lower=1, overwrite_b=1)  # -D^-1 S A^-1
-    c[:h, :h] = a
-    c[h:, h:] = d
-    return 0
+    from scipy.linalg import cython_blas, cython_lapack
+
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_ptr = ctypes.pythonapi.PyCapsule_GetPointer
+    get_ptr.restype, get_ptr.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+
+    def bind(module: Any, name: str, n_args: int) -> Any:
+        cap = module.__pyx_capi__[name]
+        return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(get_ptr(cap, get_name(cap)))
+
+    consts = {k: ctypes.create_string_buffer(k.encode()) for k in ("L", "R", "N")}
+    consts.update({"1.0": ctypes.c_double(1.0), "-1.0": ctypes.c_double(-1.0)})  # type: ignore[dict-item]
+    return {
+        "potrf": bind(cython_lapack, "dpotrf", 5),
+        "potrs": bind(cython_lapack, "dpotrs", 8),
+        "trtri": bind(cython_lapack, "dtrtri", 6),
+        "lauum": bind(cython_lapack, "dlauum", 5),
+        "trmm": bind(cython_blas, "dtrmm", 11),
+        "syr": bind(cython_blas, "dsyr", 7),
+        "consts": consts,  # kept alive here
+        "addr": {k: ctypes.addressof(v) for k, v in consts.items()},
+    }
+
+
+class _Factoriser:
+    """Per-utterance posterior of one R x R precision, in place, without the GIL.
+
+    One instance per thread (it owns the ``info`` output and the integer arguments).
+    """
+
+    def __init__(self, R: int) -> None:
+        import ctypes
+
+        self._ct = ctypes
+        self.R = R
+        self.lp = _lapack()
+        self.a = self.lp["addr"]
+        self._ints: dict[int, Any] = {}
+        self.info = ctypes.c_int(0)
+        self.p_info = ctypes.addressof(self.info)
+        self.p_R = self._int(R)
+        self.p_1 = self._int(1)
+
+    def _int(self, v: int) -> int:
+        if v not in self._ints:
+            self._ints[v] = self._ct.c_int(v)
+        return self._ct.addressof(self._ints[v])
+
+    def factor(self, M: np.ndarray, x: np.ndarray, second_moments: bool) -> tuple[int, float]:
+        """Factor ``M`` and overwrite ``x`` with ``M^{-1} x`` (and ``M`` with ``M^{-1} + x x^T``).
+
+        Parameters
+        ----------
+        M : ndarray, shape (R*R,), float64, C-contiguous
+            A symmetric positive-definite matrix. On return its Fortran lower (= C-order
+            upper) triangle holds the Cholesky factor, or with ``second_moments``
+            ``M^{-1} + x x^T`` (the solved ``x``).
+        x : ndarray, shape (R,), float64, contiguous
+            Right-hand side, overwritten with the solution.
+        second_moments : bool
+
+        Returns
+        -------
+        info : int
+            0, or the LAPACK ``info`` of a failed factorisation.
+        logdet : float
+            ``log det M``.
+        """
+        lp, a, pR, pi = self.lp, self.a, self.p_R, self.p_info
+        base, xp = M.ctypes.data, x.ctypes.data
+        lp["potrf"](a["L"], pR, base, pR, pi)
+        if self.info.value:
+            return int(self.info.value), np.nan
+        logdet = 2.0 * float(np.log(M[:: self.R + 1]).sum())
+        lp["potrs"](a["L"], pR, self.p_1, base, pR, xp, pR, pi)
+        if not second_moments:
+            return 0, logdet
+        info = self._invert(base, 0, self.R)
+        if info:
+            return info, logdet
+        lp["lauum"](a["L"], pR, base, pR, pi)
+        lp["syr"](a["L"], pR, a["1.0"], xp, self.p_1, base, pR)
+        return int(self.info.value), logdet
+
+    def _invert(self, base: int, r0: int, n: int) -> int:
+        """Invert the lower-triangular diagonal block ``[r0:r0+n, r0:r0+n]`` in place.
+
+        ``[[A, 0], [S, D]]^{-1} = [[A^-1, 0], [-D^-1 S A^-1, D^-1]]``, recursively, with
+        ``trtri`` on blocks of order <= :data:`_TRTRI_LEAF` (OpenBLAS's single-threaded
+        ``trtri`` at R = 300 is about twice as slow as this).
+        """
+        lp, a, pR, R = self.lp, self.a, self.p_R, self.R
+        p = base + 8 * (r0 + r0 * R)
+        if n <= _TRTRI_LEAF:
+            lp["trtri"](a["L"], a["N"], self._int(n), p, pR, self.p_info)
+            return int(self.info.value)
+        h = n // 2
+        info = self._invert(base, r0, h) or self._invert(base, r0 + h, n - h)
+        if info:
+            return info
+        S = base + 8 * (r0 + h + r0 * R)
+        D = base + 8 * (r0 + h + (r0 + h) * R)
+        m_, n_ = self._int(n - h), self._int(h)
+        lp["trmm"](a["R"], a["L"], a["N"], a["N"], m_, n_, a["1.0"], p, pR, S, pR)  # S A^-1
+        lp["trmm"](a["L"], a["L"], a["N"], a["N"], m_, n_, a["-1.0"], D, pR, S, pR)  # -D^-1 S A^-1
+        return 0
 
 
 def _posteriors(
@@ -344,11 +428,11 @@ def _posteriors(
     """Posterior means (and packed second moments) of a batch of utterances.
 
     Each precision is unpacked by one gather (:func:`_full_index`) into a float64
-    R x R buffer, factored in place by LAPACK ``potrf``; the mean comes from ``potrs``
-    (two triangular solves), ``L^{-1}`` in place from the inverse factor
-    (:func:`_invert_lower`) and LAPACK ``lauum``, and ``E[w w^T]`` from a
-    rank-one ``syr`` update of that triangle, packed again by one gather. The
-    factorisations are float64 whatever the dtype of ``Lp``.
+    R x R buffer and, per utterance without the GIL (:class:`_Factoriser`), factored in
+    place by LAPACK ``potrf``; the mean comes from ``potrs`` (two triangular solves),
+    ``L^{-1}`` in place from a blocked triangular inverse and ``lauum`` (the two halves
+    of ``potri``), and ``E[w w^T]`` from a rank-one ``syr``; one gather packs it again.
+    The factorisations are float64 whatever the dtype of ``Lp``.
 
     Parameters
     ----------
@@ -371,43 +455,22 @@ def _posteriors(
     Ep : ndarray, shape (B, R(R+1)/2), Lp's dtype, or None
         ``Lp`` holding the packed ``E[w_u w_u^T]`` (None unless ``second_moments``).
     """
-    from scipy.linalg.blas import dsyr
-    from scipy.linalg.lapack import dlauum, dpotrf, dpotrs
-
     B, R = b.shape
     _, _, upper, _, diag = _packing(R)
     full = _full_index(R)
-    m = np.empty((B, R))
+    m = np.array(b, dtype=np.float64, order="C")  # overwritten by the solutions
     logdet = np.empty(B)
     failed: list[str] = []
 
     def sub_block(a: int, e: int) -> None:
-        z = e - a
+        fac = _Factoriser(R)
         M = np.take(Lp[a:e], full, axis=1).astype(np.float64, copy=False)  # (z, R*R) symmetric
         M[:, diag] += 1.0
-        for u in range(z):
-            # M[u] is symmetric and C-ordered: its transpose is a Fortran-ordered view that
-            # LAPACK factors in place (its lower triangle is the C-order upper one).
-            Mu = M[u].reshape(R, R).T
-            c, info = dpotrf(Mu, lower=1, overwrite_a=1, clean=0)
+        for u in range(e - a):
+            info, logdet[a + u] = fac.factor(M[u], m[a + u], second_moments)
             if info != 0:
-                failed.append(f"not positive definite (LAPACK potrf info {info})")
+                failed.append(f"not positive definite (LAPACK info {info})")
                 return
-            logdet[a + u] = 2.0 * np.log(np.diagonal(c)).sum()
-            x, _ = dpotrs(c, b[a + u], lower=1)
-            m[a + u] = x
-            if second_moments:
-                # potri = trtri + lauum; OpenBLAS's single-threaded trtri at R = 300 is
-                # twice as slow as the blocked recursion of _invert_lower
-                info = _invert_lower(c)
-                if info == 0:
-                    c, info = dlauum(c, lower=1, overwrite_c=1)
-                if info != 0:
-                    failed.append(f"singular Cholesky factor (LAPACK info {info})")
-                    return
-                c = dsyr(1.0, x, lower=1, a=c, overwrite_a=1)
-                if not np.shares_memory(c, M):
-                    Mu[...] = c
         if second_moments:
             np.take(M, upper, axis=1, out=Lp[a:e])
 
