@@ -71,6 +71,8 @@ _SUB_BLOCK = 32
 _COMP_BLOCK = 32
 #: Columns per block of the threaded GEMMs.
 _GEMM_COLS = 2048
+#: Rows per block of the threaded GEMMs whose right factor has at most _GEMM_COLS columns.
+_GEMM_ROWS = 64
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,13 +253,21 @@ def _in_threads(fn: Callable[[int, int], None], n: int, block: int, n_threads: i
 
 
 def _matmul(A: np.ndarray, B: np.ndarray, n_threads: int) -> np.ndarray:
-    """``A @ B`` in fixed blocks of columns of B, in threads with one BLAS thread each.
+    """``A @ B`` in fixed blocks of columns of B (of rows of A when B has at most
+    ``_GEMM_COLS`` columns), in threads with one BLAS thread each.
 
     The blocks do not depend on ``n_threads`` and each output element is one
     single-threaded dot product over the whole inner dimension, so the result is the
     same whatever the number of threads (and of joblib workers).
     """
     out = np.empty((A.shape[0], B.shape[1]), dtype=np.result_type(A, B))
+    if B.shape[1] <= _GEMM_COLS:  # few columns (T f: R = 300): fixed blocks of rows of A instead
+
+        def rows(a: int, b: int) -> None:
+            np.matmul(A[a:b], B, out=out[a:b])
+
+        _in_threads(rows, A.shape[0], _GEMM_ROWS, n_threads)
+        return out
 
     def block(a: int, b: int) -> None:
         np.matmul(A, B[:, a:b], out=out[:, a:b])
@@ -564,10 +574,13 @@ def tv_estep(
     b = _matmul(fd, Td.T, n_threads)
     m, logdet, Ep = _posteriors(Lp, b, second_moments=True, n_threads=n_threads)
     assert Ep is not None
+    # one GEMM gives A (rows n_k) and S (a row of ones)
+    nS = np.concatenate([nd.T, np.ones((1, nd.shape[0]), dtype=dt)])
+    AS = _matmul(nS, Ep, n_threads).astype(np.float64, copy=False)
     return TVAccumulators(
-        A=_matmul(nd.T, Ep, n_threads).astype(np.float64, copy=False),
+        A=AS[:-1],
         C=_matmul(m.astype(dt, copy=False).T, fd, n_threads).astype(np.float64, copy=False),
-        S=Ep.sum(0, dtype=np.float64),
+        S=AS[-1],
         N=n.sum(0),
         loglik=float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", b.astype(np.float64), m))),
         n_utterances=int(n.shape[0]),
