@@ -474,15 +474,23 @@ def _posteriors(
 
     def sub_block(a: int, e: int) -> None:
         fac = _Factoriser(R)
-        M = np.take(Lp[a:e], full, axis=1).astype(np.float64, copy=False)  # (z, R*R) symmetric
-        M[:, diag] += 1.0
-        for u in range(e - a):
-            info, logdet[a + u] = fac.factor(M[u], m[a + u], second_moments)
+        M = np.empty(R * R)  # one cache-resident buffer per thread
+        same = Lp.dtype == M.dtype
+        for u in range(a, e):
+            if same:
+                np.take(Lp[u], full, out=M)
+            else:
+                M[:] = np.take(Lp[u], full)
+            M[diag] += 1.0
+            info, logdet[u] = fac.factor(M, m[u], second_moments)
             if info != 0:
                 failed.append(f"not positive definite (LAPACK info {info})")
                 return
-        if second_moments:
-            np.take(M, upper, axis=1, out=Lp[a:e])
+            if second_moments:
+                if same:
+                    np.take(M, upper, out=Lp[u])
+                else:
+                    Lp[u] = np.take(M, upper)
 
     _in_threads(sub_block, B, _SUB_BLOCK, n_threads)
     if failed:

@@ -108,6 +108,23 @@ def test_estep_at_a_rank_where_the_inverse_is_blocked_equals_the_reference(rng):
         assert acc.loglik == pytest.approx(ll, rel=1e-10)
 
 
+def test_estep_is_identical_for_any_number_of_threads(rng):
+    """The factorisations run in threads without the GIL: each sub-block owns its outputs."""
+    K, D, R, B = 3, 40, 70, 100  # four sub-blocks of utterances
+    stats, _ = synthetic_stats(rng, U=B, K=K, D=D, R=R, frames=200)
+    T = rng.standard_normal((R, K * D)) * 0.2
+    one = tv_estep(T, stats.n, stats.f, n_threads=1)
+    for nt in (2, 3):
+        many = tv_estep(T, stats.n, stats.f, n_threads=nt)
+        for x, y in ((many.A, one.A), (many.C, one.C), (many.S, one.S)):
+            np.testing.assert_array_equal(x, y)
+        assert many.loglik == one.loglik
+    tv = TotalVariability(T, K, D, "fp")
+    np.testing.assert_array_equal(
+        extract_ivectors(tv, stats, n_threads=3), extract_ivectors(tv, stats, n_threads=1)
+    )
+
+
 def test_objective_is_the_marginal_likelihood_up_to_a_constant(rng):
     """Differences of the objective between two T equal differences of log N(f; 0, Sigma_u)."""
     K, D, R = 3, 2, 2
