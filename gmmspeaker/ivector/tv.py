@@ -564,8 +564,8 @@ def tv_estep(
     n_threads : int
         Threads for the per-utterance factorisations (the result does not depend on it).
     dtype : {"float64", "float32"}
-        Precision of the GEMMs and factorisations within the batch; the accumulators are
-        float64 (batches are summed in float64).
+        Precision of the four GEMMs within the batch; the per-utterance factorisations
+        and the accumulators are float64 (batches are summed in float64).
 
     Returns
     -------
@@ -878,8 +878,8 @@ def train_tv(
     progress : bool
         Progress bar over iterations.
     dtype : {"float64", "float32"}
-        Precision of the per-batch GEMMs and factorisations (float32 is about twice as
-        fast; accumulators, M-step and T stay float64).
+        Precision of the per-batch GEMMs (float32 halves their time, 10-20 % of an
+        iteration at R = 300; factorisations, accumulators, M-step and T stay float64).
 
     Returns
     -------
@@ -973,7 +973,7 @@ def extract_ivectors(
     n_threads : int, optional
         Threads for the per-utterance factorisations (default: the usable cores).
     dtype : {"float64", "float32"}
-        Precision of the GEMMs and factorisations; the result is float64.
+        Precision of the GEMMs (the factorisations are float64); the result is float64.
 
     Returns
     -------
