@@ -165,6 +165,10 @@ def _child(path: str, rank: int, iterations: int, jobs: int, batch: int, dtype: 
             "trace": tv.log_likelihood,
         }
     )
+    # flush the result now: with n_jobs > 1 the child's exit (loky's worker shutdown) has
+    # been seen to hang, after which the parent kills it (run_case)
+    q.close()
+    q.join_thread()
 
 
 def run_case(path: Path, rank: int, iterations: int, jobs: int, batch: int, dtype: str) -> dict:
@@ -173,7 +177,11 @@ def run_case(path: Path, rank: int, iterations: int, jobs: int, batch: int, dtyp
     p = ctx.Process(target=_child, args=(str(path), rank, iterations, jobs, batch, dtype, q))
     p.start()
     out = q.get()
-    p.join()
+    p.join(timeout=60)
+    if p.is_alive():
+        print(f"  (child {p.pid} did not exit within 60 s of reporting; killed)", flush=True)
+        p.kill()
+        p.join()
     return out
 
 

@@ -85,6 +85,46 @@ def test_batched_estep_equals_slow_per_utterance_reference(rng):
         np.testing.assert_allclose(iv, ref, rtol=1e-10, atol=1e-12)
 
 
+def test_estep_at_a_rank_where_the_inverse_is_blocked_equals_the_reference(rng):
+    """R = 150 and 67: the triangular inverse splits into blocks (leaf order 64), odd sizes too."""
+    for K, D, R in ((3, 60, 150), (2, 40, 67)):
+        B = 4
+        stats, _ = synthetic_stats(rng, U=B, K=K, D=D, R=R, frames=200)
+        T = rng.standard_normal((R, K * D)) * 0.2
+        acc = tv_estep(T, stats.n, stats.f)
+        A = np.zeros((K, R, R))
+        C = np.zeros((R, K * D))
+        ll = 0.0
+        for u in range(B):
+            L, Linv, m, b = slow_posterior(T, stats.n[u], stats.f[u], K, D)
+            E = Linv + np.outer(m, m)
+            A += stats.n[u][:, None, None] * E
+            C += np.outer(m, stats.f[u])
+            ll += -0.5 * np.linalg.slogdet(L)[1] + 0.5 * b @ m
+        iu = np.triu_indices(R)
+        scale = np.abs(A).max()
+        np.testing.assert_allclose(acc.A, A[:, iu[0], iu[1]], rtol=1e-9, atol=1e-12 * scale)
+        np.testing.assert_allclose(acc.C, C, rtol=1e-9, atol=1e-12 * np.abs(C).max())
+        assert acc.loglik == pytest.approx(ll, rel=1e-10)
+
+
+def test_estep_is_identical_for_any_number_of_threads(rng):
+    """The factorisations run in threads without the GIL: each sub-block owns its outputs."""
+    K, D, R, B = 3, 40, 70, 100  # four sub-blocks of utterances
+    stats, _ = synthetic_stats(rng, U=B, K=K, D=D, R=R, frames=200)
+    T = rng.standard_normal((R, K * D)) * 0.2
+    one = tv_estep(T, stats.n, stats.f, n_threads=1)
+    for nt in (2, 3):
+        many = tv_estep(T, stats.n, stats.f, n_threads=nt)
+        for x, y in ((many.A, one.A), (many.C, one.C), (many.S, one.S)):
+            np.testing.assert_array_equal(x, y)
+        assert many.loglik == one.loglik
+    tv = TotalVariability(T, K, D, "fp")
+    np.testing.assert_array_equal(
+        extract_ivectors(tv, stats, n_threads=3), extract_ivectors(tv, stats, n_threads=1)
+    )
+
+
 def test_objective_is_the_marginal_likelihood_up_to_a_constant(rng):
     """Differences of the objective between two T equal differences of log N(f; 0, Sigma_u)."""
     K, D, R = 3, 2, 2
