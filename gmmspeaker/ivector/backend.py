@@ -26,14 +26,12 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import scipy.linalg
 
-from gmmspeaker._io import atomic_path
+from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 
@@ -122,51 +120,6 @@ def length_normalize(X: npt.ArrayLike) -> FloatArray:
     A = np.asarray(X, dtype=np.float64)
     norms = np.linalg.norm(A, axis=-1, keepdims=True)
     return A / np.where(norms > 0.0, norms, 1.0)
-
-
-def _write_h5(path: PathLike, fmt: str, arrays: dict[str, Any], attrs: dict[str, Any]) -> None:
-    import h5py
-
-    from gmmspeaker import __version__
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["format"] = fmt
-            h5.attrs["version"] = __version__
-            for k, v in attrs.items():
-                h5.attrs[k] = v
-            for k, v in arrays.items():
-                if v is not None:
-                    h5.create_dataset(k, data=np.asarray(v))
-
-
-def _read_h5(path: PathLike, fmt: str, required: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: file not found")
-    try:
-        with h5py.File(path, "r") as h5:
-            got = h5.attrs.get("format", "")
-            got = got.decode() if isinstance(got, bytes) else str(got)
-            if got != fmt:
-                raise ModelError(f"{path}: not a {fmt} file (format {got!r})")
-            missing = [k for k in required if k not in h5]
-            if missing:
-                raise ModelError(f"{path}: missing dataset(s) {missing}")
-            arrays = {k: h5[k][()] for k in h5.keys()}
-            attrs = {k: h5.attrs[k] for k in h5.attrs.keys()}
-    except ModelError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise ModelError(f"{path}: cannot read {fmt} file ({exc})") from None
-    for k, v in arrays.items():
-        if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.all(np.isfinite(v)):
-            raise ModelError(f"{path}: dataset {k!r} holds NaN/inf values")
-    return arrays, attrs
 
 
 # ---------------------------------------------------------------------------
@@ -304,7 +257,7 @@ class Backend:
 
     def save(self, path: PathLike) -> None:
         """Write to HDF5 atomically (datasets ``mean``, ``projection``; options as attributes)."""
-        _write_h5(
+        write_h5(
             path,
             _BACKEND_FORMAT,
             {"mean": self.mean, "projection": self.projection},
@@ -318,7 +271,7 @@ class Backend:
     @classmethod
     def load(cls, path: PathLike) -> Backend:
         """Read a file written by :meth:`save`; a bad file is a ModelError naming it."""
-        arrays, attrs = _read_h5(path, _BACKEND_FORMAT, ("mean", "projection"))
+        arrays, attrs = read_h5(path, _BACKEND_FORMAT, ("mean", "projection"))
         mean = np.asarray(arrays["mean"], dtype=np.float64)
         proj = np.asarray(arrays["projection"], dtype=np.float64)
         if mean.ndim != 1 or proj.ndim != 2 or proj.shape[0] != mean.shape[0]:
@@ -555,7 +508,7 @@ class PLDA:
     # -- persistence ------------------------------------------------------------
     def save(self, path: PathLike) -> None:
         """Write to HDF5 atomically (datasets ``mean``, ``between``, ``within``, ``history``)."""
-        _write_h5(
+        write_h5(
             path,
             _PLDA_FORMAT,
             {
@@ -570,7 +523,7 @@ class PLDA:
     @classmethod
     def load(cls, path: PathLike) -> PLDA:
         """Read a file written by :meth:`save`; a bad file is a ModelError naming it."""
-        arrays, _ = _read_h5(path, _PLDA_FORMAT, ("mean", "between", "within"))
+        arrays, _ = read_h5(path, _PLDA_FORMAT, ("mean", "between", "within"))
         mean = np.asarray(arrays["mean"], dtype=np.float64)
         d = mean.shape[0] if mean.ndim == 1 else -1
         for k in ("between", "within"):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_path
+from gmmspeaker._io import atomic_path, read_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import DataError, ModelError
 from gmmspeaker.gmm.map import ubm_fingerprint
@@ -133,29 +133,11 @@ class UtteranceStats:
         ModelError
             The file is missing, not a statistics file, or inconsistent; the message names it.
         """
-        import h5py
-
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"{path}: statistics file not found")
-        try:
-            with h5py.File(path, "r") as h5:
-                fmt = h5.attrs.get("format", "")
-                fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
-                if fmt != _FORMAT:
-                    raise ModelError(f"{path}: not a gmmspeaker utterance-statistics file (format {fmt!r})")
-                missing = [k for k in ("ids", "n", "f") if k not in h5]
-                if missing:
-                    raise ModelError(f"{path}: missing dataset(s) {missing}")
-                ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
-                n = np.asarray(h5["n"][()], dtype=np.float64)
-                f = np.asarray(h5["f"][()], dtype=np.float64)
-                fp = h5.attrs.get("ubm_fingerprint", "")
-                fp = fp.decode() if isinstance(fp, bytes) else str(fp)
-        except ModelError:
-            raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
-            raise ModelError(f"{path}: cannot read statistics file ({exc})") from None
+        arrays, attrs = read_h5(path, _FORMAT, ("ids", "n", "f"), what="statistics file")
+        ids = list(arrays["ids"])
+        n = np.asarray(arrays["n"], dtype=np.float64)
+        f = np.asarray(arrays["f"], dtype=np.float64)
+        fp = str(attrs.get("ubm_fingerprint", ""))
         try:
             return cls(ids, n, f, fp)
         except DataError as exc:

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.ivector.stats import UtteranceStats
@@ -121,11 +122,11 @@ class TotalVariability:
     def save(self, path: PathLike) -> None:
         """Write to HDF5 atomically: dataset ``T``, attributes ``format``, ``n_components``,
         ``n_dims``, ``ubm_fingerprint``, ``log_likelihood``, ``version``."""
-        _write_h5(
+        write_h5(
             path,
+            _FORMAT,
             {"T": np.asarray(self.T, dtype=np.float64)},
             {
-                "format": _FORMAT,
                 "format_version": _FORMAT_VERSION,
                 "n_components": int(self.n_components),
                 "n_dims": int(self.n_dims),
@@ -143,7 +144,7 @@ class TotalVariability:
         ModelError
             Missing, unreadable or not a total-variability file; the message names it.
         """
-        arrays, attrs = _read_h5(path, _FORMAT, ("T",))
+        arrays, attrs = read_h5(path, _FORMAT, ("T",))
         try:
             return cls(
                 T=np.asarray(arrays["T"], dtype=np.float64),
@@ -154,51 +155,6 @@ class TotalVariability:
             )
         except (KeyError, ModelError) as exc:
             raise ModelError(f"{path}: inconsistent total-variability file ({exc})") from None
-
-
-def _write_h5(path: PathLike, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    import h5py
-
-    from gmmspeaker import __version__
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["version"] = __version__
-            for k, v in attrs.items():
-                h5.attrs[k] = v
-            for k, v in arrays.items():
-                h5.create_dataset(k, data=v)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _read_h5(
-    path: PathLike, fmt: str, names: tuple[str, ...]
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: file not found")
-    try:
-        with h5py.File(path, "r") as h5:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
-            if str(attrs.get("format", "")) != fmt:
-                raise ModelError(f"{path}: not a {fmt} file (format {attrs.get('format', '')!r})")
-            missing = [k for k in names if k not in h5]
-            if missing:
-                raise ModelError(f"{path}: missing dataset(s) {missing}")
-            arrays = {k: h5[k][()] for k in names}
-    except ModelError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise ModelError(f"{path}: cannot read ({exc})") from None
-    return arrays, attrs
 
 
 # ---------------------------------------------------------------------------------------
@@ -810,7 +766,7 @@ def _load_checkpoint(path: Path, key: str) -> tuple[np.ndarray, int, list[float]
     if not path.is_file():
         return None
     try:
-        arrays, attrs = _read_h5(path, _CKPT_FORMAT, ("T",))
+        arrays, attrs = read_h5(path, _CKPT_FORMAT, ("T",))
     except ModelError as exc:
         logger.warning("%s: unreadable checkpoint (%s); starting afresh", path, exc)
         return None
@@ -822,11 +778,11 @@ def _load_checkpoint(path: Path, key: str) -> tuple[np.ndarray, int, list[float]
 
 
 def _save_checkpoint(path: Path, key: str, T: np.ndarray, iteration: int, trace: list[float]) -> None:
-    _write_h5(
+    write_h5(
         path,
+        _CKPT_FORMAT,
         {"T": T},
         {
-            "format": _CKPT_FORMAT,
             "key": key,
             "iteration": int(iteration),
             "log_likelihood": np.asarray(trace, dtype=np.float64),

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_path, atomic_write_json
+from gmmspeaker._io import atomic_write_json, read_h5, write_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import DataError, ModelError
 from gmmspeaker.recipe.config import STAGES, Recipe
@@ -277,18 +277,7 @@ def outputs(pipe: Any, stage: str) -> list[str]:
 
 def save_ivectors(path: PathLike, ids: Sequence[str], vectors: FloatArray) -> None:
     """Write i-vectors (``ids`` strings, ``vectors`` (U, R) float64) to HDF5 atomically."""
-
-    import h5py
-
-    from gmmspeaker import __version__
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["format"] = _IVECTOR_FORMAT
-            h5.attrs["version"] = __version__
-            h5.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=h5py.string_dtype("utf-8"))
-            h5.create_dataset("vectors", data=np.asarray(vectors, dtype=np.float64))
+    write_h5(path, _IVECTOR_FORMAT, {"ids": list(ids), "vectors": np.asarray(vectors, dtype=np.float64)})
 
 
 def load_ivectors(path: PathLike) -> dict[str, FloatArray]:
@@ -299,22 +288,8 @@ def load_ivectors(path: PathLike) -> dict[str, FloatArray]:
     ModelError
         Missing or malformed file (the message names it).
     """
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: i-vector file not found")
-    try:
-        with h5py.File(path, "r") as h5:
-            fmt = h5.attrs.get("format", "")
-            if (fmt.decode() if isinstance(fmt, bytes) else str(fmt)) != _IVECTOR_FORMAT:
-                raise ModelError(f"{path}: not a gmmspeaker i-vector file")
-            ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
-            vectors = np.asarray(h5["vectors"][()], dtype=np.float64)
-    except ModelError:
-        raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read i-vectors ({exc})") from None
+    arrays, _ = read_h5(path, _IVECTOR_FORMAT, ("ids", "vectors"), what="i-vector file")
+    ids, vectors = arrays["ids"], np.asarray(arrays["vectors"], dtype=np.float64)
     if vectors.shape[0] != len(ids):
         raise ModelError(f"{path}: {len(ids)} ids for {vectors.shape[0]} i-vectors")
     return dict(zip(ids, vectors))
