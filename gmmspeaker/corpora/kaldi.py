@@ -305,22 +305,9 @@ def read_kaldi_data_dir(
     if segmented:
         return _segments(data, entries, utt2spk, check_exists)
 
-    no_spk = [(ln, u) for ln, u, _ in entries if u not in utt2spk]
-    if no_spk:
-        shown = "; ".join(f"wav.scp:{ln}: '{u}'" for ln, u in no_spk[:MAX_REPORTED])
-        more = f"; ... and {len(no_spk) - MAX_REPORTED} more" if len(no_spk) > MAX_REPORTED else ""
-        raise DataError(
-            f"{data / 'utt2spk'}: {len(no_spk)} utterance(s) of wav.scp have no speaker: {shown}{more}"
-        )
-    extra = [u for u in utt2spk if u not in first]
-    if extra:
-        raise DataError(
-            f"{data / 'utt2spk'}: {len(extra)} utterance(s) absent from wav.scp, e.g. "
-            + ", ".join(repr(u) for u in extra[:MAX_REPORTED])
-            + "; run fix_data_dir.sh"
-        )
-    if (data / "spk2utt").is_file():
-        read_spk2utt(data)  # consistency check only
+    _check_speakers(
+        data, "wav.scp", "utterance(s) of wav.scp have", [(ln, u) for ln, u, _ in entries], utt2spk
+    )
 
     _check_audio(wav_scp, entries, check_exists)
     out = [Utterance(utt_id=u, path=p, speaker=utt2spk[u]) for _, u, p in entries]
@@ -339,6 +326,28 @@ def _check_audio(wav_scp: Path, entries: list[tuple[int, str, Path]], check_exis
         raise DataError(f"{wav_scp}: {len(missing)} audio file(s) missing: {shown}{more}")
 
 
+def _check_speakers(
+    data: Path, source: str, noun: str, items: list[tuple[int, str]], utt2spk: dict[str, str]
+) -> None:
+    """``utt2spk`` must name exactly the utterances of ``source`` (``(line, utt)`` pairs);
+    ``spk2utt``, when present, must agree with it."""
+    no_spk = [(ln, u) for ln, u in items if u not in utt2spk]
+    if no_spk:
+        shown = "; ".join(f"{source}:{ln}: '{u}'" for ln, u in no_spk[:MAX_REPORTED])
+        more = f"; ... and {len(no_spk) - MAX_REPORTED} more" if len(no_spk) > MAX_REPORTED else ""
+        raise DataError(f"{data / 'utt2spk'}: {len(no_spk)} {noun} no speaker: {shown}{more}")
+    ids = {u for _, u in items}
+    extra = [u for u in utt2spk if u not in ids]
+    if extra:
+        raise DataError(
+            f"{data / 'utt2spk'}: {len(extra)} utterance(s) absent from {source}, e.g. "
+            + ", ".join(repr(u) for u in extra[:MAX_REPORTED])
+            + "; run fix_data_dir.sh"
+        )
+    if (data / "spk2utt").is_file():
+        read_spk2utt(data)  # consistency check only
+
+
 def _segments(
     data: Path, entries: list[tuple[int, str, Path]], utt2spk: dict[str, str], check_exists: bool
 ) -> list[Segment]:
@@ -352,21 +361,7 @@ def _segments(
         raise DataError(
             f"{data / 'wav.scp'}: {len(unknown)} segment(s) name a recording absent from wav.scp: {shown}{more}"
         )
-    ids = {u for _, u, _, _, _ in segs}
-    no_spk = [(ln, u) for ln, u, _, _, _ in segs if u not in utt2spk]
-    if no_spk:
-        shown = "; ".join(f"segments:{ln}: '{u}'" for ln, u in no_spk[:MAX_REPORTED])
-        more = f"; ... and {len(no_spk) - MAX_REPORTED} more" if len(no_spk) > MAX_REPORTED else ""
-        raise DataError(f"{data / 'utt2spk'}: {len(no_spk)} segment(s) have no speaker: {shown}{more}")
-    extra = [u for u in utt2spk if u not in ids]
-    if extra:
-        raise DataError(
-            f"{data / 'utt2spk'}: {len(extra)} utterance(s) absent from segments, e.g. "
-            + ", ".join(repr(u) for u in extra[:MAX_REPORTED])
-            + "; run fix_data_dir.sh"
-        )
-    if (data / "spk2utt").is_file():
-        read_spk2utt(data)  # consistency check only
+    _check_speakers(data, "segments", "segment(s) have", [(ln, u) for ln, u, _, _, _ in segs], utt2spk)
     used = {r for _, _, r, _, _ in segs}
     _check_audio(data / "wav.scp", [e for e in entries if e[1] in used], check_exists)
     out = [
