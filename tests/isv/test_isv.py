@@ -141,14 +141,14 @@ def test_planted_session_subspace_is_recovered(rng):
 
 
 def test_enrolment_equals_the_dense_joint_posterior(rng):
-    stats, _, U = isv_stats(rng, S=1, H=3, K=4, D=2, R=2, frames=80)
+    stats, _, U = isv_stats(rng, S=1, H=3, K=4, D=2, R=2, frames=20)
     model = ISVModel(U, 4.0, 4, 2)
     _, w = dense_log_marginal(U, model.d, stats.n, stats.f)
     z = w[3 * 2 :]
     np.testing.assert_allclose(enroll_offset(model, stats.n, stats.f), model.d * z, rtol=1e-9, atol=1e-12)
     # the alternating (Gauss-Seidel) updates of training converge to the same point
     x = np.zeros((3, 2))
-    for _ in range(500):
+    for _ in range(150):
         x = isv_estep(U, model.d, stats.n, stats.f, x, [0]).x
     np.testing.assert_allclose(x.reshape(-1), w[:6], rtol=1e-6, atol=1e-8)
 
