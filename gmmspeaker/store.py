@@ -480,7 +480,8 @@ def _listing(problems: dict[str, str], limit: int = 20) -> str:
 
 def _corrupt(shard_path: Path, why: str) -> DataError:
     return DataError(
-        f"{shard_path}: corrupt or unreadable feature shard ({why}); delete it and re-run feature extraction"
+        f"{shard_path}: corrupt or unreadable feature shard ({why}); re-run feature extraction "
+        "(gmmspeaker features, or run --from-stage features): it recomputes this shard's utterances"
     )
 
 
@@ -679,6 +680,44 @@ def _adopt_orphans(
     return adopted
 
 
+def _shard_problem(path: Path, rows: int, dim: int) -> str | None:
+    """Why the shard at ``path`` cannot serve ``rows`` rows of ``dim`` features (None: it can).
+
+    Opens the file and checks the frames' shape and dtype; reads no frames.
+    """
+    import h5py
+
+    if not path.is_file():
+        return "missing"
+    try:
+        with h5py.File(path, "r") as h5:
+            ds = h5["frames"]
+            if ds.ndim != 2 or ds.dtype != np.float32 or ds.shape[1] != dim:
+                return f"frames are {ds.shape} {ds.dtype}, expected (n, {dim}) float32"
+            if ds.shape[0] < rows:
+                return f"{ds.shape[0]} rows, the manifest needs {rows}"
+    except (OSError, KeyError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    return None
+
+
+def _drop_unreadable_shards(store: Path, utts: dict[str, dict[str, Any]], dim: int) -> None:
+    """Forget the entries of shards that are missing or unreadable, so they are recomputed."""
+    need: dict[str, int] = {}
+    for e in utts.values():
+        need[e["shard"]] = max(need.get(e["shard"], 0), int(e["offset"]) + int(e["n_frames"]))
+    for shard, rows in sorted(need.items()):
+        problem = _shard_problem(store / shard, rows, dim)
+        if problem is None:
+            continue
+        bad = [u for u, e in utts.items() if e["shard"] == shard]
+        logger.warning(
+            "%s: feature shard %s; recomputing its %d utterances", store / shard, problem, len(bad)
+        )
+        for u in bad:
+            del utts[u]
+
+
 def _load_manifest(store_dir: Path) -> dict[str, Any] | None:
     path = store_dir / MANIFEST
     if not path.is_file():
@@ -740,6 +779,8 @@ def extract_to_store(
     """
     from joblib import Parallel, delayed
 
+    from gmmspeaker.features import FeatureConfig
+
     if on_bad_audio not in ("error", "skip"):
         raise GmmSpeakerError(f"on_bad_audio must be 'error' or 'skip', not {on_bad_audio!r}")
     store = Path(store_dir)
@@ -781,6 +822,7 @@ def extract_to_store(
     adopted = 0 if rebuild else _adopt_orphans(store, manifest, {u: p for u, p in items}, content_check)
     if adopted:
         logger.info("%s: %d utterances recovered from shards of an interrupted run", store, adopted)
+    _drop_unreadable_shards(store, utts, FeatureConfig.from_dict(cfg).dim)
     live = {e["shard"] for e in utts.values()}
     for f in store.glob("shard-*.h5"):
         if f.name not in live:
