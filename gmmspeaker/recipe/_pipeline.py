@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -104,18 +103,11 @@ class Pipeline:
         if stage in systems.IVECTOR_STAGES:
             body: Any = systems.fingerprint_body(self, stage)
         elif stage == "features":
-            sig = []
-            for u in self.utterances:
-                try:
-                    st = os.stat(u.path)
-                    sig.append((u.utt_id, str(u.path), st.st_size, st.st_mtime_ns))
-                except OSError:
-                    sig.append((u.utt_id, str(u.path), None, None))
             body = {
                 "features": r.features,
                 "resample": r.data.resample,
                 "on_bad_audio": r.on_bad_audio,
-                "files": sig,
+                "files": self._source_signatures(),
             }
         elif stage == "ubm":
             body = {"ubm": r.section("ubm"), "seed": r.seed, "ids": sorted(u.utt_id for u in self.ubm_list)}
@@ -142,6 +134,21 @@ class Pipeline:
         fp = stable_hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
         self._fp[stage] = fp
         return fp
+
+    def _source_signatures(self) -> list[Any]:
+        """Per utterance (id, path, signature[, hash]): what says the audio is unchanged."""
+        from gmmspeaker.store import content_hash, source_signature
+
+        out: list[Any] = []
+        for u in self.utterances:
+            try:
+                sig: Any = source_signature(u.path)
+                if self.recipe.data.content_check:
+                    sig = [*sig, content_hash(u.path)]
+            except OSError:
+                sig = None
+            out.append((u.utt_id, str(u.path), sig))
+        return out
 
     def outputs_exist(self, stage: str) -> bool:
         if stage in systems.IVECTOR_STAGES or stage == "score":
@@ -184,6 +191,7 @@ class Pipeline:
             on_bad_audio=r.on_bad_audio,
             resample=r.data.resample,
             progress=self.progress,
+            content_check=r.data.content_check,
         )
         store = self._store()
         kept = sum(store.n_frames(u) for u in store.ids)
