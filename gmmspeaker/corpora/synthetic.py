@@ -520,8 +520,8 @@ def apply_session(x: FloatArray, rng: np.random.Generator, strength: float, samp
     ``[1, a]`` with ``a ~ U(-0.5, 0.5) * strength`` (clipped to +-0.9), two peaking biquads
     (RBJ cookbook, Q = 1.5) at log-uniform centres in [200 Hz, 0.4 sr] with gains
     ``N(0, (6 dB * strength)^2)``, a 4th-order Butterworth low-pass at
-    ``0.5 sr * exp(-U(0, 0.9) * strength)`` (at 1.0 and 16 kHz: 3.2-8 kHz, telephone-like
-    to full band), and white noise through a one-pole filter (pole ``U(-0.9, 0.9)``:
+    ``0.5 sr * exp(-U(0, 0.9) * min(strength, 1))`` (from 1.0 and at 16 kHz: 3.2-8 kHz,
+    telephone-like to full band), and white noise through a one-pole filter (pole ``U(-0.9, 0.9)``:
     high- to low-pass) at an SNR of ``U(30 - 10 * min(strength, 2), 30)`` dB. The
     features' CMN removes most of a pure channel; the band limit (which changes the shape
     of the spectrum, not only its mean) and the noise floor in pauses are what survive it.
@@ -541,7 +541,7 @@ def apply_session(x: FloatArray, rng: np.random.Generator, strength: float, samp
         b = np.array([1.0 + alpha * A, -2.0 * np.cos(w0), 1.0 - alpha * A])
         den = np.array([1.0 + alpha / A, -2.0 * np.cos(w0), 1.0 - alpha / A])
         y = lfilter(b / den[0], den / den[0], y)
-    cutoff = 0.5 * np.exp(-rng.uniform(0.0, 0.9) * strength)  # fraction of sr
+    cutoff = 0.5 * np.exp(-rng.uniform(0.0, 0.9) * min(strength, 1.0))  # fraction of sr
     if cutoff < 0.45:
         bb, ab = butter(4, 2.0 * cutoff)
         y = lfilter(bb, ab, y)
