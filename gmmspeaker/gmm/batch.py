@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "train_ubm",
     "enroll_models",
+    "adapt_model",
     "score_trials",
     "score_matrix",
     "normalize_trial_scores",
@@ -135,16 +136,26 @@ def _enroll_batch(
     adapt: tuple[str, ...],
 ) -> list[tuple[str, Any]]:
     """Worker: [(model_id, store items of its utterances)] -> [(model_id, AdaptedModel)]."""
-    from gmmspeaker.gmm.map import map_adapt
-    from gmmspeaker.gmm.stats import accumulate
     from gmmspeaker.store import iter_utterances
 
     out = []
     for model_id, items in batch:
         X = np.concatenate([x for _, x in iter_utterances(store_dir, items)])
-        stats = accumulate(X, ubm, second_order="variances" in adapt)
-        out.append((model_id, map_adapt(stats, ubm, relevance=relevance, adapt=adapt)))
+        out.append((model_id, adapt_model(X, ubm, relevance=relevance, adapt=adapt)))
     return out
+
+
+def adapt_model(X: np.ndarray, ubm: GaussianMixture, *, relevance: float, adapt: Sequence[str]) -> Any:
+    """MAP-adapt ``ubm`` to the pooled frames ``X`` (n_frames, dim) of one model: an AdaptedModel.
+
+    The one enrolment step: batch enrolment (:func:`enroll_models`) and enrolment from
+    audio (:class:`gmmspeaker.systems.gmm_ubm.GmmUbm`) both call it.
+    """
+    from gmmspeaker.gmm.map import map_adapt
+    from gmmspeaker.gmm.stats import accumulate
+
+    stats = accumulate(X, ubm, second_order="variances" in adapt)
+    return map_adapt(stats, ubm, relevance=float(relevance), adapt=tuple(adapt))
 
 
 def enroll_models(
