@@ -117,6 +117,7 @@ def cmd_features(a: argparse.Namespace) -> int:
         resample=a.resample,
         progress=not a.quiet,
         compression=a.compression,
+        content_check=a.content_check,
     )
     print(f"{len(rep.computed)} computed, {len(rep.cached)} cached, {len(rep.skipped)} skipped -> {a.out}")
     if rep.computed:
@@ -440,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--on-bad-audio", choices=["error", "skip"], default="error")
     f.add_argument("--compression", choices=["gzip", "lzf"], default=None)
+    f.add_argument(
+        "--content-check",
+        action="store_true",
+        help="also hash every audio file and recompute those whose bytes changed "
+        "(default: a file is unchanged while its size, times and inode are)",
+    )
     f.set_defaults(func=cmd_features)
 
     u = add_sub("train-ubm", help="train a UBM on the features of a store")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -230,14 +229,18 @@ def _norm_outputs(wd: Workdir, recipe: Recipe, system: type[TrainedSystem]) -> l
 
 
 def _body_features(run: Run) -> Any:
+    from gmmspeaker.store import content_hash, source_signature
+
     r = run.recipe
-    sig = []
-    for u in run.utterances:
+    sig: list[Any] = []
+    for u in run.utterances:  # what says the audio is unchanged
         try:
-            st = os.stat(u.path)
-            sig.append((u.utt_id, str(u.path), st.st_size, st.st_mtime_ns))
+            s: Any = source_signature(u.path)
+            if r.data.content_check:
+                s = [*s, content_hash(u.path)]
         except OSError:
-            sig.append((u.utt_id, str(u.path), None, None))
+            s = None
+        sig.append((u.utt_id, str(u.path), s))
     return {"features": r.features, "resample": r.data.resample, "on_bad_audio": r.on_bad_audio, "files": sig}
 
 
@@ -305,6 +308,7 @@ def _run_features(run: Run) -> dict[str, Any]:
         on_bad_audio=r.on_bad_audio,
         resample=r.data.resample,
         progress=run.progress,
+        content_check=r.data.content_check,
     )
     store = run.store()
     kept = sum(store.n_frames(u) for u in store.ids)
