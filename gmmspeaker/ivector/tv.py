@@ -57,6 +57,7 @@ __all__ = [
     "train_tv",
     "extract_ivectors",
     "tv_estep",
+    "tv_m_step",
     "tv_log_likelihood",
     "packed_gram",
 ]
@@ -505,7 +506,8 @@ def tv_estep(
     gram: FloatArray | None = None,
     n_threads: int = 1,
     dtype: Any = "float64",
-) -> TVAccumulators:
+    return_means: bool = False,
+) -> Any:
     """E-step accumulators of one batch of utterances.
 
     Parameters
@@ -522,10 +524,13 @@ def tv_estep(
     dtype : {"float64", "float32"}
         Precision of the four GEMMs within the batch; the per-utterance factorisations
         and the accumulators are float64 (batches are summed in float64).
+    return_means : bool
+        Also return the posterior means ``E[w_u]`` (the session factors of ISV training,
+        :mod:`gmmspeaker.isv`, which keeps them between iterations).
 
     Returns
     -------
-    TVAccumulators
+    TVAccumulators, or (TVAccumulators, ndarray of shape (B, R), float64) with ``return_means``
     """
     dt = _check_dtype(dtype)
     n = np.asarray(n, dtype=np.float64)
@@ -541,7 +546,7 @@ def tv_estep(
     # one GEMM gives A (rows n_k) and S (a row of ones)
     nS = np.concatenate([nd.T, np.ones((1, nd.shape[0]), dtype=dt)])
     AS = _matmul(nS, Ep, n_threads).astype(np.float64, copy=False)
-    return TVAccumulators(
+    acc = TVAccumulators(
         A=AS[:-1],
         C=_matmul(m.astype(dt, copy=False).T, fd, n_threads).astype(np.float64, copy=False),
         S=AS[-1],
@@ -549,6 +554,7 @@ def tv_estep(
         loglik=float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", b.astype(np.float64), m))),
         n_utterances=int(n.shape[0]),
     )
+    return (acc, m) if return_means else acc
 
 
 # ---------------------------------------------------------------------------------------
@@ -722,7 +728,7 @@ def _map_reduce(
 # ---------------------------------------------------------------------------------------
 
 
-def _m_step(acc: TVAccumulators, T_old: np.ndarray, K: int, n_threads: int = 1) -> np.ndarray:
+def tv_m_step(acc: TVAccumulators, T_old: np.ndarray, K: int, n_threads: int = 1) -> np.ndarray:
     """Solve ``A_k T_k = C_k`` for every component (batched over blocks of components).
 
     Components that no utterance visited (``N_k = 0``) keep their old ``T_k``. The
@@ -918,7 +924,7 @@ def train_tv(
             acc = _map_reduce(src, T.astype(dt, copy=False), gram, batch_size, n_jobs, tmpdir, dt.name)
             del gram
             trace.append(acc.loglik)
-            T = _m_step(acc, T, src.K, _n_cores())
+            T = tv_m_step(acc, T, src.K, _n_cores())
             if min_divergence:
                 T = _min_divergence(T, acc, _n_cores())
             logger.info(
