@@ -41,10 +41,11 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+import gmmspeaker
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ablate  # noqa: E402  (the bootstrap intervals; scripts/ is not a package)
+import ablate  # the bootstrap intervals (scripts/ is not a package)
 
 SECONDS_PER_RECORDING = 3.6
 RECORDINGS_PER_SPEAKER = 20
@@ -96,7 +97,10 @@ def audio_seconds(root: Path) -> float:
 def write_recipe(out: Path, root: Path, jobs: int, overrides: dict[str, Any]) -> Path:
     recipe: dict[str, Any] = {
         "experiment": "e2e-fusion",
-        "defaults": str(REPO / "recipes" / "dspspeech20-fusion.yaml"),
+        # the recipes beside the package under test (PYTHONPATH decides which checkout)
+        "defaults": str(
+            Path(gmmspeaker.__file__).resolve().parent.parent / "recipes" / "dspspeech20-fusion.yaml"
+        ),
         "jobs": jobs,
         "data": {
             "root": str(root),
@@ -118,7 +122,11 @@ def write_recipe(out: Path, root: Path, jobs: int, overrides: dict[str, Any]) ->
 
 def metrics(wd: Path, n_boot: int, p_target: float) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for system, name in (("gmm_ubm", "scores.gmm_ubm.txt"), ("ivector", "scores.ivector.txt"), ("fusion", "scores.txt")):
+    for system, name in (
+        ("gmm_ubm", "scores.gmm_ubm.txt"),
+        ("ivector", "scores.ivector.txt"),
+        ("fusion", "scores.txt"),
+    ):
         path = wd / name
         if not path.is_file():
             continue
@@ -181,14 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     (wd / "bench_e2e.json").write_text(json.dumps(summary, indent=1) + "\n")
 
     print(f"\n{audio_s / 3600:.2f} h of audio, jobs {args.jobs}, settings {overrides or 'of the recipe'}")
-    print(f"load average {load0[0]:.1f} / {load0[1]:.1f} (1 / 5 min) at start, {load1[0]:.1f} / {load1[1]:.1f} at end")
+    print(
+        f"load average {load0[0]:.1f} / {load0[1]:.1f} (1 / 5 min) at start, {load1[0]:.1f} / {load1[1]:.1f} at end"
+    )
     print("| stage | s | share | x real time |\n|---|---|---|---|")
     for s, v in stages.items():
         print(f"| {s} | {v:.1f} | {100 * v / total:.1f} % | {audio_s / max(v, 1e-9):.0f} |")
     other = total - sum(stages.values())
     print(f"| (runner, evaluation) | {other:.1f} | {100 * other / total:.1f} % | |")
     print(f"| **total** | **{total:.1f}** | 100 % | **{audio_s / total:.0f}** |")
-    print(f"\n| system | EER % [95 % CI] | minDCF({args.p_target:g}) [95 % CI] | trials (target) |\n|---|---|---|---|")
+    print(
+        f"\n| system | EER % [95 % CI] | minDCF({args.p_target:g}) [95 % CI] | trials (target) |\n|---|---|---|---|"
+    )
     for system, r in m.items():
         print(
             f"| {system} | {100 * r['eer']:.2f} [{100 * r['eer_ci'][0]:.2f}, {100 * r['eer_ci'][1]:.2f}] | "
