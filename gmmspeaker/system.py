@@ -29,7 +29,6 @@ id of a recipe model replaces it (the enrol call says so).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -43,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gmmspeaker._io import atomic_path
+from gmmspeaker._lock import lock, unlock
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.scoring.metrics import eer_threshold
@@ -333,11 +333,11 @@ class IdentifyResult:
 def _user_lock(wd: Path) -> Iterator[None]:
     """Serialise writers of the user models file (two enrol commands at once)."""
     with open(wd / ".user_models.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        lock(fh)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            unlock(fh)
 
 
 def _features_hash(features: dict[str, Any], resample: bool) -> str:
