@@ -317,7 +317,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     p_targets = tuple(a.p_target)
     res = evaluate_scores(scores, keys, p_targets=p_targets, det_plot=None if a.no_plot else out / "det.png")
-    res["thresholds"] = write_score_histogram(out, scores, keys, p_targets=p_targets, plot=not a.no_plot)
+    res["score_label"] = f"score from {Path(a.scores).name}"
+    res["thresholds"] = write_score_histogram(
+        out, scores, keys, p_targets=p_targets, plot=not a.no_plot, score_label=res["score_label"]
+    )
     (out / "results.json").write_text(json.dumps(res, indent=1, sort_keys=True))
     report = write_experiment_report(out, res)
     print(format_results(res))

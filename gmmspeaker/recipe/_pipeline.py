@@ -376,8 +376,14 @@ class Pipeline:
             )
             res["calibrated"] = {k: cres[k] for k in ("act_dcf", "cllr", "min_cllr")}
             res["calibration"] = cal.to_dict()
-        from gmmspeaker.scoring.report import write_score_histogram
+        from gmmspeaker.scoring.report import score_label, write_score_histogram
 
+        res["score_label"] = score_label(
+            system=r.system,
+            normalization=r.scoring.normalization,
+            ivector_scoring=r.ivector.scoring,
+            ivector_normalization=r.ivector.normalization,
+        )
         res["thresholds"] = write_score_histogram(
             self.wd,
             scores,
@@ -387,6 +393,7 @@ class Pipeline:
             c_miss=ev.c_miss,
             c_fa=ev.c_fa,
             plot=ev.det_plot,
+            score_label=res["score_label"],
         )
         feats = json.loads((self.wd / "stages" / "features.json").read_text())
         res["skipped_audio"] = sorted(feats.get("skipped", {}))
@@ -438,5 +445,5 @@ class Pipeline:
         atomic_write_json(path, res)
         from gmmspeaker.scoring.report import write_experiment_report
 
-        write_experiment_report(self.wd, res)
+        write_experiment_report(self.wd, res, recipe=self.recipe.to_dict())
         return res
