@@ -143,6 +143,9 @@ class DataConfig:
     resample : resample audio whose rate differs from ``features.sample_rate``.
     train : speaker-labelled training list (``path speaker`` per line) for the i-vector
         system's T matrix, LDA and PLDA.
+    content_check : also hash every audio file (SHA-256) on each run and recompute the
+        features of a file whose bytes changed; by default a file counts as unchanged while
+        its size, times and inode are (see :func:`gmmspeaker.store.source_signature`).
     """
 
     root: Path | None = None
@@ -154,6 +157,7 @@ class DataConfig:
     synthetic: dict[str, Any] | None = None
     resample: bool = False
     train: Path | None = None
+    content_check: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
