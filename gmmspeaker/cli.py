@@ -56,6 +56,21 @@ def _p_targets(text: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _channel(text: str) -> int | str:
+    """``--channel``: a channel index (0 = first/left) or ``mix`` (an argparse type)."""
+    if text == "mix":
+        return "mix"
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a channel number (0, 1, ...) nor 'mix'"
+        ) from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"channel numbers start at 0, got {v}")
+    return v
+
+
 def _p_target(text: str) -> float:
     """One ``--p-target`` probability in (0, 1) (an argparse type)."""
     vals = _p_targets(text)
@@ -201,7 +216,9 @@ def cmd_enroll_audio(a: argparse.Namespace) -> int:
             "--relevance/--adapt belong to list-based enrolment; EXPDIR uses its recipe's map settings"
         )
     exp = _experiment_args(a, model=True)
-    r = exp.enroll(a.model, a.audio)
+    r = exp.enroll(a.model, a.audio, replace=a.replace, channel=a.channel)
+    if r.duplicates:
+        print(f"{len(r.duplicates)} file(s) listed more than once were used once: {', '.join(r.duplicates)}")
     if r.replaced == "user":
         print(f"model {r.model_id!r} already enrolled: re-enrolled, the previous model is replaced")
     elif r.replaced == "recipe":
@@ -216,18 +233,36 @@ def cmd_enroll_audio(a: argparse.Namespace) -> int:
 def cmd_verify(a: argparse.Namespace) -> int:
     """``verify EXPDIR --model ID AUDIO...``: scores and accept/reject decisions."""
     exp = _experiment_args(a, model=True)
-    results = exp.verify(a.model, a.audio, threshold=a.threshold, p_target=a.p_target)
+    results = exp.verify(
+        a.model,
+        a.audio,
+        threshold=a.threshold,
+        p_target=a.p_target,
+        channel=a.channel,
+        on_bad_audio=a.on_bad_audio,
+    )
     if a.json:
         for r in results:
             print(json.dumps(r.to_dict()))
-        return 0
+        return _batch_status(results)
     first = results[0]
     print(f"threshold {first.threshold:.4f}: {first.threshold_source}")
     for r in results:
+        if r.error is not None:
+            print(f"{r.audio}  skipped: {r.error}")
+            continue
         cal = "" if r.calibrated_llr is None else f"  calibrated LLR {r.calibrated_llr:8.4f}"
         norm = "" if exp.normalization == "none" else f"  score ({exp.normalization}) {r.score:8.4f}"
         print(f"{r.audio}  model {r.model}  raw LLR {r.raw_llr:8.4f}{norm}{cal}  {r.decision}")
-    return 0
+    return _batch_status(results)
+
+
+def _batch_status(results: list[Any]) -> int:
+    """Exit status of a verify/identify batch: 0, or 2 when every file was skipped."""
+    skipped = sum(r.error is not None for r in results)
+    if skipped:
+        print(f"gmmspeaker: {skipped} of {len(results)} file(s) skipped (unusable audio)", file=sys.stderr)
+    return 2 if results and skipped == len(results) else 0
 
 
 def cmd_identify(a: argparse.Namespace) -> int:
@@ -235,14 +270,49 @@ def cmd_identify(a: argparse.Namespace) -> int:
     if a.top_n < 1:
         a.parser.error(f"--top-n must be >= 1, got {a.top_n}")
     exp = _experiment_args(a, model=False)
-    results = exp.identify(a.audio, top_n=a.top_n, threshold=a.threshold)
+    results = exp.identify(
+        a.audio, top_n=a.top_n, threshold=a.threshold, channel=a.channel, on_bad_audio=a.on_bad_audio
+    )
     for r in results:
         if a.json:
             print(json.dumps(r.to_dict()))
             continue
+        if r.error is not None:
+            print(f"{r.audio}: skipped: {r.error}")
+            continue
         print(f"{r.audio}: {r.decision}")
         for rank, (m, sc) in enumerate(r.ranking, 1):
             print(f"  {rank:2d}. {m:<20} {sc:8.4f}")
+    return _batch_status(results)
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    """``models EXPDIR``: the recipe's and the users' models."""
+    from gmmspeaker.system import Experiment
+
+    models = Experiment.open(a.expdir).list_models()
+    if a.json:
+        for m in models:
+            print(json.dumps(m.to_dict()))
+        return 0
+    w = max([len(m.model_id) for m in models] + [5])
+    print(f"{'model':<{w}}  {'source':<6}  {'status':<8}  {'files':>5}  {'speech':>8}  enrolled (UTC)")
+    for m in models:
+        note = f"  ({m.note})" if m.note else ""
+        print(
+            f"{m.model_id:<{w}}  {m.source:<6}  {m.status:<8}  {len(m.files):>5}  "
+            f"{m.speech_seconds:>7.1f}s  {m.enrolled or '?'}{note}"
+        )
+    return 0
+
+
+def cmd_unenroll(a: argparse.Namespace) -> int:
+    """``unenroll EXPDIR --model ID``: remove a user model."""
+    from gmmspeaker.system import Experiment
+
+    restored = Experiment.open(a.expdir).unenroll(a.model)
+    extra = "; the recipe's model of that id is used again" if restored else ""
+    print(f"user model {a.model} removed{extra}")
     return 0
 
 
@@ -397,6 +467,16 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+_CHANNEL_HELP = (
+    "channel of multi-channel audio: 0 = first (left), 1 = second (right), ...; "
+    "'mix' averages them (default: averaged, with a warning)"
+)
+_BAD_AUDIO_HELP = (
+    "'skip': report an unusable file (its error, a JSON line with --json) and score the others; "
+    "'error': stop at it (default: %(default)s)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gmmspeaker.recipe.config import STAGES
 
@@ -481,6 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--relevance", type=float, default=None, help="default 16")
     e.add_argument("--adapt", default=None, help="comma-separated: means,weights,variances (default means)")
     e.add_argument("--jobs", type=int, default=1)
+    e.add_argument(
+        "--replace", action="store_true", help="replace an existing model of that id (user or recipe model)"
+    )
+    e.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
     e.set_defaults(func=cmd_enroll, audio_args=True)
 
     vf = add_sub(
@@ -497,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Bayes threshold -logit(P) on the calibrated LLR (needs data.dev_trials in the recipe)",
     )
     vf.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    vf.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
+    vf.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=_BAD_AUDIO_HELP)
     vf.set_defaults(func=cmd_verify, audio_args=True)
 
     idf = add_sub("identify", help="rank the enrolled models of a trained experiment on audio files")
@@ -507,7 +593,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="open set: 'unknown' when the best raw LLR is below this"
     )
     idf.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    idf.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
+    idf.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=_BAD_AUDIO_HELP)
     idf.set_defaults(func=cmd_identify, audio_args=True)
+
+    ms = add_sub("models", help="list the models of a trained experiment (recipe and user models)")
+    ms.add_argument("expdir", help="a trained experiment (a recipe's workdir)")
+    ms.add_argument("--json", action="store_true", help="one JSON object per line and model")
+    ms.set_defaults(func=cmd_models)
+
+    ue = add_sub("unenroll", help="remove a user model from a trained experiment")
+    ue.add_argument("expdir", help="a trained experiment (a recipe's workdir)")
+    ue.add_argument("--model", required=True, help="the user model id to remove")
+    ue.set_defaults(func=cmd_unenroll)
 
     s = add_sub("score", help="score a trial list")
     s.add_argument("--features", required=True)

@@ -22,8 +22,17 @@ fingerprint, feature configuration, MAP settings, normalisation cohort). A model
 dependencies changed is *stale*: :func:`refresh_user_models` (which ``gmmspeaker run``
 calls after its stages) re-enrols it from its recorded audio and says so, or, when that
 audio is gone, warns and leaves it out; verifying against a stale model is a
-:class:`~gmmspeaker.errors.ModelError` that says how to re-enrol. A user model with the
-id of a recipe model replaces it (the enrol call says so).
+:class:`~gmmspeaker.errors.ModelError` that says how to re-enrol. Enrolling an id that
+exists (a user model, or a recipe model) needs ``replace=True`` (``--replace``): a user
+model then replaces it for verify and identify. :meth:`Experiment.list_models` lists the
+models (``gmmspeaker models``), :meth:`Experiment.unenroll` removes a user model
+(``gmmspeaker unenroll``; a recipe model it replaced is used again).
+
+**Real-world audio**: a file of another rate is resampled to the system's rate (with a
+notice: :func:`gmmspeaker.audio.load_for_system` says why serving resamples rather than
+refuses), a multi-channel file is averaged with a warning unless a ``channel`` is chosen,
+verify and identify can skip unusable files (``on_bad_audio="skip"``) and an enrolment
+file listed twice is used once, with a warning.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +53,7 @@ import numpy as np
 from gmmspeaker._io import atomic_path
 from gmmspeaker._lock import lock, unlock
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
-from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.errors import AudioError, ConfigError, DataError, GmmSpeakerError, ModelError
 from gmmspeaker.scoring.metrics import eer_threshold
 
 __all__ = [
@@ -51,6 +61,7 @@ __all__ = [
     "EnrollResult",
     "VerifyResult",
     "IdentifyResult",
+    "ModelInfo",
     "save_norm_cohort",
     "refresh_user_models",
     "RECIPE_FILE",
@@ -170,7 +181,7 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
         if missing or not audio:
             logger.warning(
                 "user model %r is stale (%s) and its audio %s is gone: re-enrol it with "
-                "gmmspeaker enroll %s --model %s AUDIO...",
+                "gmmspeaker enroll %s --model %s --replace AUDIO...",
                 mid,
                 why,
                 missing[0] if missing else "(none recorded)",
@@ -178,7 +189,7 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
                 mid,
             )
             continue
-        exp.enroll(mid, audio)
+        exp.enroll(mid, audio, replace=True, channel=exp.user_info.get(mid, {}).get("channel"))
         logger.warning(
             "user model %r was stale (%s): re-enrolled from its %d audio files", mid, why, len(audio)
         )
@@ -205,6 +216,8 @@ class EnrollResult:
         model shadows a recipe model of that id, else None.
     path : Path
         The user models file written.
+    duplicates : list of str
+        Files listed more than once (each was used once).
     """
 
     model_id: str
@@ -212,6 +225,7 @@ class EnrollResult:
     n_frames: int
     replaced: str | None
     path: Path
+    duplicates: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -234,7 +248,10 @@ class VerifyResult:
     threshold_source : str
         What the threshold is and which score it applies to.
     decision : str
-        ``"accept"`` or ``"reject"``.
+        ``"accept"`` or ``"reject"``; ``"skipped"`` when the file was unusable and the
+        call asked to skip (scores NaN).
+    error : str or None
+        Why a skipped file was skipped.
     """
 
     audio: str
@@ -245,6 +262,7 @@ class VerifyResult:
     threshold: float
     threshold_source: str
     decision: str
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field."""
@@ -257,6 +275,7 @@ class VerifyResult:
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
             "decision": self.decision,
+            "error": self.error,
         }
 
 
@@ -271,22 +290,77 @@ class IdentifyResult:
         The ``top_n`` best models, best first.
     decision : str
         The best model's id, or ``"unknown"`` when a threshold is set and its score is
-        below it.
+        below it; ``"skipped"`` when the file was unusable and the call asked to skip.
     threshold : float or None
+    error : str or None
+        Why a skipped file was skipped.
     """
 
     audio: str
     ranking: list[tuple[str, float]]
     decision: str
     threshold: float | None = None
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict: ``audio``, ``ranking`` ([{"model", "score"}], best first), ``decision``."""
+        """JSON-able dict: ``audio``, ``ranking`` ([{"model", "score"}], best first), ``decision``,
+        ``threshold``, ``error``."""
         return {
             "audio": self.audio,
             "ranking": [{"model": m, "score": s} for m, s in self.ranking],
             "decision": self.decision,
             "threshold": self.threshold,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model of an experiment, as :meth:`Experiment.list_models` describes it.
+
+    Attributes
+    ----------
+    model_id : str
+    source : str
+        ``"recipe"`` (``models.h5``, from the recipe's enroll list) or ``"user"``
+        (``user_models.h5``, from ``enroll``).
+    status : str
+        ``"active"`` (used by verify and identify), ``"replaced"`` (a recipe model a user
+        model of the same id replaces) or ``"stale"`` (a user model whose UBM, features,
+        MAP or cohort changed: re-enrol it).
+    files : list of str
+        The audio it was enrolled from.
+    speech_seconds : float
+        Speech it was adapted on (frames kept by the VAD times the frame shift).
+    enrolled : str or None
+        When (UTC, ISO 8601): the user's enrol call, or the run that wrote ``models.h5``.
+    channel : int, str or None
+        The channel asked for at enrolment (user models).
+    note : str
+        Why a model is stale or replaced ("" otherwise).
+    """
+
+    model_id: str
+    source: str
+    status: str
+    files: list[str]
+    speech_seconds: float
+    enrolled: str | None
+    channel: int | str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field, plus ``n_files``."""
+        return {
+            "model": self.model_id,
+            "source": self.source,
+            "status": self.status,
+            "n_files": len(self.files),
+            "files": list(self.files),
+            "speech_seconds": round(self.speech_seconds, 3),
+            "enrolled": self.enrolled,
+            "channel": self.channel,
+            "note": self.note,
         }
 
 
@@ -346,6 +420,7 @@ class _UserModels:
     audio: dict[str, list[str]] = field(default_factory=dict)
     deps: dict[str, dict[str, str]] = field(default_factory=dict)
     model_cohort: FloatArray | None = None  # (n_user, n_cohort) Z-side rows, or None
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)  # enrolled (UTC), channel
 
 
 class Experiment:
@@ -366,6 +441,9 @@ class Experiment:
         Stale user model id -> why.
     user_audio : dict of str to list of str
         Audio each user model was enrolled from.
+    user_info : dict of str to dict
+        Per user model: ``enrolled`` (UTC, ISO 8601) and ``channel`` (files of older
+        gmmspeaker versions lack them).
     """
 
     def __init__(self) -> None:  # use Experiment.open
@@ -377,6 +455,7 @@ class Experiment:
         self.models: Any = None
         self.stale_user_models: dict[str, str] = {}
         self.user_audio: dict[str, list[str]] = {}
+        self.user_info: dict[str, dict[str, Any]] = {}
         self._user = _UserModels()
         self._norm: dict[str, Any] | None = None
         self._ctx: Any = None
@@ -514,11 +593,13 @@ class Experiment:
             with h5py.File(path, "r") as h5:
                 audio = json.loads(str(h5.attrs["audio"]))
                 deps = json.loads(str(h5.attrs["deps"]))
+                info = json.loads(str(h5.attrs["info"])) if "info" in h5.attrs else {}
                 mc = h5["model_cohort"][()] if "model_cohort" in h5 else None
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"{path}: cannot read user model records ({exc})") from None
-        self._user = _UserModels(models=models, audio=audio, deps=deps, model_cohort=mc)
+        self._user = _UserModels(models=models, audio=audio, deps=deps, model_cohort=mc, info=info)
         self.user_audio = {k: list(v) for k, v in audio.items()}
+        self.user_info = {k: dict(v) for k, v in info.items()}
         now = self._deps()
         names = {"ubm": "UBM", "features": "feature configuration", "map": "MAP settings", "norm": "cohort"}
         for mid in models.model_ids:
@@ -549,8 +630,12 @@ class Experiment:
             self._model_cohort = None
 
     # -- features ----------------------------------------------------------------
-    def features(self, path: PathLike) -> FloatArray:
+    def features(self, path: PathLike, *, channel: int | str | None = None) -> FloatArray:
         """Feature frames of one audio file, with the experiment's configuration.
+
+        A file of another sampling rate is resampled to the system's (logged); a
+        multi-channel file is averaged (with a warning) unless ``channel`` picks one
+        (0 = first) or is ``"mix"``. See :func:`gmmspeaker.audio.load_for_system`.
 
         Returns
         -------
@@ -561,42 +646,57 @@ class Experiment:
         AudioError, DataError
             Unreadable or unusable audio, or no frames kept (the message names the file).
         """
-        from gmmspeaker.audio import load_audio
+        from gmmspeaker.audio import load_for_system
         from gmmspeaker.features import FeatureConfig, extract
 
         cfg = FeatureConfig.from_dict(
             self.recipe["features"], source=f"{self.workdir / RECIPE_FILE}: features"
         )
-        signal, _ = load_audio(
-            path,
-            sample_rate=cfg.sample_rate,
-            resample_audio=bool(self.recipe["data"].get("resample", False)),
-            min_samples=cfg.frame_length_samples,
+        signal, source = load_for_system(
+            path, sample_rate=cfg.sample_rate, channel=channel, min_samples=cfg.frame_length_samples
         )
+        for level, message in source.notices():
+            logger.log(level, "%s", message)
         frames = extract(signal, cfg, name=str(path)).frames
         if frames.shape[0] == 0:
             raise DataError(f"{path}: no feature frames left after voice activity detection")
         return np.ascontiguousarray(frames, dtype=np.float32)
 
     # -- enrol -------------------------------------------------------------------
-    def enroll(self, model_id: str, paths: Sequence[PathLike]) -> EnrollResult:
+    def enroll(
+        self,
+        model_id: str,
+        paths: Sequence[PathLike],
+        *,
+        replace: bool = False,
+        channel: int | str | None = None,
+    ) -> EnrollResult:
         """MAP-adapt a model from audio files and add it to the user models (atomically).
 
         Parameters
         ----------
         model_id : str
-            New or existing id; an existing user model is replaced, a recipe model of
-            that id is shadowed (both reported in the result).
+            A new id, or (with ``replace``) an existing one: a user model of that id is
+            replaced, a recipe model of that id is replaced for verify and identify
+            (``models.h5`` is left as the run wrote it); the result says which.
         paths : sequence of path-like
-            Audio files, pooled.
+            Audio files, pooled. A file listed twice (under any spelling of its path) is
+            used once, with a warning.
+        replace : bool
+            Allow replacing an existing model.
+        channel : int, "mix" or None
+            Channel of multi-channel files (see :meth:`features`).
 
         Raises
         ------
         DataError
             No files, or an id with whitespace.
+        ModelError
+            The id exists and ``replace`` is false.
         AudioError
             An unreadable file (named).
         """
+        from gmmspeaker.audio import unique_paths
         from gmmspeaker.gmm.map import SpeakerModels, map_adapt, ubm_fingerprint
         from gmmspeaker.gmm.stats import accumulate
 
@@ -605,7 +705,12 @@ class Experiment:
             raise DataError(f"model id {model_id!r} must be non-empty and without spaces")
         if not paths:
             raise DataError(f"model {model_id!r}: no audio files to enrol from")
-        X = np.concatenate([self.features(p) for p in paths])
+        if not replace:
+            self._refuse_existing(model_id)
+        paths, dups = unique_paths(list(paths))
+        for d in dups:
+            logger.warning("%s: listed more than once for model %r; used once", d, model_id)
+        X = np.concatenate([self.features(p, channel=channel) for p in paths])
         adapt = tuple(self.recipe["map"]["adapt"])
         relevance = float(self.recipe["map"]["relevance"])
         stats = accumulate(X, self.ubm, second_order="variances" in adapt)
@@ -626,6 +731,8 @@ class Experiment:
                 replaced = "user"
             elif model_id in self.recipe_models.model_ids:
                 replaced = "recipe"
+            if replaced and not replace:  # enrolled by another process since the check above
+                raise ModelError(f"model {model_id!r} was enrolled meanwhile; pass --replace to replace it")
             keep = [] if u.models is None else [i for i, m in enumerate(u.models.model_ids) if m != model_id]
             others = u.models.subset(keep) if keep else None
             models = _concat_models(others, new)
@@ -641,16 +748,163 @@ class Experiment:
             audio_map[model_id] = audio
             deps = {m: u.deps[m] for m in models.model_ids if m in u.deps}
             deps[model_id] = self._deps()
-            self._user = _UserModels(models=models, audio=audio_map, deps=deps, model_cohort=mc)
+            info = {m: u.info[m] for m in models.model_ids if m in u.info}
+            info[model_id] = {
+                "enrolled": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "channel": channel,
+            }
+            self._user = _UserModels(models=models, audio=audio_map, deps=deps, model_cohort=mc, info=info)
             path = self._save_user()
         self.user_audio = {k: list(v) for k, v in self._user.audio.items()}
+        self.user_info = {k: dict(v) for k, v in self._user.info.items()}
         self.stale_user_models.pop(model_id, None)
         self._combine()
         if replaced == "user":
             logger.info("model %r re-enrolled: the previous user model of that id is replaced", model_id)
         elif replaced == "recipe":
             logger.info("model %r enrolled: it replaces the recipe's model of that id", model_id)
-        return EnrollResult(model_id, len(paths), int(X.shape[0]), replaced, path)
+        return EnrollResult(
+            model_id, len(paths), int(X.shape[0]), replaced, path, duplicates=[str(d) for d in dups]
+        )
+
+    def _refuse_existing(self, model_id: str) -> None:
+        """ModelError when ``model_id`` exists, describing the model that would be lost."""
+        existing = {m.model_id: m for m in self.list_models() if m.status != "replaced"}
+        m = existing.get(model_id)
+        if m is None:
+            return
+        what = "a recipe model" if m.source == "recipe" else "a user model"
+        when = f", enrolled {m.enrolled}" if m.enrolled else ""
+        raise ModelError(
+            f"{self.workdir}: model {model_id!r} already exists ({what} from {len(m.files)} file(s), "
+            f"{m.speech_seconds:.1f} s of speech{when}); pass --replace (replace=True in Python) to "
+            "replace it, or choose another id"
+        )
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every model of the experiment: the recipe's, then the users', in file order.
+
+        Returns
+        -------
+        list of ModelInfo
+            Files, speech seconds, when enrolled and status (active, replaced, stale).
+        """
+        from gmmspeaker.features import FeatureConfig
+
+        shift = float(FeatureConfig.from_dict(self.recipe["features"]).frame_shift)
+        user = self._user.models
+        user_ids = set() if user is None else set(user.model_ids)
+        fresh_user = user_ids - set(self.stale_user_models)
+        recipe_files = self._recipe_enroll_files()
+        mtime = (self.workdir / "models.h5").stat().st_mtime
+        run_time = datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds")
+        out = []
+        rm = self.recipe_models
+        for i, mid in enumerate(rm.model_ids):
+            shadowed = mid in fresh_user
+            out.append(
+                ModelInfo(
+                    model_id=mid,
+                    source="recipe",
+                    status="replaced" if shadowed else "active",
+                    files=recipe_files.get(mid, []),
+                    speech_seconds=float(np.asarray(rm.counts[i]).sum()) * shift,
+                    enrolled=run_time,
+                    note="a user model of this id replaces it" if shadowed else "",
+                )
+            )
+        if user is not None:
+            for i, mid in enumerate(user.model_ids):
+                info = self._user.info.get(mid, {})
+                stale = self.stale_user_models.get(mid)
+                out.append(
+                    ModelInfo(
+                        model_id=mid,
+                        source="user",
+                        status="stale" if stale else "active",
+                        files=list(self._user.audio.get(mid, [])),
+                        speech_seconds=float(np.asarray(user.counts[i]).sum()) * shift,
+                        enrolled=info.get("enrolled"),
+                        channel=info.get("channel"),
+                        note=stale or "",
+                    )
+                )
+        return out
+
+    def _recipe_enroll_files(self) -> dict[str, list[str]]:
+        """Recipe model id -> its enrolment audio, from the recipe's enroll list ({} if unreadable)."""
+        from gmmspeaker.corpora.lists import read_enroll_list
+
+        data = self.recipe.get("data") or {}
+        if data.get("synthetic"):
+            path, root = self.workdir / "corpus" / "enroll.txt", self.workdir / "corpus"
+        elif data.get("enroll"):
+            path, root = Path(data["enroll"]), data.get("root")
+        else:
+            return {}
+        try:
+            return {
+                e.model_id: [str(u.path) for u in e.utterances]
+                for e in read_enroll_list(path, root=root, check_exists=False)
+            }
+        except GmmSpeakerError as exc:
+            logger.info("recipe enrolment files unknown: %s", exc)
+            return {}
+
+    def unenroll(self, model_id: str) -> str | None:
+        """Remove a user model (atomically; other user models are kept).
+
+        Returns
+        -------
+        str or None
+            The id of the recipe model that is used again (the removed user model had
+            replaced it), else None.
+
+        Raises
+        ------
+        ModelError
+            ``model_id`` is not a user model (a recipe model is named as such: it comes
+            from the recipe's enroll list, remove it there and run the recipe again).
+        """
+        model_id = str(model_id)
+        with _user_lock(self.workdir):
+            self._load_user_fresh()
+            u = self._user
+            if u.models is None or model_id not in u.models.model_ids:
+                if model_id in self.recipe_models.model_ids:
+                    raise ModelError(
+                        f"{self.workdir}: {model_id!r} is a recipe model (from the recipe's enroll list, in "
+                        "models.h5), not a user model: remove it from the enroll list and run the recipe again"
+                    )
+                users = [] if u.models is None else u.models.model_ids
+                raise ModelError(
+                    f"{self.workdir}: no user model {model_id!r} (user models: {', '.join(users) or 'none'})"
+                )
+            keep = [i for i, m in enumerate(u.models.model_ids) if m != model_id]
+            final = self.workdir / USER_MODELS_FILE
+            if not keep:
+                final.unlink()
+                self._user = _UserModels()
+            else:
+                self._user = _UserModels(
+                    models=u.models.subset(keep),
+                    audio={m: v for m, v in u.audio.items() if m != model_id},
+                    deps={m: v for m, v in u.deps.items() if m != model_id},
+                    model_cohort=None if u.model_cohort is None else np.asarray(u.model_cohort)[keep],
+                    info={m: v for m, v in u.info.items() if m != model_id},
+                )
+                self._save_user()
+        self.user_audio = {k: list(v) for k, v in self._user.audio.items()}
+        self.user_info = {k: dict(v) for k, v in self._user.info.items()}
+        self.stale_user_models.pop(model_id, None)
+        self._combine()
+        restored = model_id if model_id in self.recipe_models.model_ids else None
+        logger.info(
+            "user model %r removed%s",
+            model_id,
+            "; the recipe's model of that id is used again" if restored else "",
+        )
+        return restored
 
     def _load_user_fresh(self) -> None:
         """Reread the user models file (another process may have written it)."""
@@ -674,6 +928,7 @@ class Experiment:
             with h5py.File(tmp, "a") as h5:
                 h5.attrs["audio"] = json.dumps(u.audio, sort_keys=True)
                 h5.attrs["deps"] = json.dumps(u.deps, sort_keys=True)
+                h5.attrs["info"] = json.dumps(u.info, sort_keys=True)
                 if u.model_cohort is not None:
                     h5.create_dataset("model_cohort", data=np.asarray(u.model_cohort, dtype=np.float64))
         return final
@@ -779,7 +1034,7 @@ class Experiment:
             raise ModelError(
                 f"model {model_id!r} in {self.workdir / USER_MODELS_FILE} is stale "
                 f"({self.stale_user_models[model_id]}); re-enrol it: "
-                f"gmmspeaker enroll {self.workdir} --model {model_id} AUDIO..."
+                f"gmmspeaker enroll {self.workdir} --model {model_id} --replace AUDIO..."
             )
         if model_id not in self.models.model_ids:
             known = self.models.model_ids
@@ -794,6 +1049,8 @@ class Experiment:
         *,
         threshold: float | None = None,
         p_target: float | None = None,
+        channel: int | str | None = None,
+        on_bad_audio: str = "error",
     ) -> list[VerifyResult]:
         """Score audio files against one model and decide.
 
@@ -801,6 +1058,7 @@ class Experiment:
         ----------
         model_id : str
         paths : sequence of path-like
+            Audio files, of any rate (resampled to the system's, see :meth:`features`).
         threshold : float, optional
             Accept when ``score >= threshold`` (``score`` as in :class:`VerifyResult`).
         p_target : float, optional
@@ -808,6 +1066,12 @@ class Experiment:
             ``-logit(p_target)`` (needs a calibration: ``data.dev_trials``).
             Default (neither given): the EER threshold of the experiment's own trials,
             applied to ``score``.
+        channel : int, "mix" or None
+            Channel of multi-channel files (see :meth:`features`).
+        on_bad_audio : {"error", "skip"}
+            ``"skip"``: an unusable file (unreadable, silent, too short, no speech) gives a
+            result with decision ``"skipped"`` and its ``error``, and the others are
+            scored; ``"error"``: it raises and nothing is returned.
 
         Raises
         ------
@@ -820,6 +1084,7 @@ class Experiment:
         """
         if threshold is not None and p_target is not None:
             raise ConfigError("give a threshold or a p_target, not both")
+        _check_on_bad_audio(on_bad_audio)
         row = self._check_model(model_id)
         cal = self.calibration()
         if p_target is not None:
@@ -845,7 +1110,13 @@ class Experiment:
         sc = self._scoring()
         out = []
         for p in paths:
-            X = self.features(p)
+            X, error = self._features_or_skip(p, channel, on_bad_audio)
+            if X is None:
+                nan = float("nan")
+                out.append(
+                    VerifyResult(str(p), model_id, nan, nan, None, float(thr), source, "skipped", error)
+                )
+                continue
             raw = float(score_prepared(X, ctx, method=sc["method"], top_c=sc["top_c"])[0])
             score = self._normalize(raw, row, X)
             calibrated = float(cal(score)) if cal is not None else None
@@ -865,7 +1136,13 @@ class Experiment:
         return out
 
     def identify(
-        self, paths: Sequence[PathLike], *, top_n: int = 5, threshold: float | None = None
+        self,
+        paths: Sequence[PathLike],
+        *,
+        top_n: int = 5,
+        threshold: float | None = None,
+        channel: int | str | None = None,
+        on_bad_audio: str = "error",
     ) -> list[IdentifyResult]:
         """Rank every enrolled model on each audio file by raw LLR.
 
@@ -881,13 +1158,20 @@ class Experiment:
         threshold : float, optional
             Open-set rejection: the decision is ``"unknown"`` when the best raw LLR is
             below it.
+        channel, on_bad_audio
+            As for :meth:`verify`.
         """
         if isinstance(top_n, bool) or int(top_n) != top_n or top_n < 1:
             raise ConfigError(f"top_n must be a positive integer, got {top_n!r}")
+        _check_on_bad_audio(on_bad_audio)
         out = []
         ids = self.models.model_ids
         for p in paths:
-            s = self.raw_scores(self.features(p))
+            X, error = self._features_or_skip(p, channel, on_bad_audio)
+            if X is None:
+                out.append(IdentifyResult(str(p), [], "skipped", threshold, error))
+                continue
+            s = self.raw_scores(X)
             order = np.argsort(-s, kind="stable")[: int(top_n)]
             ranking = [(ids[i], float(s[i])) for i in order]
             best = ranking[0]
@@ -901,3 +1185,20 @@ class Experiment:
                 )
             )
         return out
+
+    def _features_or_skip(
+        self, path: PathLike, channel: int | str | None, on_bad_audio: str
+    ) -> tuple[FloatArray | None, str | None]:
+        """``(frames, None)``, or with ``on_bad_audio="skip"`` ``(None, error)`` for an unusable file."""
+        try:
+            return self.features(path, channel=channel), None
+        except (AudioError, DataError) as exc:
+            if on_bad_audio != "skip":
+                raise
+            logger.warning("skipped %s", exc)
+            return None, str(exc)
+
+
+def _check_on_bad_audio(value: str) -> None:
+    if value not in ("error", "skip"):
+        raise ConfigError(f"on_bad_audio must be 'error' or 'skip', got {value!r}")
