@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -286,3 +287,20 @@ def test_a_rerun_reenrols_a_user_model_with_its_channel(wd, tmp_path):
     assert exp.verify("eve", [test])[0].raw_llr == pytest.approx(
         exp.verify("eve-right", [test])[0].raw_llr, abs=1e-9
     )
+
+
+def test_info_describes_a_trained_experiment(wd, capsys):
+    Experiment.open(wd).enroll("zoe", _enrol_lists(wd)["spk001"][:1])
+    assert main(["info", str(wd)]) == 0
+    out = capsys.readouterr().out
+    rows = dict(re.split(r"\s{2,}", ln.strip(), maxsplit=1) for ln in out.splitlines())
+    res = json.loads((wd / "results.json").read_text())
+    recipe = json.loads((wd / "recipe.json").read_text())
+    assert rows["experiment"] == f"tiny in {wd}"
+    assert rows["recipe"] == recipe["path"]
+    assert rows["models"].startswith("5 from the recipe, 1 enrolled by users")
+    assert rows["results"].startswith(f"EER {100 * res['eer']:.2f} %")
+    assert rows["UBM"].startswith("16 diagonal Gaussians")
+    assert rows["features"].startswith("8000 Hz")
+    n_trials = len((wd / "corpus" / "trials.txt").read_text().splitlines())
+    assert f"trials.txt ({n_trials} lines" in rows["trials list"]
