@@ -899,7 +899,7 @@ class Experiment:
         self.stale_user_models.pop(model_id, None)
         self._combine()
         restored = model_id if model_id in self.recipe_models.model_ids else None
-        logger.info(
+        logger.debug(
             "user model %r removed%s",
             model_id,
             "; the recipe's model of that id is used again" if restored else "",
