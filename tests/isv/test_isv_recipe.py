@@ -54,3 +54,26 @@ def test_three_way_fusion_run_then_verify(root, capsys):
     assert set(res["systems"]) == {"gmm_ubm", "ivector", "isv", "fusion"}
     assert (wd / "scores.isv.txt").is_file()
     assert check_verify_reproduces_run(wd, capsys, every=3) > 5
+
+
+def test_user_model_enrolled_with_the_cli_scores_like_the_recipe_model(root, capsys):
+    """``gmmspeaker enroll`` on an ISV workdir: a user model from spk002's enrolment files scores as spk002."""
+    from gmmspeaker.cli import main
+    from tests.recipe.seams import audio_of
+
+    wd = root / "isv-user"
+    run_recipe(
+        tiny_recipe(root, name="isv-user", system="isv", extra=ISV.replace("NORM", "snorm")), workdir=wd
+    )
+    corpus = Path(json.loads((wd / "recipe.json").read_text())["data"]["root"])
+    line = next(x for x in (corpus / "enroll.txt").read_text().splitlines() if x.startswith("spk002 "))
+    files = [str(corpus / p) for p in line.split()[1:]]
+    assert main(["-q", "enroll", str(wd), "--model", "dave", *files]) == 0
+    assert (wd / "user_models.isv.h5").is_file() or (wd / "user_models.h5").is_file()
+    test = str(audio_of(wd, "wav/spk002/utt002"))
+    out = []
+    for model in ("spk002", "dave"):
+        capsys.readouterr()
+        assert main(["-q", "verify", str(wd), "--model", model, "--json", test]) == 0
+        out.append(json.loads(capsys.readouterr().out.splitlines()[0])["score"])
+    assert out[1] == pytest.approx(out[0], abs=1e-6)
