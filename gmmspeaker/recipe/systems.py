@@ -247,29 +247,38 @@ def _available(pipe: Any, ids: Sequence[str]) -> list[str]:
 
 
 def _run_statistics(pipe: Any) -> dict[str, Any]:
-    from gmmspeaker.ivector.stats import stats_from_store
+    from gmmspeaker.ivector.stats import write_stats
 
     r: Recipe = pipe.recipe
     ids = _available(pipe, _stats_ids(pipe))
-    stats = stats_from_store(pipe.store_dir, ids, _load_ubm(pipe), n_jobs=r.jobs, progress=pipe.progress)
-    stats.save(pipe.wd / "ivector_stats.h5")
+    # written batch by batch: memory does not grow with the number of utterances
+    write_stats(
+        pipe.store_dir,
+        ids,
+        _load_ubm(pipe),
+        pipe.wd / "ivector_stats.h5",
+        n_jobs=r.jobs,
+        progress=pipe.progress,
+    )
     return {"n_utterances": len(ids)}
 
 
 def _run_tv(pipe: Any) -> dict[str, Any]:
-    from gmmspeaker.ivector.stats import UtteranceStats
     from gmmspeaker.ivector.tv import train_tv
 
     r: Recipe = pipe.recipe
-    stats = UtteranceStats.load(pipe.wd / "ivector_stats.h5")
-    have = set(stats.ids)
+    have = set(_available(pipe, _stats_ids(pipe)))  # the rows of ivector_stats.h5
     train = sorted({u.utt_id for u in pipe.train} & have)
     if len(train) < 2:
         raise DataError(f"the i-vector training list has {len(train)} utterance(s) with features; need more")
     iv = r.ivector
     ckpt = pipe.wd / "tv.checkpoint.h5"
+    # statistics streamed from the file (workers read their batches); T and its Gram
+    # matrices for process workers go under the workdir (shared storage on a cluster)
     tv = train_tv(
-        stats.subset(train),
+        pipe.wd / "ivector_stats.h5",
+        utterances=train,
+        tmp_dir=pipe.wd / "tmp",
         rank=iv.rank,
         iterations=iv.iterations,
         min_divergence=iv.min_divergence,
@@ -286,14 +295,15 @@ def _run_tv(pipe: Any) -> dict[str, Any]:
 
 
 def _run_extract(pipe: Any) -> dict[str, Any]:
-    from gmmspeaker.ivector.stats import UtteranceStats
+    from gmmspeaker.ivector.stats import stats_ids
     from gmmspeaker.ivector.tv import TotalVariability, extract_ivectors
 
-    stats = UtteranceStats.load(pipe.wd / "ivector_stats.h5")
+    path = pipe.wd / "ivector_stats.h5"
     tv = TotalVariability.load(pipe.wd / "tv.h5")
-    vectors = extract_ivectors(tv, stats, batch_size=pipe.recipe.ivector.batch_size)
-    save_ivectors(pipe.wd / "ivectors.h5", stats.ids, vectors)
-    return {"n_ivectors": len(stats.ids)}
+    vectors = extract_ivectors(tv, path, batch_size=pipe.recipe.ivector.batch_size)  # batch by batch
+    ids = stats_ids(path)
+    save_ivectors(pipe.wd / "ivectors.h5", ids, vectors)
+    return {"n_ivectors": len(ids)}
 
 
 def _fit_backend(pipe: Any, ivectors: dict[str, FloatArray]) -> tuple[Backend, PLDA | None]:
