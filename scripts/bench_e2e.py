@@ -157,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="run", help="workdir name under --out/runs (kept for comparisons)")
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--p-target", type=float, default=0.01)
+    ap.add_argument(
+        "--compare",
+        default=None,
+        metavar="NAME",
+        help="a finished run under --out/runs: print each system's paired difference to it",
+    )
+    ap.add_argument("--report-only", action="store_true", help="do not run: report the run --name")
     args = ap.parse_args(argv)
 
     from gmmspeaker.recipe.runner import run_recipe
@@ -169,24 +176,29 @@ def main(argv: list[str] | None = None) -> int:
         overrides.update(ablate.parse_setting(spec))
     recipe = write_recipe(args.out, root, args.jobs, overrides)
     wd = args.out / "runs" / args.name
-    shutil.rmtree(wd, ignore_errors=True)
-    load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    res = run_recipe(recipe, workdir=wd, log_file=True)
-    total = time.perf_counter() - t0
-    load1 = os.getloadavg()
-    stages = {s: float(v) for s, v in res.seconds.items()}
-    m = metrics(wd, args.n_boot, args.p_target)
-    summary = {
-        "hours": audio_s / 3600,
-        "overrides": overrides,
-        "seconds": stages,
-        "total_s": total,
-        "rtf": audio_s / total,
-        "load": [load0, load1],
-        "metrics": m,
-    }
-    (wd / "bench_e2e.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if args.report_only:
+        summary = json.loads((wd / "bench_e2e.json").read_text())
+        stages, total, m = summary["seconds"], summary["total_s"], summary["metrics"]
+        load0, load1 = summary["load"]
+    else:
+        shutil.rmtree(wd, ignore_errors=True)
+        load0 = os.getloadavg()
+        t0 = time.perf_counter()
+        res = run_recipe(recipe, workdir=wd, log_file=True)
+        total = time.perf_counter() - t0
+        load1 = os.getloadavg()
+        stages = {s: float(v) for s, v in res.seconds.items()}
+        m = metrics(wd, args.n_boot, args.p_target)
+        summary = {
+            "hours": audio_s / 3600,
+            "overrides": overrides,
+            "seconds": stages,
+            "total_s": total,
+            "rtf": audio_s / total,
+            "load": [load0, load1],
+            "metrics": m,
+        }
+        (wd / "bench_e2e.json").write_text(json.dumps(summary, indent=1) + "\n")
 
     print(f"\n{audio_s / 3600:.2f} h of audio, jobs {args.jobs}, settings {overrides or 'of the recipe'}")
     print(
@@ -207,6 +219,34 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['min_dcf']:.3f} [{r['min_dcf_ci'][0]:.3f}, {r['min_dcf_ci'][1]:.3f}] | "
             f"{r['n_trials']} ({r['n_target']}) |"
         )
+    if args.compare:
+        other = args.out / "runs" / args.compare
+        om = json.loads((other / "bench_e2e.json").read_text())
+        ot = om["total_s"]
+        print(f"\nagainst {args.compare}: total {ot:.1f} s -> {total:.1f} s ({ot / total:.2f}x)")
+        print("| stage | s before | s now | speed-up |\n|---|---|---|---|")
+        for s_, v in stages.items():
+            b = om["seconds"].get(s_, float("nan"))
+            print(f"| {s_} | {b:.1f} | {v:.1f} | {b / max(v, 1e-9):.2f}x |")
+        print(
+            "\n| system | dEER points [95 % CI] | dminDCF [95 % CI] | max abs score change |\n|---|---|---|---|"
+        )
+        for system, r in m.items():
+            if system not in om["metrics"]:
+                continue
+            o = om["metrics"][system]
+            d = np.asarray(r["boot"]) - np.asarray(o["boot"])  # paired: the same resampled models
+            eer_ci, dcf_ci = ablate.interval(d[:, 0]), ablate.interval(d[:, 1])
+            name = {"gmm_ubm": "scores.gmm_ubm.txt", "ivector": "scores.ivector.txt"}.get(
+                system, "scores.txt"
+            )
+            _, a, _ = ablate.read_scores(wd / name)
+            _, b, _ = ablate.read_scores(other / name)
+            print(
+                f"| {system} | {100 * (r['eer'] - o['eer']):+.2f} [{100 * eer_ci[0]:+.2f}, {100 * eer_ci[1]:+.2f}] | "
+                f"{r['min_dcf'] - o['min_dcf']:+.3f} [{dcf_ci[0]:+.3f}, {dcf_ci[1]:+.3f}] | "
+                f"{np.nanmax(np.abs(a - b)):.2e} |"
+            )
     return 0
 
 
