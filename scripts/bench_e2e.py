@@ -148,6 +148,42 @@ def metrics(wd: Path, n_boot: int, p_target: float) -> dict[str, dict[str, Any]]
     return out
 
 
+def use_code_before() -> None:
+    """Switch this process to the code paths before issue #22 (for same-code comparisons).
+
+    The UBM's split levels on every frame (``SPLIT_FRAMES_PER_COMPONENT = 0``) and cohort
+    score matrices through the per-trial scorer (each utterance's models one batched
+    matrix-vector product per frame and component, float64 log-sum-exp).
+    """
+    from gmmspeaker.gmm import batch, em
+
+    em.SPLIT_FRAMES_PER_COMPONENT = 0
+
+    def score_matrix_before(
+        store, utt_ids, ubm, models, *, method="top_c", top_c=5, jobs=1, block_size=64, progress=False
+    ):
+        n_m, n_u = len(models.model_ids), len(utt_ids)
+        every = list(range(n_m))
+        groups = {u: ([j * n_m + i for i in every], every) for j, u in enumerate(utt_ids)}
+        flat = batch._score_groups(
+            store,
+            groups,
+            n_m * n_u,
+            ubm,
+            models,
+            method=method,
+            top_c=top_c,
+            jobs=jobs,
+            block_size=block_size,
+            parts_dir=None,
+            progress=progress,
+            desc="cohort",
+        )
+        return flat.reshape(n_u, n_m).T
+
+    batch.score_matrix = score_matrix_before
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="corpus, recipe and run folder")
@@ -164,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a finished run under --out/runs: print each system's paired difference to it",
     )
     ap.add_argument("--report-only", action="store_true", help="do not run: report the run --name")
+    ap.add_argument(
+        "--before",
+        action="store_true",
+        help="the code paths before issue #22: split levels on every frame, cohort scored per utterance",
+    )
     args = ap.parse_args(argv)
 
     from gmmspeaker.recipe.runner import run_recipe
@@ -176,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.update(ablate.parse_setting(spec))
     recipe = write_recipe(args.out, root, args.jobs, overrides)
     wd = args.out / "runs" / args.name
+    if args.before:
+        use_code_before()
     if args.report_only:
         summary = json.loads((wd / "bench_e2e.json").read_text())
         stages, total, m = summary["seconds"], summary["total_s"], summary["metrics"]
