@@ -184,6 +184,41 @@ def use_code_before() -> None:
     batch.score_matrix = score_matrix_before
 
 
+def cohort_check(wd: Path, root: Path, n_utts: int) -> None:
+    """Same process, same data: a score matrix of the run's models on ``n_utts`` test
+    utterances by the per-utterance scorer and by :func:`score_all_models` (one BLAS thread)."""
+    from threadpoolctl import threadpool_limits
+
+    from gmmspeaker.gmm.model import GaussianMixture
+    from gmmspeaker.gmm.speaker_models import SpeakerModels
+    from gmmspeaker.scoring.llr import ScoringContext, score_all_models, score_prepared
+    from gmmspeaker.store import FeatureStore
+
+    store = FeatureStore(wd / "features")
+    tests = sorted({line.split()[1] for line in (root / "trials.txt").read_text().splitlines()})
+    ids = [u for u in (str(Path(t).with_suffix("")) for t in tests) if u in store][:n_utts]
+    feats = [store.get(u) for u in ids]
+    ubm = GaussianMixture.load(wd / "ubm.h5")
+    models = SpeakerModels.load(wd / "models.h5")
+    load0 = os.getloadavg()[0]
+    with threadpool_limits(limits=1, user_api="blas"):
+        ctx = ScoringContext.build(ubm, models)
+        t = time.perf_counter()
+        old = np.stack([score_prepared(X, ctx, method="top_c", top_c=5) for X in feats], axis=1)
+        t_old = time.perf_counter() - t
+        t = time.perf_counter()
+        new = score_all_models(feats, ctx, method="top_c", top_c=5)
+        t_new = time.perf_counter() - t
+    n = old.size
+    print(
+        f"\ncohort scoring, {len(models)} models x {len(feats)} "
+        f"utterances, one BLAS thread, load {load0:.1f} -> {os.getloadavg()[0]:.1f}: per-utterance "
+        f"{1e6 * t_old / n:.1f} us/trial, score_all_models {1e6 * t_new / n:.1f} us/trial "
+        f"({t_old / t_new:.1f}x); max |score difference| {np.abs(new - old).max():.2e} "
+        f"(scores span {old.min():.3f} .. {old.max():.3f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="corpus, recipe and run folder")
@@ -200,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a finished run under --out/runs: print each system's paired difference to it",
     )
     ap.add_argument("--report-only", action="store_true", help="do not run: report the run --name")
+    ap.add_argument(
+        "--cohort-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the run: time both cohort scorers on N test utterances against the run's models",
+    )
     ap.add_argument(
         "--before",
         action="store_true",
@@ -262,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['min_dcf']:.3f} [{r['min_dcf_ci'][0]:.3f}, {r['min_dcf_ci'][1]:.3f}] | "
             f"{r['n_trials']} ({r['n_target']}) |"
         )
+    if args.cohort_check:
+        cohort_check(wd, root, args.cohort_check)
     if args.compare:
         other = args.out / "runs" / args.compare
         om = json.loads((other / "bench_e2e.json").read_text())
