@@ -67,7 +67,7 @@ from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.ivector.stats import UtteranceStats
 from gmmspeaker.ivector.tv import TVAccumulators, packed_gram, tv_estep, tv_m_step
 
-__all__ = ["ISVModel", "ISVBatch", "isv_estep", "train_isv", "speaker_offsets_mean_field"]
+__all__ = ["ISVModel", "ISVBatch", "isv_estep", "train_isv", "speaker_offsets_mean_field", "read_stats_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -347,14 +347,44 @@ def _group(stats: UtteranceStats | PathLike, speakers: Mapping[str, str]) -> _Gr
         st, path = None, str(p)
     if not ids:
         raise DataError("ISV: no utterance statistics to train on")
-    missing = [u for u in ids if u not in speakers]
-    if missing:
-        raise DataError(f"ISV: no speaker label for {len(missing)} utterance(s), e.g. {missing[0]!r}")
-    labels = [str(speakers[u]) for u in ids]
-    order = np.asarray(sorted(range(len(ids)), key=lambda i: (labels[i], ids[i])), dtype=np.intp)
+    rows = [i for i, u in enumerate(ids) if u in speakers]  # the file may hold other recordings too
+    if not rows:
+        raise DataError(f"ISV: none of the {len(ids)} utterances of the statistics has a speaker label")
+    labels = {i: str(speakers[ids[i]]) for i in rows}
+    order = np.asarray(sorted(rows, key=lambda i: (labels[i], ids[i])), dtype=np.intp)
     sl = [labels[i] for i in order]
     starts = np.asarray([i for i in range(len(sl)) if i == 0 or sl[i] != sl[i - 1]], dtype=np.intp)
     return _Grouped(st, path, order, starts, int(K), int(D), fp, ids)
+
+
+def read_stats_rows(path: PathLike, ids: Sequence[str]) -> UtteranceStats:
+    """The rows of ``ids`` (in that order) of a statistics file, reading only those rows.
+
+    Raises
+    ------
+    DataError
+        An id the file does not hold (the message names it and the file).
+    """
+    import h5py
+
+    from gmmspeaker.ivector.stats import stats_ids
+
+    index = {u: i for i, u in enumerate(stats_ids(path))}
+    missing = [u for u in ids if u not in index]
+    if missing:
+        raise DataError(f"{path}: no statistics for {missing[0]!r}")
+    idx = np.asarray([index[u] for u in ids], dtype=np.intp)
+    with h5py.File(path, "r") as h5:
+        fp = h5.attrs.get("ubm_fingerprint", "")
+        fp = fp.decode() if isinstance(fp, bytes) else str(fp)
+        if idx.size == 0:
+            K, KD = int(h5["n"].shape[1]), int(h5["f"].shape[1])
+            return UtteranceStats([], np.empty((0, K)), np.empty((0, KD)), fp)
+        uniq = np.unique(idx)  # h5py reads increasing, distinct rows
+        n = np.asarray(h5["n"][uniq], dtype=np.float64)
+        f = np.asarray(h5["f"][uniq], dtype=np.float64)
+    pos = np.searchsorted(uniq, idx)
+    return UtteranceStats(list(ids), n[pos], f[pos], fp)
 
 
 # ---------------------------------------------------------------------------------------
@@ -484,7 +514,9 @@ def train_isv(
         (then every batch is read from it, so memory is bounded by the batch plus the
         U x R session means).
     speakers : mapping of str to str
-        Speaker label of every utterance id (``data.train``'s labels).
+        Speaker label of each training utterance id (``data.train``'s labels); utterances
+        of ``stats`` without one are left out (a recipe's statistics file also holds the
+        enrolment, test and cohort recordings).
     rank : int
         R_u (0 allowed: nothing to train, relevance MAP).
     relevance : float

@@ -521,21 +521,20 @@ def _run_backend(run: Run) -> dict[str, Any]:
 
 def _run_isv_train(run: Run) -> dict[str, Any]:
     from gmmspeaker.isv.train import train_isv
-    from gmmspeaker.ivector.stats import UtteranceStats
+    from gmmspeaker.ivector.stats import stats_ids
 
     r = run.recipe
-    stats = UtteranceStats.load(run.wd.ivector_stats)
-    have = set(stats.ids)
+    have = set(stats_ids(run.wd.ivector_stats))
     speakers = {u.utt_id: str(u.speaker) for u in run.train if u.utt_id in have}
-    train = sorted(speakers)
     if len(set(speakers.values())) < 2:
         raise DataError(
-            f"the ISV training list has {len(train)} utterance(s) with features from fewer than 2 speakers"
+            f"the ISV training list has {len(speakers)} utterance(s) with features from fewer than 2 speakers"
         )
     c = r.isv
     ckpt = run.wd.isv_checkpoint
+    # statistics streamed from the file batch by batch (a batch is a set of whole speakers)
     model = train_isv(
-        stats.subset(train),
+        run.wd.ivector_stats,
         speakers,
         rank=c.rank,
         relevance=c.relevance,
@@ -546,13 +545,13 @@ def _run_isv_train(run: Run) -> dict[str, Any]:
         batch_size=c.batch_size,
         checkpoint=ckpt,
         progress=run.progress,
-        tmp_dir=run.wd.path,
+        tmp_dir=run.wd.tmp,
     )
     model.save(run.wd.isv)
     if ckpt.exists():
         ckpt.unlink()
     return {
-        "n_train": len(train),
+        "n_train": len(speakers),
         "n_speakers": len(set(speakers.values())),
         "rank": model.rank,
         "elbo": list(model.log_likelihood),
@@ -560,10 +559,13 @@ def _run_isv_train(run: Run) -> dict[str, Any]:
 
 
 def _run_isv_enroll(run: Run) -> dict[str, Any]:
-    from gmmspeaker.ivector.stats import UtteranceStats
+    from gmmspeaker.isv.train import read_stats_rows
+    from gmmspeaker.ivector.stats import stats_ids
 
+    have = set(stats_ids(run.wd.ivector_stats))
+    ids = sorted({u.utt_id for e in run.enrollments for u in e.utterances} & have)
     system = Isv(run.wd, run.recipe)
-    models = system.enrol_stats(run.enrollments, UtteranceStats.load(run.wd.ivector_stats))
+    models = system.enrol_stats(run.enrollments, read_stats_rows(run.wd.ivector_stats, ids))
     models.save(run.wd.isv_models)
     return {"n_models": len(models), "speech_seconds": _model_seconds(run)}
 
