@@ -180,9 +180,12 @@ class ISVBatch:
         return float(self.acc.loglik + self.z_part)
 
 
-def _segment_sum(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Sums of consecutive row groups beginning at ``starts`` (rows sorted by speaker)."""
-    return np.add.reduceat(a, starts, axis=0)
+def _membership(starts: np.ndarray, n_rows: int) -> np.ndarray:
+    """(S, B) 0/1 matrix: row s marks the rows of speaker s (rows sorted by speaker)."""
+    counts = np.diff(np.append(starts, n_rows))
+    M = np.zeros((starts.size, n_rows))
+    M[np.repeat(np.arange(starts.size), counts), np.arange(n_rows)] = 1.0
+    return M
 
 
 def speaker_offsets_mean_field(
@@ -191,21 +194,25 @@ def speaker_offsets_mean_field(
     """``q(z_s)`` given the session means: mean and variance (S, K*D), and the z part of the ELBO.
 
     ``n`` (B, K), ``f`` (B, K*D), ``x`` (B, R) are rows sorted by speaker, speaker ``s``
-    starting at row ``starts[s]``.
+    starting at row ``starts[s]``. Per-speaker sums are GEMMs with the membership matrix.
     """
     K = n.shape[1]
     Dd = f.shape[1] // K
-    Ns = _segment_sum(n, starts)  # (S, K)
-    Fs = _segment_sum(f, starts)  # (S, KD)
-    resid = Fs
+    M = _membership(np.asarray(starts, dtype=np.intp), n.shape[0])
+    Ns = np.repeat(M @ n, Dd, axis=1)  # (S, KD)
+    Fs = M @ f  # (S, KD)
     if U.shape[0]:
         UX = x @ U  # (B, KD): U^T x_h per recording
         UX *= np.repeat(n, Dd, axis=1)
-        resid = Fs - _segment_sum(UX, starts)
-    prec = 1.0 + d * d * np.repeat(Ns, Dd, axis=1)
-    mu = d * resid / prec
+        resid = Fs - M @ UX
+        del UX
+    else:
+        resid = Fs
+    prec = 1.0 + (d * d) * Ns
     v = 1.0 / prec
-    z_part = float(np.sum(d * mu * Fs - 0.5 * prec * (mu * mu + v) + 0.5 * np.log(v) + 0.5))
+    mu = (d * resid) * v
+    # z part: d mu F - 1/2 prec (mu^2 + v) + 1/2 log v + 1/2, with prec v = 1
+    z_part = float(np.sum(d * mu * Fs - 0.5 * prec * mu * mu) - 0.5 * np.sum(np.log(prec)))
     return mu, v, z_part
 
 
