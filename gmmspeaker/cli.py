@@ -301,7 +301,7 @@ def cmd_models(a: argparse.Namespace) -> int:
         note = f"  ({m.note})" if m.note else ""
         print(
             f"{m.model_id:<{w}}  {m.source:<6}  {m.status:<8}  {len(m.files):>5}  "
-            f"{m.speech_seconds:>7.1f}s  {m.enrolled or '?'}{note}"
+            f"{'?' if m.speech_seconds is None else f'{m.speech_seconds:.1f}':>7}s  {m.enrolled or '?'}{note}"
         )
     return 0
 
