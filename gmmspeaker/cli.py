@@ -224,7 +224,7 @@ def cmd_enroll_audio(a: argparse.Namespace) -> int:
     elif r.replaced == "recipe":
         print(
             f"model {r.model_id!r} is a recipe model: the new model replaces it for verify and identify "
-            f"({exp.workdir / 'models.h5'} is left as the run wrote it)"
+            "(the recipe's models file is left as the run wrote it)"
         )
     print(f"enrolled {r.model_id} from {r.n_files} file(s), {r.n_frames} frames -> {r.path}")
     return 0

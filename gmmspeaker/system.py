@@ -83,8 +83,7 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
     list of str
         The ids re-enrolled.
     """
-    wd = Workdir(workdir)
-    if not any(wd.path.glob(wd.user_models("*").name)) and not wd.user_models().exists():
+    if not any(Path(workdir).glob("user_models*.h5")):
         return []
     exp = Experiment.open(workdir)
     done = []

@@ -93,7 +93,7 @@ class Workdir:
 
     @property
     def report(self) -> Path:
-        return self.path / "report.md"
+        return self.path / "report.html"
 
     @property
     def det_plot(self) -> Path:
@@ -143,6 +143,12 @@ class Workdir:
     @property
     def user_lock(self) -> Path:
         return self.path / ".user_models.lock"
+
+    @property
+    def tmp(self) -> Path:
+        """Temporaries that workers read (T-matrix training: T and its Gram matrices), on the
+        workdir's storage so that workers on other machines see them; removed after use."""
+        return self.path / "tmp"
 
     # -- i-vector system ---------------------------------------------------------------------
     @property
