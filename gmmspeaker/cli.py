@@ -578,7 +578,7 @@ class _HelpFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             "%(default)" not in text
-            and default not in (None, False, argparse.SUPPRESS)
+            and not any(default is empty for empty in (None, False, argparse.SUPPRESS))  # 0 is shown
             and action.option_strings
             and action.nargs != 0
         ):
