@@ -740,10 +740,7 @@ TABLE: tuple[Stage, ...] = (
         lambda run: {
             "fusion": run.recipe.section("fusion"),
             "system": list(run.recipe.system),
-            "normalization": {
-                "gmm_ubm": run.recipe.scoring.normalization,
-                "ivector": run.recipe.ivector.normalization,
-            },
+            "normalization": {s.name: s.normalization for s in leaves(run.wd, run.recipe)},
             "trials": _trial_sig(run.trials),
             "dev": _trial_sig(run.dev_trials),
             "cohort": [u.utt_id for u in run.cohort],
