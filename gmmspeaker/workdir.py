@@ -144,6 +144,12 @@ class Workdir:
     def user_lock(self) -> Path:
         return self.path / ".user_models.lock"
 
+    @property
+    def tmp(self) -> Path:
+        """Temporaries that workers read (T-matrix training: T and its Gram matrices), on the
+        workdir's storage so that workers on other machines see them; removed after use."""
+        return self.path / "tmp"
+
     # -- i-vector system ---------------------------------------------------------------------
     @property
     def ivector_stats(self) -> Path:

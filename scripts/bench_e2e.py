@@ -148,6 +148,77 @@ def metrics(wd: Path, n_boot: int, p_target: float) -> dict[str, dict[str, Any]]
     return out
 
 
+def use_code_before() -> None:
+    """Switch this process to the code paths before issue #22 (for same-code comparisons).
+
+    The UBM's split levels on every frame (``SPLIT_FRAMES_PER_COMPONENT = 0``) and cohort
+    score matrices through the per-trial scorer (each utterance's models one batched
+    matrix-vector product per frame and component, float64 log-sum-exp).
+    """
+    from gmmspeaker.gmm import batch, em
+
+    em.SPLIT_FRAMES_PER_COMPONENT = 0
+
+    def score_matrix_before(
+        store, utt_ids, ubm, models, *, method="top_c", top_c=5, jobs=1, block_size=64, progress=False
+    ):
+        n_m, n_u = len(models.model_ids), len(utt_ids)
+        every = list(range(n_m))
+        groups = {u: ([j * n_m + i for i in every], every) for j, u in enumerate(utt_ids)}
+        flat = batch._score_groups(
+            store,
+            groups,
+            n_m * n_u,
+            ubm,
+            models,
+            method=method,
+            top_c=top_c,
+            jobs=jobs,
+            block_size=block_size,
+            parts_dir=None,
+            progress=progress,
+            desc="cohort",
+        )
+        return flat.reshape(n_u, n_m).T
+
+    batch.score_matrix = score_matrix_before
+
+
+def cohort_check(wd: Path, root: Path, n_utts: int) -> None:
+    """Same process, same data: a score matrix of the run's models on ``n_utts`` test
+    utterances by the per-utterance scorer and by :func:`score_all_models` (one BLAS thread)."""
+    from threadpoolctl import threadpool_limits
+
+    from gmmspeaker.gmm.model import GaussianMixture
+    from gmmspeaker.gmm.speaker_models import SpeakerModels
+    from gmmspeaker.scoring.llr import ScoringContext, score_all_models, score_prepared
+    from gmmspeaker.store import FeatureStore
+
+    store = FeatureStore(wd / "features")
+    tests = sorted({line.split()[1] for line in (root / "trials.txt").read_text().splitlines()})
+    ids = [u for u in (str(Path(t).with_suffix("")) for t in tests) if u in store][:n_utts]
+    feats = [store.get(u) for u in ids]
+    ubm = GaussianMixture.load(wd / "ubm.h5")
+    models = SpeakerModels.load(wd / "models.h5")
+    load0 = os.getloadavg()[0]
+    with threadpool_limits(limits=1, user_api="blas"):
+        ctx = ScoringContext.build(ubm, models)
+        t = time.perf_counter()
+        old = np.stack([score_prepared(X, ctx, method="top_c", top_c=5) for X in feats], axis=1)
+        t_old = time.perf_counter() - t
+        t = time.perf_counter()
+        new = score_all_models(feats, ctx, method="top_c", top_c=5)
+        t_new = time.perf_counter() - t
+    n = old.size
+    print(
+        f"\ncohort scoring, {len(models)} models x {len(feats)} "
+        f"utterances, one BLAS thread, load {load0:.1f} -> {os.getloadavg()[0]:.1f}: per-utterance "
+        f"{1e6 * t_old / n:.1f} us/trial, score_all_models {1e6 * t_new / n:.1f} us/trial "
+        f"({t_old / t_new:.1f}x); max |score difference| {np.abs(new - old).max():.2e} "
+        f"(scores span {old.min():.3f} .. {old.max():.3f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="corpus, recipe and run folder")
@@ -157,6 +228,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="run", help="workdir name under --out/runs (kept for comparisons)")
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--p-target", type=float, default=0.01)
+    ap.add_argument(
+        "--compare",
+        default=None,
+        metavar="NAME",
+        help="a finished run under --out/runs: print each system's paired difference to it",
+    )
+    ap.add_argument("--report-only", action="store_true", help="do not run: report the run --name")
+    ap.add_argument(
+        "--cohort-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the run: time both cohort scorers on N test utterances against the run's models",
+    )
+    ap.add_argument(
+        "--before",
+        action="store_true",
+        help="the code paths before issue #22: split levels on every frame, cohort scored per utterance",
+    )
     args = ap.parse_args(argv)
 
     from gmmspeaker.recipe.runner import run_recipe
@@ -169,24 +259,31 @@ def main(argv: list[str] | None = None) -> int:
         overrides.update(ablate.parse_setting(spec))
     recipe = write_recipe(args.out, root, args.jobs, overrides)
     wd = args.out / "runs" / args.name
-    shutil.rmtree(wd, ignore_errors=True)
-    load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    res = run_recipe(recipe, workdir=wd, log_file=True)
-    total = time.perf_counter() - t0
-    load1 = os.getloadavg()
-    stages = {s: float(v) for s, v in res.seconds.items()}
-    m = metrics(wd, args.n_boot, args.p_target)
-    summary = {
-        "hours": audio_s / 3600,
-        "overrides": overrides,
-        "seconds": stages,
-        "total_s": total,
-        "rtf": audio_s / total,
-        "load": [load0, load1],
-        "metrics": m,
-    }
-    (wd / "bench_e2e.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if args.before:
+        use_code_before()
+    if args.report_only:
+        summary = json.loads((wd / "bench_e2e.json").read_text())
+        stages, total, m = summary["seconds"], summary["total_s"], summary["metrics"]
+        load0, load1 = summary["load"]
+    else:
+        shutil.rmtree(wd, ignore_errors=True)
+        load0 = os.getloadavg()
+        t0 = time.perf_counter()
+        res = run_recipe(recipe, workdir=wd, log_file=True)
+        total = time.perf_counter() - t0
+        load1 = os.getloadavg()
+        stages = {s: float(v) for s, v in res.seconds.items()}
+        m = metrics(wd, args.n_boot, args.p_target)
+        summary = {
+            "hours": audio_s / 3600,
+            "overrides": overrides,
+            "seconds": stages,
+            "total_s": total,
+            "rtf": audio_s / total,
+            "load": [load0, load1],
+            "metrics": m,
+        }
+        (wd / "bench_e2e.json").write_text(json.dumps(summary, indent=1) + "\n")
 
     print(f"\n{audio_s / 3600:.2f} h of audio, jobs {args.jobs}, settings {overrides or 'of the recipe'}")
     print(
@@ -207,6 +304,36 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['min_dcf']:.3f} [{r['min_dcf_ci'][0]:.3f}, {r['min_dcf_ci'][1]:.3f}] | "
             f"{r['n_trials']} ({r['n_target']}) |"
         )
+    if args.cohort_check:
+        cohort_check(wd, root, args.cohort_check)
+    if args.compare:
+        other = args.out / "runs" / args.compare
+        om = json.loads((other / "bench_e2e.json").read_text())
+        ot = om["total_s"]
+        print(f"\nagainst {args.compare}: total {ot:.1f} s -> {total:.1f} s ({ot / total:.2f}x)")
+        print("| stage | s before | s now | speed-up |\n|---|---|---|---|")
+        for s_, v in stages.items():
+            b = om["seconds"].get(s_, float("nan"))
+            print(f"| {s_} | {b:.1f} | {v:.1f} | {b / max(v, 1e-9):.2f}x |")
+        print(
+            "\n| system | dEER points [95 % CI] | dminDCF [95 % CI] | max abs score change |\n|---|---|---|---|"
+        )
+        for system, r in m.items():
+            if system not in om["metrics"]:
+                continue
+            o = om["metrics"][system]
+            d = np.asarray(r["boot"]) - np.asarray(o["boot"])  # paired: the same resampled models
+            eer_ci, dcf_ci = ablate.interval(d[:, 0]), ablate.interval(d[:, 1])
+            name = {"gmm_ubm": "scores.gmm_ubm.txt", "ivector": "scores.ivector.txt"}.get(
+                system, "scores.txt"
+            )
+            _, a, _ = ablate.read_scores(wd / name)
+            _, b, _ = ablate.read_scores(other / name)
+            print(
+                f"| {system} | {100 * (r['eer'] - o['eer']):+.2f} [{100 * eer_ci[0]:+.2f}, {100 * eer_ci[1]:+.2f}] | "
+                f"{r['min_dcf'] - o['min_dcf']:+.3f} [{dcf_ci[0]:+.3f}, {dcf_ci[1]:+.3f}] | "
+                f"{np.nanmax(np.abs(a - b)):.2e} |"
+            )
     return 0
 
 

@@ -131,11 +131,9 @@ class SyntheticCorpusConfig:
         byte-identical to one generated before this key existed). Each recording passes
         through its own random channel and gets its own coloured background noise
         (:func:`apply_session`), drawn from a separate random stream, so the speech is
-        unchanged. At 1.0: spectral tilt up to +-5 dB, two peaking filters of
-        N(0, 6 dB) gain, coloured noise at 10-30 dB SNR. How large that is against the
-        speakers: on 16 kHz MFCC+CMN features (configs/features-16k.yaml) the spread of
-        per-recording mean feature vectors within a speaker, relative to the spread of the
-        speakers' means, is measured in :func:`apply_session`'s docstring.
+        unchanged. At 1.0: spectral tilt, two peaking filters of N(0, 6 dB) gain, a
+        low-pass between 0.2 and 0.5 times the sample rate, coloured noise at 20-30 dB SNR.
+        How large that is against the speakers: see :func:`apply_session`.
     """
 
     n_speakers: int = 20
@@ -516,26 +514,24 @@ def synthesize_utterance(
 
 
 def apply_session(x: FloatArray, rng: np.random.Generator, strength: float, sample_rate: int) -> FloatArray:
-    """One recording's session: a random channel filter, then coloured background noise.
+    """One recording's session: a random channel (tilt, two peaks, band limit), then coloured noise.
 
     ``strength`` scales every draw (0 returns ``x`` unchanged): spectral tilt by the FIR
-    ``[1, a]`` with ``a ~ U(-0.3, 0.3) * strength`` (+-5 dB across the band at 1),
-    two peaking biquads (RBJ cookbook, Q = 1.5) at log-uniform centres in
-    [200 Hz, 0.4 sr] with gains ``N(0, (6 dB * strength)^2)``, and white noise through a
-    one-pole filter (pole ``U(-0.9, 0.9)``: high- to low-pass) at an SNR of
-    ``U(30 - 20 * strength, 30)`` dB (dB relative to the recording's RMS). The features'
-    CMN removes most of a pure channel; the noise floor in pauses and the channel on
-    speech frames differ per recording, which is what survives it.
-
-    Size (measured on 16 kHz, 40 speakers x 8 recordings of 1.5 s, MFCC(20)+CMN,
-    per-recording mean of the static cepstra; ``trace(within-speaker covariance) /
-    trace(between-speaker covariance of the speaker means)``): 0.51 without a session
-    effect (the recordings' own phonetic content), 1.04 at strength 1.0, 1.92 at 1.5.
+    ``[1, a]`` with ``a ~ U(-0.5, 0.5) * strength`` (clipped to +-0.9), two peaking biquads
+    (RBJ cookbook, Q = 1.5) at log-uniform centres in [200 Hz, 0.4 sr] with gains
+    ``N(0, (6 dB * strength)^2)``, a 4th-order Butterworth low-pass at
+    ``0.5 sr * exp(-U(0, 0.9) * min(strength, 1))`` (from 1.0 and at 16 kHz: 3.2-8 kHz,
+    telephone-like to full band), and white noise through a one-pole filter (pole ``U(-0.9, 0.9)``:
+    high- to low-pass) at an SNR of ``U(30 - 10 * min(strength, 2), 30)`` dB. The
+    features' CMN removes most of a pure channel; the band limit (which changes the shape
+    of the spectrum, not only its mean) and the noise floor in pauses are what survive it.
     """
     if strength <= 0:
         return x
+    from scipy.signal import butter
+
     sr = sample_rate
-    a = rng.uniform(-0.3, 0.3) * strength
+    a = float(np.clip(rng.uniform(-0.5, 0.5) * strength, -0.9, 0.9))
     y = lfilter([1.0, a], [1.0], x)
     for _ in range(2):
         fc = np.exp(rng.uniform(np.log(200.0), np.log(0.4 * sr)))
@@ -545,9 +541,13 @@ def apply_session(x: FloatArray, rng: np.random.Generator, strength: float, samp
         b = np.array([1.0 + alpha * A, -2.0 * np.cos(w0), 1.0 - alpha * A])
         den = np.array([1.0 + alpha / A, -2.0 * np.cos(w0), 1.0 - alpha / A])
         y = lfilter(b / den[0], den / den[0], y)
+    cutoff = 0.5 * np.exp(-rng.uniform(0.0, 0.9) * min(strength, 1.0))  # fraction of sr
+    if cutoff < 0.45:
+        bb, ab = butter(4, 2.0 * cutoff)
+        y = lfilter(bb, ab, y)
     pole = rng.uniform(-0.9, 0.9)
     noise = lfilter([1.0], [1.0, -pole], rng.standard_normal(y.size))
-    snr = rng.uniform(30.0 - 20.0 * min(strength, 1.5), 30.0)
+    snr = rng.uniform(30.0 - 10.0 * min(strength, 2.0), 30.0)
     rms = np.sqrt(np.mean(y**2))
     y = y + noise * rms * 10.0 ** (-snr / 20.0) / (np.sqrt(np.mean(noise**2)) + 1e-12)
     peak = np.max(np.abs(y))

@@ -52,7 +52,7 @@ SPLIT_ITERS = 10
 #: each). As Kaldi's ``train_diag_ubm.sh`` (500,000 frames in memory for the
 #: initialisation), only the EM iterations at the final size see every frame; the
 #: splitting costs 10 x (1 + 2 + ... + K/2) ~ 10 K component-passes over the data
-#: otherwise, as much as the final iterations.
+#: otherwise, as much as the final iterations. 0: every split level sees every frame.
 SPLIT_FRAMES_PER_COMPONENT = 200
 
 
@@ -148,7 +148,7 @@ def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> E
     # the splitting runs on the subsample when it is smaller than the data (threads over
     # its chunks, summed in order: the result does not depend on n_jobs)
     split_data: ArrayData | StreamData = data
-    if gmm.init == "split" and sample.shape[0] < n_total:
+    if gmm.init == "split" and SPLIT_FRAMES_PER_COMPONENT > 0 and sample.shape[0] < n_total:
         split_data = ArrayData(sample.astype(dtype, copy=False), data.chunk_size, gmm.n_jobs)
     floor = np.maximum(gmm.variance_floor * gvar, gmm.variance_floor_abs)
     if (gvar <= gmm.variance_floor_abs).any():

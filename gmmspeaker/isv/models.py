@@ -54,6 +54,9 @@ class ISVSpeakers:
         if o.ndim != 2 or o.shape[0] != len(self.model_ids):
             raise ModelError(f"ISV speakers: {len(self.model_ids)} ids for offsets of shape {o.shape}")
 
+    def __len__(self) -> int:
+        return len(self.model_ids)
+
     def subset(self, rows: Sequence[int] | np.ndarray) -> ISVSpeakers:
         idx = np.asarray(rows, dtype=np.int64)
         return ISVSpeakers(

@@ -151,7 +151,7 @@ class Run:
         atomic_write_json(self.wd.results, res)
         from gmmspeaker.scoring.report import write_experiment_report
 
-        write_experiment_report(self.wd.path, res)
+        write_experiment_report(self.wd.path, res, recipe=self.recipe.to_dict())
         return res
 
 
@@ -432,28 +432,33 @@ def _available(run: Run, ids: Sequence[str]) -> list[str]:
 
 def _run_statistics(run: Run) -> dict[str, Any]:
     from gmmspeaker.gmm.model import GaussianMixture
-    from gmmspeaker.ivector.stats import stats_from_store
+    from gmmspeaker.ivector.stats import write_stats
 
     ids = _available(run, _stats_ids(run))
     ubm = GaussianMixture.load(run.wd.ubm)
-    stats = stats_from_store(run.wd.features, ids, ubm, n_jobs=run.recipe.jobs, progress=run.progress)
-    stats.save(run.wd.ivector_stats)
+    # written batch by batch: memory does not grow with the number of utterances
+    write_stats(
+        run.wd.features, ids, ubm, run.wd.ivector_stats, n_jobs=run.recipe.jobs, progress=run.progress
+    )
     return {"n_utterances": len(ids)}
 
 
 def _run_tv(run: Run) -> dict[str, Any]:
-    from gmmspeaker.ivector.stats import UtteranceStats
+    from gmmspeaker.ivector.stats import stats_ids
     from gmmspeaker.ivector.tv import train_tv
 
     r = run.recipe
-    stats = UtteranceStats.load(run.wd.ivector_stats)
-    train = sorted({u.utt_id for u in run.train} & set(stats.ids))
+    train = sorted({u.utt_id for u in run.train} & set(stats_ids(run.wd.ivector_stats)))
     if len(train) < 2:
         raise DataError(f"the i-vector training list has {len(train)} utterance(s) with features; need more")
     iv = r.ivector
     ckpt = run.wd.tv_checkpoint
+    # statistics streamed from the file (workers read their batches); T and its Gram
+    # matrices for process workers go under the workdir (shared storage on a cluster)
     tv = train_tv(
-        stats.subset(train),
+        run.wd.ivector_stats,
+        utterances=train,
+        tmp_dir=run.wd.tmp,
         rank=iv.rank,
         iterations=iv.iterations,
         min_divergence=iv.min_divergence,
@@ -470,15 +475,16 @@ def _run_tv(run: Run) -> dict[str, Any]:
 
 
 def _run_extract(run: Run) -> dict[str, Any]:
-    from gmmspeaker.ivector.stats import UtteranceStats
+    from gmmspeaker.ivector.stats import stats_ids
     from gmmspeaker.ivector.trials import save_ivectors
     from gmmspeaker.ivector.tv import TotalVariability, extract_ivectors
 
-    stats = UtteranceStats.load(run.wd.ivector_stats)
     tv = TotalVariability.load(run.wd.tv)
-    vectors = extract_ivectors(tv, stats, batch_size=run.recipe.ivector.batch_size)
-    save_ivectors(run.wd.ivectors, stats.ids, vectors)
-    return {"n_ivectors": len(stats.ids)}
+    # batch by batch from the file
+    vectors = extract_ivectors(tv, run.wd.ivector_stats, batch_size=run.recipe.ivector.batch_size)
+    ids = stats_ids(run.wd.ivector_stats)
+    save_ivectors(run.wd.ivectors, ids, vectors)
+    return {"n_ivectors": len(ids)}
 
 
 def _run_backend(run: Run) -> dict[str, Any]:
@@ -608,8 +614,14 @@ def _run_evaluate(run: Run) -> dict[str, Any]:
         cres = evaluate_scores(calibrated, keys, **metric_kw)
         res["calibrated"] = {k: cres[k] for k in ("act_dcf", "cllr", "min_cllr")}
         res["calibration"] = cal.to_dict()
-    from gmmspeaker.scoring.report import write_score_histogram
+    from gmmspeaker.scoring.report import score_label, write_score_histogram
 
+    res["score_label"] = score_label(
+        system=r.system,
+        normalization=r.scoring.normalization,
+        ivector_scoring=r.ivector.scoring,
+        ivector_normalization=r.ivector.normalization,
+    )
     res["thresholds"] = write_score_histogram(
         wd.path,
         scores,
@@ -619,6 +631,7 @@ def _run_evaluate(run: Run) -> dict[str, Any]:
         c_miss=ev.c_miss,
         c_fa=ev.c_fa,
         plot=ev.det_plot,
+        score_label=res["score_label"],
     )
     feats = json.loads(wd.stage_record("features").read_text())
     res["skipped_audio"] = sorted(feats.get("skipped", {}))
