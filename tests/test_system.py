@@ -294,3 +294,24 @@ def test_verify_reproduces_ztnorm_scores(tmp_path):
         assert r.raw_llr == pytest.approx(raw[(model, test)][0], abs=2e-6)
         assert r.score == pytest.approx(norm[(model, test)][0], abs=2e-6)
         assert r.score != pytest.approx(r.raw_llr, abs=1e-3)
+
+
+def test_models_record_their_enrolment_speech(workdir):
+    """The seam for short-enrolment decisions: every model's speech seconds, and a threshold per model."""
+    from gmmspeaker.corpora.lists import read_enroll_list
+    from gmmspeaker.features import FeatureConfig
+    from gmmspeaker.store import FeatureStore
+
+    exp = Experiment.open(workdir)
+    shift = FeatureConfig.from_dict(exp.recipe.features).frame_shift
+    store = FeatureStore(workdir / "features")
+    root = exp.recipe.data.root
+    for e in read_enroll_list(root / "enroll4.txt", root=root):
+        want = shift * sum(store.n_frames(u.utt_id) for u in e.utterances)
+        assert exp.speech_seconds(e.model_id) == pytest.approx(want, abs=1e-3)
+    r = exp.enroll("alice", [wav(workdir, "spk004", 0)])
+    assert r.speech_seconds == pytest.approx(r.n_frames * shift, abs=1e-3)
+    assert Experiment.open(workdir).speech_seconds("alice") == pytest.approx(r.speech_seconds)
+    assert exp.speech_seconds("nobody") is None
+    assert exp.threshold("alice") == exp.system.threshold("alice", speech_seconds=r.speech_seconds)
+    assert exp.threshold("alice") == pytest.approx(exp.results["eer_threshold"])

@@ -26,7 +26,7 @@ from gmmspeaker._io import atomic_write_json
 from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe.config import STAGES, Recipe
 from gmmspeaker.recipe.fingerprint import stable_hash
-from gmmspeaker.systems import GmmUbm, Ivector, Tests, TrainedSystem, build, leaves
+from gmmspeaker.systems import SYSTEMS, GmmUbm, Ivector, Tests, TrainedSystem, build, leaves
 from gmmspeaker.workdir import Workdir
 
 __all__ = ["Stage", "TABLE", "Run", "needed_stages", "stage"]
@@ -122,8 +122,7 @@ class Run:
 
     def tests(self, system: TrainedSystem, ids: Sequence[str]) -> Tests:
         """Test utterances as the run holds them for ``system`` (features or i-vectors)."""
-        source = system.ivectors() if isinstance(system, Ivector) else self.store()
-        return Tests(ids=list(ids), source=source, paths=[self.paths[u] for u in ids])
+        return Tests(ids=list(ids), source=system.stored_source(), paths=[self.paths[u] for u in ids])
 
     def cohort_ids(self, have: Any) -> list[str]:
         return [u.utt_id for u in dict.fromkeys(self.cohort) if u.utt_id in have]
@@ -197,9 +196,14 @@ class Stage:
 
 
 def _final_scores_stage(recipe: Recipe) -> tuple[str, ...]:
+    """The stage whose scores the experiment evaluates: the fusion, or the one system's scoring stage."""
     if len(recipe.system) > 1:
         return ("fusion",)
-    return ({"gmm_ubm": "score", "ivector": "backend"}[recipe.system[0]],)
+    return (SYSTEMS[recipe.system[0]].score_stage,)
+
+
+def _system_score_stages(recipe: Recipe) -> tuple[str, ...]:
+    return tuple(SYSTEMS[s].score_stage for s in recipe.system)
 
 
 def _trial_sig(trials: Sequence[Any]) -> list[Any]:
@@ -216,13 +220,7 @@ def _stats_ids(run: Run) -> list[str]:
 
 def _norm_outputs(wd: Workdir, recipe: Recipe, system: type[TrainedSystem]) -> list[Path]:
     """The cohort files a system's scoring stage leaves for verification."""
-    method = system(wd, recipe).cohort_method()
-    if method == "none":
-        return []
-    out = [wd.norm_cohort(system.name)]
-    if system is GmmUbm and method in ("tnorm", "ztnorm", "snorm", "asnorm"):
-        out.append(wd.cohort_models(system.name))
-    return out
+    return system(wd, recipe).cohort_files()
 
 
 # -- bodies (what a stage's fingerprint covers besides its inputs) ---------------------
@@ -750,15 +748,12 @@ TABLE: tuple[Stage, ...] = (
     Stage(
         "fusion",
         ("fusion",),
-        lambda r: tuple(s for s in ("score", "backend") if stage(s).needed(r)),
+        _system_score_stages,
         lambda wd, r: [wd.scores(None), wd.fusion],
         lambda run: {
             "fusion": run.recipe.section("fusion"),
             "system": list(run.recipe.system),
-            "normalization": {
-                "gmm_ubm": run.recipe.scoring.normalization,
-                "ivector": run.recipe.ivector.normalization,
-            },
+            "normalization": {s.name: s.normalization for s in leaves(run.wd, run.recipe)},
             "trials": _trial_sig(run.trials),
             "dev": _trial_sig(run.dev_trials),
             "cohort": [u.utt_id for u in run.cohort],

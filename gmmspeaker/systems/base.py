@@ -274,6 +274,16 @@ class TrainedSystem:
         """What a model enrolled now depends on (a change makes a user model stale)."""
         raise NotImplementedError
 
+    def stored_source(self) -> Any:
+        """Where the run keeps its utterances in this system's form (feature store, i-vectors...)."""
+        from gmmspeaker.store import FeatureStore
+
+        return FeatureStore(self.wd.features)
+
+    def cohort_files(self) -> list[Path]:
+        """Files the system's scoring stage leaves for normalising at verification."""
+        return [] if self.cohort_method() == "none" else [self.wd.norm_cohort(self.name)]
+
     # -- scoring ---------------------------------------------------------------------------
     def represent(self, tests: Tests) -> Tests:
         """Tests in the form :meth:`score_matrix` takes (frames for GMM-UBM; i-vectors extracted once)."""

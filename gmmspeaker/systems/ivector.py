@@ -114,6 +114,9 @@ class Ivector(TrainedSystem):
             self._ivectors = load_ivectors(self.wd.ivectors)
         return self._ivectors
 
+    def stored_source(self) -> dict[str, FloatArray]:
+        return self.ivectors()
+
     def set_parts(self, *, ivectors: dict[str, FloatArray] | None = None, **parts: Any) -> None:
         """Use in-memory parts (``backend``, ``plda``, ``ubm``, ``tv``) and raw i-vectors instead of the files."""
         self._parts.update({k: v for k, v in parts.items() if v is not None})
