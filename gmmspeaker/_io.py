@@ -1,25 +1,84 @@
-"""Atomic file writes: a crash never leaves a half-written file under its final name."""
+"""File-system helpers: atomic writes, locks, temporaries, files opened without following links.
+
+* Atomic writes: a crash never leaves a half-written file under its final name; the
+  temporary is ``.<name>.<random>.<pid>.tmp`` beside the target, made with the mode
+  ``open()`` would give (``0o666`` less the umask), so outputs are as readable as any file
+  the user writes.
+* :func:`file_lock`: an exclusive advisory lock (``fcntl``, imported only when used, so the
+  package imports where it is missing).
+* :func:`make_temp_dir` and :func:`remove_stale_temporaries`: temporaries live beside the
+  outputs (e.g. ``<workdir>/tmp/``), and the next lock holder removes the ones whose
+  writer is gone.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from gmmspeaker._typing import PathLike
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "read_h5", "write_h5"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_h5",
+    "write_h5",
+    "file_lock",
+    "open_append_nofollow",
+    "make_temp_dir",
+    "remove_stale_temporaries",
+    "TMP_DIR",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Folder of a workdir that holds its temporaries (:func:`make_temp_dir`).
+TMP_DIR = "tmp"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc tells it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mkstemp_like_open(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` with the permissions ``open(path, "w")`` would give.
+
+    ``mkstemp`` makes files ``0o600`` whatever the umask; an output renamed from it would
+    be unreadable by the group or a web server that may read the user's other files.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}.tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+    except OSError:
+        pass
+    return fd, tmp
 
 
 def atomic_write_text(path: PathLike, text: str, *, fsync: bool = True) -> Path:
     """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp_like_open(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
@@ -44,11 +103,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
     On leaving the block normally the temporary file is renamed over ``path`` (atomic on
     one filesystem); on an exception it is removed and ``path`` is left as it was. The
-    temporary name is unique (``mkstemp``) and hidden (``.<name>.<random>.tmp``).
+    temporary name is unique (``mkstemp``) and hidden (``.<name>.<random>.<pid>.tmp``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = _mkstemp_like_open(path)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -147,3 +206,145 @@ def read_h5(
         if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
             raise ModelError(f"{path}: dataset {k!r} holds NaN/inf values")
     return arrays, attrs
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _open_nofollow(path: Path, flags: int) -> int:
+    """``os.open`` that refuses a symbolic link at ``path`` (a one-line error naming it)."""
+    from gmmspeaker.errors import GmmSpeakerError
+
+    try:
+        return os.open(path, flags | _NOFOLLOW, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or (path.is_symlink() and not _NOFOLLOW):
+            raise GmmSpeakerError(
+                f"{path}: is a symbolic link; gmmspeaker does not follow links for files it writes "
+                "(remove it)"
+            ) from None
+        raise GmmSpeakerError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+def open_append_nofollow(path: PathLike) -> IO[str]:
+    """Open a text file for appending (UTF-8, undecodable characters escaped), never through a link.
+
+    For logs the program creates: a symbolic link planted at ``path`` is an error, not a
+    way to append to its target.
+    """
+    path = Path(path)
+    if not _NOFOLLOW and path.is_symlink():
+        _open_nofollow(path, os.O_RDONLY)  # raises
+    fd = _open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+
+
+@contextlib.contextmanager
+def file_lock(path: PathLike, *, busy: str | None = None, wait_message: str | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created; never through a symbolic link).
+
+    The holder's pid is written into the file. Where ``fcntl`` is missing (Windows) the
+    block runs unlocked.
+
+    Parameters
+    ----------
+    path : path-like
+        The lock file.
+    busy : str, optional
+        If given, do not wait when another process holds the lock: raise
+        :class:`~gmmspeaker.errors.GmmSpeakerError` with this message, in which ``{pid}``
+        is replaced by the holder's pid.
+    wait_message : str, optional
+        Logged (warning, ``{pid}`` replaced) before waiting for the holder.
+    """
+    from gmmspeaker.errors import GmmSpeakerError
+
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            if busy is not None:
+                raise GmmSpeakerError(busy.format(pid=holder)) from None
+            if wait_message is not None:
+                logger.warning(wait_message.format(pid=holder))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def make_temp_dir(parent: PathLike, prefix: str) -> Path:
+    """A new empty folder ``<parent>/<prefix><random>`` (``parent`` created) for temporaries.
+
+    Give ``<workdir>/tmp`` (:data:`TMP_DIR`) as ``parent`` for a run's temporaries: they
+    then live on the workdir's disk, and :func:`remove_stale_temporaries` at the start of
+    the next run removes what a killed run left. The folder gets the mode ``mkdir`` would
+    give (not ``mkdtemp``'s ``0o700``), so that it can be renamed into an output.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+    except OSError:
+        pass
+    return tmp
+
+
+def remove_stale_temporaries(folder: PathLike, *, patterns: Sequence[str] = ()) -> list[Path]:
+    """Remove temporaries that no live process is writing, in ``folder`` (not recursive).
+
+    Removes ``<folder>/tmp`` (:data:`TMP_DIR`) with everything in it, atomic-write
+    temporaries (``.<name>.<random>.<pid>.tmp``) whose pid is not alive, and files or folders
+    matching ``patterns`` (glob). Call it holding the lock that every writer of these
+    temporaries holds, so that none of them belongs to a live writer.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    candidates: list[Path] = []
+    if (folder / TMP_DIR).is_dir() and not (folder / TMP_DIR).is_symlink():
+        candidates.extend(sorted((folder / TMP_DIR).iterdir()))
+    for pat in patterns:
+        candidates.extend(sorted(folder.glob(pat)))
+    for f in sorted(folder.glob(".*.tmp")):
+        pid = f.name.rsplit(".", 2)[-2] if f.name.count(".") >= 3 else ""
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            candidates.append(f)
+    for f in candidates:
+        try:
+            if f.is_dir() and not f.is_symlink():
+                shutil.rmtree(f)
+            else:
+                f.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(f)
+    if removed:
+        logger.info("%s: removed %d temporaries left by an interrupted run", folder, len(removed))
+    return removed

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_write_json
+from gmmspeaker._io import atomic_write_json, file_lock
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import AudioError, DataError, GmmSpeakerError, SkippedInputWarning
 
@@ -61,6 +61,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+#: Lock file held by the one process that writes a store (a second writer stops).
+LOCK = ".lock"
 #: Seconds between manifest rewrites while extracting. Finished shards do not depend on it:
 #: each is self-describing and adopted by the next run if the manifest missed it.
 MANIFEST_INTERVAL = 5.0
@@ -777,10 +779,6 @@ def extract_to_store(
     -------
     ExtractionReport
     """
-    from joblib import Parallel, delayed
-
-    from gmmspeaker.features import FeatureConfig
-
     if on_bad_audio not in ("error", "skip"):
         raise GmmSpeakerError(f"on_bad_audio must be 'error' or 'skip', not {on_bad_audio!r}")
     store = Path(store_dir)
@@ -796,6 +794,47 @@ def extract_to_store(
         items.append((utt_id, Path(path)))
     if not items:
         raise DataError("nothing to extract: the utterance list is empty")
+
+    with file_lock(
+        store / LOCK,
+        busy=f"{store}: another process (pid {{pid}}) is writing this feature store; "
+        "wait for it to finish, or give another --out",
+    ):
+        return _extract_locked(
+            store,
+            items,
+            cfg,
+            chash,
+            jobs=jobs,
+            shard_size=shard_size,
+            compression=compression,
+            on_bad_audio=on_bad_audio,
+            resample=resample,
+            progress=progress,
+            backend=backend,
+            content_check=content_check,
+        )
+
+
+def _extract_locked(
+    store: Path,
+    items: list[tuple[str, Path]],
+    cfg: dict[str, Any],
+    chash: str,
+    *,
+    jobs: int,
+    shard_size: int,
+    compression: str | None,
+    on_bad_audio: str,
+    resample: bool,
+    progress: bool,
+    backend: str | None,
+    content_check: bool,
+) -> ExtractionReport:
+    """:func:`extract_to_store` holding the store's lock: no other writer is at work."""
+    from joblib import Parallel, delayed
+
+    from gmmspeaker.features import FeatureConfig
 
     manifest = _load_manifest(store)
     rebuild = False
@@ -917,7 +956,7 @@ def extract_to_store(
         warnings.warn(
             f"skipped {len(report.skipped)} unusable audio files:\n{_listing(report.skipped)}",
             SkippedInputWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     logger.info(
         "features: %d computed, %d cached, %d skipped",
