@@ -42,7 +42,7 @@ from joblib import Parallel, delayed
 from scipy import fft as sp_fft
 from scipy.signal import lfilter
 
-from gmmspeaker._io import atomic_write_text
+from gmmspeaker._io import atomic_write_text, make_temp_dir
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.corpora.lists import (
     write_enroll_list,
@@ -663,7 +663,7 @@ def generate_corpus(out_dir: PathLike, config: SyntheticCorpusConfig, *, n_jobs:
                 "with a synthetic corpus (choose another folder)"
             )
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    tmp = make_temp_dir(root.parent, f".{root.name}.tmp-")  # the umask's mode, not 0o700
     try:
         logger.info("%s: generating synthetic corpus (%s)", root, config)
         _write_corpus(tmp, config, n_jobs)
