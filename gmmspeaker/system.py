@@ -29,12 +29,11 @@ id of a recipe model replaces it (the enrol call says so).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gmmspeaker._io import atomic_path
+from gmmspeaker._io import atomic_path, file_lock
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.scoring.metrics import eer_threshold
@@ -329,15 +328,9 @@ class IdentifyResult:
 # ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _user_lock(wd: Path) -> Iterator[None]:
+def _user_lock(wd: Path) -> contextlib.AbstractContextManager[None]:
     """Serialise writers of the user models file (two enrol commands at once)."""
-    with open(wd / ".user_models.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return file_lock(wd / ".user_models.lock")
 
 
 def _features_hash(features: dict[str, Any], resample: bool) -> str:

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gmmspeaker import __version__
-from gmmspeaker._io import atomic_write_json
+from gmmspeaker._io import atomic_write_json, file_lock, open_append_nofollow, remove_stale_temporaries
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ConfigError, GmmSpeakerError
 from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
@@ -48,32 +47,25 @@ class RunResult:
     refreshed: list[str] = field(default_factory=list)
 
 
-@contextlib.contextmanager
-def _lock(workdir: Path) -> Iterator[None]:
-    import fcntl
+def _lock(workdir: Path) -> contextlib.AbstractContextManager[None]:
+    """The workdir's lock (``<workdir>/.lock``, never through a symbolic link): one run at a time."""
+    return file_lock(
+        workdir / ".lock",
+        busy=f"{workdir}: another run (pid {{pid}}) is using this workdir; wait for it or use --workdir",
+    )
 
-    path = workdir / ".lock"
-    fh = open(path, "a+")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "?"
-        fh.close()
-        raise GmmSpeakerError(
-            f"{workdir}: another run (pid {holder}) is using this workdir; wait for it or use --workdir"
-        ) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
-    try:
-        yield
-    finally:
-        fh.seek(0)
-        fh.truncate()
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        fh.close()
+
+def _clean_temporaries(workdir: Path) -> None:
+    """Remove what killed runs left (holding the workdir lock: no other run is writing).
+
+    ``<workdir>/tmp/`` (every run temporary, see :func:`gmmspeaker._io.make_temp_dir`),
+    a half-generated synthetic corpus, and atomic-write temporaries whose process is gone
+    (those of a live ``enroll`` are kept).
+    """
+    remove_stale_temporaries(workdir, patterns=(".corpus.tmp-*", ".corpus.old-*"))
+    for sub in ("stages",):
+        if (workdir / sub).is_dir():
+            remove_stale_temporaries(workdir / sub)
 
 
 def resolve_jobs(jobs: int, client: Any | None = None) -> int:
@@ -219,7 +211,9 @@ def run_recipe(
     wd.mkdir(parents=True, exist_ok=True)
     handler: logging.Handler | None = None
     if log_file and not dry_run:
-        handler = logging.FileHandler(wd / "run.log")
+        # not FileHandler: it follows a symbolic link planted at run.log, and its strict
+        # encoding raised on the paths of a workdir whose name is not valid UTF-8
+        handler = logging.StreamHandler(open_append_nofollow(wd / "run.log"))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
         pkg_logger = logging.getLogger("gmmspeaker")
@@ -230,6 +224,7 @@ def run_recipe(
         with contextlib.ExitStack() as stack:
             if not dry_run:
                 stack.enter_context(_lock(wd))
+                _clean_temporaries(wd)
                 n_jobs = stack.enter_context(_parallel(recipe, recipe.jobs))
             # stages get -1 resolved to the real workers; recipe.json keeps what the user wrote
             run_as = recipe if dry_run else dataclasses.replace(recipe, jobs=n_jobs)
@@ -299,4 +294,5 @@ def run_recipe(
         if handler is not None:
             logging.getLogger("gmmspeaker").removeHandler(handler)
             handler.close()
+            handler.stream.close()
     return result

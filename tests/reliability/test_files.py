@@ -48,3 +48,50 @@ def test_run_outputs_are_readable_by_others_under_umask_022(tmp_path, umask_022)
     for p in outputs:
         assert _mode(p) == 0o644, (p, oct(_mode(p)))
     assert _mode(wd / "corpus") == 0o755
+
+
+@pytest.mark.parametrize("name", [".lock", "run.log"])
+def test_run_never_follows_a_symlink_it_would_write(tmp_path, capsys, name):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / name).symlink_to(target)
+    rc = main(["-q", "run", str(tiny_recipe(tmp_path, k=4)), "--workdir", str(wd)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "symbolic link" in err and name in err, err
+    assert target.read_text() == "keep me\n"
+
+
+def test_next_run_removes_what_a_killed_run_left(tmp_path):
+    """Leftovers of kill -9 under the workdir (a half-generated corpus, run temporaries,
+    atomic-write temporaries of dead processes) go at the start of the next run; those of
+    a live process stay."""
+    import subprocess
+    import sys
+
+    from gmmspeaker._io import make_temp_dir
+    from tests.helpers import REPO
+    from tests.reliability.test_interrupt import KILLER
+
+    recipe = tiny_recipe(tmp_path, k=4)
+    wd = tmp_path / "wd"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, "gmmspeaker.corpora.synthetic", "_write_corpus", "1"]
+        + ["-q", "run", str(recipe), "--workdir", str(wd)],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert list(wd.glob(".corpus.tmp-*"))  # what kill -9 leaves
+    tv = make_temp_dir(wd / "tmp", "gmmspeaker-tv-")
+    (tv / "part-0.npy").write_bytes(b"x" * 1000)
+    dead = wd / ".results.json.abc123.999999999.tmp"
+    dead.write_text("{}")
+    live = wd / f".user_models.h5.abc123.{os.getpid()}.tmp"
+    live.write_text("")
+    assert main(["-q", "run", str(recipe), "--workdir", str(wd)]) == 0
+    assert not list(wd.glob(".corpus.*")) and not dead.exists() and not tv.exists()
+    assert live.exists()
