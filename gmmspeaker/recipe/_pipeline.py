@@ -210,7 +210,7 @@ class Pipeline:
         }
 
     def _run_ubm(self) -> dict[str, Any]:
-        from gmmspeaker.recipe.stages import train_ubm
+        from gmmspeaker.gmm.batch import train_ubm
 
         r = self.recipe
         u = r.ubm
@@ -239,7 +239,7 @@ class Pipeline:
         return {"history": [float(h) for h in getattr(gmm, "history_", [])]}
 
     def _run_enroll(self) -> dict[str, Any]:
-        from gmmspeaker.recipe.stages import enroll_models
+        from gmmspeaker.gmm.batch import enroll_models
 
         r = self.recipe
         models = enroll_models(
@@ -255,7 +255,7 @@ class Pipeline:
         return {"n_models": len(models.model_ids)}
 
     def _run_score(self) -> dict[str, Any]:
-        from gmmspeaker.recipe.stages import write_scores
+        from gmmspeaker.scoring.trials import write_scores
 
         parts = self.wd / "score_parts"
         marker = parts / "fingerprint"
@@ -282,7 +282,8 @@ class Pipeline:
     def _score(
         self, trials: list[Any], store: Any, ubm: Any, models: Any, parts: Path | None, raw_path: Path | None
     ) -> Any:
-        from gmmspeaker.recipe.stages import normalize_trial_scores, score_trials, write_scores
+        from gmmspeaker.gmm.batch import normalize_trial_scores, score_trials
+        from gmmspeaker.scoring.trials import write_scores
 
         r = self.recipe
         scores = score_trials(
@@ -337,7 +338,7 @@ class Pipeline:
         return scores
 
     def _run_evaluate(self) -> dict[str, Any]:
-        from gmmspeaker.recipe.stages import evaluate_scores, read_scores
+        from gmmspeaker.scoring.trials import evaluate_scores, read_scores
 
         r = self.recipe
         _, scores, _ = read_scores(self.wd / "scores.txt")
@@ -366,8 +367,8 @@ class Pipeline:
         if self.dev_trials:
             import numpy as np
 
-            from gmmspeaker.recipe.stages import write_scores
             from gmmspeaker.scoring.calibration import LinearCalibration
+            from gmmspeaker.scoring.trials import write_scores
 
             _, dev, _ = read_scores(self.wd / "dev_scores.txt")
             key = np.array([t.target for t in self.dev_trials], dtype=bool)
@@ -418,8 +419,8 @@ class Pipeline:
         A test's speaker is the model of its target trial; every enrolled model is scored on
         it in one vectorised pass (raw LLR, as ``gmmspeaker identify`` ranks).
         """
-        from gmmspeaker.recipe.stages import score_matrix
-        from gmmspeaker.system import identification_accuracy
+        from gmmspeaker.gmm.batch import score_matrix
+        from gmmspeaker.scoring.metrics import identification_accuracy
 
         models = self._models()
         row = {m: i for i, m in enumerate(models.model_ids)}
