@@ -380,6 +380,41 @@ class FeatureStore:
 
         return FeatureConfig.from_dict(self.config).dim
 
+    def problem(self, *, config_hash: str | None = None, ids: Iterable[str] = ()) -> str | None:
+        """Why this store cannot serve a run that expects ``config_hash`` and ``ids`` (None: it can).
+
+        A store is rebuilt whenever it is extracted with another feature configuration
+        (e.g. ``gmmspeaker features --out`` on a run's store with another ``--config``);
+        a run that recorded the configuration it extracted with asks here before trusting
+        the store. Utterances recorded as skipped (bad audio) count as present. Only the
+        manifest and the shards' existence are checked (cheap); unreadable shards are
+        found on reading and repaired by re-extraction.
+        """
+        if config_hash is not None and self.config_hash != config_hash:
+            return (
+                f"{self.path}: holds features of another configuration (hash {self.config_hash[:12]}, "
+                f"expected {config_hash[:12]}): it was rewritten by another extraction; "
+                "re-run feature extraction"
+            )
+        missing = [u for u in ids if u not in self._utts and u not in self.skipped]
+        if missing:
+            return (
+                f"{self.path}: no features for {len(missing)} utterances (e.g. {missing[0]!r}); "
+                "re-run feature extraction"
+            )
+        gone = sorted(
+            {e["shard"] for e in self._utts.values()} - {f.name for f in self.path.glob("shard-*.h5")}
+        )
+        if gone:
+            return f"{self.path}: {len(gone)} feature shards are missing (e.g. {gone[0]}); re-run feature extraction"
+        return None
+
+    def check(self, *, config_hash: str | None = None, ids: Iterable[str] = ()) -> None:
+        """Raise :class:`DataError` with :meth:`problem`'s message if there is one."""
+        problem = self.problem(config_hash=config_hash, ids=ids)
+        if problem is not None:
+            raise DataError(problem)
+
     def _entry(self, utt_id: str) -> dict[str, Any]:
         try:
             return self._utts[utt_id]
@@ -842,7 +877,12 @@ def _extract_locked(
         logger.info("%s: feature store of an older format, recomputing every utterance", store)
         manifest, rebuild = None, True
     if manifest is not None and manifest.get("config_hash") != chash:
-        logger.info("%s: feature config changed, recomputing every utterance", store)
+        logger.warning(
+            "%s: the store holds features of another configuration (%d utterances); "
+            "rebuilding it with this one",
+            store,
+            len(manifest.get("utterances", {})),
+        )
         manifest = None
     if manifest is None:
         manifest = {

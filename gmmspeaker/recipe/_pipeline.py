@@ -151,6 +151,8 @@ class Pipeline:
         return out
 
     def outputs_exist(self, stage: str) -> bool:
+        if stage == "features":
+            return self._store_ok()
         if stage in systems.IVECTOR_STAGES or stage == "score":
             return all((self.wd / n).exists() for n in systems.outputs(self, stage))
         names = {
@@ -162,6 +164,26 @@ class Pipeline:
             "evaluate": ["results.json"],
         }[stage]
         return all((self.wd / n).exists() for n in names)
+
+    def _store_ok(self) -> bool:
+        """Whether the feature store still holds what the features stage recorded."""
+        from gmmspeaker.store import FeatureStore
+
+        if not (self.store_dir / "manifest.json").exists():
+            return False
+        try:
+            rec = json.loads((self.wd / "stages" / "features.json").read_text())
+        except (OSError, ValueError):
+            rec = {}
+        try:
+            problem = FeatureStore(self.store_dir).problem(
+                config_hash=rec.get("config_hash"), ids=[u.utt_id for u in self.utterances]
+            )
+        except DataError as exc:
+            problem = str(exc)
+        if problem is not None:
+            logger.warning("stage features: %s", problem)
+        return problem is None
 
     # -- stage bodies -----------------------------------------------------------
     def run(self, stage: str) -> dict[str, Any]:
@@ -207,6 +229,7 @@ class Pipeline:
             "cached": len(report.cached),
             "skipped": report.skipped,
             "vad_kept_fraction": kept / max(total, 1),
+            "config_hash": store.config_hash,
         }
 
     def _run_ubm(self) -> dict[str, Any]:
