@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,20 @@ def _lock(workdir: Path) -> contextlib.AbstractContextManager[None]:
         workdir / ".lock",
         busy=f"{workdir}: another run (pid {{pid}}) is using this workdir; wait for it or use --workdir",
     )
+
+
+def _check_utf8_path(wd: Path) -> None:
+    """A workdir whose name is not valid UTF-8 is refused up front.
+
+    Its paths end up in UTF-8 files (logs, recipe.json, HDF5 attributes) and in libraries
+    that encode names strictly (soundfile): they failed half-way, with tracebacks.
+    """
+    try:
+        str(wd.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"workdir {os.fsencode(wd)!r}: the name is not valid UTF-8; choose a UTF-8 folder name"
+        ) from None
 
 
 def _clean_temporaries(workdir: Path) -> None:
@@ -197,6 +212,7 @@ def run_recipe(
             raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(STAGES)}, got {value!r}")
     recipe = load_recipe(recipe_path, overrides={"jobs": jobs} if jobs is not None else None)
     wd = workdir_for(recipe, workdir)
+    _check_utf8_path(wd)
     lo = STAGES.index(from_stage) if from_stage else 0
     hi = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
     if lo > hi:
