@@ -15,6 +15,7 @@ __all__ = [
     "NotFittedError",
     "ConvergenceWarning",
     "SkippedInputWarning",
+    "DataWarning",
 ]
 
 
@@ -49,3 +50,7 @@ class ConvergenceWarning(UserWarning):
 
 class SkippedInputWarning(UserWarning):
     """Some inputs were skipped because the caller asked to skip bad input."""
+
+
+class DataWarning(UserWarning):
+    """The data are usable but too few or too poor for a trustworthy result (e.g. frames per parameter)."""

@@ -47,7 +47,9 @@ def _vmhwm() -> float:
     return 0.0
 
 
-def _child(kind: str, path: str, rank: int, iterations: int, per_speaker: int, batch: int, q: mp.Queue) -> None:
+def _child(
+    kind: str, path: str, rank: int, iterations: int, per_speaker: int, batch: int, q: mp.Queue
+) -> None:
     import logging
 
     import h5py

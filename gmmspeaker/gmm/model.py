@@ -22,7 +22,7 @@ from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError, NotFittedError
 from gmmspeaker.gmm.kernel import blocks, posteriors
-from gmmspeaker.gmm.params import COVARIANCE_TYPES, MixtureParams, covariance_shape
+from gmmspeaker.gmm.params import COVARIANCE_TYPES, MixtureParams, covariance_shape, n_free_parameters
 from gmmspeaker.gmm.stats import frame_loglik, log_densities
 
 if TYPE_CHECKING:
@@ -612,9 +612,7 @@ class GaussianMixture:
 
     def n_parameters(self) -> int:
         """Number of free parameters (weights K-1, means K*D, covariances by type)."""
-        K, D = int(self.n_components), self._dim_for_count()
-        cov = {"diag": K * D, "spherical": K, "full": K * D * (D + 1) // 2, "tied": D * (D + 1) // 2}
-        return int(K - 1 + K * D + cov[self.covariance_type])
+        return n_free_parameters(self.n_components, self._dim_for_count(), self.covariance_type)
 
     def _dim_for_count(self) -> int:
         self._check_fitted()
