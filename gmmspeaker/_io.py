@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +31,11 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "atomic_write_json",
+    "atomic_write_bytes",
+    "atomic_h5",
+    "free_bytes",
+    "is_disk_full",
+    "disk_full_error",
     "read_h5",
     "write_h5",
     "file_lock",
@@ -74,22 +80,105 @@ def _mkstemp_like_open(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def atomic_write_text(path: PathLike, text: str, *, fsync: bool = True) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def free_bytes(folder: PathLike) -> int:
+    """Bytes free for this user on the disk holding ``folder`` (a very large number if unknown)."""
+    try:
+        return int(shutil.disk_usage(folder).free)
+    except OSError:
+        return 1 << 62
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full, also as h5py words it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text
+
+
+def disk_full_error(path: PathLike, need: int | None) -> Exception:
+    """The one-line :class:`~gmmspeaker.errors.DiskFullError` for ``path`` needing ``need`` bytes."""
+    from gmmspeaker.errors import DiskFullError
+
+    path = Path(path)
+    free = free_bytes(path.parent if path.parent.exists() else Path("."))
+    need_s = f"needs {_size(need)}" if need is not None else "needs more space"
+    more = (
+        f"free at least {_size(max(need - free, 0) + (1 << 20))}" if need is not None else "free some space"
+    )
+    return DiskFullError(
+        f"{path}: disk full: writing it {need_s}, {_size(free)} are free on its disk; "
+        f"{more} and run the same command again (finished work is kept)"
+    )
+
+
+def _check_space(path: Path, need: int) -> None:
+    """Raise the disk-full error before writing ``need`` bytes where they cannot fit."""
+    if free_bytes(path.parent) < need:
+        raise disk_full_error(path, need)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes | bytearray | memoryview, *, fsync: bool = True) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    The free space is checked first; a full disk (found then, or while writing) is a
+    one-line :class:`~gmmspeaker.errors.DiskFullError` naming the file and the space it
+    needs, and leaves ``path`` as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    need = len(memoryview(data).cast("B"))
+    _check_space(path, need)
     fd, tmp = _mkstemp_like_open(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error(path, need) from None
         raise
     return path
+
+
+def atomic_write_text(path: PathLike, text: str, *, fsync: bool = True) -> Path:
+    """Write ``text`` (UTF-8) atomically: :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+@contextlib.contextmanager
+def atomic_h5(path: PathLike) -> Iterator[Any]:
+    """An ``h5py.File`` built in memory, then written to ``path`` atomically.
+
+    HDF5 writing straight to a full disk fails inside the library, and h5py then raises
+    while closing or crashes the interpreter (a segfault at exit). Here the file is built
+    with the in-memory ``core`` driver and its image written by :func:`atomic_write_bytes`:
+    a full disk is a clean one-line error naming the file and its size. The file must fit
+    in memory (models, checkpoints, shards of a feature store: all do).
+    """
+    import h5py
+
+    path = Path(path)
+    h5 = h5py.File(f"{path}.{uuid.uuid4().hex}.mem", "w", driver="core", backing_store=False)
+    try:
+        yield h5
+        h5.flush()
+        image = h5.id.get_file_image()
+    finally:
+        h5.close()
+    atomic_write_bytes(path, image)
 
 
 def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 1) -> Path:
@@ -98,30 +187,36 @@ def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 1) -> Pa
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, *, need: int | None = None) -> Iterator[Path]:
     """A temporary path beside ``path`` to write (e.g. an HDF5 file) and then publish.
 
     On leaving the block normally the temporary file is renamed over ``path`` (atomic on
     one filesystem); on an exception it is removed and ``path`` is left as it was. The
     temporary name is unique (``mkstemp``) and hidden (``.<name>.<random>.<pid>.tmp``).
+    ``need`` (bytes, optional) is checked against the free space first; a full disk is a
+    one-line :class:`~gmmspeaker.errors.DiskFullError`. For HDF5 prefer :func:`atomic_h5`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if need is not None:
+        _check_space(path, need)
     fd, name = _mkstemp_like_open(path)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error(path, need) from None
         raise
 
 
 def write_h5(
     path: PathLike, fmt: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write datasets and attributes to an HDF5 file atomically (:func:`atomic_path`).
+    """Write datasets and attributes to an HDF5 file atomically (:func:`atomic_h5`).
 
     The file gets the attributes ``format`` (``fmt``: what readers check) and ``version``
     (the package's). A dataset given as a sequence of str is stored as UTF-8 strings;
@@ -133,7 +228,7 @@ def write_h5(
     from gmmspeaker import __version__
 
     path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_h5(path) as h5:
         h5.attrs["format"] = fmt
         h5.attrs["version"] = __version__
         for k, v in (attrs or {}).items():
@@ -283,12 +378,14 @@ def file_lock(path: PathLike, *, busy: str | None = None, wait_message: str | No
             if wait_message is not None:
                 logger.warning(wait_message.format(pid=holder))
             fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with contextlib.suppress(OSError):  # the pid is for messages only (a full disk may refuse it)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

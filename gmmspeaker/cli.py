@@ -576,6 +576,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a full disk hit by a write that does not check it itself
+        from gmmspeaker._io import is_disk_full
+
+        if args.debug or not is_disk_full(exc):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"gmmspeaker: error: {where}disk full ({exc.strerror or exc}); free some space and run "
+            "the same command again (finished work is kept)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(
             "gmmspeaker: interrupted; finished work is kept, run the same command again to resume",

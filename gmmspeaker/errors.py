@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ModelError",
+    "DiskFullError",
     "NotFittedError",
     "ConvergenceWarning",
     "SkippedInputWarning",
@@ -42,6 +43,10 @@ class ModelError(GmmSpeakerError):
 class NotFittedError(ModelError, ValueError, AttributeError):
     """A model is used before it was fitted or loaded (also a ValueError and an AttributeError,
     as scikit-learn's ``NotFittedError``, so scikit-learn tools recognise it)."""
+
+
+class DiskFullError(GmmSpeakerError):
+    """A file could not be written for lack of disk space (nothing half-written is kept)."""
 
 
 class ConvergenceWarning(UserWarning):

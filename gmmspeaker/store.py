@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_write_json, file_lock
+from gmmspeaker._io import atomic_h5, atomic_write_json, file_lock
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import AudioError, DataError, GmmSpeakerError, SkippedInputWarning
 
@@ -251,11 +251,12 @@ def _extract_shard(
 
     config = FeatureConfig.from_dict(config_dict)
     final = Path(store_dir) / shard_name
-    tmp = final.with_name(f".{shard_name}.tmp-{os.getpid()}")
     meta: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     dim = config.dim
-    with h5py.File(tmp, "w") as h5:
+    # built in memory and written in one go (atomic_h5): a full disk is a one-line error
+    # naming the shard and its size, never an HDF5 failure half-way (which crashed h5py)
+    with atomic_h5(final) as h5:
         h5.attrs["gmmspeaker_store_version"] = STORE_VERSION
         h5.attrs["config_hash"] = config_hash(config_dict)
         ds = h5.create_dataset(
@@ -317,10 +318,6 @@ def _extract_shard(
                 data=np.array([meta[u]["content"] for u in ids], dtype=object),
                 dtype=h5py.string_dtype(),
             )
-        h5.flush()
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
     return shard_name, meta, failures
 
 
@@ -906,8 +903,9 @@ def _extract_locked(
     for f in store.glob("shard-*.h5"):
         if f.name not in live:
             f.unlink()
-    for f in store.glob(".shard-*.tmp-*"):
-        f.unlink()
+    for pattern in (".shard-*.tmp-*", ".shard-*.tmp"):  # the lock is ours: no live writer's
+        for f in store.glob(pattern):
+            f.unlink(missing_ok=True)
 
     report = ExtractionReport()
     todo: list[tuple[str, str]] = []

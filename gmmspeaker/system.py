@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_path, file_lock
+from gmmspeaker._io import atomic_h5, file_lock
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.scoring.metrics import eer_threshold
@@ -127,22 +127,21 @@ def save_norm_cohort(
     if cohort_models is not None:
         cohort_models.save(wd / COHORT_MODELS_FILE)
     final = wd / NORM_COHORT_FILE
-    with atomic_path(final) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["method"] = method
-            h5.attrs["top_n"] = int(top_n)
-            h5.attrs["signature"] = _norm_signature(method, cohort_ids, ubm_fp, scoring)
-            h5.attrs["cohort_models"] = cohort_models is not None
-            text = h5py.string_dtype("utf-8")
-            h5.create_dataset("cohort_ids", data=np.array(list(cohort_ids), dtype=object), dtype=text)
-            h5.create_dataset("model_ids", data=np.array(list(model_ids), dtype=object), dtype=text)
-            if model_cohort is not None:
-                h5.create_dataset("model_cohort", data=np.asarray(model_cohort, dtype=np.float64))
-            if cohort_cohort is not None:
-                h5.create_dataset("cohort_cohort", data=np.asarray(cohort_cohort, dtype=np.float64))
-            for name, m in (("model_cohort", model_cohort), ("cohort_cohort", cohort_cohort)):
-                if np.ma.isMaskedArray(m):  # self-trials the run left out: verify leaves them out too
-                    h5.create_dataset(f"{name}_excluded", data=np.ma.getmaskarray(m))
+    with atomic_h5(final) as h5:
+        h5.attrs["method"] = method
+        h5.attrs["top_n"] = int(top_n)
+        h5.attrs["signature"] = _norm_signature(method, cohort_ids, ubm_fp, scoring)
+        h5.attrs["cohort_models"] = cohort_models is not None
+        text = h5py.string_dtype("utf-8")
+        h5.create_dataset("cohort_ids", data=np.array(list(cohort_ids), dtype=object), dtype=text)
+        h5.create_dataset("model_ids", data=np.array(list(model_ids), dtype=object), dtype=text)
+        if model_cohort is not None:
+            h5.create_dataset("model_cohort", data=np.asarray(model_cohort, dtype=np.float64))
+        if cohort_cohort is not None:
+            h5.create_dataset("cohort_cohort", data=np.asarray(cohort_cohort, dtype=np.float64))
+        for name, m in (("model_cohort", model_cohort), ("cohort_cohort", cohort_cohort)):
+            if np.ma.isMaskedArray(m):  # self-trials the run left out: verify leaves them out too
+                h5.create_dataset(f"{name}_excluded", data=np.ma.getmaskarray(m))
 
 
 def refresh_user_models(workdir: PathLike) -> list[str]:
@@ -652,23 +651,14 @@ class Experiment:
         self._load_user()
 
     def _save_user(self) -> Path:
-        import h5py
-
         u = self._user
         final = self.workdir / USER_MODELS_FILE
-        quiet = logging.getLogger("gmmspeaker.gmm.speaker_models")
-        level = quiet.level
-        with atomic_path(final) as tmp:
-            quiet.setLevel(max(level, logging.WARNING))  # it would log the temporary name
-            try:
-                u.models.save(tmp)
-            finally:
-                quiet.setLevel(level)
-            with h5py.File(tmp, "a") as h5:
-                h5.attrs["audio"] = json.dumps(u.audio, sort_keys=True)
-                h5.attrs["deps"] = json.dumps(u.deps, sort_keys=True)
-                if u.model_cohort is not None:
-                    h5.create_dataset("model_cohort", data=np.asarray(u.model_cohort, dtype=np.float64))
+        with atomic_h5(final) as h5:  # built in memory: a full disk is a one-line error
+            u.models.write_to(h5)
+            h5.attrs["audio"] = json.dumps(u.audio, sort_keys=True)
+            h5.attrs["deps"] = json.dumps(u.deps, sort_keys=True)
+            if u.model_cohort is not None:
+                h5.create_dataset("model_cohort", data=np.asarray(u.model_cohort, dtype=np.float64))
         return final
 
     def _z_rows(self, models: Any) -> FloatArray | None:

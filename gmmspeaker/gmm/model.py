@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_path
+from gmmspeaker._io import atomic_h5
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError, NotFittedError
 from gmmspeaker.gmm.kernel import blocks, posteriors
@@ -636,30 +636,28 @@ class GaussianMixture:
         ``format``, ``format_version``, ``covariance_type``, ``config`` (JSON),
         ``converged``, ``n_iter``, ``lower_bound``, ``gmmspeaker_version``.
         """
-        import h5py
 
         from gmmspeaker import __version__
 
         params = self.to_params()
         path = Path(path)
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as h5:
-                h5.create_dataset("weights", data=params.weights)
-                h5.create_dataset("means", data=params.means)
-                h5.create_dataset("covariances", data=params.covariances)
-                h5.create_dataset("history", data=np.asarray(getattr(self, "history_", []), dtype=np.float64))
-                floor = getattr(self, "variance_floor_", None)
-                if floor is not None:
-                    h5.create_dataset("variance_floor", data=np.asarray(floor, dtype=np.float64))
-                h5.attrs["format"] = _FORMAT
-                h5.attrs["format_version"] = _FORMAT_VERSION
-                h5.attrs["gmmspeaker_version"] = __version__
-                h5.attrs["covariance_type"] = self.covariance_type
-                h5.attrs["config"] = json.dumps(self.get_config())
-                h5.attrs["converged"] = bool(getattr(self, "converged_", False))
-                h5.attrs["n_iter"] = int(getattr(self, "n_iter_", 0))
-                h5.attrs["lower_bound"] = float(getattr(self, "lower_bound_", float("nan")))
-                h5.attrs["split_history"] = json.dumps([list(t) for t in getattr(self, "split_history_", [])])
+        with atomic_h5(path) as h5:
+            h5.create_dataset("weights", data=params.weights)
+            h5.create_dataset("means", data=params.means)
+            h5.create_dataset("covariances", data=params.covariances)
+            h5.create_dataset("history", data=np.asarray(getattr(self, "history_", []), dtype=np.float64))
+            floor = getattr(self, "variance_floor_", None)
+            if floor is not None:
+                h5.create_dataset("variance_floor", data=np.asarray(floor, dtype=np.float64))
+            h5.attrs["format"] = _FORMAT
+            h5.attrs["format_version"] = _FORMAT_VERSION
+            h5.attrs["gmmspeaker_version"] = __version__
+            h5.attrs["covariance_type"] = self.covariance_type
+            h5.attrs["config"] = json.dumps(self.get_config())
+            h5.attrs["converged"] = bool(getattr(self, "converged_", False))
+            h5.attrs["n_iter"] = int(getattr(self, "n_iter_", 0))
+            h5.attrs["lower_bound"] = float(getattr(self, "lower_bound_", float("nan")))
+            h5.attrs["split_history"] = json.dumps([list(t) for t in getattr(self, "split_history_", [])])
         logger.debug("saved %d-component %s mixture to %s", params.n_components, self.covariance_type, path)
 
     @classmethod

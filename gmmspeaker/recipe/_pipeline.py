@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gmmspeaker import __version__
-from gmmspeaker._io import atomic_write_json
+from gmmspeaker._io import atomic_write_json, atomic_write_text
 from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe import systems
 from gmmspeaker.recipe.config import Recipe
@@ -285,7 +285,7 @@ class Pipeline:
         if parts.exists() and (not marker.exists() or marker.read_text() != self._fp["score"]):
             shutil.rmtree(parts)  # parts of another configuration: not reusable
         parts.mkdir(parents=True, exist_ok=True)
-        marker.write_text(self._fp["score"])
+        atomic_write_text(marker, self._fp["score"])
         store, ubm, models = self._store(), self._ubm(), self._models()
         out = {
             k: self.wd / systems.score_file(self.recipe, "gmm_ubm", k)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from gmmspeaker import __version__
-from gmmspeaker._io import atomic_write_json, file_lock, open_append_nofollow, remove_stale_temporaries
+from gmmspeaker._io import (
+    atomic_write_json,
+    file_lock,
+    is_disk_full,
+    open_append_nofollow,
+    remove_stale_temporaries,
+)
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ConfigError, GmmSpeakerError
 from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
@@ -54,6 +61,17 @@ def _lock(workdir: Path) -> contextlib.AbstractContextManager[None]:
         workdir / ".lock",
         busy=f"{workdir}: another run (pid {{pid}}) is using this workdir; wait for it or use --workdir",
     )
+
+
+class _RunLog(logging.StreamHandler):  # type: ignore[type-arg]
+    """``run.log``: a line that cannot be written (disk full) is lost, without a traceback;
+    the run goes on and stops, with one line, at its next output that does not fit."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if exc is not None and is_disk_full(exc):
+            return
+        super().handleError(record)
 
 
 def _check_utf8_path(wd: Path) -> None:
@@ -229,7 +247,7 @@ def run_recipe(
     if log_file and not dry_run:
         # not FileHandler: it follows a symbolic link planted at run.log, and its strict
         # encoding raised on the paths of a workdir whose name is not valid UTF-8
-        handler = logging.StreamHandler(open_append_nofollow(wd / "run.log"))
+        handler = _RunLog(open_append_nofollow(wd / "run.log"))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
         pkg_logger = logging.getLogger("gmmspeaker")

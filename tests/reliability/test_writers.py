@@ -65,7 +65,9 @@ def test_second_writer_stops_with_one_line_and_first_keeps_its_work(tmp_path, ca
     )
     try:
         deadline = time.monotonic() + 60
-        while not list(store.glob(".shard-*.tmp-*")):  # the first writer is at work
+        lock = store / ".lock"
+        # the first writer is at work: it holds the lock (old code: has a temporary shard)
+        while not ((lock.exists() and lock.read_text().strip()) or list(store.glob(".shard-*.tmp-*"))):
             assert time.monotonic() < deadline and first.poll() is None, first.communicate()
             time.sleep(0.05)
         rc = main(["-q", "features", str(lst), "--out", str(store), "--config", str(cfg)])
