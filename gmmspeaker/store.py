@@ -8,9 +8,12 @@ Layout of a store directory::
       shard-<random>.h5      "frames": every utterance of the shard, one after the other,
                              (n_frames, dim) float32, chunked; "ids", "offsets" (n + 1),
                              "n_total" (frames before VAD) index it
+      .lock                  held by the one process extracting into the store; a second
+                             writer stops with a one-line error naming the holder's pid
 
-Each shard is written by exactly one worker under a temporary name and renamed when
-complete, so a crash never leaves a half-written shard that the store trusts. A shard
+Each shard is built in memory by exactly one worker, written under a temporary name and
+renamed when complete, so a crash never leaves a half-written shard that the store trusts
+(and a full disk is a one-line error, see :func:`gmmspeaker._io.atomic_h5`). A shard
 carries its own index (ids, offsets, source paths and signatures): once renamed it is
 durable, even if the manifest (rewritten temp + rename at most every
 :data:`MANIFEST_INTERVAL` seconds, so that a run costs O(utterances) manifest writing, not
@@ -19,6 +22,8 @@ whose source files are unchanged, and deletes the other orphans. An utterance is
 when its audio file changed (see :func:`source_signature`; opt-in: its bytes,
 :func:`content_hash`) or the feature config changed;
 if it can no longer be used, its entry is removed (never left serving the old frames).
+A source is stat'ed before it is read and again after; a file replaced meanwhile is read
+again. Entries of a missing or unreadable shard are recomputed by the next extraction.
 Shard names are random and never reused (see :func:`_new_shard_name`).
 
 Why one contiguous dataset per shard rather than one dataset per utterance: EM reads every
