@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_bytes",
     "atomic_h5",
+    "temp_path",
     "free_bytes",
     "is_disk_full",
     "disk_full_error",
@@ -156,6 +157,19 @@ def atomic_write_bytes(path: PathLike, data: bytes | bytearray | memoryview, *, 
 def atomic_write_text(path: PathLike, text: str, *, fsync: bool = True) -> Path:
     """Write ``text`` (UTF-8) atomically: :func:`atomic_write_bytes`."""
     return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+@contextlib.contextmanager
+def temp_path(beside: PathLike) -> Iterator[Path]:
+    """A temporary file path beside ``beside`` (same disk), removed on leaving the block."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = _mkstemp_like_open(beside)
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -345,8 +359,8 @@ def open_append_nofollow(path: PathLike) -> IO[str]:
 def file_lock(path: PathLike, *, busy: str | None = None, wait_message: str | None = None) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path`` (created; never through a symbolic link).
 
-    The holder's pid is written into the file. Where ``fcntl`` is missing (Windows) the
-    block runs unlocked.
+    The holder's pid is written into the file. The lock itself is :mod:`gmmspeaker._lock`'s
+    (``fcntl``, or ``msvcrt`` on Windows, imported only when used).
 
     Parameters
     ----------
@@ -359,36 +373,35 @@ def file_lock(path: PathLike, *, busy: str | None = None, wait_message: str | No
     wait_message : str, optional
         Logged (warning, ``{pid}`` replaced) before waiting for the holder.
     """
+    from gmmspeaker._lock import lock, unlock
     from gmmspeaker.errors import GmmSpeakerError
 
     path = Path(path)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
+    fh = os.fdopen(_open_nofollow(path, os.O_RDWR | os.O_CREAT), "r+b", buffering=0)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock(fh, blocking=False)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            fh.seek(0)
+            holder = fh.read(32).decode("ascii", "replace").strip() or "?"
             if busy is not None:
                 raise GmmSpeakerError(busy.format(pid=holder)) from None
             if wait_message is not None:
                 logger.warning(wait_message.format(pid=holder))
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            lock(fh, blocking=True)
         with contextlib.suppress(OSError):  # the pid is for messages only (a full disk may refuse it)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()).encode())
         try:
             yield
         finally:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+                fh.seek(0)
+                fh.truncate()
+            unlock(fh)
     finally:
-        os.close(fd)
+        fh.close()
 
 
 def make_temp_dir(parent: PathLike, prefix: str) -> Path:

@@ -61,6 +61,19 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("features", "ubm", "enroll", "score", "evaluate")
+#: With --ivector: the fused GMM-UBM + i-vector recipe (statistics, T matrix, extraction ...).
+IVECTOR_STAGES = (
+    "features",
+    "ubm",
+    "enroll",
+    "score",
+    "statistics",
+    "tv",
+    "extract",
+    "backend",
+    "fusion",
+    "evaluate",
+)
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -346,6 +359,14 @@ def _recipe_text(n_speakers: int, args: argparse.Namespace) -> str:
         "  p_target: [0.01]",
         "  det_plot: true",
     ]
+    if args.ivector:  # the i-vector system trained on the UBM list (speaker = the file's folder)
+        lines += [
+            "system: [gmm_ubm, ivector]",
+            "ivector:",
+            f"  rank: {args.rank}",
+            f"  iterations: {args.tv_iterations}",
+            "  scoring: plda",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -424,7 +445,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         f"# {n} speakers: corpus {res['corpus']['audio_seconds'] / 3600:.2f} h in {res['corpus']['n_files']} files, "
         f"{res['corpus']['seconds']:.1f} s"
     )
-    for stage in STAGES:
+    for stage in args.stages:
         r = _run_child(
             {"kind": "stage", "stage": stage, "workdir": str(wd), "jobs": args.jobs}, logs / f"{stage}.log"
         )
@@ -486,7 +507,7 @@ def report(sizes: list[dict[str, Any]], sweep: dict[str, Any] | None, args: argp
         "all frames",
         "trials",
         "corpus s",
-        *[f"{s} s" for s in STAGES],
+        *[f"{s} s" for s in args.stages],
         "UBM s/iter",
         "main MiB",
         "workers MiB",
@@ -494,7 +515,7 @@ def report(sizes: list[dict[str, Any]], sweep: dict[str, Any] | None, args: argp
     ]
     rows = []
     for r in sizes:
-        st = [r[s] for s in STAGES]
+        st = [r[s] for s in args.stages]
         rows.append(
             [
                 str(r["speakers"]),
@@ -519,26 +540,26 @@ def report(sizes: list[dict[str, Any]], sweep: dict[str, Any] | None, args: argp
             "* corpus reused (--reuse-corpus): its generation time and CPU are those measured when it was generated"
         )
     # ---- peak RSS per stage
-    header = ["speakers", "base MiB", *[f"{s} main/wrk" for s in STAGES]]
+    header = ["speakers", "base MiB", *[f"{s} main/wrk" for s in args.stages]]
     rows = [
         [
             str(r["speakers"]),
             f"{_mib(r['features']['base_kib']):.0f}",
-            *[f"{_mib(r[s]['main_peak_kib']):.0f}/{_mib(r[s]['workers_peak_kib']):.0f}" for s in STAGES],
+            *[f"{_mib(r[s]['main_peak_kib']):.0f}/{_mib(r[s]['workers_peak_kib']):.0f}" for s in args.stages],
         ]
         for r in sizes
     ]
     w("")
     w("## Peak RSS per stage, MiB (main process / largest worker)")
     w(_table(header, rows))
-    header = ["speakers", *[f"{s} cpu s" for s in ("corpus", *STAGES)], "load avg (min-max)"]
+    header = ["speakers", *[f"{s} cpu s" for s in ("corpus", *args.stages)], "load avg (min-max)"]
     rows = []
     for r in sizes:
-        loads = [x for s in ("corpus", *STAGES) for x in (r[s]["load_before"], r[s]["load_after"])]
+        loads = [x for s in ("corpus", *args.stages) for x in (r[s]["load_before"], r[s]["load_after"])]
         rows.append(
             [
                 str(r["speakers"]),
-                *[f"{r[s]['cpu_seconds']:.1f}" for s in ("corpus", *STAGES)],
+                *[f"{r[s]['cpu_seconds']:.1f}" for s in ("corpus", *args.stages)],
                 f"{min(loads):.1f}-{max(loads):.1f}",
             ]
         )
@@ -567,7 +588,7 @@ def report(sizes: list[dict[str, Any]], sweep: dict[str, Any] | None, args: argp
             fa = _ratio(r["features"]["all_frames"], b["features"]["all_frames"])
             hx = _ratio(r["corpus"]["audio_seconds"], b["corpus"]["audio_seconds"])
             items = [("corpus", r["corpus"], b["corpus"], hx)] + [
-                (s, r[s], b[s], fu if s == "ubm" else fa) for s in STAGES
+                (s, r[s], b[s], fu if s == "ubm" else fa) for s in args.stages
             ]
             items.append(
                 (
@@ -762,6 +783,15 @@ def main() -> None:
     )
     ap.add_argument("--cleanup", action="store_true", help="delete the work folder at the end")
     ap.add_argument(
+        "--ivector",
+        action="store_true",
+        help="fused GMM-UBM + i-vector recipe: adds the statistics, T-matrix and extraction stages",
+    )
+    ap.add_argument("--rank", type=int, default=64, help="i-vector rank with --ivector (default 64)")
+    ap.add_argument(
+        "--tv-iterations", type=int, default=5, help="T-matrix EM iterations with --ivector (default 5)"
+    )
+    ap.add_argument(
         "--json",
         type=Path,
         default=None,
@@ -774,6 +804,7 @@ def main() -> None:
     else:
         args.ks = [int(k) for k in args.ks.split(",") if k.strip()]
     args.utterances = tuple(int(x) for x in args.utterances.split(","))
+    args.stages = IVECTOR_STAGES if args.ivector else STAGES
     if len(args.utterances) != 3 or min(sizes) < 2:
         ap.error("--utterances needs 3 numbers and every size at least 2 speakers")
     sizes = sorted(sizes)

@@ -55,6 +55,7 @@ from gmmspeaker.errors import ConfigError, DataError
 __all__ = [
     "SyntheticCorpusConfig",
     "SpeakerVoice",
+    "apply_session",
     "corpus_digest",
     "generate_corpus",
     "sample_voice",
@@ -126,6 +127,14 @@ class SyntheticCorpusConfig:
         tries every model.
     seed : int, default 0
         Seed of everything.
+    session_effect : float, default 0.0
+        Strength of a per-recording session (channel) effect, 0 for none (the corpus is then
+        byte-identical to one generated before this key existed). Each recording passes
+        through its own random channel and gets its own coloured background noise
+        (:func:`apply_session`), drawn from a separate random stream, so the speech is
+        unchanged. At 1.0: spectral tilt, two peaking filters of N(0, 6 dB) gain, a
+        low-pass between 0.2 and 0.5 times the sample rate, coloured noise at 20-30 dB SNR.
+        How large that is against the speakers: see :func:`apply_session`.
     """
 
     n_speakers: int = 20
@@ -139,6 +148,7 @@ class SyntheticCorpusConfig:
     snr_db: float | None = 30.0
     n_nontarget_per_test: int | None = None
     seed: int = 0
+    session_effect: float = 0.0
 
     def __post_init__(self) -> None:
         def check_int(name: str, low: int) -> None:
@@ -176,6 +186,13 @@ class SyntheticCorpusConfig:
             raise ConfigError(
                 f"synthetic corpus: snr_db must be a finite number or None, got {self.snr_db!r}"
             )
+        se = self.session_effect
+        if (
+            isinstance(se, bool)
+            or not isinstance(se, (int, float))
+            or not (math.isfinite(se) and 0 <= se <= 3)
+        ):
+            raise ConfigError(f"synthetic corpus: session_effect must be a number in [0, 3], got {se!r}")
         k = self.n_nontarget_per_test
         if k is not None and (
             isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_speakers - 1
@@ -185,8 +202,12 @@ class SyntheticCorpusConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of every field."""
-        return asdict(self)
+        """Plain JSON-able dict of every field (``session_effect`` only when non-zero, so
+        the stamps of corpora generated before it existed stay current)."""
+        d = asdict(self)
+        if not d["session_effect"]:
+            del d["session_effect"]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntheticCorpusConfig:
@@ -493,6 +514,53 @@ def synthesize_utterance(
 # --------------------------------------------------------------------------- corpus
 
 
+def apply_session(x: FloatArray, rng: np.random.Generator, strength: float, sample_rate: int) -> FloatArray:
+    """One recording's session: a random channel (tilt, two peaks, band limit), then coloured noise.
+
+    ``strength`` scales every draw (0 returns ``x`` unchanged): spectral tilt by the FIR
+    ``[1, a]`` with ``a ~ U(-0.5, 0.5) * strength`` (clipped to +-0.9), two peaking biquads
+    (RBJ cookbook, Q = 1.5) at log-uniform centres in [200 Hz, 0.4 sr] with gains
+    ``N(0, (6 dB * strength)^2)``, a 4th-order Butterworth low-pass at
+    ``0.5 sr * exp(-U(0, 0.9) * min(strength, 1))`` (from 1.0 and at 16 kHz: 3.2-8 kHz,
+    telephone-like to full band), and white noise through a one-pole filter (pole ``U(-0.9, 0.9)``:
+    high- to low-pass) at an SNR of ``U(30 - 10 * min(strength, 2), 30)`` dB. The
+    features' CMN removes most of a pure channel; the band limit (which changes the shape
+    of the spectrum, not only its mean) and the noise floor in pauses are what survive it.
+    """
+    if strength <= 0:
+        return x
+    from scipy.signal import butter
+
+    sr = sample_rate
+    a = float(np.clip(rng.uniform(-0.5, 0.5) * strength, -0.9, 0.9))
+    y = lfilter([1.0, a], [1.0], x)
+    for _ in range(2):
+        fc = np.exp(rng.uniform(np.log(200.0), np.log(0.4 * sr)))
+        A = 10.0 ** (rng.normal(0.0, 6.0 * strength) / 40.0)
+        w0 = 2.0 * np.pi * fc / sr
+        alpha = np.sin(w0) / (2.0 * 1.5)
+        b = np.array([1.0 + alpha * A, -2.0 * np.cos(w0), 1.0 - alpha * A])
+        den = np.array([1.0 + alpha / A, -2.0 * np.cos(w0), 1.0 - alpha / A])
+        y = lfilter(b / den[0], den / den[0], y)
+    cutoff = 0.5 * np.exp(-rng.uniform(0.0, 0.9) * min(strength, 1.0))  # fraction of sr
+    if cutoff < 0.45:
+        bb, ab = butter(4, 2.0 * cutoff)
+        y = lfilter(bb, ab, y)
+    pole = rng.uniform(-0.9, 0.9)
+    noise = lfilter([1.0], [1.0, -pole], rng.standard_normal(y.size))
+    snr = rng.uniform(30.0 - 10.0 * min(strength, 2.0), 30.0)
+    rms = np.sqrt(np.mean(y**2))
+    y = y + noise * rms * 10.0 ** (-snr / 20.0) / (np.sqrt(np.mean(noise**2)) + 1e-12)
+    peak = np.max(np.abs(y))
+    if peak > 0.9:
+        y *= 0.9 / peak
+    return y
+
+
+def _session_rng(seed: int, kind: int, speaker: int, utt: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(kind, speaker, 2, utt)))
+
+
 def _voice_rng(seed: int, kind: int, speaker: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(kind, speaker)))
 
@@ -560,6 +628,8 @@ def _write_speaker(
         rng = _utt_rng(cfg.seed, kind, k, u)
         dur = cfg.duration * (1.0 + cfg.duration_jitter * rng.uniform(-1.0, 1.0))
         x = synthesize_utterance(voice, rng, duration=dur, sample_rate=cfg.sample_rate, snr_db=cfg.snr_db)
+        if cfg.session_effect:
+            x = apply_session(x, _session_rng(cfg.seed, kind, k, u), cfg.session_effect, cfg.sample_rate)
         rel = f"wav/{spk}/{_name('utt', u, width)}.wav"
         _write_wav(root / rel, x, cfg.sample_rate)
         paths.append(rel)

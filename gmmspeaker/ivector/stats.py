@@ -16,7 +16,7 @@ centring and whitening happen once, in :func:`baum_welch`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from gmmspeaker.errors import DataError, ModelError
 from gmmspeaker.gmm.map import ubm_fingerprint
 from gmmspeaker.gmm.stats import accumulate, as_params
 
-__all__ = ["UtteranceStats", "baum_welch", "compute_stats", "stats_from_store"]
+__all__ = ["UtteranceStats", "baum_welch", "compute_stats", "stats_from_store", "stats_ids", "write_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,23 +106,13 @@ class UtteranceStats:
         """
         import h5py
 
-        from gmmspeaker import __version__
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as h5:
-                h5.attrs["format"] = _FORMAT
-                h5.attrs["format_version"] = _FORMAT_VERSION
-                h5.attrs["version"] = __version__
-                h5.attrs["ubm_fingerprint"] = self.ubm_fingerprint
-                h5.create_dataset(
-                    "ids", data=np.array(self.ids, dtype=object), dtype=h5py.string_dtype("utf-8")
-                )
-                U = len(self.ids)
-                chunks = (max(1, min(U, 256)), self.f.shape[1]) if U else None
-                h5.create_dataset("n", data=np.asarray(self.n, dtype=np.float64))
-                h5.create_dataset("f", data=np.asarray(self.f, dtype=np.float64), chunks=chunks)
+        need = 8 * len(self.ids) * (self.n.shape[1] + self.f.shape[1]) + (1 << 20)  # checked first
+        with atomic_path(path, need=need) as tmp, h5py.File(tmp, "w") as h5:
+            n, f = _create_layout(h5, self.ids, self.n.shape[1], self.f.shape[1], self.ubm_fingerprint)
+            n[...] = np.asarray(self.n, dtype=np.float64)
+            f[...] = np.asarray(self.f, dtype=np.float64)
 
     @classmethod
     def load(cls, path: PathLike) -> UtteranceStats:
@@ -142,6 +132,51 @@ class UtteranceStats:
             return cls(ids, n, f, fp)
         except DataError as exc:
             raise ModelError(f"{path}: {exc}") from None
+
+
+#: Rows per HDF5 chunk of ``f`` (K*D float64 each: 3.9 MB at K=256, D=60), small enough
+#: that a batch reading a selection of rows does not read much more than it needs.
+_CHUNK_ROWS = 32
+
+
+def _create_layout(h5: Any, ids: Sequence[str], K: int, KD: int, fingerprint: str) -> tuple[Any, Any]:
+    """Attributes, ``ids`` and empty ``n`` (U, K) / ``f`` (U, K*D) float64 datasets of a statistics file."""
+    import h5py
+
+    from gmmspeaker import __version__
+
+    h5.attrs["format"] = _FORMAT
+    h5.attrs["format_version"] = _FORMAT_VERSION
+    h5.attrs["version"] = __version__
+    h5.attrs["ubm_fingerprint"] = fingerprint
+    h5.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=h5py.string_dtype("utf-8"))
+    U = len(ids)
+    chunks = (max(1, min(U, _CHUNK_ROWS)), KD) if U and KD else None
+    n = h5.create_dataset("n", shape=(U, K), dtype=np.float64)
+    f = h5.create_dataset("f", shape=(U, KD), dtype=np.float64, chunks=chunks)
+    return n, f
+
+
+def stats_ids(path: PathLike) -> list[str]:
+    """The utterance ids (row order) of a statistics file, without reading its statistics.
+
+    Raises
+    ------
+    ModelError
+        The file is missing or not a statistics file; the message names it.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as h5:
+            fmt = h5.attrs.get("format", "")
+            fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
+            if fmt != _FORMAT:
+                raise ModelError(f"{path}: not a statistics file (format {fmt!r})")
+            return [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
+    except (OSError, KeyError) as exc:
+        raise ModelError(f"{path}: statistics file not readable ({exc})") from None
 
 
 def _whitening(ubm: Any) -> tuple[FloatArray, FloatArray]:
@@ -235,6 +270,87 @@ def _store_batch(store_dir: str, ids: list[str], ubm: Any, dtype: Any) -> tuple[
     return st.n, st.f
 
 
+def _store_batches(
+    store_dir: PathLike, ids: list[str], ubm: Any, n_jobs: int, batch_size: int, dtype: Any, progress: bool
+) -> Iterator[tuple[FloatArray, FloatArray]]:
+    """Check the inputs, then yield the statistics of consecutive batches of ``ids``, in order."""
+    from joblib import Parallel, delayed
+
+    from gmmspeaker.store import FeatureStore
+
+    store = FeatureStore(store_dir)
+    if not ids:
+        raise DataError(f"{store.path}: no utterances to compute statistics for")
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{store.path}: utterance ids repeat in the statistics list")
+    missing = [u for u in ids if u not in store]
+    if missing:
+        raise DataError(
+            f"{store.path}: no features for {len(missing)} utterance(s), e.g. {missing[:3]}; "
+            "run feature extraction on them first"
+        )
+    params = as_params(ubm)
+    if store.dim != params.n_dims:
+        raise DataError(f"{store.path}: features have {store.dim} dims, the UBM {params.n_dims}")
+    bs = max(1, int(batch_size))
+    batches = [ids[i : i + bs] for i in range(0, len(ids), bs)]
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_store_batch)(str(store.path), b, ubm, dtype) for b in batches
+    )
+    if progress:
+        from tqdm.auto import tqdm
+
+        results = tqdm(results, total=len(batches), desc="statistics", unit="batch")
+    yield from results
+    logger.info("Baum-Welch statistics of %d utterances from %s", len(ids), store.path)
+
+
+def write_stats(
+    store_dir: PathLike,
+    ids: Sequence[str],
+    ubm: Any,
+    path: PathLike,
+    *,
+    n_jobs: int = 1,
+    batch_size: int = 64,
+    dtype: Any = None,
+    progress: bool = False,
+) -> Path:
+    """:func:`stats_from_store` written to ``path`` batch by batch (memory: one batch).
+
+    The file is what :meth:`UtteranceStats.save` writes (atomically: temporary name, then
+    rename); :func:`gmmspeaker.ivector.tv.train_tv` and
+    :func:`~gmmspeaker.ivector.tv.extract_ivectors` read it batch by batch.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    DataError
+        As :func:`stats_from_store`.
+    """
+    import h5py
+
+    ids = list(ids)
+    params = as_params(ubm)
+    K, D = params.n_components, params.n_dims
+    batches = _store_batches(store_dir, ids, ubm, n_jobs, batch_size, dtype, progress)
+    path = Path(path)
+    # too large to build in memory (atomic_h5): the free space is checked before writing
+    need = 8 * len(ids) * (K + K * D) + (1 << 20)
+    with atomic_path(path, need=need) as tmp, h5py.File(tmp, "w") as h5:
+        n, f = _create_layout(h5, ids, K, K * D, ubm_fingerprint(ubm))
+        row = 0
+        for bn, bf in batches:
+            n[row : row + bn.shape[0]] = bn
+            f[row : row + bn.shape[0]] = bf
+            row += bn.shape[0]
+    return path
+
+
 def stats_from_store(
     store_dir: PathLike,
     ids: Sequence[str],
@@ -279,41 +395,15 @@ def stats_from_store(
         The store is missing, ``ids`` is empty or repeats an id, or an id has no
         features in the store (the message names the store and the ids).
     """
-    from joblib import Parallel, delayed
-
-    from gmmspeaker.store import FeatureStore
-
-    store = FeatureStore(store_dir)
     ids = list(ids)
-    if not ids:
-        raise DataError(f"{store.path}: no utterances to compute statistics for")
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{store.path}: utterance ids repeat in the statistics list")
-    missing = [u for u in ids if u not in store]
-    if missing:
-        raise DataError(
-            f"{store.path}: no features for {len(missing)} utterance(s), e.g. {missing[:3]}; "
-            "run feature extraction on them first"
-        )
     params = as_params(ubm)
-    if store.dim != params.n_dims:
-        raise DataError(f"{store.path}: features have {store.dim} dims, the UBM {params.n_dims}")
-    bs = max(1, int(batch_size))
-    batches = [ids[i : i + bs] for i in range(0, len(ids), bs)]
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_store_batch)(str(store.path), b, ubm, dtype) for b in batches
-    )
-    if progress:
-        from tqdm.auto import tqdm
-
-        results = tqdm(results, total=len(batches), desc="statistics", unit="batch")
     K, D = params.n_components, params.n_dims
+    batches = _store_batches(store_dir, ids, ubm, n_jobs, batch_size, dtype, progress)
     n = np.empty((len(ids), K))
     f = np.empty((len(ids), K * D))
     row = 0
-    for bn, bf in results:
+    for bn, bf in batches:
         n[row : row + bn.shape[0]] = bn
         f[row : row + bn.shape[0]] = bf
         row += bn.shape[0]
-    logger.info("Baum-Welch statistics of %d utterances from %s", len(ids), store.path)
     return UtteranceStats(ids, n, f, ubm_fingerprint(ubm))

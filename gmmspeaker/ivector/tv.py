@@ -39,7 +39,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -562,6 +562,23 @@ def tv_estep(
 # ---------------------------------------------------------------------------------------
 
 
+def _read_file_rows(path: str, rows: np.ndarray | None, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``a:b`` of a statistics file, or of its selection ``rows`` (file row indices)."""
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        if rows is None:
+            return np.asarray(h5["n"][a:b], dtype=np.float64), np.asarray(h5["f"][a:b], dtype=np.float64)
+        sel = rows[a:b]
+        order = np.argsort(sel, kind="stable")  # HDF5 reads increasing rows
+        back = np.empty_like(order)
+        back[order] = np.arange(order.size)
+        srt = sel[order]
+        n = np.asarray(h5["n"][srt], dtype=np.float64)[back]
+        f = np.asarray(h5["f"][srt], dtype=np.float64)[back]
+        return n, f
+
+
 @dataclass(frozen=True)
 class _Source:
     stats: UtteranceStats | None
@@ -570,18 +587,19 @@ class _Source:
     K: int
     D: int
     fingerprint: str
+    file_rows: np.ndarray | None = None  # with a path: the selected rows, in training order
 
     def rows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         if self.stats is not None:
             return self.stats.n[a:b], self.stats.f[a:b]
-        import h5py
-
-        with h5py.File(self.path, "r") as h5:  # type: ignore[arg-type]
-            return np.asarray(h5["n"][a:b], dtype=np.float64), np.asarray(h5["f"][a:b], dtype=np.float64)
+        return _read_file_rows(self.path, self.file_rows, a, b)  # type: ignore[arg-type]
 
     def worker_view(self, a: int, b: int) -> Any:
-        """What a worker gets for rows a:b: the arrays, or (path, a, b)."""
-        return self.rows(a, b) if self.stats is not None else (self.path, a, b)
+        """What a worker gets for rows a:b: the arrays, or (path, file rows) to read them."""
+        if self.stats is not None:
+            return self.rows(a, b)
+        sel = np.arange(a, b) if self.file_rows is None else self.file_rows[a:b]
+        return (self.path, sel)
 
     def signature(self) -> str:
         """A hash of the ids and zeroth-order statistics (identifies the training data)."""
@@ -593,14 +611,21 @@ class _Source:
 
             with h5py.File(self.path, "r") as h5:  # type: ignore[arg-type]
                 ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
-                n = h5["n"][()]
+                if self.file_rows is None:
+                    n = h5["n"][()]
+                else:
+                    n = _read_file_rows(self.path, self.file_rows, 0, self.n_utts)[0]  # type: ignore[arg-type]
+                    ids = [ids[i] for i in self.file_rows]
         h.update("\n".join(ids).encode())
         h.update(np.ascontiguousarray(n, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
 
 
-def _open_source(stats: UtteranceStats | PathLike) -> _Source:
+def _open_source(stats: UtteranceStats | PathLike, utterances: Sequence[str] | None = None) -> _Source:
+    """Where the statistics come from; ``utterances`` selects (and orders) a subset by id."""
     if isinstance(stats, UtteranceStats):
+        if utterances is not None:
+            stats = stats.subset(list(utterances))
         U, K, D, fp = len(stats), stats.n_components, stats.n_dims, stats.ubm_fingerprint
         src = _Source(stats, None, U, K, D, fp)
     else:
@@ -614,10 +639,23 @@ def _open_source(stats: UtteranceStats | PathLike) -> _Source:
                 U, K = h5["n"].shape
                 KD = h5["f"].shape[1]
                 fp = h5.attrs.get("ubm_fingerprint", "")
+                ids = (
+                    [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
+                    if utterances is not None
+                    else None
+                )
         except (OSError, KeyError) as exc:
             raise DataError(f"{path}: not a statistics file ({exc})") from None
         fp = fp.decode() if isinstance(fp, bytes) else str(fp)
-        src = _Source(None, str(path), int(U), int(K), int(KD // K), fp)
+        rows = None
+        if ids is not None:
+            pos = {u: i for i, u in enumerate(ids)}
+            missing = [u for u in utterances if u not in pos]  # type: ignore[union-attr]
+            if missing:
+                raise DataError(f"{path}: no statistics for {len(missing)} utterance(s), e.g. {missing[:3]}")
+            rows = np.fromiter((pos[u] for u in utterances), dtype=np.int64)  # type: ignore[union-attr]
+            U = rows.size
+        src = _Source(None, str(path), int(U), int(K), int(KD // K), fp, rows)
     if src.n_utts == 0:
         raise DataError("total variability: no utterance statistics to train on")
     return src
@@ -643,12 +681,9 @@ def _batches(U: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def _load_rows(view: Any) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str):
-        import h5py
-
-        path, a, b = view
-        with h5py.File(path, "r") as h5:
-            return np.asarray(h5["n"][a:b], dtype=np.float64), np.asarray(h5["f"][a:b], dtype=np.float64)
+    if isinstance(view, tuple) and len(view) == 2 and isinstance(view[0], str):
+        path, rows = view
+        return _read_file_rows(path, np.asarray(rows), 0, len(rows))
     return view
 
 
@@ -839,6 +874,7 @@ def train_tv(
     progress: bool = False,
     dtype: Any = "float64",
     tmp_dir: PathLike | None = None,
+    utterances: Sequence[str] | None = None,
 ) -> TotalVariability:
     """Train a total-variability matrix by EM (Dehak/Kenny) with minimum divergence.
 
@@ -875,6 +911,10 @@ def train_tv(
         the workers share (the recipe's workdir). With the Dask backend they travel
         through Dask instead and nothing is written. The loky workers are shut down when
         training returns.
+    utterances : sequence of str, optional
+        Train on these utterances of ``stats``, in this order (default: all). With a file,
+        only their rows are read, batch by batch (as ``stats.subset(utterances)`` in
+        memory, without loading the file).
 
     Returns
     -------
@@ -894,7 +934,7 @@ def train_tv(
         raise ConfigError(f"total variability: iterations must be >= 0, got {iterations!r}")
     rank, iterations = int(rank), int(iterations)
     dt = _check_dtype(dtype)
-    src = _open_source(stats)
+    src = _open_source(stats, utterances)
     if rank > src.K * src.D:
         raise ConfigError(f"total variability: rank {rank} exceeds the supervector size {src.K * src.D}")
     ck_path = Path(checkpoint) if checkpoint is not None else None

@@ -10,7 +10,14 @@ from scipy.stats import norm
 from gmmspeaker.errors import DataError, ModelError
 from gmmspeaker.gmm.map import ubm_fingerprint
 from gmmspeaker.gmm.model import GaussianMixture
-from gmmspeaker.ivector.stats import UtteranceStats, baum_welch, compute_stats, stats_from_store
+from gmmspeaker.ivector.stats import (
+    UtteranceStats,
+    baum_welch,
+    compute_stats,
+    stats_from_store,
+    stats_ids,
+    write_stats,
+)
 
 
 def _ubm(rng: np.random.Generator, K: int = 5, D: int = 3, offset: float = 0.0) -> GaussianMixture:
@@ -118,3 +125,15 @@ def test_stats_from_store_equals_in_memory_and_does_not_depend_on_jobs(tmp_path)
     np.testing.assert_array_equal(two.f, one.f)
     with pytest.raises(DataError, match="no features for 1 utterance"):
         stats_from_store(tmp_path / "store", ["spk/u0", "ghost"], ubm)
+    # written batch by batch: the same file as saving the statistics held in memory
+    path = write_stats(tmp_path / "store", ids, ubm, tmp_path / "stats.h5", n_jobs=2, batch_size=2)
+    back = UtteranceStats.load(path)
+    assert back.ids == ids and back.ubm_fingerprint == one.ubm_fingerprint
+    assert stats_ids(path) == ids
+    with pytest.raises(ModelError, match="missing.h5"):
+        stats_ids(tmp_path / "missing.h5")
+    np.testing.assert_array_equal(back.n, one.n)
+    np.testing.assert_array_equal(back.f, one.f)
+    with pytest.raises(DataError, match="no features for 1 utterance"):
+        write_stats(tmp_path / "store", ["spk/u0", "ghost"], ubm, tmp_path / "bad.h5")
+    assert not (tmp_path / "bad.h5").exists() and not list(tmp_path.glob(".bad.h5.*"))

@@ -7,7 +7,7 @@ import pytest
 from scipy.linalg import subspace_angles
 from scipy.stats import multivariate_normal
 
-from gmmspeaker.errors import ConfigError, ModelError
+from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.ivector.stats import UtteranceStats
 from gmmspeaker.ivector.tv import (
     TotalVariability,
@@ -188,6 +188,23 @@ def test_results_do_not_depend_on_jobs_and_file_statistics_match(tmp_path, rng):
     np.testing.assert_allclose(
         extract_ivectors(one, tmp_path / "stats.h5", batch_size=7), extract_ivectors(one, stats), rtol=1e-12
     )
+
+
+def test_training_on_a_subset_of_a_file_reads_only_its_rows_and_equals_the_subset(tmp_path, rng):
+    stats, _ = synthetic_stats(rng, U=70, K=4, D=3, R=3, frames=80)
+    stats.save(tmp_path / "stats.h5")
+    pick = [stats.ids[i] for i in rng.permutation(70)[:45]]  # any order
+    kw = dict(rank=3, iterations=2, batch_size=16, rng=np.random.default_rng(2))
+    ref = train_tv(stats.subset(pick), n_jobs=1, **kw)
+    for jobs in (1, 2):
+        kw["rng"] = np.random.default_rng(2)
+        got = train_tv(tmp_path / "stats.h5", utterances=pick, n_jobs=jobs, tmp_dir=tmp_path / "tmp", **kw)
+        np.testing.assert_allclose(got.T, ref.T, rtol=1e-12, atol=1e-14)
+    kw["rng"] = np.random.default_rng(2)
+    in_memory = train_tv(stats, utterances=pick, n_jobs=1, **kw)
+    np.testing.assert_array_equal(in_memory.T, ref.T)
+    with pytest.raises(DataError, match="no statistics for 1 utterance"):
+        train_tv(tmp_path / "stats.h5", utterances=[*pick, "ghost"], **kw)
 
 
 def test_checkpoint_resume_gives_the_same_T(tmp_path, rng):
