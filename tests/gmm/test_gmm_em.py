@@ -357,6 +357,7 @@ def test_stream_errors(mixture_data):
         GaussianMixture(2, init="random").fit_stream([lambda: gen])
 
 
+@pytest.mark.filterwarnings("ignore::gmmspeaker.errors.ConvergenceWarning")
 def test_too_few_frames_per_parameter_warns(rng):
     """Issue 19 item 14: 16 components on 42 frames (of 39 dims) trained silently."""
     from gmmspeaker.errors import DataWarning
