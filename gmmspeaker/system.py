@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_path
+from gmmspeaker._io import atomic_write_bytes, temp_path
 from gmmspeaker._lock import lock, unlock
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import AudioError, ConfigError, DataError, GmmSpeakerError, ModelError
@@ -524,24 +524,30 @@ class Experiment:
         seconds: dict[str, Any],
         info: dict[str, Any],
     ) -> Path:
+        import io
+
         import h5py
 
         final = self.wd.user_models(leaf.system.name)
         quiet = logging.getLogger("gmmspeaker.gmm.speaker_models")
         level = quiet.level
-        with atomic_path(final) as tmp:
+        with temp_path(final) as tmp:
             quiet.setLevel(max(level, logging.WARNING))  # it would log the temporary name
             try:
                 leaf.system.save_models(models, tmp)
             finally:
                 quiet.setLevel(level)
-            with h5py.File(tmp, "a") as h5:
-                h5.attrs["audio"] = json.dumps(audio, sort_keys=True)
-                h5.attrs["deps"] = json.dumps(deps, sort_keys=True)
-                h5.attrs["seconds"] = json.dumps(seconds, sort_keys=True)
-                h5.attrs["info"] = json.dumps(info, sort_keys=True)
-                if z is not None:
-                    h5.create_dataset("model_cohort", data=np.asarray(z, dtype=np.float64))
+            image = io.BytesIO(tmp.read_bytes())
+        # amended in memory and written in one go: a full disk is a one-line error naming
+        # the file, never an HDF5 failure half-way (h5py crashed on those)
+        with h5py.File(image, "a") as h5:
+            h5.attrs["audio"] = json.dumps(audio, sort_keys=True)
+            h5.attrs["deps"] = json.dumps(deps, sort_keys=True)
+            h5.attrs["seconds"] = json.dumps(seconds, sort_keys=True)
+            h5.attrs["info"] = json.dumps(info, sort_keys=True)
+            if z is not None:
+                h5.create_dataset("model_cohort", data=np.asarray(z, dtype=np.float64))
+        atomic_write_bytes(final, image.getbuffer())
         return final
 
     # -- features ----------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from gmmspeaker import __version__
-from gmmspeaker._io import atomic_write_json
+from gmmspeaker._io import atomic_write_json, atomic_write_text
 from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe.config import STAGES, Recipe
 from gmmspeaker.recipe.fingerprint import stable_hash
@@ -143,7 +143,30 @@ class Run:
         return stage(name).run(self)
 
     def outputs_exist(self, name: str) -> bool:
-        return all(p.exists() for p in stage(name).outputs(self.wd, self.recipe))
+        if not all(p.exists() for p in stage(name).outputs(self.wd, self.recipe)):
+            return False
+        return name != "features" or self._store_ok()
+
+    def _store_ok(self) -> bool:
+        """Whether the feature store still holds what the features stage recorded.
+
+        Another extraction into the run's store (``gmmspeaker features --out
+        <workdir>/features`` with another configuration or list) rebuilds it; the store
+        says so (:meth:`~gmmspeaker.store.FeatureStore.problem`) and the stage reruns.
+        """
+        try:
+            rec = json.loads(self.wd.stage_record("features").read_text())
+        except (OSError, ValueError):
+            rec = {}
+        try:
+            problem = self.store().problem(
+                config_hash=rec.get("config_hash"), ids=[u.utt_id for u in self.utterances]
+            )
+        except DataError as exc:
+            problem = str(exc)
+        if problem is not None:
+            logger.warning("stage features: %s", problem)
+        return problem is None
 
     def finalize(self, seconds: dict[str, float]) -> dict[str, Any]:
         res = json.loads(self.wd.results.read_text())
@@ -322,6 +345,7 @@ def _run_features(run: Run) -> dict[str, Any]:
         "cached": len(report.cached),
         "skipped": report.skipped,
         "vad_kept_fraction": kept / max(total, 1),
+        "config_hash": store.config_hash,
     }
 
 
@@ -413,7 +437,7 @@ def _run_score(run: Run) -> dict[str, Any]:
     if parts.exists() and (not marker.exists() or marker.read_text() != run.fp["score"]):
         shutil.rmtree(parts)  # parts of another configuration: not reusable
     parts.mkdir(parents=True, exist_ok=True)
-    marker.write_text(run.fp["score"])
+    atomic_write_text(marker, run.fp["score"])
     gmm = GmmUbm(run.wd, run.recipe)
     out = _score_system(run, gmm, gmm.load_models(), parts)
     shutil.rmtree(parts)

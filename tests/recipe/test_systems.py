@@ -15,10 +15,6 @@ from gmmspeaker.recipe.runner import run_recipe
 from gmmspeaker.scoring.fusion import LinearFusion
 from gmmspeaker.scoring.trials import read_scores
 
-pytest.importorskip(
-    "gmmspeaker.ivector.tv", reason="gmmspeaker.ivector.tv (T-matrix training) is not in this tree yet"
-)
-
 REPO = Path(__file__).resolve().parents[2]
 GMM = ("features", "ubm", "enroll", "score")
 IVEC = ("statistics", "tv", "extract", "backend")
