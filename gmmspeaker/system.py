@@ -239,6 +239,11 @@ class EnrollResult:
         model shadows a recipe model of that id, else None.
     path : Path
         The user models file written.
+    speech_seconds : float
+        Enrolment speech (feature frames kept times the frame shift), in s.
+    threshold : float or None
+        The default decision threshold :meth:`Experiment.verify` will apply to the model
+        (None when the experiment has no EER threshold).
     """
 
     model_id: str
@@ -246,6 +251,8 @@ class EnrollResult:
     n_frames: int
     replaced: str | None
     path: Path
+    speech_seconds: float = 0.0
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -413,6 +420,7 @@ class Experiment:
         self.user_audio: dict[str, list[str]] = {}
         self._user = _UserModels()
         self._norm: dict[str, Any] | None = None
+        self.duration: Any = None
         self._ctx: Any = None
         self._cohort_ctx: Any = None
 
@@ -456,6 +464,13 @@ class Experiment:
                 exp.results = json.loads(res.read_text(encoding="utf-8"))
             except ValueError as exc:
                 raise ModelError(f"{res}: unreadable results ({exc})") from None
+            if "short_enrolment" in exp.results:
+                from gmmspeaker.scoring.duration import DurationThreshold
+
+                try:
+                    exp.duration = DurationThreshold.from_dict(exp.results["short_enrolment"])
+                except ConfigError as exc:
+                    raise ModelError(f"{res}: short_enrolment: {exc}") from None
         exp._load_norm()
         exp._load_user()
         exp._combine()
@@ -684,7 +699,65 @@ class Experiment:
             logger.info("model %r re-enrolled: the previous user model of that id is replaced", model_id)
         elif replaced == "recipe":
             logger.info("model %r enrolled: it replaces the recipe's model of that id", model_id)
-        return EnrollResult(model_id, len(paths), int(X.shape[0]), replaced, path)
+        seconds = self.speech_seconds(model_id)
+        self._warn_short_enrolment(model_id, seconds)
+        thr = self.default_threshold(model_id)[0] if self._has_threshold() else None
+        return EnrollResult(model_id, len(paths), int(X.shape[0]), replaced, path, seconds, thr)
+
+    # -- enrolment speech and the default threshold ------------------------------------
+    def _frame_shift(self) -> float:
+        from gmmspeaker.features import FeatureConfig
+
+        return float(FeatureConfig.from_dict(self.recipe["features"]).frame_shift)
+
+    def speech_seconds(self, model_id: str) -> float:
+        """Enrolment speech of a model, in s: its frames (the sum of its zeroth-order statistics)."""
+        row = self._check_model(model_id)
+        return float(np.sum(self.models.counts[row])) * self._frame_shift()
+
+    def _is_user_model(self, model_id: str) -> bool:
+        u = self._user.models
+        return u is not None and model_id in u.model_ids and model_id not in self.stale_user_models
+
+    def _shortest_covered(self) -> float:
+        """Shortest enrolment speech the run's evaluation covered, in s."""
+        if self.duration is not None:
+            return float(self.duration.shortest_seconds)
+        return float(np.min(np.sum(self.recipe_models.counts, axis=1))) * self._frame_shift()
+
+    def _warn_short_enrolment(self, model_id: str, seconds: float) -> None:
+        covered = self._shortest_covered()
+        if seconds < covered:
+            logger.warning(
+                "model %r: enrolled from %.2f s of speech, below the %.2f s the run's evaluation covered; "
+                "its accept/reject decisions are less reliable: enrol it from more audio",
+                model_id,
+                seconds,
+                covered,
+            )
+
+    def _has_threshold(self) -> bool:
+        return "eer_threshold" in self.results or (self.workdir / "scores.txt").is_file()
+
+    def default_threshold(self, model_id: str) -> tuple[float, str]:
+        """The decision threshold ``verify`` applies to a model's score by default, and what it is.
+
+        The run's EER threshold for the recipe's models; for a user model, the EER
+        threshold of models enrolled from as much speech as it was (measured by the run
+        on sub-models of its own models, :mod:`gmmspeaker.scoring.duration`), which is
+        the run's threshold at or above the run's median enrolment.
+        """
+        base = self.eer_threshold()
+        if self.duration is None or not self._is_user_model(model_id):
+            return base, "EER threshold of the experiment's trials on the score"
+        seconds = self.speech_seconds(model_id)
+        thr = float(self.duration.threshold(seconds))
+        if seconds >= self.duration.reference_seconds:
+            return thr, "EER threshold of the experiment's trials on the score"
+        return thr, (
+            f"EER threshold of models enrolled from {seconds:.2f} s of speech "
+            f"(the experiment's is {base:.4f} at {self.duration.reference_seconds:.1f} s) on the score"
+        )
 
     def _load_user_fresh(self) -> None:
         """Reread the user models file (another process may have written it)."""
@@ -871,8 +944,12 @@ class Experiment:
         elif threshold is not None:
             thr, source = float(threshold), "given threshold on the score"
         else:
-            thr = self.eer_threshold()
-            source = "EER threshold of the experiment's trials on the score"
+            thr, source = self.default_threshold(model_id)
+        shift = 0.0  # short user models: the calibration applies to the score moved by the duration offset
+        if self.duration is not None and self._is_user_model(model_id):
+            seconds = self.speech_seconds(model_id)
+            self._warn_short_enrolment(model_id, seconds)
+            shift = float(self.duration.threshold(seconds)) - self.duration.reference_threshold
         from gmmspeaker.scoring.llr import ScoringContext, score_prepared
 
         ctx = ScoringContext.build(self.ubm, self.models, model_index=np.array([row]))
@@ -880,9 +957,20 @@ class Experiment:
         out = []
         for p in paths:
             X = self.features(p)
+            if (
+                self.duration is not None
+                and X.shape[0] * self._frame_shift() < self.duration.test_seconds_min
+            ):
+                logger.warning(
+                    "%s: %.2f s of speech, below the %.2f s of the shortest test the run's evaluation "
+                    "covered; its decision is less reliable",
+                    p,
+                    X.shape[0] * self._frame_shift(),
+                    self.duration.test_seconds_min,
+                )
             raw = float(score_prepared(X, ctx, method=sc["method"], top_c=sc["top_c"])[0])
             score = self._normalize(raw, row, X)
-            calibrated = float(cal(score)) if cal is not None else None
+            calibrated = float(cal(score - shift)) if cal is not None else None
             value = calibrated if p_target is not None else score
             out.append(
                 VerifyResult(

@@ -272,7 +272,14 @@ class Pipeline:
         return {"n_trials": len(self.trials)}
 
     def _score(
-        self, trials: list[Any], store: Any, ubm: Any, models: Any, parts: Path | None, raw_path: Path | None
+        self,
+        trials: list[Any],
+        store: Any,
+        ubm: Any,
+        models: Any,
+        parts: Path | None,
+        raw_path: Path | None,
+        enrollments: list[Any] | None = None,
     ) -> Any:
         from gmmspeaker.recipe.stages import normalize_trial_scores, score_trials, write_scores
 
@@ -307,7 +314,7 @@ class Pipeline:
                 top_c=r.scoring.top_c,
                 jobs=r.jobs,
                 progress=self.progress,
-                enrollments=self.enrollments,
+                enrollments=self.enrollments if enrollments is None else enrollments,
                 cohort_out=used,
             )
             if raw_path is not None:  # the main trials: keep what verification needs
@@ -353,6 +360,8 @@ class Pipeline:
         non = [s for s, k in zip(scores, key_all) if k is False]
         if tar and non:
             res["eer_threshold"] = eer_threshold(tar, non)
+            if r.system == ("gmm_ubm",):
+                res["short_enrolment"] = self._short_enrolment(res["eer_threshold"])
         if ev.identification:
             res["identification"] = self._identification()
         if self.dev_trials:
@@ -403,6 +412,83 @@ class Pipeline:
         systems.add_results(self, res)
         atomic_write_json(self.wd / "results.json", res)
         return {}
+
+    def _short_enrolment(self, reference_threshold: float) -> dict[str, Any]:
+        """Thresholds for models enrolled from less speech than the run's (see scoring/duration.py).
+
+        Sub-models are enrolled from random subsets of up to 64 models' enrolment
+        utterances, on a grid of speech durations below the models' median, and scored
+        and normalised on their model's trials exactly as the run scores its own.
+        """
+        import numpy as np
+
+        from gmmspeaker.corpora.lists import Enrollment, Trial
+        from gmmspeaker.features import FeatureConfig
+        from gmmspeaker.recipe.stages import enroll_models
+        from gmmspeaker.scoring.duration import DurationThreshold, draw_subsets, duration_grid
+
+        r = self.recipe
+        shift = FeatureConfig.from_dict(r.features).frame_shift
+        store = self._store()
+        secs = {u: store.n_frames(u) * shift for u in store.ids}
+        enrol = [
+            Enrollment(e.model_id, tuple(u for u in e.utterances if u.utt_id in secs))
+            for e in self.enrollments
+        ]
+        enrol = [e for e in enrol if e.utterances]
+        totals = np.array([sum(secs[u.utt_id] for u in e.utterances) for e in enrol])
+        utt = np.array([secs[u.utt_id] for e in enrol for u in e.utterances])
+        tests = [secs[t.test.utt_id] for t in self.trials if t.test.utt_id in secs]
+        reference = float(np.median(totals))
+        rng = np.random.default_rng([r.seed, 0x5E])
+        picked = sorted(rng.permutation(len(enrol))[:64].tolist())
+        levels = duration_grid(reference, float(np.median(utt)))
+        subsets = draw_subsets(
+            [[secs[u.utt_id] for u in enrol[i].utterances] for i in picked], levels, draws=3, rng=rng
+        )
+        record = {"test_seconds_min": float(min(tests)), "enrol_seconds_min": float(totals.min())}
+        if not subsets:
+            return DurationThreshold(
+                reference_seconds=reference, reference_threshold=reference_threshold, **record
+            ).to_dict()
+        subs = [
+            Enrollment(
+                f"{enrol[picked[m]].model_id}@{k}.{j}", tuple(enrol[picked[m]].utterances[i] for i in idx)
+            )
+            for j, (m, k, idx) in enumerate(subsets)
+        ]
+        by_model: dict[str, list[Any]] = {}
+        for t in self.trials:
+            if t.target is not None:
+                by_model.setdefault(t.model_id, []).append(t)
+        trials, level = [], []
+        for (m, k, _), e in zip(subsets, subs):
+            for t in by_model.get(enrol[picked[m]].model_id, []):
+                trials.append(Trial(model_id=e.model_id, test=t.test, target=t.target, line=t.line))
+                level.append(k)
+        ubm = self._ubm()
+        models = enroll_models(
+            store, subs, ubm, relevance=r.map.relevance, adapt=r.map.adapt, jobs=r.jobs, desc="short enrol"
+        )
+        scores = self._score(trials, store, ubm, models, None, None, enrollments=subs)
+        fitted = DurationThreshold.fit(
+            scores,
+            [t.target for t in trials],
+            level,
+            [sum(secs[u.utt_id] for u in e.utterances) for e in subs],
+            [k for _, k, _ in subsets],
+            reference_seconds=reference,
+            reference_threshold=reference_threshold,
+            **record,
+        )
+        logger.info(
+            "short enrolment: EER thresholds %s at %s s of enrolment speech (the run's: %.4f at %.1f s)",
+            ", ".join(f"{v:.4f}" for v in fitted.level_thresholds),
+            ", ".join(f"{v:.1f}" for v in fitted.level_seconds),
+            reference_threshold,
+            reference,
+        )
+        return fitted.to_dict()
 
     def _identification(self) -> dict[str, Any]:
         """Top-1 / top-5 accuracy over the trial list's test files whose speaker is enrolled.
