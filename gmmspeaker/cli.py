@@ -117,6 +117,7 @@ def cmd_features(a: argparse.Namespace) -> int:
         resample=a.resample,
         progress=not a.quiet,
         compression=a.compression,
+        content_check=a.content_check,
     )
     print(f"{len(rep.computed)} computed, {len(rep.cached)} cached, {len(rep.skipped)} skipped -> {a.out}")
     if rep.computed:
@@ -126,7 +127,7 @@ def cmd_features(a: argparse.Namespace) -> int:
 
 def cmd_train_ubm(a: argparse.Namespace) -> int:
     from gmmspeaker.corpora.lists import read_ubm_list
-    from gmmspeaker.recipe.stages import train_ubm
+    from gmmspeaker.gmm.batch import train_ubm
     from gmmspeaker.store import FeatureStore
 
     store = FeatureStore(a.features)
@@ -164,8 +165,8 @@ def cmd_enroll(a: argparse.Namespace) -> int:
     a.relevance = 16.0 if a.relevance is None else a.relevance
     a.adapt = "means" if a.adapt is None else a.adapt
     from gmmspeaker.corpora.lists import read_enroll_list
+    from gmmspeaker.gmm.batch import enroll_models
     from gmmspeaker.gmm.model import GaussianMixture
-    from gmmspeaker.recipe.stages import enroll_models
     from gmmspeaker.store import FeatureStore
 
     models = enroll_models(
@@ -247,9 +248,10 @@ def cmd_identify(a: argparse.Namespace) -> int:
 
 def cmd_score(a: argparse.Namespace) -> int:
     from gmmspeaker.corpora.lists import read_trials
+    from gmmspeaker.gmm.batch import score_trials
     from gmmspeaker.gmm.map import SpeakerModels
     from gmmspeaker.gmm.model import GaussianMixture
-    from gmmspeaker.recipe.stages import score_trials, write_scores
+    from gmmspeaker.scoring.trials import write_scores
     from gmmspeaker.store import FeatureStore
 
     models = SpeakerModels.load(a.models)
@@ -303,8 +305,8 @@ def format_results(res: dict[str, Any]) -> str:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from gmmspeaker.recipe.stages import evaluate_scores, read_scores
     from gmmspeaker.scoring.report import write_experiment_report, write_score_histogram
+    from gmmspeaker.scoring.trials import evaluate_scores, read_scores
 
     pairs, scores, keys = read_scores(a.scores)
     if a.trials:
@@ -439,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--on-bad-audio", choices=["error", "skip"], default="error")
     f.add_argument("--compression", choices=["gzip", "lzf"], default=None)
+    f.add_argument(
+        "--content-check",
+        action="store_true",
+        help="also hash every audio file and recompute those whose bytes changed "
+        "(default: a file is unchanged while its size, times and inode are)",
+    )
     f.set_defaults(func=cmd_features)
 
     u = add_sub("train-ubm", help="train a UBM on the features of a store")

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ModelError",
+    "NotFittedError",
     "ConvergenceWarning",
     "SkippedInputWarning",
 ]
@@ -35,6 +36,11 @@ class DataError(GmmSpeakerError, ValueError):
 
 class ModelError(GmmSpeakerError):
     """A model file is missing, corrupt or does not fit the data."""
+
+
+class NotFittedError(ModelError, ValueError, AttributeError):
+    """A model is used before it was fitted or loaded (also a ValueError and an AttributeError,
+    as scikit-learn's ``NotFittedError``, so scikit-learn tools recognise it)."""
 
 
 class ConvergenceWarning(UserWarning):

@@ -16,7 +16,8 @@ durable, even if the manifest (rewritten temp + rename at most every
 :data:`MANIFEST_INTERVAL` seconds, so that a run costs O(utterances) manifest writing, not
 O(utterances^2)) never heard of it. The next extraction adopts such shards' utterances
 whose source files are unchanged, and deletes the other orphans. An utterance is recomputed
-when its audio file changed (size or modification time) or the feature config changed;
+when its audio file changed (see :func:`source_signature`; opt-in: its bytes,
+:func:`content_hash`) or the feature config changed;
 if it can no longer be used, its entry is removed (never left serving the old frames).
 Shard names are random and never reused (see :func:`_new_shard_name`).
 
@@ -48,7 +49,14 @@ from gmmspeaker._io import atomic_write_json
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import AudioError, DataError, GmmSpeakerError, SkippedInputWarning
 
-__all__ = ["FeatureStore", "ExtractionReport", "extract_to_store", "config_hash"]
+__all__ = [
+    "FeatureStore",
+    "ExtractionReport",
+    "extract_to_store",
+    "config_hash",
+    "source_signature",
+    "content_hash",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +145,62 @@ def _new_shard_name(store_dir: Path) -> str:
             return name
 
 
-def _source_signature(path: Path) -> list[int]:
-    st = path.stat()
-    return [int(st.st_size), int(st.st_mtime_ns)]
+def source_signature(path: PathLike) -> list[int]:
+    """What says an audio file is unchanged: ``[size, mtime_ns, inode, ctime_ns]``.
+
+    Size and modification time alone miss a file rewritten and ``touch -r``-ed back and
+    two equal-size files swapped by renaming (an unpacked archive gives all its files one
+    mtime). The inode changes when another file is renamed over the path, and the status
+    change time (ctime) changes on every write, rename or ``touch`` and cannot be set back,
+    so either catches both. Metadata-only changes (``chmod``, a copy to another disk) also
+    change it: the utterance is then recomputed, never served stale. For a check of the
+    bytes themselves see :func:`content_hash` (``extract_to_store(content_check=True)``).
+    """
+    st = os.stat(path)
+    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ino), int(st.st_ctime_ns)]
+
+
+def content_hash(path: PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes: the opt-in content check of the feature store."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+#: Attempts to read a source file that keeps changing while it is read.
+READ_ATTEMPTS = 3
+
+
+def _read_source(
+    src: Path, config: Any, resample: bool, content_check: bool
+) -> tuple[Any, list[int], str | None]:
+    """Features of one audio file with the signature (and hash) of the bytes they come from.
+
+    The file is stat'ed before it is read and again after: a file replaced or rewritten
+    while it was read is read again (up to :data:`READ_ATTEMPTS` times), so the recorded
+    signature always describes the frames stored, never a newer file.
+    """
+    from gmmspeaker.audio import load_audio
+    from gmmspeaker.features import extract
+
+    for _ in range(READ_ATTEMPTS):
+        try:
+            before = source_signature(src)
+            digest = content_hash(src) if content_check else None
+        except OSError as exc:
+            raise AudioError(f"{src}: cannot read audio file ({exc.strerror or exc})") from None
+        signal, _ = load_audio(
+            src,
+            sample_rate=config.sample_rate,
+            resample_audio=resample,
+            min_samples=config.frame_length_samples,
+        )
+        feats = extract(signal, config, name=str(src))
+        if _signature_or_none(src) == before:
+            return feats, before, digest
+        logger.info("%s changed while it was read; reading it again", src)
+    raise AudioError(
+        f"{src}: the file kept changing while it was read ({READ_ATTEMPTS} attempts); retry when it is complete"
+    )
 
 
 @dataclass
@@ -176,6 +237,7 @@ def _extract_shard(
     compression: str | None,
     resample: bool,
     ticks: Any = None,
+    content_check: bool = False,
 ) -> tuple[str, dict[str, dict[str, Any]], dict[str, str]]:
     """Worker: extract ``items`` [(utt_id, path)] into one shard; return metadata and failures.
 
@@ -183,8 +245,7 @@ def _extract_shard(
     """
     import h5py
 
-    from gmmspeaker.audio import load_audio
-    from gmmspeaker.features import FeatureConfig, extract
+    from gmmspeaker.features import FeatureConfig
 
     config = FeatureConfig.from_dict(config_dict)
     final = Path(store_dir) / shard_name
@@ -209,13 +270,7 @@ def _extract_shard(
         for utt_id, path in items:
             src = Path(path)
             try:
-                signal, _ = load_audio(
-                    src,
-                    sample_rate=config.sample_rate,
-                    resample_audio=resample,
-                    min_samples=config.frame_length_samples,
-                )
-                feats = extract(signal, config, name=str(src))
+                feats, sig, digest = _read_source(src, config, resample, content_check)
             except (AudioError, DataError) as exc:
                 failures[utt_id] = str(exc)
                 if ticks is not None:
@@ -234,8 +289,10 @@ def _extract_shard(
                 "n_frames": int(frames.shape[0]),
                 "n_total": int(feats.n_total),
                 "source": str(src),
-                "signature": _source_signature(src),
+                "signature": sig,
             }
+            if digest is not None:
+                meta[utt_id]["content"] = digest
             if ticks is not None:
                 ticks.put(1)
         h5.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
@@ -250,8 +307,14 @@ def _extract_shard(
         )
         h5.create_dataset(
             "signatures",
-            data=np.asarray([meta[u]["signature"] for u in ids], dtype=np.int64).reshape(len(ids), 2),
+            data=np.asarray([meta[u]["signature"] for u in ids], dtype=np.int64).reshape(len(ids), 4),
         )
+        if content_check:
+            h5.create_dataset(
+                "contents",
+                data=np.array([meta[u]["content"] for u in ids], dtype=object),
+                dtype=h5py.string_dtype(),
+            )
         h5.flush()
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
@@ -378,9 +441,32 @@ class FeatureStore:
         ]
 
 
+def _up_to_date(entry: dict[str, Any], path: Path, content_check: bool) -> bool:
+    """Whether a manifest entry still describes the file at ``path``.
+
+    By default its signature (:func:`source_signature`) must be unchanged. With
+    ``content_check`` its bytes must hash as recorded, whatever the file's metadata say
+    (the entry's signature is then refreshed).
+    """
+    if entry.get("source") != str(path):
+        return False
+    sig = _signature_or_none(path)
+    if sig is None:
+        return False
+    if not content_check:
+        return entry.get("signature") == sig
+    try:
+        same = entry.get("content") == content_hash(path)
+    except OSError:
+        return False
+    if same:
+        entry["signature"] = sig
+    return same
+
+
 def _signature_or_none(path: Path) -> list[int] | None:
     try:
-        return _source_signature(path)
+        return source_signature(path)
     except OSError:
         return None
 
@@ -394,7 +480,8 @@ def _listing(problems: dict[str, str], limit: int = 20) -> str:
 
 def _corrupt(shard_path: Path, why: str) -> DataError:
     return DataError(
-        f"{shard_path}: corrupt or unreadable feature shard ({why}); delete it and re-run feature extraction"
+        f"{shard_path}: corrupt or unreadable feature shard ({why}); re-run feature extraction "
+        "(gmmspeaker features, or run --from-stage features): it recomputes this shard's utterances"
     )
 
 
@@ -512,7 +599,9 @@ def _iter_chunks(
         yield np.concatenate(buf) if len(buf) > 1 else buf[0]
 
 
-def _adopt_orphans(store_dir: Path, manifest: dict[str, Any], wanted: dict[str, Path]) -> int:
+def _adopt_orphans(
+    store_dir: Path, manifest: dict[str, Any], wanted: dict[str, Path], content_check: bool = False
+) -> int:
     """Record in ``manifest`` the utterances of shards it does not name but can trust.
 
     Each shard carries its utterance ids, offsets, source paths and source signatures,
@@ -550,6 +639,11 @@ def _adopt_orphans(store_dir: Path, manifest: dict[str, Any], wanted: dict[str, 
                 offsets = np.asarray(h5["offsets"][()], dtype=np.int64)
                 n_total = np.asarray(h5["n_total"][()], dtype=np.int64)
                 sigs = np.asarray(h5["signatures"][()], dtype=np.int64)
+                contents = (
+                    [x.decode() if isinstance(x, bytes) else str(x) for x in h5["contents"][()]]
+                    if "contents" in h5
+                    else None
+                )
                 n_rows = int(h5["frames"].shape[0])
         except (OSError, KeyError, ValueError) as exc:
             logger.warning("%s: unreadable orphan shard, removing it (%s)", f, exc)
@@ -566,7 +660,9 @@ def _adopt_orphans(store_dir: Path, manifest: dict[str, Any], wanted: dict[str, 
             entry = utts.get(utt_id)
             if sig is None or sig != sigs[i].tolist():
                 continue
-            if entry is not None and entry.get("source") == str(path) and entry.get("signature") == sig:
+            if content_check and (contents is None or contents[i] != content_hash(path)):
+                continue
+            if entry is not None and _up_to_date(entry, path, content_check):
                 continue  # the manifest already has valid features for this file
             utts[utt_id] = {
                 "shard": f.name,
@@ -576,10 +672,50 @@ def _adopt_orphans(store_dir: Path, manifest: dict[str, Any], wanted: dict[str, 
                 "source": sources[i],
                 "signature": sig,
             }
+            if contents is not None:
+                utts[utt_id]["content"] = contents[i]
             manifest["skipped"].pop(utt_id, None)
             manifest["skipped_signatures"].pop(utt_id, None)
             adopted += 1
     return adopted
+
+
+def _shard_problem(path: Path, rows: int, dim: int) -> str | None:
+    """Why the shard at ``path`` cannot serve ``rows`` rows of ``dim`` features (None: it can).
+
+    Opens the file and checks the frames' shape and dtype; reads no frames.
+    """
+    import h5py
+
+    if not path.is_file():
+        return "missing"
+    try:
+        with h5py.File(path, "r") as h5:
+            ds = h5["frames"]
+            if ds.ndim != 2 or ds.dtype != np.float32 or ds.shape[1] != dim:
+                return f"frames are {ds.shape} {ds.dtype}, expected (n, {dim}) float32"
+            if ds.shape[0] < rows:
+                return f"{ds.shape[0]} rows, the manifest needs {rows}"
+    except (OSError, KeyError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    return None
+
+
+def _drop_unreadable_shards(store: Path, utts: dict[str, dict[str, Any]], dim: int) -> None:
+    """Forget the entries of shards that are missing or unreadable, so they are recomputed."""
+    need: dict[str, int] = {}
+    for e in utts.values():
+        need[e["shard"]] = max(need.get(e["shard"], 0), int(e["offset"]) + int(e["n_frames"]))
+    for shard, rows in sorted(need.items()):
+        problem = _shard_problem(store / shard, rows, dim)
+        if problem is None:
+            continue
+        bad = [u for u, e in utts.items() if e["shard"] == shard]
+        logger.warning(
+            "%s: feature shard %s; recomputing its %d utterances", store / shard, problem, len(bad)
+        )
+        for u in bad:
+            del utts[u]
 
 
 def _load_manifest(store_dir: Path) -> dict[str, Any] | None:
@@ -605,6 +741,7 @@ def extract_to_store(
     resample: bool = False,
     progress: bool = False,
     backend: str | None = None,
+    content_check: bool = False,
 ) -> ExtractionReport:
     """Extract features of ``utterances`` into ``store_dir``, computing only what is missing.
 
@@ -629,12 +766,20 @@ def extract_to_store(
         Resample audio whose rate differs from ``config.sample_rate``.
     progress : bool
         Show a progress bar over shards.
+    backend : str, optional
+        joblib backend.
+    content_check : bool
+        Also hash every source file (SHA-256) and recompute an utterance whose bytes
+        changed, even if its size, times and inode did not (see :func:`source_signature`
+        for what the default check guarantees). Costs one read of every file per call.
 
     Returns
     -------
     ExtractionReport
     """
     from joblib import Parallel, delayed
+
+    from gmmspeaker.features import FeatureConfig
 
     if on_bad_audio not in ("error", "skip"):
         raise GmmSpeakerError(f"on_bad_audio must be 'error' or 'skip', not {on_bad_audio!r}")
@@ -674,9 +819,10 @@ def extract_to_store(
 
     # Shards finished by an interrupted run and not yet in the manifest are adopted where
     # their sources are unchanged; the other orphans (superseded) are removed.
-    adopted = 0 if rebuild else _adopt_orphans(store, manifest, {u: p for u, p in items})
+    adopted = 0 if rebuild else _adopt_orphans(store, manifest, {u: p for u, p in items}, content_check)
     if adopted:
         logger.info("%s: %d utterances recovered from shards of an interrupted run", store, adopted)
+    _drop_unreadable_shards(store, utts, FeatureConfig.from_dict(cfg).dim)
     live = {e["shard"] for e in utts.values()}
     for f in store.glob("shard-*.h5"):
         if f.name not in live:
@@ -688,12 +834,7 @@ def extract_to_store(
     todo: list[tuple[str, str]] = []
     for utt_id, path in items:
         entry = utts.get(utt_id)
-        if (
-            entry is not None
-            and path.exists()
-            and entry.get("source") == str(path)
-            and entry.get("signature") == _source_signature(path)
-        ):
+        if entry is not None and _up_to_date(entry, path, content_check):
             report.cached.append(utt_id)
         elif (
             on_bad_audio == "skip"
@@ -720,7 +861,14 @@ def extract_to_store(
         try:
             tasks = (
                 delayed(_extract_shard)(
-                    s, str(store), n, cfg, compression, resample, None if bar is None else bar.ticks
+                    s,
+                    str(store),
+                    n,
+                    cfg,
+                    compression,
+                    resample,
+                    None if bar is None else bar.ticks,
+                    content_check,
                 )
                 for s, n in zip(shards, names)
             )

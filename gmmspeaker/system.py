@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
@@ -52,8 +51,6 @@ __all__ = [
     "EnrollResult",
     "VerifyResult",
     "IdentifyResult",
-    "eer_threshold",
-    "identification_accuracy",
     "save_norm_cohort",
     "refresh_user_models",
     "RECIPE_FILE",
@@ -76,37 +73,6 @@ _T_SIDE = ("tnorm", "ztnorm", "snorm", "asnorm")
 # ---------------------------------------------------------------------------
 # Functions the recipe stages use
 # ---------------------------------------------------------------------------
-
-
-def identification_accuracy(
-    scores: npt.ArrayLike, true_rows: npt.ArrayLike, ks: Sequence[int] = (1, 5)
-) -> dict[str, float]:
-    """Top-k identification accuracy of a score matrix.
-
-    Parameters
-    ----------
-    scores : ndarray, shape (n_models, n_tests), float
-        Every model scored on every test utterance.
-    true_rows : ndarray, shape (n_tests,), int
-        Row of each test's true model.
-    ks : sequence of int
-        Ranks to report.
-
-    Returns
-    -------
-    dict
-        ``{"top1": fraction, "top5": fraction, ...}``: the share of tests whose true model
-        is among the k best-scoring models (a tie with the true model's score counts
-        against it).
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    rows = np.asarray(true_rows, dtype=np.intp)
-    if s.ndim != 2 or s.shape[1] != rows.size or rows.size == 0:
-        raise DataError(f"identification: scores {s.shape} do not match {rows.size} tests")
-    true_score = s[rows, np.arange(rows.size)]
-    # rank of the true model: models scoring at least as high, other than itself
-    rank = (s >= true_score[None, :]).sum(axis=0) - 1
-    return {f"top{k}": float(np.mean(rank < k)) for k in ks}
 
 
 def _norm_signature(method: str, cohort_ids: Sequence[str], ubm_fp: str, scoring: dict[str, Any]) -> str:
@@ -789,7 +755,7 @@ class Experiment:
         """Scores of ``models`` on the cohort utterances (Z-norm side), from the run's store."""
         if self._norm is None or self._norm["model_cohort"] is None:
             return None
-        from gmmspeaker.recipe.stages import score_matrix
+        from gmmspeaker.gmm.batch import score_matrix
         from gmmspeaker.store import FeatureStore
 
         store = FeatureStore(self.workdir / "features")
@@ -872,7 +838,7 @@ class Experiment:
         """The EER threshold of the experiment's own trial scores (``scores.txt``)."""
         if "eer_threshold" in self.results:
             return float(self.results["eer_threshold"])
-        from gmmspeaker.recipe.stages import read_scores
+        from gmmspeaker.scoring.trials import read_scores
 
         _, s, keys = read_scores(self.workdir / "scores.txt")
         key = np.array([k is True for k in keys])

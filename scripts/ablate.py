@@ -54,8 +54,8 @@ from gmmspeaker.errors import ConfigError, GmmSpeakerError
 from gmmspeaker.features import FeatureConfig
 from gmmspeaker.recipe.config import Recipe, load_recipe
 from gmmspeaker.recipe.runner import run_recipe
-from gmmspeaker.recipe.stages import read_scores
 from gmmspeaker.scoring.metrics import cllr, eer, min_dcf
+from gmmspeaker.scoring.trials import read_scores
 
 SECTIONS = ("features", "ubm", "map", "scoring")
 STAGE_OUTPUTS = {"features": ["features"], "ubm": ["ubm.h5"], "enroll": ["models.h5"]}

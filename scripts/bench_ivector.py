@@ -15,7 +15,8 @@ How it measures
   the end of the last iteration (the first one also starts the joblib workers). Then
   ``extract_ivectors`` on all U utterances (seconds per i-vector).
 * Peak memory: VmHWM of the child (and, with ``--jobs`` > 1, of each loky worker, read
-  from /proc before the child exits), minus the child's VmHWM after imports.
+  from /proc at the end of every iteration: train_tv stops its workers on return),
+  minus the child's VmHWM after imports.
 * GFLOP/s counts the big products of one iteration: the precision GEMM and the
   second-moment GEMM (2 x 2 U K R(R+1)/2), ``T f`` and ``E[w] f^T`` (2 x 2 U KD R), the
   Cholesky and ``potri`` (U R^3), and is set against a plain float64 GEMM of the
@@ -119,8 +120,12 @@ class _IterationClock:
             def emit(h, record: logging.LogRecord) -> None:
                 if record.getMessage().startswith("T-matrix EM iteration"):
                     self.times.append(time.perf_counter())
+                    # the loky workers stop when train_tv returns: read their peaks now
+                    peaks = [_status(p, "VmHWM") for p in _descendants(os.getpid())]
+                    self.worker_mib = max([self.worker_mib, *peaks])
 
         self.times: list[float] = []
+        self.worker_mib = 0.0
         self.handler = _H()
         lg = logging.getLogger("gmmspeaker.ivector.tv")
         lg.setLevel(logging.INFO)
@@ -152,23 +157,18 @@ def _child(path: str, rank: int, iterations: int, jobs: int, batch: int, dtype: 
     t = time.perf_counter()
     iv = extract_ivectors(tv, path, batch_size=batch, dtype=dtype)
     t_ext = time.perf_counter() - t
-    workers = [_status(p, "VmHWM") for p in _descendants(os.getpid())]
     q.put(
         {
             "it_s": it_s,
             "first_s": ticks[0] - t0,
             "ext_ms": 1e3 * t_ext / iv.shape[0],
             "peak_mib": _status("self", "VmHWM") - base,
-            "worker_mib": max(workers) if workers else 0.0,
+            "worker_mib": clock.worker_mib,
             "gemm_gflops": rate,
             "load": (load0, os.getloadavg()[0]),
             "trace": tv.log_likelihood,
         }
     )
-    # flush the result now: with n_jobs > 1 the child's exit (loky's worker shutdown) has
-    # been seen to hang, after which the parent kills it (run_case)
-    q.close()
-    q.join_thread()
 
 
 def run_case(path: Path, rank: int, iterations: int, jobs: int, batch: int, dtype: str) -> dict:
@@ -177,11 +177,13 @@ def run_case(path: Path, rank: int, iterations: int, jobs: int, batch: int, dtyp
     p = ctx.Process(target=_child, args=(str(path), rank, iterations, jobs, batch, dtype, q))
     p.start()
     out = q.get()
+    # train_tv shuts its loky workers down on return; before that (issue #22) the child
+    # joined them at exit and hung for loky's 300 s idle timeout
     p.join(timeout=60)
     if p.is_alive():
-        print(f"  (child {p.pid} did not exit within 60 s of reporting; killed)", flush=True)
         p.kill()
         p.join()
+        raise SystemExit(f"child {p.pid} did not exit within 60 s of reporting (killed)")
     return out
 
 

@@ -204,7 +204,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
     base = _status_kib(os.getpid())[1]
     rec_handler = _Records()
-    for name in ("gmmspeaker.gmm.em", "gmmspeaker.recipe.stages"):
+    for name in ("gmmspeaker.gmm.em", "gmmspeaker.gmm.batch"):
         lg = logging.getLogger(name)
         lg.addHandler(rec_handler)
         lg.setLevel(logging.DEBUG)
@@ -253,7 +253,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         import joblib
 
         from gmmspeaker.corpora.lists import read_ubm_list
-        from gmmspeaker.recipe.stages import train_ubm
+        from gmmspeaker.gmm.batch import train_ubm
         from gmmspeaker.store import FeatureStore
 
         ids = [

@@ -13,8 +13,8 @@ import pytest
 
 from gmmspeaker.errors import ConfigError
 from gmmspeaker.recipe.runner import run_recipe
-from gmmspeaker.recipe.stages import read_scores
 from gmmspeaker.scoring.metrics import cllr, eer, min_dcf
+from gmmspeaker.scoring.trials import read_scores
 
 REPO = Path(__file__).resolve().parents[1]
 

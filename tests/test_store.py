@@ -294,3 +294,29 @@ def test_known_bad_file_drops_an_entry_left_by_an_older_run(tmp_path):
     with pytest.warns(SkippedInputWarning, match="1 unusable"):
         rep = extract_to_store(utts, store_dir, CFG, on_bad_audio="skip")
     assert rep.computed == [] and FeatureStore(store_dir).ids == ["spk/u0"]
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "garbage"])
+def test_missing_or_corrupt_shard_is_recomputed(tmp_path, damage):
+    """Issue 19 item 4: re-extraction repairs a store whose shard is gone or unreadable."""
+    utts = _corpus(tmp_path, n=4)
+    store_dir = tmp_path / "store"
+    extract_to_store(utts, store_dir, CFG, shard_size=2)
+    st = FeatureStore(store_dir)
+    before = st.get_many(st.ids)
+    shard = store_dir / st._entry("spk/u1")["shard"]
+    lost = sorted(u for u in st.ids if st._entry(u)["shard"] == shard.name)
+    if damage == "delete":
+        shard.unlink()
+    elif damage == "truncate":
+        shard.write_bytes(shard.read_bytes()[:1000])
+    else:
+        shard.write_bytes(b"not hdf5" * 100)
+    with pytest.raises(DataError, match="re-run feature extraction"):
+        FeatureStore(store_dir).get("spk/u1")
+    rep = extract_to_store(utts, store_dir, CFG, shard_size=2)
+    assert sorted(rep.computed) == lost and len(rep.cached) == 4 - len(lost)
+    after = FeatureStore(store_dir).get_many(st.ids)
+    for u in st.ids:
+        np.testing.assert_array_equal(after[u], before[u])
+    assert not shard.exists()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from gmmspeaker.errors import AudioError, ModelError
-from gmmspeaker.system import Experiment, eer_threshold, identification_accuracy
+from gmmspeaker.scoring.metrics import eer_threshold, identification_accuracy
+from gmmspeaker.system import Experiment
 from tests.helpers import REPO
 
 RECIPE_MODELS = ("spk000", "spk001", "spk002", "spk003")  # spk004 and spk005 stay out: the new speakers

@@ -10,6 +10,8 @@ Three plain-text formats, one entry per line, fields separated by white space
 ``trials.txt``
     ``model_id test_path [target|nontarget]`` -- one trial; the key column is
     optional, but either every line or no line has it.
+``train.txt``
+    ``path speaker`` -- a speaker-labelled training file (i-vector T matrix, back end).
 
 Blank lines and lines whose first non-blank character is ``#`` are ignored.
 Relative paths are relative to a corpus root (by default the folder of the list
@@ -38,6 +40,7 @@ __all__ = [
     "read_ubm_list",
     "read_enroll_list",
     "read_trials",
+    "read_train_list",
     "write_ubm_list",
     "write_enroll_list",
     "write_trials",
@@ -437,6 +440,59 @@ def read_trials(
         )
     resolver.raise_problems()
     logger.debug("%s: %d trials", list_path, len(out))
+    return out
+
+
+def read_train_list(
+    path: PathLike, *, root: PathLike | None = None, check_exists: bool = True
+) -> list[Utterance]:
+    """Read a speaker-labelled training list: ``path speaker`` per line.
+
+    Paths are resolved as in the other lists (relative to ``root``, normalised but not
+    resolved through symbolic links), so a file has one utterance id whichever list
+    names it.
+
+    Parameters
+    ----------
+    path : path-like
+        The list file.
+    root : path-like, optional
+        Corpus root that relative paths refer to; default the list file's folder.
+    check_exists : bool, default True
+        Check that every audio file exists (and is not a directory).
+
+    Returns
+    -------
+    list of Utterance
+        With ``speaker`` set, in list order.
+
+    Raises
+    ------
+    DataError
+        Missing or empty list, a line without exactly two fields, the same file twice,
+        a path escaping the root, missing audio (all at once), fewer than two speakers.
+    """
+    list_path = Path(path)
+    lines = read_lines(list_path)
+    resolver = _Resolver(list_path, _resolve_root(list_path, root, check_exists), check_exists)
+    out: list[Utterance] = []
+    seen: dict[str, int] = {}
+    for line, fields in lines:
+        if len(fields) != 2:
+            raise DataError(f"{_where(list_path, line)}: expected 'path speaker', got {len(fields)} field(s)")
+        utt = resolver(fields[0], line)
+        if utt.utt_id in seen:
+            raise DataError(
+                f"{_where(list_path, line)}: duplicate entry '{fields[0]}' (already on line {seen[utt.utt_id]})"
+            )
+        seen[utt.utt_id] = line
+        out.append(Utterance(utt_id=utt.utt_id, path=utt.path, speaker=fields[1]))
+    _require_entries(list_path, len(out), "labelled audio paths")
+    resolver.raise_problems()
+    n_speakers = len({u.speaker for u in out})
+    if n_speakers < 2:
+        raise DataError(f"{list_path}: the training list needs at least 2 speakers, got {n_speakers}")
+    logger.debug("%s: %d labelled utterances of %d speakers", list_path, len(out), n_speakers)
     return out
 
 

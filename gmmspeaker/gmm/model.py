@@ -6,9 +6,13 @@ Training (EM) lives in :mod:`gmmspeaker.gmm.em`; the E-step maths in
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,15 +20,15 @@ import numpy as np
 
 from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
-from gmmspeaker.errors import ConfigError, ModelError
-from gmmspeaker.gmm.kernel import blocks, check_block, posteriors
+from gmmspeaker.errors import ConfigError, DataError, ModelError, NotFittedError
+from gmmspeaker.gmm.kernel import blocks, posteriors
 from gmmspeaker.gmm.params import COVARIANCE_TYPES, MixtureParams, covariance_shape
 from gmmspeaker.gmm.stats import frame_loglik, log_densities
 
 if TYPE_CHECKING:
     from gmmspeaker.gmm.em import EMResult
 
-__all__ = ["GaussianMixture", "INITS"]
+__all__ = ["GaussianMixture", "INITS", "PARAM_CONSTRAINTS", "Constraint"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,93 @@ _FORMAT = "gmmspeaker.GaussianMixture"
 #: read from the arrays or meaningless after training; the rest belong to the machine).
 _NOT_RESTORED = ("n_components", "covariance_type", "init", "n_jobs", "checkpoint", "progress")
 _FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What one constructor option of :class:`GaussianMixture` may be.
+
+    ``kind`` is one of ``"int"`` (an integer >= ``low``), ``"real"`` (a finite number >=
+    ``low``), ``"choice"`` (one of ``choices``), ``"dtype"`` (a float32 or float64 dtype),
+    ``"seed"`` (an int or a numpy Generator), ``"jobs"`` (a positive int or -1), ``"path"``
+    and ``"bool"``; ``none_ok`` also admits None. :meth:`problem` is what both
+    ``GaussianMixture.fit`` and the recipe validator (``ubm:`` section) call.
+    """
+
+    kind: str
+    low: float | None = None
+    choices: tuple[str, ...] = ()
+    none_ok: bool = False
+
+    def describe(self) -> str:
+        """The rule as the end of a sentence: ``"must be positive"``, ``"must be one of a, b"``."""
+        if self.kind == "int":
+            return "must be positive" if self.low == 1 else f"must be an integer >= {self.low:g}"
+        if self.kind == "real":
+            return "must not be negative" if self.low == 0 else f"must be a number >= {self.low:g}"
+        if self.kind in ("choice", "dtype"):
+            opts = ", ".join(self.choices)
+            return f"must be one of {opts}" + (" or None" if self.none_ok else "")
+        return {
+            "seed": "must be None, an int or a numpy Generator",
+            "jobs": "must be a positive integer or -1",
+            "path": "must be None or a path",
+            "bool": "must be true or false",
+        }[self.kind]
+
+    def problem(self, value: Any) -> str | None:
+        """None if ``value`` satisfies the rule, else the rule (see :meth:`describe`)."""
+        if value is None:
+            return None if self.none_ok else self.describe()
+        k = self.kind
+        is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        if k == "int":
+            ok = is_int and (self.low is None or value >= self.low)
+        elif k == "real":
+            ok = (
+                isinstance(value, (int, float, np.integer, np.floating))
+                and not isinstance(value, (bool, np.bool_))
+                and bool(np.isfinite(value))
+                and (self.low is None or value >= self.low)
+            )
+        elif k == "choice":
+            ok = isinstance(value, str) and value in self.choices
+        elif k == "dtype":
+            try:
+                ok = np.dtype(value).name in self.choices
+            except TypeError:
+                ok = False
+        elif k == "seed":
+            ok = is_int or isinstance(value, np.random.Generator)
+        elif k == "jobs":
+            ok = is_int and (value >= 1 or value == -1)
+        elif k == "path":
+            ok = isinstance(value, (str, os.PathLike))
+        else:  # bool
+            ok = isinstance(value, (bool, np.bool_))
+        return None if ok else self.describe()
+
+
+#: The constraints of every constructor option of :class:`GaussianMixture` (one table: ``fit``
+#: validates with it and the recipe validator checks the ``ubm:`` keys against it).
+#: ``init`` may also be a fitted GaussianMixture (a warm start), checked in ``fit``.
+PARAM_CONSTRAINTS: dict[str, Constraint] = {
+    "n_components": Constraint("int", low=1),
+    "covariance_type": Constraint("choice", choices=COVARIANCE_TYPES),
+    "init": Constraint("choice", choices=INITS),
+    "n_init": Constraint("int", low=1),
+    "max_iter": Constraint("int", low=0),
+    "tol": Constraint("real", low=0),
+    "variance_floor": Constraint("real", low=0),
+    "variance_floor_abs": Constraint("real", low=0),
+    "min_weight": Constraint("real", low=0),
+    "dtype": Constraint("dtype", choices=("float32", "float64"), none_ok=True),
+    "chunk_size": Constraint("int", low=1),
+    "random_state": Constraint("seed", none_ok=True),
+    "n_jobs": Constraint("jobs"),
+    "checkpoint": Constraint("path", none_ok=True),
+    "progress": Constraint("bool"),
+}
 
 
 def validate_params(
@@ -87,8 +178,56 @@ def validate_params(
     return w, mu, cov
 
 
+def as_frames(X: Any, *, n_features: int | None = None, check_finite: bool = False) -> np.ndarray:
+    """X as a 2-D real array of frames, or a :class:`DataError` (a ``ValueError``) saying why not.
+
+    Integer and object arrays of numbers become float64. Refused, with the wording scikit-learn's
+    checks look for: sparse matrices, complex numbers, a 1-D array ("Reshape your data"), zero
+    features, a feature count other than ``n_features`` and, with ``check_finite``, NaN or inf.
+    """
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):
+        raise DataError("X: sparse input is not supported; pass a dense array (X.toarray())")
+    try:
+        X = np.asarray(X)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"X: cannot be read as an array ({exc})") from exc
+    if X.dtype.kind == "c":
+        raise DataError("X: Complex data not supported; pass real-valued frames")
+    if X.dtype.kind == "O":
+        try:  # a TypeError (an element that is no number nor string) is numpy's, unchanged
+            X = X.astype(np.float64)
+        except ValueError as exc:
+            raise DataError(f"X: an object array that is not numeric ({exc})") from exc
+    if X.dtype.kind not in "fiub":
+        raise DataError(f"X: expected numeric frames, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise DataError(
+            f"X: expected a 2-D (frames, dims) array, got shape {X.shape}. Reshape your data with "
+            "X.reshape(-1, 1) if it has one feature or X.reshape(1, -1) if it is one frame"
+        )
+    if X.shape[1] == 0:
+        raise DataError(f"X: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+    if n_features is not None and X.shape[1] != n_features:
+        raise DataError(
+            f"X has {X.shape[1]} features, but GaussianMixture is expecting {n_features} features as input"
+        )
+    if X.dtype.kind != "f":
+        X = X.astype(np.float64)
+    if check_finite and not np.isfinite(X).all():
+        row = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+        raise DataError(f"X: row {row}: NaN or inf")
+    return X
+
+
 class GaussianMixture:
-    """Gaussian mixture density trained with EM, following scikit-learn's conventions.
+    """Gaussian mixture density trained with EM: a scikit-learn estimator.
+
+    It follows scikit-learn's grammar without importing it: parameters from the
+    ``__init__`` signature (``get_params`` / ``set_params``, validated in ``fit`` against
+    :data:`PARAM_CONSTRAINTS`), ``fit(X, y=None)`` returning ``self``, ``fit_predict``, fitted
+    state in attributes ending in ``_``. So ``sklearn.base.clone``, ``Pipeline``,
+    ``GridSearchCV`` and ``cross_val_score`` (which uses :meth:`score`, the mean
+    log-likelihood per frame) work with it.
 
     Parameters
     ----------
@@ -137,6 +276,8 @@ class GaussianMixture:
     Attributes
     ----------
     weights_ : ndarray (K,), means_ : ndarray (K, D), covariances_ : ndarray
+    n_features_in_ : int
+        Feature dimension D.
     converged_ : bool
     n_iter_ : int
         EM iterations of the kept run (final size, after splitting).
@@ -211,59 +352,96 @@ class GaussianMixture:
             "random_state": None if rs is None else int(rs),
         }
 
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The constructor's parameter names, from its signature (as scikit-learn reads them)."""
+        sig = inspect.signature(cls.__init__)
+        return sorted(n for n, p in sig.parameters.items() if n != "self" and p.kind != p.VAR_KEYWORD)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters and their current values (scikit-learn's ``get_params``).
+
+        ``deep`` is accepted for compatibility; no parameter is itself an estimator whose
+        parameters are reported (a warm-start ``init`` model is returned as it is).
+        """
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> GaussianMixture:
+        """Set constructor parameters (validated at the next ``fit``, as in scikit-learn).
+
+        Raises
+        ------
+        ConfigError
+            A name that is not a constructor parameter (a ``ValueError``, as scikit-learn raises).
+        """
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ConfigError(
+                    f"GaussianMixture: invalid parameter {name!r} for set_params (valid: {', '.join(valid)})"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __sklearn_clone__(self) -> GaussianMixture:
+        """An unfitted copy with the same parameters (what ``sklearn.base.clone`` calls).
+
+        Parameters are deep-copied as scikit-learn does, except a fitted ``init`` model (a
+        warm start), which is shared: cloning it the scikit-learn way would drop its fit.
+        """
+        params = {
+            k: v if isinstance(v, GaussianMixture) else copy.deepcopy(v)
+            for k, v in self.get_params(deep=False).items()
+        }
+        return type(self)(**params)
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's estimator tags (only scikit-learn calls this, so it imports it here)."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(
+            estimator_type="density_estimator",
+            target_tags=TargetTags(required=False),
+            transformer_tags=None,
+            regressor_tags=None,
+            classifier_tags=None,
+        )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return getattr(self, "means_", None) is not None
+
     def _validate_config(self) -> None:
-        """Check the options once, at the start of ``fit``; raise :class:`ConfigError`."""
-
-        def bad(msg: str) -> ConfigError:
-            return ConfigError(f"GaussianMixture: {msg}")
-
-        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
-            raise bad(f"n_components must be a positive integer, got {self.n_components!r}")
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise bad(f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}")
-        if isinstance(self.init, GaussianMixture):
-            if self.n_init != 1:
-                raise bad("a given initial model (init=GaussianMixture) needs n_init=1")
-        elif self.init not in INITS:
-            raise bad(f"init must be one of {INITS} or a fitted GaussianMixture, got {self.init!r}")
-        if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
-            raise bad(f"n_init must be >= 1, got {self.n_init!r}")
-        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
-            raise bad(f"max_iter must be >= 0, got {self.max_iter!r}")
-        for name in ("tol", "variance_floor", "variance_floor_abs", "min_weight"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v < 0:
-                raise bad(f"{name} must be a finite number >= 0, got {v!r}")
+        """Check the options once, at the start of ``fit``, against :data:`PARAM_CONSTRAINTS`."""
+        for name, rule in PARAM_CONSTRAINTS.items():
+            value = getattr(self, name)
+            if name == "init" and isinstance(value, GaussianMixture):
+                if not value.__sklearn_is_fitted__():
+                    raise ConfigError("GaussianMixture: init is a GaussianMixture that is not fitted")
+                if self.n_init != 1:
+                    raise ConfigError(
+                        "GaussianMixture: a given initial model (init=GaussianMixture) needs n_init=1"
+                    )
+                continue
+            problem = rule.problem(value)
+            if problem is not None:
+                extra = " or a fitted GaussianMixture" if name == "init" else ""
+                raise ConfigError(f"GaussianMixture: {name} {problem}{extra}, got {value!r}")
         if self.min_weight * self.n_components >= 1:
-            raise bad(
-                f"min_weight={self.min_weight} is too large for {self.n_components} components (needs < 1/K)"
-            )
-        if self.dtype is not None:
-            try:
-                dt = np.dtype(self.dtype)
-            except TypeError:
-                raise bad(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}") from None
-            if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-                raise bad(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
-        if not isinstance(self.chunk_size, (int, np.integer)) or self.chunk_size < 1:
-            raise bad(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
-        if not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0 or self.n_jobs < -1:
-            raise bad(f"n_jobs must be a positive integer or -1, got {self.n_jobs!r}")
-        if self.random_state is not None and not isinstance(
-            self.random_state, (int, np.integer, np.random.Generator)
-        ):
-            raise bad(
-                f"random_state must be None, an int or a numpy Generator, got {type(self.random_state).__name__}"
+            raise ConfigError(
+                f"GaussianMixture: min_weight={self.min_weight} is too large for {self.n_components} "
+                "components (needs < 1/K)"
             )
 
     # -- training -----------------------------------------------------------------------
-    def fit(self, X: FloatArray) -> GaussianMixture:
+    def fit(self, X: FloatArray, y: Any = None) -> GaussianMixture:
         """Fit the mixture to in-memory frames.
 
         Parameters
         ----------
         X : ndarray, shape (n_frames, D), float32 or float64
             Frames as rows; must be finite, with at least ``n_components`` frames.
+        y : ignored
+            Accepted so that the model fits in scikit-learn pipelines and searches.
 
         Returns
         -------
@@ -279,8 +457,12 @@ class GaussianMixture:
         from gmmspeaker.gmm.em import fit_array
 
         self._validate_config()
-        self._apply(fit_array(self, X))
+        self._apply(fit_array(self, as_frames(X)))
         return self
+
+    def fit_predict(self, X: FloatArray, y: Any = None) -> IntArray:
+        """Fit on X, then return the most probable component of each frame (int64, (n_frames,))."""
+        return self.fit(X).predict(X)
 
     def fit_stream(self, sources: Sequence[Callable[[], Iterable[np.ndarray]]]) -> GaussianMixture:
         """Fit on data larger than memory, streamed from chunk sources.
@@ -319,7 +501,7 @@ class GaussianMixture:
     # -- fitted state -------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if getattr(self, "means_", None) is None:
-            raise ModelError(
+            raise NotFittedError(
                 "this GaussianMixture is not fitted yet; call fit, fit_stream, load or from_params"
             )
 
@@ -338,12 +520,7 @@ class GaussianMixture:
         self.weights_ = np.asarray(params.weights, dtype=np.float64)
         self.means_ = np.asarray(params.means, dtype=np.float64)
         self.covariances_ = np.asarray(params.covariances, dtype=np.float64)
-
-    @property
-    def n_features_in_(self) -> int:
-        """Feature dimension D of the fitted model."""
-        self._check_fitted()
-        return int(self.means_.shape[1])
+        self.n_features_in_ = int(self.means_.shape[1])
 
     @classmethod
     def from_params(
@@ -372,23 +549,30 @@ class GaussianMixture:
         return gmm
 
     # -- scoring ------------------------------------------------------------------------
+    def _frames(self, X: Any) -> np.ndarray:
+        """X checked for the fitted model: fitted first, then shape, dimension and finiteness."""
+        self._check_fitted()
+        return as_frames(X, n_features=self.n_features_in_, check_finite=True)
+
     def score_samples(self, X: FloatArray) -> FloatArray:
         """Log-density ``log p(x_t)`` of each frame, shape (n_frames,), float64."""
+        X = self._frames(X)
         return frame_loglik(X, self.to_params(), chunk_size=self.chunk_size, dtype="float64")
 
-    def score(self, X: FloatArray) -> float:
-        """Mean log-density per frame (float)."""
+    def score(self, X: FloatArray, y: Any = None) -> float:
+        """Mean log-density per frame (float); ``y`` is ignored (scikit-learn's signature)."""
         return float(np.mean(self.score_samples(X)))
 
     def predict_proba(self, X: FloatArray) -> FloatArray:
         """Posterior probabilities of the components, shape (n_frames, K), float64."""
+        X = self._frames(X)
         L = log_densities(X, self.to_params(), chunk_size=self.chunk_size, dtype="float64")
         return posteriors(L)
 
     def predict(self, X: FloatArray) -> IntArray:
         """Most probable component of each frame, shape (n_frames,), int64."""
+        X = self._frames(X)
         params = self.to_params()
-        X = check_block(X, params.n_dims)
         out = np.empty(X.shape[0], dtype=np.int64)
         for a, b in blocks(X.shape[0], self.chunk_size):
             out[a:b] = log_densities(X[a:b], params, chunk_size=self.chunk_size).argmax(1)
@@ -438,12 +622,12 @@ class GaussianMixture:
 
     def bic(self, X: FloatArray) -> float:
         """Bayesian information criterion on X (lower is better)."""
-        n = np.asarray(X).shape[0]
+        n = self._frames(X).shape[0]
         return float(-2.0 * self.score(X) * n + self.n_parameters() * np.log(n))
 
     def aic(self, X: FloatArray) -> float:
         """Akaike information criterion on X (lower is better)."""
-        n = np.asarray(X).shape[0]
+        n = self._frames(X).shape[0]
         return float(-2.0 * self.score(X) * n + 2.0 * self.n_parameters())
 
     # -- persistence --------------------------------------------------------------------

@@ -57,6 +57,7 @@ __all__ = [
     "train_tv",
     "extract_ivectors",
     "tv_estep",
+    "tv_m_step",
     "tv_log_likelihood",
     "packed_gram",
 ]
@@ -505,7 +506,8 @@ def tv_estep(
     gram: FloatArray | None = None,
     n_threads: int = 1,
     dtype: Any = "float64",
-) -> TVAccumulators:
+    return_means: bool = False,
+) -> Any:
     """E-step accumulators of one batch of utterances.
 
     Parameters
@@ -522,10 +524,13 @@ def tv_estep(
     dtype : {"float64", "float32"}
         Precision of the four GEMMs within the batch; the per-utterance factorisations
         and the accumulators are float64 (batches are summed in float64).
+    return_means : bool
+        Also return the posterior means ``E[w_u]`` (the session factors of ISV training,
+        :mod:`gmmspeaker.isv`, which keeps them between iterations).
 
     Returns
     -------
-    TVAccumulators
+    TVAccumulators, or (TVAccumulators, ndarray of shape (B, R), float64) with ``return_means``
     """
     dt = _check_dtype(dtype)
     n = np.asarray(n, dtype=np.float64)
@@ -541,7 +546,7 @@ def tv_estep(
     # one GEMM gives A (rows n_k) and S (a row of ones)
     nS = np.concatenate([nd.T, np.ones((1, nd.shape[0]), dtype=dt)])
     AS = _matmul(nS, Ep, n_threads).astype(np.float64, copy=False)
-    return TVAccumulators(
+    acc = TVAccumulators(
         A=AS[:-1],
         C=_matmul(m.astype(dt, copy=False).T, fd, n_threads).astype(np.float64, copy=False),
         S=AS[-1],
@@ -549,6 +554,7 @@ def tv_estep(
         loglik=float(np.sum(-0.5 * logdet + 0.5 * np.einsum("ur,ur->u", b.astype(np.float64), m))),
         n_utterances=int(n.shape[0]),
     )
+    return (acc, m) if return_means else acc
 
 
 # ---------------------------------------------------------------------------------------
@@ -654,6 +660,28 @@ def _estep_task(T_ref: Any, gram_ref: Any, view: Any, dtype: str) -> TVAccumulat
     return tv_estep(np.asarray(T), n, f, gram=np.asarray(gram), dtype=dtype)
 
 
+def _backend_name() -> str:
+    """Class name of the active joblib backend (``LokyBackend``, ``DaskDistributedBackend`` ...)."""
+    from joblib.parallel import get_active_backend
+
+    return type(get_active_backend()[0]).__name__
+
+
+def _release_loky_workers() -> None:
+    """Shut down the worker processes joblib's loky backend keeps for reuse.
+
+    loky keeps its workers alive for 300 s after a call, for the next one. A process
+    started by :mod:`multiprocessing` joins all its live children when its target returns,
+    *before* the interpreter's exit hooks that would stop loky run, so such a process
+    (a benchmark's or a server's child) hung for those 300 s after training. Training
+    holds the workers for all its iterations and releases them when it returns.
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    # reuse=True returns the running executor as it is (no resize, no new workers)
+    get_reusable_executor(reuse=True).shutdown(wait=True)
+
+
 def _map_reduce(
     src: _Source,
     T: np.ndarray,
@@ -673,14 +701,17 @@ def _map_reduce(
             tv_estep(T, *src.rows(a, b), gram=gram, n_threads=nt, dtype=dtype) for a, b in batches
         )
     else:
-        # T and the packed Gram matrices go to the workers once, as memory-mapped files
-        # (joblib would otherwise hash and copy them for every batch).
-        assert tmpdir is not None
-        t_path, g_path = os.path.join(tmpdir, "T.npy"), os.path.join(tmpdir, "gram.npy")
-        np.save(t_path, T)
-        np.save(g_path, gram)
+        T_ref: Any = T
+        g_ref: Any = gram
+        if tmpdir is not None:
+            # T and the packed Gram matrices go to the workers once, as memory-mapped files
+            # (joblib would otherwise hash and copy them for every batch). Without a folder
+            # (Dask) they travel as arrays: joblib scatters each once per call.
+            T_ref, g_ref = os.path.join(tmpdir, "T.npy"), os.path.join(tmpdir, "gram.npy")
+            np.save(T_ref, T)
+            np.save(g_ref, gram)
         parts = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_estep_task)(t_path, g_path, src.worker_view(a, b), dtype) for a, b in batches
+            delayed(_estep_task)(T_ref, g_ref, src.worker_view(a, b), dtype) for a, b in batches
         )
     total: TVAccumulators | None = None
     for p in parts:
@@ -697,7 +728,7 @@ def _map_reduce(
 # ---------------------------------------------------------------------------------------
 
 
-def _m_step(acc: TVAccumulators, T_old: np.ndarray, K: int, n_threads: int = 1) -> np.ndarray:
+def tv_m_step(acc: TVAccumulators, T_old: np.ndarray, K: int, n_threads: int = 1) -> np.ndarray:
     """Solve ``A_k T_k = C_k`` for every component (batched over blocks of components).
 
     Components that no utterance visited (``N_k = 0``) keep their old ``T_k``. The
@@ -807,6 +838,7 @@ def train_tv(
     checkpoint: PathLike | None = None,
     progress: bool = False,
     dtype: Any = "float64",
+    tmp_dir: PathLike | None = None,
 ) -> TotalVariability:
     """Train a total-variability matrix by EM (Dehak/Kenny) with minimum divergence.
 
@@ -836,6 +868,13 @@ def train_tv(
     dtype : {"float64", "float32"}
         Precision of the per-batch GEMMs (float32 halves their time, 10-20 % of an
         iteration at R = 300; factorisations, accumulators, M-step and T stay float64).
+    tmp_dir : path-like, optional
+        With ``n_jobs != 1`` on process workers (loky), where ``T`` and its Gram matrices
+        are written for the workers to memory-map (a temporary folder inside it, removed
+        on return; default: the system's temporary folder). On a cluster pass a folder
+        the workers share (the recipe's workdir). With the Dask backend they travel
+        through Dask instead and nothing is written. The loky workers are shut down when
+        training returns.
 
     Returns
     -------
@@ -873,14 +912,19 @@ def train_tv(
         from tqdm.auto import tqdm
 
         its = tqdm(its, total=max(0, iterations - start), desc="T matrix", unit="it")
-    tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-tv-") if n_jobs != 1 else None
+    backend = _backend_name() if n_jobs != 1 else ""
+    tmpdir = None
+    if n_jobs != 1 and not backend.startswith("Dask"):
+        if tmp_dir is not None:
+            Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+        tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-tv-", dir=None if tmp_dir is None else str(tmp_dir))
     try:
         for it in its:
             gram = packed_gram(T, src.K, n_threads=_n_cores()).astype(dt, copy=False)
             acc = _map_reduce(src, T.astype(dt, copy=False), gram, batch_size, n_jobs, tmpdir, dt.name)
             del gram
             trace.append(acc.loglik)
-            T = _m_step(acc, T, src.K, _n_cores())
+            T = tv_m_step(acc, T, src.K, _n_cores())
             if min_divergence:
                 T = _min_divergence(T, acc, _n_cores())
             logger.info(
@@ -892,6 +936,8 @@ def train_tv(
             if ck_path is not None:
                 _save_checkpoint(ck_path, key, T, it + 1, trace)
     finally:
+        if backend == "LokyBackend":
+            _release_loky_workers()
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     return TotalVariability(T, src.K, src.D, src.fingerprint, tuple(trace))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -104,18 +103,11 @@ class Pipeline:
         if stage in systems.IVECTOR_STAGES:
             body: Any = systems.fingerprint_body(self, stage)
         elif stage == "features":
-            sig = []
-            for u in self.utterances:
-                try:
-                    st = os.stat(u.path)
-                    sig.append((u.utt_id, str(u.path), st.st_size, st.st_mtime_ns))
-                except OSError:
-                    sig.append((u.utt_id, str(u.path), None, None))
             body = {
                 "features": r.features,
                 "resample": r.data.resample,
                 "on_bad_audio": r.on_bad_audio,
-                "files": sig,
+                "files": self._source_signatures(),
             }
         elif stage == "ubm":
             body = {"ubm": r.section("ubm"), "seed": r.seed, "ids": sorted(u.utt_id for u in self.ubm_list)}
@@ -142,6 +134,21 @@ class Pipeline:
         fp = stable_hash({"stage": stage, "prev": prev, "version": __version__, "body": body})
         self._fp[stage] = fp
         return fp
+
+    def _source_signatures(self) -> list[Any]:
+        """Per utterance (id, path, signature[, hash]): what says the audio is unchanged."""
+        from gmmspeaker.store import content_hash, source_signature
+
+        out: list[Any] = []
+        for u in self.utterances:
+            try:
+                sig: Any = source_signature(u.path)
+                if self.recipe.data.content_check:
+                    sig = [*sig, content_hash(u.path)]
+            except OSError:
+                sig = None
+            out.append((u.utt_id, str(u.path), sig))
+        return out
 
     def outputs_exist(self, stage: str) -> bool:
         if stage in systems.IVECTOR_STAGES or stage == "score":
@@ -184,6 +191,7 @@ class Pipeline:
             on_bad_audio=r.on_bad_audio,
             resample=r.data.resample,
             progress=self.progress,
+            content_check=r.data.content_check,
         )
         store = self._store()
         kept = sum(store.n_frames(u) for u in store.ids)
@@ -202,7 +210,7 @@ class Pipeline:
         }
 
     def _run_ubm(self) -> dict[str, Any]:
-        from gmmspeaker.recipe.stages import train_ubm
+        from gmmspeaker.gmm.batch import train_ubm
 
         r = self.recipe
         u = r.ubm
@@ -231,7 +239,7 @@ class Pipeline:
         return {"history": [float(h) for h in getattr(gmm, "history_", [])]}
 
     def _run_enroll(self) -> dict[str, Any]:
-        from gmmspeaker.recipe.stages import enroll_models
+        from gmmspeaker.gmm.batch import enroll_models
 
         r = self.recipe
         models = enroll_models(
@@ -247,7 +255,7 @@ class Pipeline:
         return {"n_models": len(models.model_ids)}
 
     def _run_score(self) -> dict[str, Any]:
-        from gmmspeaker.recipe.stages import write_scores
+        from gmmspeaker.scoring.trials import write_scores
 
         parts = self.wd / "score_parts"
         marker = parts / "fingerprint"
@@ -281,7 +289,8 @@ class Pipeline:
         raw_path: Path | None,
         enrollments: list[Any] | None = None,
     ) -> Any:
-        from gmmspeaker.recipe.stages import normalize_trial_scores, score_trials, write_scores
+        from gmmspeaker.gmm.batch import normalize_trial_scores, score_trials
+        from gmmspeaker.scoring.trials import write_scores
 
         r = self.recipe
         scores = score_trials(
@@ -336,7 +345,7 @@ class Pipeline:
         return scores
 
     def _run_evaluate(self) -> dict[str, Any]:
-        from gmmspeaker.recipe.stages import evaluate_scores, read_scores
+        from gmmspeaker.scoring.trials import evaluate_scores, read_scores
 
         r = self.recipe
         _, scores, _ = read_scores(self.wd / "scores.txt")
@@ -367,8 +376,8 @@ class Pipeline:
         if self.dev_trials:
             import numpy as np
 
-            from gmmspeaker.recipe.stages import write_scores
             from gmmspeaker.scoring.calibration import LinearCalibration
+            from gmmspeaker.scoring.trials import write_scores
 
             _, dev, _ = read_scores(self.wd / "dev_scores.txt")
             key = np.array([t.target for t in self.dev_trials], dtype=bool)
@@ -496,8 +505,8 @@ class Pipeline:
         A test's speaker is the model of its target trial; every enrolled model is scored on
         it in one vectorised pass (raw LLR, as ``gmmspeaker identify`` ranks).
         """
-        from gmmspeaker.recipe.stages import score_matrix
-        from gmmspeaker.system import identification_accuracy
+        from gmmspeaker.gmm.batch import score_matrix
+        from gmmspeaker.scoring.metrics import identification_accuracy
 
         models = self._models()
         row = {m: i for i, m in enumerate(models.model_ids)}

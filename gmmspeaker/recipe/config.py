@@ -19,6 +19,7 @@ from typing import Any
 
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ConfigError
+from gmmspeaker.gmm.model import PARAM_CONSTRAINTS
 
 __all__ = [
     "Recipe",
@@ -142,6 +143,9 @@ class DataConfig:
     resample : resample audio whose rate differs from ``features.sample_rate``.
     train : speaker-labelled training list (``path speaker`` per line) for the i-vector
         system's T matrix, LDA and PLDA.
+    content_check : also hash every audio file (SHA-256) on each run and recompute the
+        features of a file whose bytes changed; by default a file counts as unchanged while
+        its size, times and inode are (see :func:`gmmspeaker.store.source_signature`).
     """
 
     root: Path | None = None
@@ -153,6 +157,7 @@ class DataConfig:
     synthetic: dict[str, Any] | None = None
     resample: bool = False
     train: Path | None = None
+    content_check: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,9 +230,19 @@ class FusionConfig:
     p_target: float = 0.5
 
 
+#: ``ubm:`` keys and the GaussianMixture parameter each sets: their values are checked
+#: against ``gmmspeaker.gmm.model.PARAM_CONSTRAINTS``, the table the model itself uses.
+_UBM_PARAMS = {
+    "components": "n_components",
+    "iterations": "max_iter",
+    "init": "init",
+    "variance_floor": "variance_floor",
+    "tol": "tol",
+    "n_init": "n_init",
+    "dtype": "dtype",
+    "chunk_frames": "chunk_size",
+}
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("ubm", "init"): ("split", "kmeans++", "random"),
-    ("ubm", "dtype"): ("float32", "float64"),
     ("scoring", "method"): ("full", "top_c", "linear"),
     ("scoring", "normalization"): ("none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"),
     ("top", "backend"): ("loky", "threading", "dask"),
@@ -236,10 +251,6 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("ivector", "normalization"): ("none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"),
 }
 _POSITIVE = {
-    ("ubm", "components"),
-    ("ubm", "iterations"),
-    ("ubm", "n_init"),
-    ("ubm", "chunk_frames"),
     ("ubm", "parts"),
     ("scoring", "top_c"),
     ("ubm", "max_frames"),
@@ -252,8 +263,6 @@ _POSITIVE = {
 }
 _NONNEG = {
     ("map", "relevance"),
-    ("ubm", "variance_floor"),
-    ("ubm", "tol"),
     ("evaluation", "c_miss"),
     ("evaluation", "c_fa"),
     ("ivector", "plda_iterations"),
@@ -366,6 +375,10 @@ def _build(cls: type, section: str, raw: Any, where: Where) -> Any:
         if key not in fields:
             raise ConfigError(f"{loc}: unknown key '{section}.{key}' (known: {', '.join(sorted(fields))})")
         v = _check_type(value, fields[key].type, loc, f"{section}.{key}")
+        if section == "ubm" and key in _UBM_PARAMS and v is not None:
+            problem = PARAM_CONSTRAINTS[_UBM_PARAMS[key]].problem(v)
+            if problem is not None:
+                raise ConfigError(f"{loc}: '{section}.{key}' {problem}, got {v!r}")
         choices = _CHOICES.get((section, key))
         if choices is not None and v not in choices:
             raise ConfigError(f"{loc}: '{section}.{key}' must be one of {', '.join(choices)}, got {v!r}")

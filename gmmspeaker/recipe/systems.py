@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_write_json, read_h5, write_h5
-from gmmspeaker._typing import FloatArray, PathLike
-from gmmspeaker.errors import DataError, ModelError
+from gmmspeaker._io import atomic_write_json
+from gmmspeaker._typing import FloatArray
+from gmmspeaker.errors import DataError
+from gmmspeaker.ivector.trials import load_ivectors, save_ivectors, score_ivector_trials
 from gmmspeaker.recipe.config import STAGES, Recipe
 
 if TYPE_CHECKING:
-    from gmmspeaker.corpora.lists import Enrollment, Trial, Utterance
+    from gmmspeaker.corpora.lists import Trial, Utterance
     from gmmspeaker.ivector.backend import PLDA, Backend
 
 __all__ = [
@@ -49,15 +50,11 @@ __all__ = [
     "needed_stages",
     "upstream",
     "score_file",
-    "read_train_list",
     "train_utterances",
     "fingerprint_body",
     "outputs",
     "run_stage",
     "add_results",
-    "save_ivectors",
-    "load_ivectors",
-    "score_ivector_trials",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +62,6 @@ logger = logging.getLogger(__name__)
 #: Stages this module runs (the others are the GMM-UBM pipeline's).
 IVECTOR_STAGES = ("statistics", "tv", "extract", "backend", "fusion")
 _GMM_STAGES = ("enroll", "score")
-_IVECTOR_FORMAT = "gmmspeaker-ivectors"
 
 
 # ---------------------------------------------------------------------------
@@ -122,62 +118,6 @@ def score_file(recipe: Recipe, system: str, kind: str = "scores") -> str:
 # ---------------------------------------------------------------------------
 
 
-def read_train_list(path: PathLike, *, root: PathLike) -> list[Utterance]:
-    """Read a speaker-labelled list: ``path speaker`` per line (``#`` comments, blank lines).
-
-    Parameters
-    ----------
-    path : path-like
-        The list.
-    root : path-like
-        Corpus folder that relative paths are relative to.
-
-    Returns
-    -------
-    list of Utterance
-        With ``speaker`` set, in list order.
-
-    Raises
-    ------
-    DataError
-        Missing list, a line without exactly two fields, a duplicate file, missing audio
-        files (all listed), fewer than two speakers; messages name the list and the line.
-    """
-    from gmmspeaker.corpora.lists import Utterance, utterance_id
-
-    path, root = Path(path), Path(root)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the training list ({exc.strerror})") from None
-    out: list[Utterance] = []
-    seen: dict[str, int] = {}
-    missing: list[str] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        if len(fields) != 2:
-            raise DataError(f"{path}:{n}: expected 'path speaker', got {len(fields)} field(s)")
-        audio = Path(fields[0]) if Path(fields[0]).is_absolute() else (root / fields[0])
-        audio = audio.resolve()
-        uid = utterance_id(audio, root.resolve())
-        if uid in seen:
-            raise DataError(f"{path}:{n}: duplicate entry '{fields[0]}' (already on line {seen[uid]})")
-        seen[uid] = n
-        if not audio.is_file():
-            missing.append(f"{path}:{n}: '{fields[0]}'")
-        out.append(Utterance(utt_id=uid, path=audio, speaker=fields[1]))
-    if missing:
-        more = f" ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise DataError(f"{path}: {len(missing)} audio file(s) not found: {'; '.join(missing[:10])}{more}")
-    if len({u.speaker for u in out}) < 2:
-        raise DataError(
-            f"{path}: the training list needs at least 2 speakers, got {len({u.speaker for u in out})}"
-        )
-    return out
-
-
 def train_utterances(recipe: Recipe, root: Path, ubm_list: Sequence[Utterance]) -> list[Utterance]:
     """The i-vector system's labelled training utterances ([] when the recipe has no i-vector system).
 
@@ -189,6 +129,8 @@ def train_utterances(recipe: Recipe, root: Path, ubm_list: Sequence[Utterance]) 
     if "ivector" not in recipe.system:
         return []
     if recipe.data.train is not None:
+        from gmmspeaker.corpora.lists import read_train_list
+
         return read_train_list(recipe.data.train, root=root)
     return [Utterance(utt_id=u.utt_id, path=u.path, speaker=u.path.parent.name) for u in ubm_list]
 
@@ -268,142 +210,6 @@ def outputs(pipe: Any, stage: str) -> list[str]:
         "backend": ["backend.h5", score_file(r, "ivector")],
         "fusion": ["scores.txt", "fusion.json"],
     }[stage]
-
-
-# ---------------------------------------------------------------------------
-# i-vector files
-# ---------------------------------------------------------------------------
-
-
-def save_ivectors(path: PathLike, ids: Sequence[str], vectors: FloatArray) -> None:
-    """Write i-vectors (``ids`` strings, ``vectors`` (U, R) float64) to HDF5 atomically."""
-    write_h5(path, _IVECTOR_FORMAT, {"ids": list(ids), "vectors": np.asarray(vectors, dtype=np.float64)})
-
-
-def load_ivectors(path: PathLike) -> dict[str, FloatArray]:
-    """Read :func:`save_ivectors` output as ``{utterance id: (R,) float64}``.
-
-    Raises
-    ------
-    ModelError
-        Missing or malformed file (the message names it).
-    """
-    arrays, _ = read_h5(path, _IVECTOR_FORMAT, ("ids", "vectors"), what="i-vector file")
-    ids, vectors = arrays["ids"], np.asarray(arrays["vectors"], dtype=np.float64)
-    if vectors.shape[0] != len(ids):
-        raise ModelError(f"{path}: {len(ids)} ids for {vectors.shape[0]} i-vectors")
-    return dict(zip(ids, vectors))
-
-
-# ---------------------------------------------------------------------------
-# Scoring i-vector trials
-# ---------------------------------------------------------------------------
-
-
-def _score_models(enroll: Sequence[FloatArray], test: FloatArray, plda: PLDA | None) -> FloatArray:
-    from gmmspeaker.ivector.backend import cosine_scores
-
-    if test.shape[0] == 0 or len(enroll) == 0:
-        return np.empty((len(enroll), test.shape[0]))
-    return plda.score(enroll, test) if plda is not None else cosine_scores(enroll, test)
-
-
-def score_ivector_trials(
-    trials: Sequence[Trial],
-    enrollments: Sequence[Enrollment],
-    ivectors: dict[str, FloatArray],
-    backend: Backend,
-    plda: PLDA | None,
-    *,
-    cohort: Sequence[str] = (),
-    normalization: str = "none",
-    top_n: int = 200,
-) -> tuple[FloatArray, FloatArray]:
-    """Score trials with i-vectors: PLDA (multi-enrolment LLR) or cosine, then optional normalisation.
-
-    Parameters
-    ----------
-    trials, enrollments : sequences of Trial / Enrollment
-        The protocol.
-    ivectors : dict of str to ndarray (R,)
-        Raw i-vectors by utterance id (a missing test utterance scores NaN).
-    backend : Backend
-        Applied to every i-vector before scoring.
-    plda : PLDA or None
-        PLDA model; ``None`` scores by cosine similarity.
-    cohort : sequence of str
-        Utterance ids of the normalisation cohort: the cohort's i-vectors play the
-        cohort utterances (Z-norm) and, one each, the cohort models (T-norm).
-    normalization : {"none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"}
-    top_n : int
-        Adaptive S-norm cohort size per side.
-
-    Returns
-    -------
-    (scores, raw) : two ndarrays, shape (n_trials,), float64
-        Normalised and raw scores, in trial order.
-
-    Raises
-    ------
-    DataError
-        A trial names an unknown model, or a model has no enrolment i-vector.
-    """
-    from gmmspeaker.scoring.norm import normalize_scores, self_trial_masks
-
-    model_ids = [e.model_id for e in enrollments]
-    mpos = {m: i for i, m in enumerate(model_ids)}
-    enroll: list[FloatArray] = []
-    for e in enrollments:
-        rows = [ivectors[u.utt_id] for u in e.utterances if u.utt_id in ivectors]
-        if not rows:
-            raise DataError(
-                f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has an i-vector"
-            )
-        enroll.append(backend.transform(np.vstack(rows)))
-    tests = sorted({t.test.utt_id for t in trials if t.test.utt_id in ivectors})
-    tpos = {u: i for i, u in enumerate(tests)}
-    T = backend.transform(np.vstack([ivectors[u] for u in tests])) if tests else np.empty((0, backend.dim))
-    matrix = _score_models(enroll, T, plda)
-    for i, t in enumerate(trials):
-        if t.model_id not in mpos:
-            raise DataError(f"trial {i + 1} (line {t.line}): unknown model {t.model_id!r}")
-    has = np.array([t.test.utt_id in tpos for t in trials], dtype=bool)
-    model_idx = np.array([mpos[t.model_id] for t in trials], dtype=np.int64)
-    test_idx = np.array([tpos.get(t.test.utt_id, 0) for t in trials], dtype=np.int64)
-    raw = np.full(len(trials), np.nan)
-    if tests:
-        raw[has] = matrix[model_idx[has], test_idx[has]]
-    if normalization == "none":
-        return raw, raw
-    cids = [u for u in cohort if u in ivectors]
-    if len(cids) < 2:
-        raise DataError(f"i-vector score normalisation needs at least 2 cohort i-vectors, got {len(cids)}")
-    C = backend.transform(np.vstack([ivectors[u] for u in cids]))
-    cohort_models = [c[None, :] for c in C]
-    own, self_test, self_cohort = self_trial_masks(
-        [{u.utt_id for u in e.utterances} for e in enrollments], cids, tests
-    )
-    model_cohort = np.ma.MaskedArray(_score_models(enroll, C, plda), mask=own)
-    if tests:
-        cohort_test = np.ma.MaskedArray(_score_models(cohort_models, T, plda), mask=self_test)
-    else:  # every test unscored: a placeholder column that no trial reads
-        cohort_test = np.zeros((len(cids), 1))
-    cohort_cohort = (
-        np.ma.MaskedArray(_score_models(cohort_models, C, plda), mask=self_cohort)
-        if normalization == "ztnorm"
-        else None
-    )
-    normed = normalize_scores(
-        np.where(has, raw, 0.0),
-        method=normalization,
-        model_cohort=model_cohort if normalization in ("znorm", "ztnorm", "snorm", "asnorm") else None,
-        cohort_test=cohort_test if normalization in ("tnorm", "ztnorm", "snorm", "asnorm") else None,
-        cohort_cohort=cohort_cohort,
-        model_idx=model_idx,
-        test_idx=test_idx,
-        top_n=top_n,
-    )
-    return np.where(has, normed, np.nan), raw
 
 
 # ---------------------------------------------------------------------------
@@ -505,7 +311,7 @@ def _fit_backend(pipe: Any, ivectors: dict[str, FloatArray]) -> tuple[Backend, P
 
 
 def _run_backend(pipe: Any) -> dict[str, Any]:
-    from gmmspeaker.recipe.stages import write_scores
+    from gmmspeaker.scoring.trials import write_scores
 
     r: Recipe = pipe.recipe
     iv = r.ivector
@@ -540,8 +346,8 @@ def _normalize_for_fusion(pipe: Any, system: str, scores: FloatArray) -> tuple[F
         return scores, own
     if pipe.cohort:
         if system == "gmm_ubm":
+            from gmmspeaker.gmm.batch import normalize_trial_scores
             from gmmspeaker.gmm.map import SpeakerModels
-            from gmmspeaker.recipe.stages import normalize_trial_scores
             from gmmspeaker.store import FeatureStore
 
             normed = normalize_trial_scores(
@@ -580,8 +386,8 @@ def _normalize_for_fusion(pipe: Any, system: str, scores: FloatArray) -> tuple[F
 
 
 def _run_fusion(pipe: Any) -> dict[str, Any]:
-    from gmmspeaker.recipe.stages import read_scores, write_scores
     from gmmspeaker.scoring.fusion import LinearFusion, equal_weight_fusion
+    from gmmspeaker.scoring.trials import read_scores, write_scores
 
     r: Recipe = pipe.recipe
     systems = list(r.system)
@@ -610,7 +416,7 @@ def _run_fusion(pipe: Any) -> dict[str, Any]:
 
 def add_results(pipe: Any, res: dict[str, Any]) -> None:
     """Add the system choice, the i-vector settings and, for a fusion, each system's metrics to ``res``."""
-    from gmmspeaker.recipe.stages import evaluate_scores, read_scores
+    from gmmspeaker.scoring.trials import evaluate_scores, read_scores
 
     r: Recipe = pipe.recipe
     res["system"] = list(r.system)

@@ -40,6 +40,7 @@ __all__ = [
     "bayes_threshold",
     "eer_threshold",
     "evaluate",
+    "identification_accuracy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -524,3 +525,34 @@ def evaluate(
     }
     logger.debug("evaluated %d target / %d non-target trials: %s", t.size, n.size, result)
     return result
+
+
+def identification_accuracy(
+    scores: npt.ArrayLike, true_rows: npt.ArrayLike, ks: Sequence[int] = (1, 5)
+) -> dict[str, float]:
+    """Top-k identification accuracy of a score matrix.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n_models, n_tests), float
+        Every model scored on every test utterance.
+    true_rows : ndarray, shape (n_tests,), int
+        Row of each test's true model.
+    ks : sequence of int
+        Ranks to report.
+
+    Returns
+    -------
+    dict
+        ``{"top1": fraction, "top5": fraction, ...}``: the share of tests whose true model
+        is among the k best-scoring models (a tie with the true model's score counts
+        against it).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    rows = np.asarray(true_rows, dtype=np.intp)
+    if s.ndim != 2 or s.shape[1] != rows.size or rows.size == 0:
+        raise DataError(f"identification: scores {s.shape} do not match {rows.size} tests")
+    true_score = s[rows, np.arange(rows.size)]
+    # rank of the true model: models scoring at least as high, other than itself
+    rank = (s >= true_score[None, :]).sum(axis=0) - 1
+    return {f"top{k}": float(np.mean(rank < k)) for k in ks}

@@ -197,9 +197,9 @@ def test_fsdd_recipe_end_to_end(tmp_path, fsdd):
     assert r["vad_kept_fraction"] > 0.8
     # top-C (the recipe's method) stays within 0.2 EER points of full scoring
     from gmmspeaker.corpora.lists import read_trials
+    from gmmspeaker.gmm.batch import score_trials
     from gmmspeaker.gmm.map import SpeakerModels
     from gmmspeaker.gmm.model import GaussianMixture
-    from gmmspeaker.recipe.stages import score_trials
     from gmmspeaker.scoring.metrics import eer
     from gmmspeaker.store import FeatureStore
 

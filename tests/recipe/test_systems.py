@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gmmspeaker.corpora.lists import read_train_list
 from gmmspeaker.errors import ConfigError, DataError
+from gmmspeaker.ivector.trials import score_ivector_trials
 from gmmspeaker.recipe.config import load_recipe
 from gmmspeaker.recipe.runner import run_recipe
-from gmmspeaker.recipe.stages import read_scores
-from gmmspeaker.recipe.systems import read_train_list, score_ivector_trials
 from gmmspeaker.scoring.fusion import LinearFusion
+from gmmspeaker.scoring.trials import read_scores
 
 pytest.importorskip(
     "gmmspeaker.ivector.tv", reason="gmmspeaker.ivector.tv (T-matrix training) is not in this tree yet"

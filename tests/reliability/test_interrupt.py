@@ -35,7 +35,7 @@ KILLER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return out
     setattr(owner, name, wrapped)
-    import gmmspeaker.recipe.stages as stages
+    import gmmspeaker.gmm.batch as stages
     stages.score_trials.__kwdefaults__["block_size"] = 2   # several scoring blocks
     import gmmspeaker.store as store
     store.extract_to_store.__kwdefaults__["shard_size"] = 10  # several feature shards
@@ -74,7 +74,7 @@ def reference(tmp_path_factory):
         # manifest interval, before the parent process has even seen the shard
         ("features", "gmmspeaker.store", "_extract_shard", 2),
         ("ubm", "gmmspeaker.gmm.checkpoint", "Checkpoint.save", 4),
-        ("score", "gmmspeaker.recipe.stages", "_save_part", 2),
+        ("score", "gmmspeaker.gmm.batch", "_save_part", 2),
     ],
 )
 def test_kill_and_resume(tmp_path, reference, stage, module, attr, n):
@@ -105,7 +105,7 @@ def test_kill_and_resume(tmp_path, reference, stage, module, attr, n):
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    import gmmspeaker.recipe.stages as stages
+    import gmmspeaker.gmm.batch as stages
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

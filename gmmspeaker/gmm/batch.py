@@ -1,9 +1,8 @@
-"""The pipeline stages as plain API functions: features, ubm, enroll, score, evaluate.
+"""GMM-UBM over a feature store: train a UBM, enrol models, score trials, normalise.
 
-Each function takes its inputs (lists, a feature store, models) and returns its result;
-none reads a recipe. The runner (:mod:`gmmspeaker.recipe.runner`) and the command line
-wire them together. Parallel work goes through joblib, so the active
-``joblib.parallel_config`` (loky, threading, dask) decides where it runs.
+The store-level batch API: each function takes its inputs (a feature store, lists,
+models) and returns its result; none reads a recipe. Parallel work goes through joblib,
+so the active ``joblib.parallel_config`` (loky, threading, dask) decides where it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_write_json, atomic_write_text
+from gmmspeaker._io import atomic_write_json
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import DataError
 
@@ -33,9 +32,6 @@ __all__ = [
     "score_trials",
     "score_matrix",
     "normalize_trial_scores",
-    "write_scores",
-    "read_scores",
-    "evaluate_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -515,70 +511,3 @@ def normalize_trial_scores(
         top_n=top_n,
     )
     return out
-
-
-def write_scores(path: PathLike, trials: Sequence[Trial], scores: np.ndarray) -> None:
-    """Write ``model_id test_id score [target|nontarget]`` lines, in trial-list order (atomically)."""
-    lines = []
-    for t, s in zip(trials, scores):
-        key = "" if t.target is None else (" target" if t.target else " nontarget")
-        lines.append(f"{t.model_id} {t.test.utt_id} {float(s):.6f}{key}\n")
-    atomic_write_text(path, "".join(lines))
-
-
-def read_scores(path: PathLike) -> tuple[list[tuple[str, str]], np.ndarray, list[bool | None]]:
-    """Read a scores file: ([(model_id, test_id)], scores, [target flag or None])."""
-    path = Path(path)
-    pairs: list[tuple[str, str]] = []
-    vals: list[float] = []
-    keys: list[bool | None] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read scores ({exc.strerror})") from None
-    for n, line in enumerate(text.splitlines(), 1):
-        f = line.split()
-        if not f or f[0].startswith("#"):
-            continue
-        if len(f) not in (3, 4):
-            raise DataError(f"{path}:{n}: expected 'model_id test_id score [target|nontarget]', got {line!r}")
-        try:
-            v = float(f[2])
-        except ValueError:
-            raise DataError(f"{path}:{n}: score {f[2]!r} is not a number") from None
-        if len(f) == 4 and f[3] not in ("target", "nontarget"):
-            raise DataError(f"{path}:{n}: key must be target or nontarget, got {f[3]!r}")
-        pairs.append((f[0], f[1]))
-        vals.append(v)
-        keys.append(None if len(f) == 3 else f[3] == "target")
-    if not pairs:
-        raise DataError(f"{path}: no scores")
-    return pairs, np.asarray(vals), keys
-
-
-def evaluate_scores(
-    scores: np.ndarray,
-    is_target: Sequence[bool | None],
-    *,
-    p_targets: Sequence[float] = (0.01, 0.001),
-    c_miss: float = 1.0,
-    c_fa: float = 1.0,
-    det_plot: PathLike | None = None,
-    name: str = "system",
-) -> dict[str, Any]:
-    """Metrics of scores against their keys (trials without a key or with a NaN score are left out)."""
-    from gmmspeaker.scoring.metrics import evaluate
-
-    scores = np.asarray(scores, dtype=np.float64)
-    key = np.array([k is True for k in is_target])
-    known = np.array([k is not None for k in is_target]) & np.isfinite(scores)
-    if not known.any():
-        raise DataError("no trial has both a target/nontarget key and a score: nothing to evaluate")
-    tar, non = scores[known & key], scores[known & ~key]
-    result = evaluate(tar, non, p_targets=tuple(p_targets), c_miss=c_miss, c_fa=c_fa)
-    result["n_unscored"] = int((~np.isfinite(scores)).sum())
-    if det_plot is not None:
-        from gmmspeaker.scoring.plots import plot_det
-
-        plot_det({name: (tar, non)}, det_plot)
-    return result
