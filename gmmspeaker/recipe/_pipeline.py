@@ -433,7 +433,7 @@ class Pipeline:
 
         from gmmspeaker.corpora.lists import Enrollment, Trial
         from gmmspeaker.features import FeatureConfig
-        from gmmspeaker.recipe.stages import enroll_models
+        from gmmspeaker.gmm.batch import enroll_models
         from gmmspeaker.scoring.duration import DurationThreshold, draw_subsets, duration_grid
 
         r = self.recipe
