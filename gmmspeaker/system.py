@@ -24,6 +24,15 @@ calls after its stages) re-enrols it from its recorded audio and says so, or, wh
 audio is gone, warns and leaves it out; verifying against a stale model is a
 :class:`~gmmspeaker.errors.ModelError` that says how to re-enrol. A user model with the
 id of a recipe model replaces it (the enrol call says so).
+
+**Short enrolment.** The run's EER threshold was set on models enrolled from its own
+enrolment lists; a model enrolled from a few seconds scores every trial closer to zero
+and would be rejected by it on most of its own speaker's audio. The run therefore also
+measures the EER threshold of models enrolled from less speech (``results.json``,
+``short_enrolment``: :mod:`gmmspeaker.scoring.duration`), and a user model's default
+threshold is the one of its enrolment speech; recipe models keep the run's threshold and
+decisions. ``enroll`` and ``verify`` warn when the enrolment or the test speech is
+shorter than anything the run's evaluation covered.
 """
 
 from __future__ import annotations
@@ -235,9 +244,15 @@ class VerifyResult:
         The system score: ``raw_llr`` normalised as the recipe's ``scoring.normalization``
         (equal to ``raw_llr`` without normalisation); ``scores.txt`` holds this score.
     calibrated_llr : float or None
-        ``score`` through the experiment's calibration (None without one).
+        ``score`` through the experiment's calibration (None without one). For a user
+        model enrolled from less speech than the run's models, the score is first moved
+        by the run's EER threshold minus the model's default threshold (the duration
+        offset of :mod:`gmmspeaker.scoring.duration`), so the calibration, fitted on the
+        run's models, sees it where a score of theirs at the same operating point would be.
     threshold : float
-        The decision threshold.
+        The decision threshold. By default the run's EER threshold for the recipe's
+        models, and for a user model the EER threshold of models enrolled from as much
+        speech as it was (:meth:`Experiment.default_threshold`).
     threshold_source : str
         What the threshold is and which score it applies to.
     decision : str
@@ -912,10 +927,11 @@ class Experiment:
         else:
             thr, source = self.default_threshold(model_id)
         shift = 0.0  # short user models: the calibration applies to the score moved by the duration offset
-        if self.duration is not None and self._is_user_model(model_id):
+        if self._is_user_model(model_id):
             seconds = self.speech_seconds(model_id)
             self._warn_short_enrolment(model_id, seconds)
-            shift = float(self.duration.threshold(seconds)) - self.duration.reference_threshold
+            if self.duration is not None:
+                shift = float(self.duration.threshold(seconds)) - self.duration.reference_threshold
         from gmmspeaker.scoring.llr import ScoringContext, score_prepared
 
         ctx = ScoringContext.build(self.ubm, self.models, model_index=np.array([row]))

@@ -451,7 +451,7 @@ class Pipeline:
         reference = float(np.median(totals))
         rng = np.random.default_rng([r.seed, 0x5E])
         picked = sorted(rng.permutation(len(enrol))[:64].tolist())
-        levels = duration_grid(reference, float(np.median(utt)))
+        levels = duration_grid(reference, 0.5 * float(np.median(utt)))  # the last: one utterance
         subsets = draw_subsets(
             [[secs[u.utt_id] for u in enrol[i].utterances] for i in picked], levels, draws=3, rng=rng
         )

@@ -163,6 +163,8 @@ class DurationThreshold:
         covered on the test side).
     enrol_seconds_min : float
         Shortest enrolment speech of the run's models, in s.
+    sub_seconds_min : float
+        Shortest enrolment speech of a sub-model behind the levels, in s (0 without).
     """
 
     reference_seconds: float
@@ -174,6 +176,7 @@ class DurationThreshold:
     intercept: float = 0.0
     test_seconds_min: float = 0.0
     enrol_seconds_min: float = 0.0
+    sub_seconds_min: float = 0.0
 
     def __post_init__(self) -> None:
         ls = np.asarray(self.level_seconds, dtype=np.float64)
@@ -207,8 +210,8 @@ class DurationThreshold:
     # -- use -------------------------------------------------------------------
     @property
     def shortest_seconds(self) -> float:
-        """The shortest enrolment the thresholds were measured for, in s."""
-        return float(self.level_seconds[0]) if self.level_seconds else float(self.enrol_seconds_min)
+        """The shortest enrolment the run's evaluation covered (a sub-model's or its models'), in s."""
+        return float(self.sub_seconds_min) if self.level_seconds else float(self.enrol_seconds_min)
 
     def covers(self, seconds: float) -> bool:
         """Whether ``seconds`` of enrolment speech is within what was measured."""
@@ -292,6 +295,7 @@ class DurationThreshold:
             )
         ok = np.isfinite(s)
         found: list[tuple[float, float, tuple[int, int]]] = []
+        used: list[int] = []
         for k in np.unique(slev):
             t = s[ok & key & (lev == k)]
             n = s[ok & ~key & (lev == k)]
@@ -299,6 +303,7 @@ class DurationThreshold:
             if t.size == 0 or n.size == 0 or not d < reference_seconds:
                 continue
             found.append((d, eer_threshold(t, n), (int(t.size), int(n.size))))
+            used.append(int(k))
         found.sort()
         # two levels with one median duration (coarse utterances): keep the one with more trials
         uniq: dict[float, tuple[float, float, tuple[int, int]]] = {}
@@ -323,6 +328,7 @@ class DurationThreshold:
             intercept=intercept,
             test_seconds_min=float(test_seconds_min),
             enrol_seconds_min=float(enrol_seconds_min),
+            sub_seconds_min=float(sec[np.isin(slev, used)].min()) if found else 0.0,
         )
 
     # -- storage -----------------------------------------------------------------
@@ -338,6 +344,7 @@ class DurationThreshold:
             "intercept": float(self.intercept),
             "test_seconds_min": float(self.test_seconds_min),
             "enrol_seconds_min": float(self.enrol_seconds_min),
+            "sub_seconds_min": float(self.sub_seconds_min),
         }
 
     @classmethod
@@ -360,6 +367,7 @@ class DurationThreshold:
                 intercept=float(d["intercept"]),
                 test_seconds_min=float(d["test_seconds_min"]),
                 enrol_seconds_min=float(d["enrol_seconds_min"]),
+                sub_seconds_min=float(d["sub_seconds_min"]),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"duration threshold: a malformed value ({exc})") from None
@@ -375,4 +383,5 @@ _KEYS = (
     "intercept",
     "test_seconds_min",
     "enrol_seconds_min",
+    "sub_seconds_min",
 )

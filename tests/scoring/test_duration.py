@@ -82,6 +82,7 @@ def test_fit_is_the_least_squares_line_through_each_levels_eer_threshold(rng):
     slope, intercept = np.polyfit(np.log(secs), expect, 1)
     assert fit.slope == pytest.approx(slope, rel=1e-9) and fit.intercept == pytest.approx(intercept, rel=1e-9)
     assert fit.level_trials[0] == (100 - 1, 400)
+    assert fit.sub_seconds_min == pytest.approx(0.9) and fit.shortest_seconds == fit.sub_seconds_min
 
 
 def test_threshold_is_the_line_joined_to_the_runs_threshold():
@@ -95,11 +96,13 @@ def test_threshold_is_the_line_joined_to_the_runs_threshold():
         intercept=0.5,
         test_seconds_min=0.3,
         enrol_seconds_min=30.0,
+        sub_seconds_min=1.5,
     )
     line = lambda d: 0.5 + 0.5 * np.log(d)  # noqa: E731
     # on the line inside the measured range, held below it
     assert dt.threshold(3.0) == pytest.approx(line(3.0))
-    assert dt.threshold(0.5) == pytest.approx(line(2.0)) and not dt.covers(0.5) and dt.covers(2.0)
+    assert dt.threshold(0.5) == pytest.approx(line(2.0)) == pytest.approx(dt.threshold(1.5))
+    assert not dt.covers(1.4) and dt.covers(1.5)  # covered: down to the shortest sub-model
     # the run's threshold from the reference on: its decisions are kept
     assert dt.threshold(np.array([40.0, 400.0])).tolist() == [2.0, 2.0]
     # linear in log d between the longest level and the reference, continuous at both ends
