@@ -711,10 +711,14 @@ class Experiment:
         if seconds < covered:
             logger.warning(
                 "model %r: enrolled from %.2f s of speech, below the %.2f s the run's evaluation covered; "
-                "its accept/reject decisions are less reliable: enrol it from more audio",
+                "its accept/reject decisions are less reliable: enrol it from more audio%s",
                 model_id,
                 seconds,
                 covered,
+                ""
+                if self.duration is not None
+                else " (or run the recipe again: this workdir's evaluation predates the thresholds "
+                "for short enrolment)",
             )
 
     def _has_threshold(self) -> bool:
@@ -736,8 +740,8 @@ class Experiment:
         if seconds >= self.duration.reference_seconds:
             return thr, "EER threshold of the experiment's trials on the score"
         return thr, (
-            f"EER threshold of models enrolled from {seconds:.2f} s of speech "
-            f"(the experiment's is {base:.4f} at {self.duration.reference_seconds:.1f} s) on the score"
+            f"EER threshold of the experiment's trials for models enrolled from {seconds:.2f} s of "
+            f"speech (its models': {base:.4f} at {self.duration.reference_seconds:.1f} s) on the score"
         )
 
     def _load_user_fresh(self) -> None:

@@ -455,7 +455,10 @@ class Pipeline:
         subsets = draw_subsets(
             [[secs[u.utt_id] for u in enrol[i].utterances] for i in picked], levels, draws=3, rng=rng
         )
-        record = {"test_seconds_min": float(min(tests)), "enrol_seconds_min": float(totals.min())}
+        record = {
+            "test_seconds_min": float(min(tests, default=0.0)),
+            "enrol_seconds_min": float(totals.min()),
+        }
         if not subsets:
             return DurationThreshold(
                 reference_seconds=reference, reference_threshold=reference_threshold, **record
