@@ -1,11 +1,10 @@
 """Use a trained experiment on new audio: enrol, verify, identify.
 
-A recipe run leaves a workdir with everything a trained system needs: the resolved
-recipe (``recipe.json``: feature configuration, resampling, MAP and scoring settings),
-``ubm.h5``, ``models.h5``, the results (``results.json``: EER threshold, calibration)
-and, when the recipe normalises scores, the cohort statistics (``norm_cohort.h5`` and
-``cohort_models.h5``). :class:`Experiment` opens such a workdir and works on audio files
-directly::
+A recipe run leaves a workdir (:class:`~gmmspeaker.workdir.Workdir`) with everything its
+trained system needs: the resolved recipe (``recipe.json``), the system's models and
+back end, the results (EER threshold, calibration) and, when scores are normalised, the
+cohort statistics. :class:`Experiment` opens such a workdir, whatever its ``system:``
+(GMM-UBM, i-vector or their fusion), and works on audio files directly::
 
     exp = Experiment.open("exp/demo")
     exp.enroll("alice", ["alice1.wav", "alice2.wav"])
@@ -14,25 +13,18 @@ directly::
     for r in exp.identify(["who.wav"], top_n=3):
         print(r.audio, r.ranking[0])
 
-**User models live in their own file**, ``<workdir>/user_models.h5``, which a recipe run
-never rewrites (the run owns ``models.h5`` and rewrites it whenever the enroll stage
-reruns, so models added there would be lost or, worse, silently kept against a new UBM).
-The file records, per model, the audio it was enrolled from and what it depends on (UBM
-fingerprint, feature configuration, MAP settings, normalisation cohort). A model whose
-dependencies changed is *stale*: :func:`refresh_user_models` (which ``gmmspeaker run``
-calls after its stages) re-enrols it from its recorded audio and says so, or, when that
-audio is gone, warns and leaves it out; verifying against a stale model is a
-:class:`~gmmspeaker.errors.ModelError` that says how to re-enrol. A user model with the
-id of a recipe model replaces it (the enrol call says so).
+Enrolment, scoring and normalisation are the trained system's
+(:mod:`gmmspeaker.systems`), the same objects the recipe's stages use, so a verified
+trial scores what the run's ``scores.txt`` holds.
 
-**Short enrolment.** The run's EER threshold was set on models enrolled from its own
-enrolment lists; a model enrolled from a few seconds scores every trial closer to zero
-and would be rejected by it on most of its own speaker's audio. The run therefore also
-measures the EER threshold of models enrolled from less speech (``results.json``,
-``short_enrolment``: :mod:`gmmspeaker.scoring.duration`), and a user model's default
-threshold is the one of its enrolment speech; recipe models keep the run's threshold and
-decisions. ``enroll`` and ``verify`` warn when the enrolment or the test speech is
-shorter than anything the run's evaluation covered.
+**User models live in their own file** per system (``user_models.h5``; in a fusion
+``user_models.<system>.h5``), which a recipe run never rewrites. The file records, per
+model, the audio it was enrolled from, its speech seconds and what it depends on. A
+model whose dependencies changed is *stale*: :func:`refresh_user_models` (which
+``gmmspeaker run`` calls after its stages) re-enrols it from its recorded audio, or,
+when that audio is gone or unreadable, warns and leaves it out; verifying against a
+stale model is a :class:`~gmmspeaker.errors.ModelError` that says how to re-enrol. A
+user model with the id of a recipe model replaces it (the enrol call says so).
 """
 
 from __future__ import annotations
@@ -43,7 +35,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,143 +43,59 @@ from typing import Any
 import numpy as np
 
 from gmmspeaker._io import atomic_path
-from gmmspeaker._typing import FloatArray, IntArray, PathLike
-from gmmspeaker.errors import ConfigError, DataError, ModelError
-from gmmspeaker.scoring.metrics import eer_threshold
+from gmmspeaker._typing import FloatArray, PathLike
+from gmmspeaker.errors import ConfigError, DataError, GmmSpeakerError, ModelError
+from gmmspeaker.systems import Fused, NormCohort, Tests, TrainedSystem, build
+from gmmspeaker.workdir import Workdir
 
 __all__ = [
     "Experiment",
     "EnrollResult",
     "VerifyResult",
     "IdentifyResult",
-    "save_norm_cohort",
     "refresh_user_models",
-    "RECIPE_FILE",
-    "USER_MODELS_FILE",
-    "NORM_COHORT_FILE",
-    "COHORT_MODELS_FILE",
 ]
 
 logger = logging.getLogger(__name__)
-
-RECIPE_FILE = "recipe.json"
-USER_MODELS_FILE = "user_models.h5"
-NORM_COHORT_FILE = "norm_cohort.h5"
-COHORT_MODELS_FILE = "cohort_models.h5"
-
-_Z_SIDE = ("znorm", "ztnorm", "snorm", "asnorm")
-_T_SIDE = ("tnorm", "ztnorm", "snorm", "asnorm")
-
-
-# ---------------------------------------------------------------------------
-# Functions the recipe stages use
-# ---------------------------------------------------------------------------
-
-
-def _norm_signature(method: str, cohort_ids: Sequence[str], ubm_fp: str, scoring: dict[str, Any]) -> str:
-    body = {"method": method, "cohort": list(cohort_ids), "ubm": ubm_fp, "scoring": scoring}
-    return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def save_norm_cohort(
-    workdir: PathLike,
-    *,
-    method: str,
-    top_n: int,
-    cohort_ids: Sequence[str],
-    model_ids: Sequence[str],
-    ubm_fp: str,
-    scoring: dict[str, Any],
-    model_cohort: FloatArray | None,
-    cohort_cohort: FloatArray | None,
-    cohort_models: Any | None,
-) -> None:
-    """Store what verification needs to normalise scores as the run did.
-
-    Writes ``cohort_models.h5`` (the T-norm cohort models, when the method has a test
-    side) and ``norm_cohort.h5`` (atomically, last): the method, ``top_n``, the cohort
-    utterance ids, the enrolled model ids and the cohort score matrices the run used.
-
-    Parameters
-    ----------
-    workdir : path-like
-        The experiment's workdir.
-    method : str
-        ``scoring.normalization``.
-    top_n : int
-        Adaptive S-norm cohort size.
-    cohort_ids : sequence of str
-        Cohort utterances with features, in the column order of ``model_cohort``.
-    model_ids : sequence of str
-        Enrolled models, in the row order of ``model_cohort``.
-    ubm_fp : str
-        Fingerprint of the UBM.
-    scoring : dict
-        The scoring section (method, top_c) the matrices were computed with.
-    model_cohort : ndarray, shape (n_models, n_cohort), float64, or None
-        Enrolled models scored on cohort utterances (Z side).
-    cohort_cohort : ndarray, shape (n_cohort_models, n_cohort), float64, or None
-        Cohort models scored on cohort utterances (ZT-norm).
-    cohort_models : SpeakerModels or None
-        The T-side cohort models.
-    """
-    import h5py
-
-    wd = Path(workdir)
-    if cohort_models is not None:
-        cohort_models.save(wd / COHORT_MODELS_FILE)
-    final = wd / NORM_COHORT_FILE
-    with atomic_path(final) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["method"] = method
-            h5.attrs["top_n"] = int(top_n)
-            h5.attrs["signature"] = _norm_signature(method, cohort_ids, ubm_fp, scoring)
-            h5.attrs["cohort_models"] = cohort_models is not None
-            text = h5py.string_dtype("utf-8")
-            h5.create_dataset("cohort_ids", data=np.array(list(cohort_ids), dtype=object), dtype=text)
-            h5.create_dataset("model_ids", data=np.array(list(model_ids), dtype=object), dtype=text)
-            if model_cohort is not None:
-                h5.create_dataset("model_cohort", data=np.asarray(model_cohort, dtype=np.float64))
-            if cohort_cohort is not None:
-                h5.create_dataset("cohort_cohort", data=np.asarray(cohort_cohort, dtype=np.float64))
-            for name, m in (("model_cohort", model_cohort), ("cohort_cohort", cohort_cohort)):
-                if np.ma.isMaskedArray(m):  # self-trials the run left out: verify leaves them out too
-                    h5.create_dataset(f"{name}_excluded", data=np.ma.getmaskarray(m))
 
 
 def refresh_user_models(workdir: PathLike) -> list[str]:
     """Re-enrol the stale user models of a workdir from their recorded audio.
 
-    Called by the recipe runner after a run: a user model adapted from another UBM,
-    feature configuration, MAP setting or normalisation cohort is re-enrolled (and
-    logged); one whose audio is gone is logged as a warning and stays stale (verify then
-    refuses it with advice).
+    Called by the recipe runner after a run. A model whose audio is gone or no longer
+    readable is logged as a warning and stays stale (verify then refuses it with advice);
+    the other models are refreshed regardless.
 
     Returns
     -------
     list of str
         The ids re-enrolled.
     """
-    wd = Path(workdir)
-    if not (wd / USER_MODELS_FILE).exists():
+    wd = Workdir(workdir)
+    if not any(wd.path.glob(wd.user_models("*").name)) and not wd.user_models().exists():
         return []
-    exp = Experiment.open(wd)
+    exp = Experiment.open(workdir)
     done = []
     for mid, why in sorted(exp.stale_user_models.items()):
         audio = exp.user_audio.get(mid, [])
         missing = [a for a in audio if not Path(a).is_file()]
+        advice = f"re-enrol it with gmmspeaker enroll {exp.workdir} --model {mid} AUDIO..."
         if missing or not audio:
             logger.warning(
-                "user model %r is stale (%s) and its audio %s is gone: re-enrol it with "
-                "gmmspeaker enroll %s --model %s AUDIO...",
+                "user model %r is stale (%s) and its audio %s is gone: %s",
                 mid,
                 why,
                 missing[0] if missing else "(none recorded)",
-                wd,
-                mid,
+                advice,
             )
             continue
-        exp.enroll(mid, audio)
+        try:
+            exp.enroll(mid, audio)
+        except GmmSpeakerError as exc:
+            logger.warning(
+                "user model %r is stale (%s) and re-enrolling it failed (%s): %s", mid, why, exc, advice
+            )
+            continue
         logger.warning(
             "user model %r was stale (%s): re-enrolled from its %d audio files", mid, why, len(audio)
         )
@@ -213,12 +121,9 @@ class EnrollResult:
         ``"user"`` when a user model of that id was replaced, ``"recipe"`` when the
         model shadows a recipe model of that id, else None.
     path : Path
-        The user models file written.
+        The user models file written (the first system's in a fusion).
     speech_seconds : float
-        Enrolment speech (feature frames kept times the frame shift), in s.
-    threshold : float or None
-        The default decision threshold :meth:`Experiment.verify` will apply to the model
-        (None when the experiment has no EER threshold).
+        Speech the model was enrolled from (frames kept by VAD x frame shift).
     """
 
     model_id: str
@@ -227,7 +132,6 @@ class EnrollResult:
     replaced: str | None
     path: Path
     speech_seconds: float = 0.0
-    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -239,24 +143,19 @@ class VerifyResult:
     audio : str
     model : str
     raw_llr : float
-        Frame-averaged log-likelihood ratio against the UBM.
+        The raw score (GMM-UBM: frame-averaged LLR against the UBM; i-vector: PLDA LLR or
+        cosine; in a fusion: the first system's raw score).
     score : float
-        The system score: ``raw_llr`` normalised as the recipe's ``scoring.normalization``
-        (equal to ``raw_llr`` without normalisation); ``scores.txt`` holds this score.
+        The system score ``scores.txt`` holds: raw normalised as the recipe says, or fused.
     calibrated_llr : float or None
-        ``score`` through the experiment's calibration (None without one). For a user
-        model enrolled from less speech than the run's models, the score is first moved
-        by the run's EER threshold minus the model's default threshold (the duration
-        offset of :mod:`gmmspeaker.scoring.duration`), so the calibration, fitted on the
-        run's models, sees it where a score of theirs at the same operating point would be.
+        ``score`` through the experiment's calibration (None without one).
     threshold : float
-        The decision threshold. By default the run's EER threshold for the recipe's
-        models, and for a user model the EER threshold of models enrolled from as much
-        speech as it was (:meth:`Experiment.default_threshold`).
     threshold_source : str
         What the threshold is and which score it applies to.
     decision : str
         ``"accept"`` or ``"reject"``.
+    system_scores : dict
+        In a fusion, each system's own score.
     """
 
     audio: str
@@ -267,10 +166,11 @@ class VerifyResult:
     threshold: float
     threshold_source: str
     decision: str
+    system_scores: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field."""
-        return {
+        out = {
             "audio": self.audio,
             "model": self.model,
             "raw_llr": self.raw_llr,
@@ -280,6 +180,9 @@ class VerifyResult:
             "threshold_source": self.threshold_source,
             "decision": self.decision,
         }
+        if self.system_scores:
+            out["system_scores"] = dict(self.system_scores)
+        return out
 
 
 @dataclass(frozen=True)
@@ -289,11 +192,10 @@ class IdentifyResult:
     Attributes
     ----------
     audio : str
-    ranking : list of (model_id, raw LLR)
-        The ``top_n`` best models, best first.
+    ranking : list of (model_id, score)
+        The ``top_n`` best models, best first (raw scores of one system; fused scores of a fusion).
     decision : str
-        The best model's id, or ``"unknown"`` when a threshold is set and its score is
-        below it.
+        The best model's id, or ``"unknown"`` when a threshold is set and its score is below it.
     threshold : float or None
     """
 
@@ -318,9 +220,9 @@ class IdentifyResult:
 
 
 @contextlib.contextmanager
-def _user_lock(wd: Path) -> Iterator[None]:
-    """Serialise writers of the user models file (two enrol commands at once)."""
-    with open(wd / ".user_models.lock", "a+") as fh:
+def _user_lock(wd: Workdir) -> Iterator[None]:
+    """Serialise writers of the user models files (two enrol commands at once)."""
+    with open(wd.user_lock, "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -333,77 +235,55 @@ def _features_hash(features: dict[str, Any], resample: bool) -> str:
     return hashlib.sha1(body.encode()).hexdigest()[:16]
 
 
-def _concat_models(a: Any, b: Any) -> Any:
-    """Rows of ``a`` then rows of ``b`` as one SpeakerModels (same adapted parameters)."""
-    from gmmspeaker.gmm.map import SpeakerModels
-
-    if b is None or len(b) == 0:
-        return a
-    if a is None or len(a) == 0:
-        return b
-    if a.adapt != b.adapt:
-        raise ModelError(f"cannot combine models adapting {a.adapt} and {b.adapt}")
-
-    def cat(x: Any, y: Any) -> Any:
-        return (
-            None if x is None else np.concatenate([np.asarray(x), np.asarray(y).astype(np.asarray(x).dtype)])
-        )
-
-    return SpeakerModels(
-        model_ids=[*a.model_ids, *b.model_ids],
-        means=cat(a.means, b.means),
-        counts=cat(a.counts, b.counts),
-        weights=cat(a.weights, b.weights),
-        variances=cat(a.variances, b.variances),
-        relevance=a.relevance,
-        ubm_fingerprint=a.ubm_fingerprint or b.ubm_fingerprint,
-    )
-
-
 @dataclass
-class _UserModels:
-    """Contents of ``user_models.h5``: the models and, per model, what it depends on."""
+class _Leaf:
+    """One system of the experiment with its models: the recipe's, fresh user models, cohort."""
 
-    models: Any | None = None
-    audio: dict[str, list[str]] = field(default_factory=dict)
-    deps: dict[str, dict[str, str]] = field(default_factory=dict)
-    model_cohort: FloatArray | None = None  # (n_user, n_cohort) Z-side rows, or None
+    system: TrainedSystem
+    recipe_models: Any
+    cohort: NormCohort | None
+    user_models: Any = None
+    user_z: Any = None  # (n_user, n_cohort) Z rows of the user models, or None
+    models: Any = None
+    model_cohort: NormCohort | None = None
 
 
 class Experiment:
     """A trained experiment (a recipe's workdir), used on audio files.
 
-    Open one with :meth:`open`. Attributes are read-only views of the workdir's files.
+    Open one with :meth:`open`.
 
     Attributes
     ----------
     workdir : Path
-    recipe : dict
-        The resolved recipe the run wrote (``recipe.json``).
-    ubm : GaussianMixture
-    models : SpeakerModels
-        Every usable model: the recipe's (``models.h5``), with user models added or
-        replacing recipe models of the same id; stale user models are left out.
+    recipe : Recipe
+        The resolved recipe of the run (``recipe.json``).
+    system : TrainedSystem
+        The experiment's system (a :class:`~gmmspeaker.systems.Fused` of several in a fusion).
+    results : dict
+        ``results.json``.
     stale_user_models : dict of str to str
         Stale user model id -> why.
     user_audio : dict of str to list of str
         Audio each user model was enrolled from.
+    user_seconds : dict of str to float
+        Speech seconds each user model was enrolled from.
     """
 
     def __init__(self) -> None:  # use Experiment.open
-        self.workdir = Path(".")
-        self.recipe: dict[str, Any] = {}
+        self.wd = Workdir(".")
+        self.recipe: Any = None
+        self.system: Any = None
         self.results: dict[str, Any] = {}
-        self.ubm: Any = None
-        self.recipe_models: Any = None
-        self.models: Any = None
         self.stale_user_models: dict[str, str] = {}
         self.user_audio: dict[str, list[str]] = {}
-        self._user = _UserModels()
-        self._norm: dict[str, Any] | None = None
-        self.duration: Any = None
-        self._ctx: Any = None
-        self._cohort_ctx: Any = None
+        self.user_seconds: dict[str, float] = {}
+        self._user_deps: dict[str, dict[str, str]] = {}
+        self._leaves: list[_Leaf] = []
+
+    @property
+    def workdir(self) -> Path:
+        return self.wd.path
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -413,170 +293,173 @@ class Experiment:
         Raises
         ------
         ModelError
-            The workdir lacks a file a trained system needs (naming it and the command
-            that writes it).
+            The workdir lacks a file its system needs, or holds outputs of stages run
+            from older inputs (a partial rerun): the message names the file and the fix.
         """
-        from gmmspeaker.gmm.map import SpeakerModels
-        from gmmspeaker.gmm.model import GaussianMixture
+        from gmmspeaker.recipe.config import Recipe
 
-        wd = Path(workdir)
-        if not wd.is_dir():
-            raise ModelError(f"{wd}: no such experiment folder (run a recipe first: gmmspeaker run RECIPE)")
-        exp = cls()
-        exp.workdir = wd
-        rfile = wd / RECIPE_FILE
-        if not rfile.is_file():
+        path = Path(workdir)
+        if not path.is_dir():
+            raise ModelError(f"{path}: no such experiment folder (run a recipe first: gmmspeaker run RECIPE)")
+        wd = Workdir(path)
+        if not wd.recipe.is_file():
             raise ModelError(
-                f"{rfile}: not found; this workdir was trained by an older gmmspeaker or a run that "
-                f"did not finish: run its recipe again (gmmspeaker run RECIPE --workdir {wd})"
+                f"{wd.recipe}: not found; this workdir was trained by an older gmmspeaker or a run that "
+                f"did not finish: run its recipe again (gmmspeaker run RECIPE --workdir {path})"
             )
+        raw = wd.read_json(wd.recipe, what="resolved recipe")
         try:
-            exp.recipe = json.loads(rfile.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{rfile}: unreadable resolved recipe ({exc})") from None
-        for name in ("ubm.h5", "models.h5"):
-            if not (wd / name).is_file():
-                raise ModelError(f"{wd / name}: not found; run the recipe through its enroll stage")
-        exp.ubm = GaussianMixture.load(wd / "ubm.h5")
-        exp.recipe_models = SpeakerModels.load(wd / "models.h5")
-        res = wd / "results.json"
-        if res.is_file():
-            try:
-                exp.results = json.loads(res.read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise ModelError(f"{res}: unreadable results ({exc})") from None
-            if "short_enrolment" in exp.results:
-                from gmmspeaker.scoring.duration import DurationThreshold
+            recipe = Recipe.from_dict(raw)
+        except (GmmSpeakerError, TypeError, ValueError) as exc:
+            raise ModelError(
+                f"{wd.recipe}: unreadable resolved recipe ({exc}); run the recipe again"
+            ) from None
+        return cls.load(path, recipe)
 
-                try:
-                    exp.duration = DurationThreshold.from_dict(exp.results["short_enrolment"])
-                except ConfigError as exc:
-                    raise ModelError(f"{res}: short_enrolment: {exc}") from None
-        exp._load_norm()
-        exp._load_user()
+    @classmethod
+    def load(
+        cls, workdir: PathLike, recipe: Any, *, check_stale: bool = True, user_models: bool = True
+    ) -> Experiment:
+        """An experiment of ``recipe`` in ``workdir`` (:meth:`open` reads the recipe from the workdir)."""
+        exp = cls()
+        exp.wd = Workdir(workdir, recipe.system)
+        exp.recipe = recipe
+        if check_stale:
+            stale = exp.wd.stale_stages(exp._stage_names())
+            if stale:
+                s, inp = stale[0]
+                raise ModelError(
+                    f"{exp.wd.stage_record(s)}: the {s} stage's outputs were computed before its input "
+                    f"stage {inp} was rerun (a partial run, --until-stage?): run the recipe to the end "
+                    f"(gmmspeaker run RECIPE --workdir {exp.workdir})"
+                )
+        if exp.wd.results.is_file():
+            exp.results = exp.wd.read_json(exp.wd.results, what="results")
+        exp.system = build(exp.wd, recipe)
+        for s in exp.systems:
+            s._results = exp.results
+            models = s.load_models()
+            exp._leaves.append(_Leaf(system=s, recipe_models=models, cohort=s.load_cohort(models)))
+        if user_models:
+            exp._load_user()
         exp._combine()
         return exp
 
+    def _stage_names(self) -> set[str]:
+        """The recipe stages this experiment's system was trained by."""
+        names = {"features", "ubm", "evaluate"}
+        system = build(self.wd, self.recipe)
+        for s in [system, *getattr(system, "systems", [])]:
+            names.update(s.stages)
+        return names
+
+    @property
+    def systems(self) -> list[TrainedSystem]:
+        """The systems scored (several in a fusion)."""
+        return list(self.system.systems) if isinstance(self.system, Fused) else [self.system]
+
     @property
     def normalization(self) -> str:
-        """The recipe's ``scoring.normalization``."""
-        return str(self.recipe["scoring"].get("normalization", "none"))
+        """The score normalisation of a one-system experiment (``"fusion"`` for a fusion)."""
+        return "fusion" if isinstance(self.system, Fused) else self.system.normalization
 
-    def _scoring(self) -> dict[str, Any]:
-        sc = self.recipe["scoring"]
-        return {"method": sc.get("method", "top_c"), "top_c": int(sc.get("top_c", 5))}
+    @property
+    def models(self) -> Any:
+        """The usable models of the (first) system: the recipe's, with fresh user models added."""
+        return self._leaves[0].models
 
-    def _ubm_fp(self) -> str:
-        from gmmspeaker.gmm.map import ubm_fingerprint
+    @property
+    def model_ids(self) -> list[str]:
+        return list(self._leaves[0].system.model_ids(self._leaves[0].models))
 
-        return ubm_fingerprint(self.ubm)
-
+    # -- user models -------------------------------------------------------------
     def _deps(self) -> dict[str, str]:
         """What a user model enrolled now depends on."""
-        d = self.recipe["data"]
-        m = self.recipe["map"]
-        return {
-            "ubm": self._ubm_fp(),
-            "features": _features_hash(self.recipe["features"], bool(d.get("resample", False))),
-            "map": json.dumps({"relevance": float(m["relevance"]), "adapt": sorted(m["adapt"])}),
-            "norm": self._norm["signature"] if self._norm is not None else "none",
-        }
-
-    def _load_norm(self) -> None:
-        import h5py
-
-        from gmmspeaker.gmm.map import SpeakerModels
-
-        method = self.normalization
-        if method == "none":
-            return
-        path = self.workdir / NORM_COHORT_FILE
-        if not path.is_file():
-            raise ModelError(
-                f"{path}: not found; the recipe normalises scores ({method}) and verification needs the "
-                f"cohort statistics its score stage stores: run the recipe again"
+        r = self.recipe
+        out = {"features": _features_hash(r.features, bool(r.data.resample))}
+        for leaf in self._leaves:
+            for k, v in leaf.system.dependencies().items():
+                out[f"{leaf.system.name}.{k}" if len(self._leaves) > 1 else k] = v
+            out[f"{leaf.system.name}.norm" if len(self._leaves) > 1 else "norm"] = (
+                leaf.cohort.signature if leaf.cohort is not None else "none"
             )
-        try:
-            with h5py.File(path, "r") as h5:
-                n: dict[str, Any] = {
-                    "method": str(h5.attrs["method"]),
-                    "top_n": int(h5.attrs["top_n"]),
-                    "signature": str(h5.attrs["signature"]),
-                    "cohort_ids": [
-                        x.decode() if isinstance(x, bytes) else str(x) for x in h5["cohort_ids"][()]
-                    ],
-                    "model_ids": [
-                        x.decode() if isinstance(x, bytes) else str(x) for x in h5["model_ids"][()]
-                    ],
-                    "model_cohort": h5["model_cohort"][()] if "model_cohort" in h5 else None,
-                    "cohort_cohort": h5["cohort_cohort"][()] if "cohort_cohort" in h5 else None,
-                }
-                for name in ("model_cohort", "cohort_cohort"):
-                    if n[name] is not None and f"{name}_excluded" in h5:
-                        n[name] = np.ma.MaskedArray(n[name], mask=h5[f"{name}_excluded"][()].astype(bool))
-        except (OSError, KeyError, ValueError) as exc:
-            raise ModelError(f"{path}: cannot read cohort statistics ({exc})") from None
-        if n["method"] != method:
-            raise ModelError(
-                f"{path}: holds {n['method']} statistics but the recipe says {method}: run it again"
-            )
-        if n["signature"] != _norm_signature(method, n["cohort_ids"], self._ubm_fp(), self._scoring()):
-            raise ModelError(
-                f"{path}: cohort statistics of another UBM or scoring setting: run the recipe again"
-            )
-        if n["model_ids"] != self.recipe_models.model_ids:
-            raise ModelError(f"{path}: cohort statistics of other models than {self.workdir / 'models.h5'}")
-        n["cohort_models"] = (
-            SpeakerModels.load(self.workdir / COHORT_MODELS_FILE) if method in _T_SIDE else None
-        )
-        self._norm = n
+        return out
 
     def _load_user(self) -> None:
         import h5py
 
-        from gmmspeaker.gmm.map import SpeakerModels
-
-        path = self.workdir / USER_MODELS_FILE
-        if not path.exists():
-            return
-        models = SpeakerModels.load(path)
-        try:
-            with h5py.File(path, "r") as h5:
-                audio = json.loads(str(h5.attrs["audio"]))
-                deps = json.loads(str(h5.attrs["deps"]))
-                mc = h5["model_cohort"][()] if "model_cohort" in h5 else None
-        except (OSError, KeyError, ValueError) as exc:
-            raise ModelError(f"{path}: cannot read user model records ({exc})") from None
-        self._user = _UserModels(models=models, audio=audio, deps=deps, model_cohort=mc)
-        self.user_audio = {k: list(v) for k, v in audio.items()}
-        now = self._deps()
         names = {"ubm": "UBM", "features": "feature configuration", "map": "MAP settings", "norm": "cohort"}
-        for mid in models.model_ids:
-            changed = [names[k] for k, v in now.items() if deps.get(mid, {}).get(k) != v]
+        for leaf in self._leaves:
+            path = self.wd.user_models(leaf.system.name)
+            if not path.exists():
+                continue
+            leaf.user_models = leaf.system.load_models_file(path)
+            try:
+                with h5py.File(path, "r") as h5:
+                    audio = json.loads(str(h5.attrs["audio"]))
+                    deps = json.loads(str(h5.attrs["deps"]))
+                    seconds = json.loads(str(h5.attrs.get("seconds", "{}")))
+                    if "model_cohort" in h5:
+                        leaf.user_z = np.asarray(h5["model_cohort"][()], dtype=np.float64)
+            except (OSError, KeyError, ValueError) as exc:
+                raise ModelError(f"{path}: cannot read user model records ({exc})") from None
+            self.user_audio.update({k: list(v) for k, v in audio.items()})
+            self.user_seconds.update({k: float(v) for k, v in seconds.items()})
+            self._user_deps.update(deps)
+        now = self._deps()
+        for mid, deps in self._user_deps.items():
+            changed = sorted({names.get(k.split(".")[-1], k) for k, v in now.items() if deps.get(k) != v})
             if changed:
                 self.stale_user_models[mid] = " and ".join(changed) + " changed since it was enrolled"
 
     def _combine(self) -> None:
         """Recipe models, with fresh user models added or replacing same-id recipe models."""
-        user = self._user.models
-        fresh = (
-            []
-            if user is None
-            else [i for i, m in enumerate(user.model_ids) if m not in self.stale_user_models]
-        )
-        fresh_ids = {user.model_ids[i] for i in fresh} if user is not None else set()
-        keep = [i for i, m in enumerate(self.recipe_models.model_ids) if m not in fresh_ids]
-        base = self.recipe_models.subset(keep)
-        added = user.subset(fresh) if fresh else None
-        self.models = _concat_models(base, added)
-        self._ctx = None
-        if self._norm is not None and self._norm["model_cohort"] is not None:
-            rows = self._norm["model_cohort"][keep]
-            if fresh:
-                rows = np.ma.concatenate([rows, np.asarray(self._user.model_cohort)[fresh]])
-            self._model_cohort = rows
-        else:
-            self._model_cohort = None
+        for leaf in self._leaves:
+            s = leaf.system
+            user = leaf.user_models
+            uids = s.model_ids(user) if user is not None else []
+            fresh = [i for i, m in enumerate(uids) if m not in self.stale_user_models]
+            fresh_ids = {uids[i] for i in fresh}
+            rids = s.model_ids(leaf.recipe_models)
+            keep = [i for i, m in enumerate(rids) if m not in fresh_ids]
+            base = s.subset(leaf.recipe_models, keep)
+            added = s.subset(user, fresh) if fresh else None
+            leaf.models = s.concat(base, added)
+            leaf.model_cohort = leaf.cohort
+            c = leaf.cohort
+            if c is not None and c.model_cohort is not None:
+                rows = c.model_cohort[keep]
+                if fresh:
+                    rows = np.ma.concatenate([rows, np.ma.MaskedArray(np.asarray(leaf.user_z)[fresh])])
+                leaf.model_cohort = c.with_models(s.model_ids(leaf.models), rows)
+
+    def _save_user(
+        self,
+        leaf: _Leaf,
+        models: Any,
+        z: Any,
+        audio: dict[str, Any],
+        deps: dict[str, Any],
+        seconds: dict[str, Any],
+    ) -> Path:
+        import h5py
+
+        final = self.wd.user_models(leaf.system.name)
+        quiet = logging.getLogger("gmmspeaker.gmm.speaker_models")
+        level = quiet.level
+        with atomic_path(final) as tmp:
+            quiet.setLevel(max(level, logging.WARNING))  # it would log the temporary name
+            try:
+                leaf.system.save_models(models, tmp)
+            finally:
+                quiet.setLevel(level)
+            with h5py.File(tmp, "a") as h5:
+                h5.attrs["audio"] = json.dumps(audio, sort_keys=True)
+                h5.attrs["deps"] = json.dumps(deps, sort_keys=True)
+                h5.attrs["seconds"] = json.dumps(seconds, sort_keys=True)
+                if z is not None:
+                    h5.create_dataset("model_cohort", data=np.asarray(z, dtype=np.float64))
+        return final
 
     # -- features ----------------------------------------------------------------
     def features(self, path: PathLike) -> FloatArray:
@@ -594,13 +477,11 @@ class Experiment:
         from gmmspeaker.audio import load_audio
         from gmmspeaker.features import FeatureConfig, extract
 
-        cfg = FeatureConfig.from_dict(
-            self.recipe["features"], source=f"{self.workdir / RECIPE_FILE}: features"
-        )
+        cfg = FeatureConfig.from_dict(self.recipe.features, source=f"{self.wd.recipe}: features")
         signal, _ = load_audio(
             path,
             sample_rate=cfg.sample_rate,
-            resample_audio=bool(self.recipe["data"].get("resample", False)),
+            resample_audio=bool(self.recipe.data.resample),
             min_samples=cfg.frame_length_samples,
         )
         frames = extract(signal, cfg, name=str(path)).frames
@@ -608,9 +489,14 @@ class Experiment:
             raise DataError(f"{path}: no feature frames left after voice activity detection")
         return np.ascontiguousarray(frames, dtype=np.float32)
 
+    def _frame_shift(self) -> float:
+        from gmmspeaker.features import FeatureConfig
+
+        return float(FeatureConfig.from_dict(self.recipe.features).frame_shift)
+
     # -- enrol -------------------------------------------------------------------
     def enroll(self, model_id: str, paths: Sequence[PathLike]) -> EnrollResult:
-        """MAP-adapt a model from audio files and add it to the user models (atomically).
+        """Enrol a model from audio files in every system and add it to the user models (atomically).
 
         Parameters
         ----------
@@ -627,257 +513,162 @@ class Experiment:
         AudioError
             An unreadable file (named).
         """
-        from gmmspeaker.gmm.map import SpeakerModels, map_adapt, ubm_fingerprint
-        from gmmspeaker.gmm.stats import accumulate
-
         model_id = str(model_id)
         if not model_id or any(c.isspace() for c in model_id):
             raise DataError(f"model id {model_id!r} must be non-empty and without spaces")
         if not paths:
             raise DataError(f"model {model_id!r}: no audio files to enrol from")
-        X = np.concatenate([self.features(p) for p in paths])
-        adapt = tuple(self.recipe["map"]["adapt"])
-        relevance = float(self.recipe["map"]["relevance"])
-        stats = accumulate(X, self.ubm, second_order="variances" in adapt)
-        new = SpeakerModels.from_adapted(
-            [model_id],
-            [map_adapt(stats, self.ubm, relevance=relevance, adapt=adapt)],
-            relevance=relevance,
-            ubm_fingerprint=ubm_fingerprint(self.ubm),
-            dtype=np.asarray(self.recipe_models.means).dtype,
-        )
-        z_row = self._z_rows(new)
+        frames = [self.features(p) for p in paths]
+        n_frames = int(sum(x.shape[0] for x in frames))
+        seconds = round(n_frames * self._frame_shift(), 3)
+        new = []
+        for leaf in self._leaves:
+            m = leaf.system.enrol([model_id], [frames])
+            z = None
+            if leaf.cohort is not None and leaf.cohort.model_cohort is not None:
+                z = leaf.system.z_rows(m, leaf.cohort)
+            new.append((m, z))
         audio = [str(Path(p).resolve()) for p in paths]
-        with _user_lock(self.workdir):
-            self._load_user_fresh()
-            u = self._user
-            replaced = None
-            if u.models is not None and model_id in u.models.model_ids:
-                replaced = "user"
-            elif model_id in self.recipe_models.model_ids:
-                replaced = "recipe"
-            keep = [] if u.models is None else [i for i, m in enumerate(u.models.model_ids) if m != model_id]
-            others = u.models.subset(keep) if keep else None
-            models = _concat_models(others, new)
-            mc = None
-            if z_row is not None:
-                old = (
-                    np.asarray(u.model_cohort)[keep]
-                    if keep and u.model_cohort is not None
-                    else np.zeros((0, z_row.shape[1]))
-                )
-                mc = np.concatenate([old, z_row])
-            audio_map = {m: u.audio[m] for m in models.model_ids if m in u.audio}
-            audio_map[model_id] = audio
-            deps = {m: u.deps[m] for m in models.model_ids if m in u.deps}
-            deps[model_id] = self._deps()
-            self._user = _UserModels(models=models, audio=audio_map, deps=deps, model_cohort=mc)
-            path = self._save_user()
-        self.user_audio = {k: list(v) for k, v in self._user.audio.items()}
+        deps_now = self._deps()
+        replaced = None
+        with _user_lock(self.wd):
+            first_path = None
+            for leaf, (m, z) in zip(self._leaves, new):
+                s = leaf.system
+                path = self.wd.user_models(s.name)
+                old = s.load_models_file(path) if path.exists() else None
+                old_z = None
+                rec_audio: dict[str, Any] = {}
+                rec_deps: dict[str, Any] = {}
+                rec_sec: dict[str, Any] = {}
+                if old is not None:
+                    import h5py
+
+                    with h5py.File(path, "r") as h5:
+                        rec_audio = json.loads(str(h5.attrs["audio"]))
+                        rec_deps = json.loads(str(h5.attrs["deps"]))
+                        rec_sec = json.loads(str(h5.attrs.get("seconds", "{}")))
+                        old_z = np.asarray(h5["model_cohort"][()]) if "model_cohort" in h5 else None
+                ids = s.model_ids(old) if old is not None else []
+                if replaced is None:
+                    replaced = (
+                        "user"
+                        if model_id in ids
+                        else ("recipe" if model_id in s.model_ids(leaf.recipe_models) else None)
+                    )
+                keep = [i for i, x in enumerate(ids) if x != model_id]
+                models = s.concat(s.subset(old, keep) if keep else None, m)
+                zz = None
+                if z is not None:
+                    prev = old_z[keep] if keep and old_z is not None else np.zeros((0, z.shape[1]))
+                    zz = np.concatenate([prev, np.asarray(z)])
+                live = set(s.model_ids(models))
+                rec_audio = {k: v for k, v in rec_audio.items() if k in live} | {model_id: audio}
+                rec_deps = {k: v for k, v in rec_deps.items() if k in live} | {model_id: deps_now}
+                rec_sec = {k: v for k, v in rec_sec.items() if k in live} | {model_id: seconds}
+                p = self._save_user(leaf, models, zz, rec_audio, rec_deps, rec_sec)
+                first_path = first_path or p
+                leaf.user_models, leaf.user_z = models, zz
+            self.user_audio[model_id] = audio
+            self.user_seconds[model_id] = seconds
+            self._user_deps[model_id] = deps_now
         self.stale_user_models.pop(model_id, None)
         self._combine()
         if replaced == "user":
             logger.info("model %r re-enrolled: the previous user model of that id is replaced", model_id)
         elif replaced == "recipe":
             logger.info("model %r enrolled: it replaces the recipe's model of that id", model_id)
-        seconds = self.speech_seconds(model_id)
-        self._warn_short_enrolment(model_id, seconds)
-        thr = self.default_threshold(model_id)[0] if self._has_threshold() else None
-        return EnrollResult(model_id, len(paths), int(X.shape[0]), replaced, path, seconds, thr)
-
-    # -- enrolment speech and the default threshold ------------------------------------
-    def _frame_shift(self) -> float:
-        from gmmspeaker.features import FeatureConfig
-
-        return float(FeatureConfig.from_dict(self.recipe["features"]).frame_shift)
-
-    def speech_seconds(self, model_id: str) -> float:
-        """Enrolment speech of a model, in s: its frames (the sum of its zeroth-order statistics)."""
-        row = self._check_model(model_id)
-        return float(np.sum(self.models.counts[row])) * self._frame_shift()
-
-    def _is_user_model(self, model_id: str) -> bool:
-        u = self._user.models
-        return u is not None and model_id in u.model_ids and model_id not in self.stale_user_models
-
-    def _shortest_covered(self) -> float:
-        """Shortest enrolment speech the run's evaluation covered, in s."""
-        if self.duration is not None:
-            return float(self.duration.shortest_seconds)
-        return float(np.min(np.sum(self.recipe_models.counts, axis=1))) * self._frame_shift()
-
-    def _warn_short_enrolment(self, model_id: str, seconds: float) -> None:
-        covered = self._shortest_covered()
-        if seconds < covered:
-            logger.warning(
-                "model %r: enrolled from %.2f s of speech, below the %.2f s the run's evaluation covered; "
-                "its accept/reject decisions are less reliable: enrol it from more audio%s",
-                model_id,
-                seconds,
-                covered,
-                ""
-                if self.duration is not None
-                else " (or run the recipe again: this workdir's evaluation predates the thresholds "
-                "for short enrolment)",
-            )
-
-    def _has_threshold(self) -> bool:
-        return "eer_threshold" in self.results or (self.workdir / "scores.txt").is_file()
-
-    def default_threshold(self, model_id: str) -> tuple[float, str]:
-        """The decision threshold ``verify`` applies to a model's score by default, and what it is.
-
-        The run's EER threshold for the recipe's models; for a user model, the EER
-        threshold of models enrolled from as much speech as it was (measured by the run
-        on sub-models of its own models, :mod:`gmmspeaker.scoring.duration`), which is
-        the run's threshold at or above the run's median enrolment.
-        """
-        base = self.eer_threshold()
-        if self.duration is None or not self._is_user_model(model_id):
-            return base, "EER threshold of the experiment's trials on the score"
-        seconds = self.speech_seconds(model_id)
-        thr = float(self.duration.threshold(seconds))
-        if seconds >= self.duration.reference_seconds:
-            return thr, "EER threshold of the experiment's trials on the score"
-        return thr, (
-            f"EER threshold of the experiment's trials for models enrolled from {seconds:.2f} s of "
-            f"speech (its models': {base:.4f} at {self.duration.reference_seconds:.1f} s) on the score"
-        )
-
-    def _load_user_fresh(self) -> None:
-        """Reread the user models file (another process may have written it)."""
-        self.stale_user_models = {}
-        self._user = _UserModels()
-        self._load_user()
-
-    def _save_user(self) -> Path:
-        import h5py
-
-        u = self._user
-        final = self.workdir / USER_MODELS_FILE
-        quiet = logging.getLogger("gmmspeaker.gmm.speaker_models")
-        level = quiet.level
-        with atomic_path(final) as tmp:
-            quiet.setLevel(max(level, logging.WARNING))  # it would log the temporary name
-            try:
-                u.models.save(tmp)
-            finally:
-                quiet.setLevel(level)
-            with h5py.File(tmp, "a") as h5:
-                h5.attrs["audio"] = json.dumps(u.audio, sort_keys=True)
-                h5.attrs["deps"] = json.dumps(u.deps, sort_keys=True)
-                if u.model_cohort is not None:
-                    h5.create_dataset("model_cohort", data=np.asarray(u.model_cohort, dtype=np.float64))
-        return final
-
-    def _z_rows(self, models: Any) -> FloatArray | None:
-        """Scores of ``models`` on the cohort utterances (Z-norm side), from the run's store."""
-        if self._norm is None or self._norm["model_cohort"] is None:
-            return None
-        from gmmspeaker.gmm.batch import score_matrix
-        from gmmspeaker.store import FeatureStore
-
-        store = FeatureStore(self.workdir / "features")
-        ids = self._norm["cohort_ids"]
-        gone = [u for u in ids if u not in store]
-        if gone:
-            raise ModelError(
-                f"{self.workdir / 'features'}: cohort utterance {gone[0]!r} has no features; run the recipe again"
-            )
-        sc = self._scoring()
-        return score_matrix(store, ids, self.ubm, models, method=sc["method"], top_c=sc["top_c"])
+        assert first_path is not None
+        return EnrollResult(model_id, len(paths), n_frames, replaced, first_path, seconds)
 
     # -- scoring -------------------------------------------------------------------
-    def _context(self) -> Any:
-        from gmmspeaker.scoring.llr import ScoringContext
-
-        if self._ctx is None:
-            self._ctx = ScoringContext.build(self.ubm, self.models)
-        return self._ctx
-
-    def raw_scores(self, X: FloatArray, rows: IntArray | None = None) -> FloatArray:
-        """Raw LLRs of models on frames ``X``.
-
-        Parameters
-        ----------
-        X : ndarray, shape (n_frames, dim)
-        rows : int array, shape (m,), optional
-            Rows of :attr:`models` (default: every model, scored in one vectorised pass).
-
-        Returns
-        -------
-        ndarray, shape (m,), float64
-        """
-        from gmmspeaker.scoring.llr import ScoringContext, score_prepared
-
-        sc = self._scoring()
-        if rows is None:
-            ctx = self._context()
-        else:  # a few models (verify): prepare only those, not all M x K x D parameters
-            ctx = ScoringContext.build(self.ubm, self.models, model_index=rows)
-        return score_prepared(X, ctx, method=sc["method"], top_c=sc["top_c"])
-
-    def _cohort_test(self, X: FloatArray) -> FloatArray:
-        from gmmspeaker.scoring.llr import ScoringContext, score_prepared
-
-        assert self._norm is not None
-        if self._cohort_ctx is None:
-            self._cohort_ctx = ScoringContext.build(self.ubm, self._norm["cohort_models"])
-        sc = self._scoring()
-        return score_prepared(X, self._cohort_ctx, method=sc["method"], top_c=sc["top_c"])
-
-    def _normalize(self, raw: float, row: int, X: FloatArray) -> float:
-        if self._norm is None:
-            return float(raw)
-        from gmmspeaker.scoring.norm import normalize_scores
-
-        method = self.normalization
-        mc = self._model_cohort[row][None, :] if method in _Z_SIDE else None
-        ct = self._cohort_test(X)[:, None] if method in _T_SIDE else None
-        out = normalize_scores(
-            np.array([raw]),
-            method=method,
-            model_cohort=mc,
-            cohort_test=ct,
-            cohort_cohort=self._norm["cohort_cohort"],
-            model_idx=np.array([0]),
-            test_idx=np.array([0]),
-            top_n=self._norm["top_n"],
-        )
-        return float(out[0])
-
-    def calibration(self) -> Any | None:
-        """The run's :class:`~gmmspeaker.scoring.calibration.LinearCalibration`, or None."""
-        from gmmspeaker.scoring.calibration import LinearCalibration
-
-        c = self.results.get("calibration")
-        return LinearCalibration.from_dict(c) if c else None
-
-    def eer_threshold(self) -> float:
-        """The EER threshold of the experiment's own trial scores (``scores.txt``)."""
-        if "eer_threshold" in self.results:
-            return float(self.results["eer_threshold"])
-        from gmmspeaker.scoring.trials import read_scores
-
-        _, s, keys = read_scores(self.workdir / "scores.txt")
-        key = np.array([k is True for k in keys])
-        known = np.array([k is not None for k in keys])
-        if not known.any():
-            raise ModelError(f"{self.workdir / 'scores.txt'}: no keyed trials to set an EER threshold")
-        return eer_threshold(s[known & key], s[known & ~key])
-
-    def _check_model(self, model_id: str) -> int:
+    def _check_model(self, model_id: str) -> None:
         if model_id in self.stale_user_models:
             raise ModelError(
-                f"model {model_id!r} in {self.workdir / USER_MODELS_FILE} is stale "
+                f"model {model_id!r} in {self.wd.user_models(self.systems[0].name)} is stale "
                 f"({self.stale_user_models[model_id]}); re-enrol it: "
                 f"gmmspeaker enroll {self.workdir} --model {model_id} AUDIO..."
             )
-        if model_id not in self.models.model_ids:
-            known = self.models.model_ids
+        if model_id not in self.model_ids:
+            known = self.model_ids
             shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
             raise ModelError(f"{self.workdir}: unknown model id {model_id!r} (enrolled: {shown})")
-        return self.models.index(model_id)
+
+    def _audio_tests(self, paths: Sequence[PathLike]) -> Tests:
+        ids = [f"audio{i}:{p}" for i, p in enumerate(paths)]
+        return Tests(
+            ids=ids, source={u: self.features(p) for u, p in zip(ids, paths)}, paths=[str(p) for p in paths]
+        )
+
+    def score_trials(
+        self, trials: Sequence[tuple[str, str]], tests_for: Callable[[TrainedSystem], Tests]
+    ) -> tuple[FloatArray, FloatArray, dict[str, FloatArray]]:
+        """(raw of the first system, system score, each system's score) of ``(model_id, test_id)`` pairs.
+
+        ``tests_for(system)`` gives the tests as that system takes them.
+        """
+        scored, tests, cohorts = [], [], []
+        for leaf in self._leaves:
+            s = leaf.system
+            t = s.represent(tests_for(s))
+            raw = s.score_trials(leaf.models, trials, t)
+            own = s.normalization
+            score = s.normalise(raw, trials, t, leaf.model_cohort, method=own) if own != "none" else raw
+            scored.append((raw, score))
+            tests.append(t)
+            cohorts.append(leaf.model_cohort)
+        per = {leaf.system.name: sc for leaf, (_, sc) in zip(self._leaves, scored)}
+        if isinstance(self.system, Fused):
+            columns = self.system.columns(scored, trials, tests, cohorts)
+            return scored[0][0], self.system.combine(columns), per
+        return scored[0][0], scored[0][1], per
+
+    def score_matrix(self, tests_for: Callable[[TrainedSystem], Tests]) -> FloatArray:
+        """Every model on every test, (n_models, n_tests): raw scores of one system, fused scores of a fusion.
+
+        What :meth:`identify` ranks and the recipe's identification evaluation measures.
+        """
+        if not isinstance(self.system, Fused):
+            leaf = self._leaves[0]
+            return leaf.system.score_matrix(leaf.models, leaf.system.represent(tests_for(leaf.system)))
+        ids = self.model_ids
+        test_ids = tests_for(self._leaves[0].system).ids
+        trials = [(m, u) for u in test_ids for m in ids]
+        _, fused, _ = self.score_trials(trials, tests_for)
+        return fused.reshape(len(test_ids), len(ids)).T
+
+    def calibration(self) -> Any | None:
+        """The run's :class:`~gmmspeaker.scoring.calibration.LinearCalibration`, or None."""
+        return self.system.calibration()
+
+    def eer_threshold(self) -> float:
+        """The EER threshold of the experiment's own trial scores (``scores.txt``)."""
+        return self.threshold()
+
+    def speech_seconds(self, model_id: str) -> float | None:
+        """Seconds of speech a model was enrolled from (None when unknown)."""
+        if model_id in self.user_seconds and model_id not in self.stale_user_models:
+            return self.user_seconds[model_id]
+        for stage in ("enroll", "backend"):
+            rec = self.wd.stage_fingerprints().get(stage, {})
+            if model_id in (rec.get("speech_seconds") or {}):
+                return float(rec["speech_seconds"][model_id])
+        return None
+
+    def threshold(self, model_id: str | None = None) -> float:
+        """The default decision threshold for ``model_id`` (the system's; see :meth:`TrainedSystem.threshold`)."""
+        if "eer_threshold" not in self.results:
+            from gmmspeaker.scoring.metrics import eer_threshold
+            from gmmspeaker.scoring.trials import read_scores
+
+            _, s, keys = read_scores(self.wd.scores(None))
+            key = np.array([k is True for k in keys])
+            known = np.array([k is not None for k in keys])
+            if not known.any():
+                raise ModelError(f"{self.wd.scores(None)}: no keyed trials to set an EER threshold")
+            return eer_threshold(s[known & key], s[known & ~key])
+        secs = self.speech_seconds(model_id) if model_id is not None else None
+        return self.system.threshold(model_id, speech_seconds=secs)
 
     def verify(
         self,
@@ -898,8 +689,8 @@ class Experiment:
         p_target : float, optional
             Accept when the calibrated LLR reaches the Bayes threshold
             ``-logit(p_target)`` (needs a calibration: ``data.dev_trials``).
-            Default (neither given): the EER threshold of the experiment's own trials,
-            applied to ``score``.
+            Default (neither given): the system's threshold for the model (the EER
+            threshold of the experiment's own trials), applied to ``score``.
 
         Raises
         ------
@@ -912,7 +703,7 @@ class Experiment:
         """
         if threshold is not None and p_target is not None:
             raise ConfigError("give a threshold or a p_target, not both")
-        row = self._check_model(model_id)
+        self._check_model(model_id)
         cal = self.calibration()
         if p_target is not None:
             if not 0.0 < p_target < 1.0 or math.isnan(p_target):
@@ -929,45 +720,26 @@ class Experiment:
         elif threshold is not None:
             thr, source = float(threshold), "given threshold on the score"
         else:
-            thr, source = self.default_threshold(model_id)
-        shift = 0.0  # short user models: the calibration applies to the score moved by the duration offset
-        if self._is_user_model(model_id):
-            seconds = self.speech_seconds(model_id)
-            self._warn_short_enrolment(model_id, seconds)
-            if self.duration is not None:
-                shift = float(self.duration.threshold(seconds)) - self.duration.reference_threshold
-        from gmmspeaker.scoring.llr import ScoringContext, score_prepared
-
-        ctx = ScoringContext.build(self.ubm, self.models, model_index=np.array([row]))
-        sc = self._scoring()
+            thr = self.threshold(model_id)
+            source = "EER threshold of the experiment's trials on the score"
+        tests = self._audio_tests(paths)
+        trials = [(model_id, u) for u in tests.ids]
+        raw, score, per = self.score_trials(trials, lambda s: tests)
         out = []
-        for p in paths:
-            X = self.features(p)
-            if (
-                self.duration is not None
-                and X.shape[0] * self._frame_shift() < self.duration.test_seconds_min
-            ):
-                logger.warning(
-                    "%s: %.2f s of speech, below the %.2f s of the shortest test the run's evaluation "
-                    "covered; its decision is less reliable",
-                    p,
-                    X.shape[0] * self._frame_shift(),
-                    self.duration.test_seconds_min,
-                )
-            raw = float(score_prepared(X, ctx, method=sc["method"], top_c=sc["top_c"])[0])
-            score = self._normalize(raw, row, X)
-            calibrated = float(cal(score - shift)) if cal is not None else None
-            value = calibrated if p_target is not None else score
+        for i, p in enumerate(paths):
+            calibrated = float(cal(np.array([score[i]]))[0]) if cal is not None else None
+            value = calibrated if p_target is not None else float(score[i])
             out.append(
                 VerifyResult(
                     audio=str(p),
                     model=model_id,
-                    raw_llr=raw,
-                    score=score,
+                    raw_llr=float(raw[i]),
+                    score=float(score[i]),
                     calibrated_llr=calibrated,
                     threshold=float(thr),
                     threshold_source=source,
                     decision="accept" if value is not None and value >= thr else "reject",
+                    system_scores={k: float(v[i]) for k, v in per.items()} if len(per) > 1 else {},
                 )
             )
         return out
@@ -975,11 +747,10 @@ class Experiment:
     def identify(
         self, paths: Sequence[PathLike], *, top_n: int = 5, threshold: float | None = None
     ) -> list[IdentifyResult]:
-        """Rank every enrolled model on each audio file by raw LLR.
+        """Rank every enrolled model on each audio file.
 
-        All models are scored in one vectorised pass per file (the UBM pass shared).
-        Raw frame-averaged LLRs are comparable across models because every model is
-        adapted from the same UBM; T-norm would not change the order.
+        One system: by raw score (all models of a system share its UBM / back end, so raw
+        scores compare across models); a fusion: by fused score.
 
         Parameters
         ----------
@@ -987,15 +758,15 @@ class Experiment:
         top_n : int, default 5
             Models listed per file.
         threshold : float, optional
-            Open-set rejection: the decision is ``"unknown"`` when the best raw LLR is
-            below it.
+            Open-set rejection: the decision is ``"unknown"`` when the best score is below it.
         """
         if isinstance(top_n, bool) or int(top_n) != top_n or top_n < 1:
             raise ConfigError(f"top_n must be a positive integer, got {top_n!r}")
+        ids = self.model_ids
         out = []
-        ids = self.models.model_ids
         for p in paths:
-            s = self.raw_scores(self.features(p))
+            tests = self._audio_tests([p])
+            s = self.score_matrix(lambda system, t=tests: t)[:, 0]
             order = np.argsort(-s, kind="stable")[: int(top_n)]
             ranking = [(ids[i], float(s[i])) for i in order]
             best = ranking[0]

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "train_ubm",
     "enroll_models",
+    "adapt_model",
     "score_trials",
     "score_matrix",
     "normalize_trial_scores",
@@ -135,16 +136,26 @@ def _enroll_batch(
     adapt: tuple[str, ...],
 ) -> list[tuple[str, Any]]:
     """Worker: [(model_id, store items of its utterances)] -> [(model_id, AdaptedModel)]."""
-    from gmmspeaker.gmm.map import map_adapt
-    from gmmspeaker.gmm.stats import accumulate
     from gmmspeaker.store import iter_utterances
 
     out = []
     for model_id, items in batch:
         X = np.concatenate([x for _, x in iter_utterances(store_dir, items)])
-        stats = accumulate(X, ubm, second_order="variances" in adapt)
-        out.append((model_id, map_adapt(stats, ubm, relevance=relevance, adapt=adapt)))
+        out.append((model_id, adapt_model(X, ubm, relevance=relevance, adapt=adapt)))
     return out
+
+
+def adapt_model(X: np.ndarray, ubm: GaussianMixture, *, relevance: float, adapt: Sequence[str]) -> Any:
+    """MAP-adapt ``ubm`` to the pooled frames ``X`` (n_frames, dim) of one model: an AdaptedModel.
+
+    The one enrolment step: batch enrolment (:func:`enroll_models`) and enrolment from
+    audio (:class:`gmmspeaker.systems.gmm_ubm.GmmUbm`) both call it.
+    """
+    from gmmspeaker.gmm.map import map_adapt
+    from gmmspeaker.gmm.stats import accumulate
+
+    stats = accumulate(X, ubm, second_order="variances" in adapt)
+    return map_adapt(stats, ubm, relevance=float(relevance), adapt=tuple(adapt))
 
 
 def enroll_models(
@@ -281,6 +292,22 @@ def score_trials(
     )
 
 
+#: Utterances per task of :func:`score_matrix` (fixed: the pooling of utterances inside a
+#: task must not depend on the number of workers).
+MATRIX_BLOCK = 128
+
+
+def _score_matrix_block(
+    store_dir: str, items: list[tuple[str, str, int, int]], ctx: Any, method: str, top_c: int
+) -> np.ndarray:
+    """Worker: scores (M, len(items)) of every model of ``ctx`` on the items' utterances."""
+    from gmmspeaker.scoring.llr import score_all_models
+    from gmmspeaker.store import iter_utterances
+
+    feats = dict(iter_utterances(store_dir, items))
+    return score_all_models([feats[it[0]] for it in items], ctx, method=method, top_c=top_c)
+
+
 def score_matrix(
     store: FeatureStore,
     utt_ids: Sequence[str],
@@ -290,33 +317,45 @@ def score_matrix(
     method: str = "top_c",
     top_c: int = 5,
     jobs: int = 1,
-    block_size: int = 64,
+    block_size: int = MATRIX_BLOCK,
     progress: bool = False,
 ) -> np.ndarray:
     """Scores of every model against every utterance (e.g. for a normalisation cohort).
+
+    The models are prepared once (:class:`~gmmspeaker.scoring.llr.ScoringContext`) and
+    sent to the workers with blocks of ``block_size`` utterances; each block is scored by
+    :func:`~gmmspeaker.scoring.llr.score_all_models` (one UBM pass per utterance shared
+    by all models, top-C products of all models per component). Utterances without
+    features score NaN (with a warning).
 
     Returns
     -------
     ndarray, shape (n_models, n_utterances), float64.
     """
-    n_m, n_u = len(models.model_ids), len(utt_ids)
-    every = list(range(n_m))
-    groups = {u: ([j * n_m + i for i in every], every) for j, u in enumerate(utt_ids)}
-    flat = _score_groups(
-        store,
-        groups,
-        n_m * n_u,
-        ubm,
-        models,
-        method=method,
-        top_c=top_c,
-        jobs=jobs,
-        block_size=block_size,
-        parts_dir=None,
-        progress=progress,
-        desc="cohort",
+    from joblib import Parallel, delayed
+
+    from gmmspeaker.scoring.llr import ScoringContext
+
+    out = np.full((len(models.model_ids), len(utt_ids)), np.nan)
+    have = [j for j, u in enumerate(utt_ids) if u in store]
+    for j in sorted(set(range(len(utt_ids))) - set(have)):
+        logger.warning("no features for utterance %s: its %d scores are NaN", utt_ids[j], out.shape[0])
+    if not have or out.shape[0] == 0:
+        return out
+    ctx = ScoringContext.build(ubm, models)
+    bs = max(1, int(block_size))
+    blocks = [have[i : i + bs] for i in range(0, len(have), bs)]
+    results = Parallel(n_jobs=jobs, return_as="generator")(
+        delayed(_score_matrix_block)(
+            str(store.path), [store.item(utt_ids[j]) for j in blk], ctx, method, top_c
+        )
+        for blk in blocks
     )
-    return flat.reshape(n_u, n_m).T
+    for blk, res in _progress(
+        zip(blocks, results), total=len(blocks), desc="cohort", unit="block", enabled=progress
+    ):
+        out[:, blk] = res
+    return out
 
 
 def _score_groups(

@@ -47,6 +47,13 @@ logger = logging.getLogger(__name__)
 
 #: EM iterations at each intermediate size of the binary splitting.
 SPLIT_ITERS = 10
+#: Frames of the uniform subsample the binary splitting runs on, per component of the
+#: final size (its largest intermediate size has K/2 components, so about 400 frames
+#: each). As Kaldi's ``train_diag_ubm.sh`` (500,000 frames in memory for the
+#: initialisation), only the EM iterations at the final size see every frame; the
+#: splitting costs 10 x (1 + 2 + ... + K/2) ~ 10 K component-passes over the data
+#: otherwise, as much as the final iterations.
+SPLIT_FRAMES_PER_COMPONENT = 200
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,8 @@ def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> E
     seq_sample, seq_combine, seq_inits = ss.spawn(3)
     init_seeds = seq_inits.spawn(gmm.n_init)
     m = max(10_000, 16 * K)
+    if gmm.init == "split":
+        m = max(m, SPLIT_FRAMES_PER_COMPONENT * K)
 
     summaries = data.summaries(m, seq_sample.spawn(data.n_sources))
     n_total, mean, m2 = 0, summaries[0].mean, summaries[0].m2 * 0
@@ -135,6 +144,12 @@ def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> E
     counts = np.array([s.n_frames for s in summaries], dtype=np.int64)
     take = np.random.default_rng(seq_combine).multivariate_hypergeometric(counts, min(m, n_total))
     sample = np.concatenate([s.rows[:t] for s, t in zip(summaries, take)])
+    del summaries
+    # the splitting runs on the subsample when it is smaller than the data (threads over
+    # its chunks, summed in order: the result does not depend on n_jobs)
+    split_data: ArrayData | StreamData = data
+    if gmm.init == "split" and sample.shape[0] < n_total:
+        split_data = ArrayData(sample.astype(dtype, copy=False), data.chunk_size, gmm.n_jobs)
     floor = np.maximum(gmm.variance_floor * gvar, gmm.variance_floor_abs)
     if (gvar <= gmm.variance_floor_abs).any():
         logger.warning(
@@ -182,7 +197,17 @@ def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> E
                     np.random.default_rng(init_seeds[i]),
                 )
             run = EMRun(init_index=i, params=params, phase="split" if gmm.init == "split" else "main")
-        _run_em(gmm, data, run, best, floor=floor, dtype=dtype, checkpoint=ck, init_seed=init_seeds[i])
+        _run_em(
+            gmm,
+            data,
+            run,
+            best,
+            floor=floor,
+            dtype=dtype,
+            checkpoint=ck,
+            init_seed=init_seeds[i],
+            split_data=split_data,
+        )
         if best is None or run.lower_bound > best.lower_bound:
             best = run
         if ck is not None:
@@ -226,8 +251,11 @@ def _run_em(
     dtype: np.dtype,
     checkpoint: Checkpoint | None,
     init_seed: np.random.SeedSequence,
+    split_data: ArrayData | StreamData | None = None,
 ) -> None:
     """Advance ``run`` to completion, one EM iteration (or one split) at a time.
+
+    The iterations of the binary splitting run on ``split_data`` (default ``data``).
 
     With ``gmm.progress`` a tqdm bar on stderr advances per EM iteration and shows the
     current size and mean log-likelihood per frame.
@@ -251,6 +279,7 @@ def _run_em(
             checkpoint=checkpoint,
             init_seed=init_seed,
             bar=bar,
+            split_data=data if split_data is None else split_data,
         )
     logger.info(
         "EM run %d: %d iterations at %d components, mean log-lik %.6f%s",
@@ -284,6 +313,7 @@ def _em_loop(
     checkpoint: Checkpoint | None,
     init_seed: np.random.SeedSequence,
     bar: Any,
+    split_data: ArrayData | StreamData,
 ) -> None:
     K = int(gmm.n_components)
     log = logger.debug
@@ -312,7 +342,7 @@ def _em_loop(
             run.done = True
             break
 
-        stats = data.stats(run.params, dtype)
+        stats = (split_data if run.phase == "split" else data).stats(run.params, dtype)
         if not np.isfinite(stats.loglik) or not np.isfinite(stats.n).all():
             raise DataError(
                 "non-finite log-likelihood in the E-step: the data changed between passes or "

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -373,6 +374,19 @@ def _initial_U(src: _Grouped, rank: int, rng: np.random.Generator, batch_size: i
     return rng.standard_normal((rank, src.K * src.D)) * np.sqrt(s2)
 
 
+def _n_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _backend_name() -> str:
+    from joblib.parallel import get_active_backend
+
+    return type(get_active_backend()[0]).__name__
+
+
 def _batch_task(
     U_ref: Any, gram_ref: Any, d: float, rows: Any, x_prev: np.ndarray, starts: np.ndarray, dtype: str
 ) -> ISVBatch:
@@ -406,14 +420,15 @@ def _estep_all(
     batches = src.batches(batch_size)
     file_rows = src.stats is None
     if n_jobs == 1 or len(batches) == 1:
+        nt = _n_cores()
         parts: Any = (
-            isv_estep(U, d, *src.rows(a, b), x_prev[a:b], s, gram=gram, dtype=dtype) for a, b, s in batches
+            isv_estep(U, d, *src.rows(a, b), x_prev[a:b], s, gram=gram, n_threads=nt, dtype=dtype)
+            for a, b, s in batches
         )
     else:
-        assert tmpdir is not None
         u_ref: Any = U
         g_ref: Any = gram
-        if R:
+        if R and tmpdir is not None:  # U and its Gram matrices reach the workers once, memory-mapped
             u_ref, g_ref = str(Path(tmpdir) / "U.npy"), str(Path(tmpdir) / "gram.npy")
             np.save(u_ref, U)
             np.save(g_ref, gram)
@@ -458,6 +473,7 @@ def train_isv(
     checkpoint: PathLike | None = None,
     progress: bool = False,
     dtype: Any = "float64",
+    tmp_dir: PathLike | None = None,
 ) -> ISVModel:
     """Train the session subspace U by variational EM (module docstring).
 
@@ -478,6 +494,11 @@ def train_isv(
         about ``batch_size`` recordings. The result does not depend on ``n_jobs``; a run
         resumed from ``checkpoint`` (U, the session means and the trace, per iteration)
         equals an uninterrupted one.
+    tmp_dir : path-like, optional
+        With ``n_jobs != 1`` on loky workers: where U and its Gram matrices are written
+        for the workers (default: the system's temporary folder; the recipe passes its
+        workdir). As in ``train_tv``, the loky workers are shut down on return, so a
+        process that trains and exits does not wait for their idle timeout (issue #22).
     """
     if int(rank) < 0:
         raise ConfigError(f"ISV: rank must be >= 0, got {rank!r}")
@@ -517,13 +538,18 @@ def train_isv(
         from tqdm.auto import tqdm
 
         its = tqdm(its, total=max(0, iterations - start), desc="U matrix", unit="it")
-    tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-isv-") if n_jobs != 1 else None
+    backend = _backend_name() if n_jobs != 1 else ""
+    tmpdir = None
+    if n_jobs != 1 and not backend.startswith("Dask"):
+        if tmp_dir is not None:
+            Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+        tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-isv-", dir=None if tmp_dir is None else str(tmp_dir))
     try:
         for it in its:
             acc, elbo, x = _estep_all(src, U, d, x, batch_size, n_jobs, tmpdir, dt.name)
             trace.append(elbo)
             if rank:
-                U = tv_m_step(acc, U, src.K)
+                U = tv_m_step(acc, U, src.K, _n_cores())
                 if min_divergence:
                     iu = np.triu_indices(rank)
                     S = np.zeros((rank, rank))
@@ -543,6 +569,10 @@ def train_isv(
                     {"key": key, "iteration": it + 1, "log_likelihood": np.asarray(trace, dtype=np.float64)},
                 )
     finally:
+        if backend == "LokyBackend":
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor(reuse=True).shutdown(wait=True)
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     return ISVModel(U, relevance, src.K, src.D, src.fingerprint, tuple(trace))

@@ -51,6 +51,9 @@ STAGES = (
 #: Recognition systems a recipe's ``system:`` may name (see :mod:`gmmspeaker.recipe.systems`).
 SYSTEMS = ("gmm_ubm", "ivector")
 
+#: The recipe's dataclass sections (``features`` is a plain mapping checked by FeatureConfig).
+SECTIONS = ("data", "ubm", "map", "scoring", "evaluation", "ivector", "fusion")
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -230,6 +233,16 @@ class FusionConfig:
     p_target: float = 0.5
 
 
+_SECTION_CLASSES: dict[str, type] = {
+    "data": DataConfig,
+    "ubm": UbmConfig,
+    "map": MapConfig,
+    "scoring": ScoringConfig,
+    "evaluation": EvaluationConfig,
+    "ivector": IvectorConfig,
+    "fusion": FusionConfig,
+}
+
 #: ``ubm:`` keys and the GaussianMixture parameter each sets: their values are checked
 #: against ``gmmspeaker.gmm.model.PARAM_CONSTRAINTS``, the table the model itself uses.
 _UBM_PARAMS = {
@@ -303,20 +316,65 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """The whole resolved recipe as JSON-able data (what ``<workdir>/recipe.json`` keeps).
 
+        :meth:`from_dict` reads it back: ``Recipe.from_dict(r.to_dict()) == r``.
+
         Returns
         -------
         dict
             ``path``, ``experiment``, ``seed``, ``jobs``, ``backend``, ``scheduler``,
-            ``on_bad_audio`` and every section (``data`` paths as strings).
+            ``on_bad_audio``, ``system`` and every section (``data`` paths as strings).
         """
-        out: dict[str, Any] = {
-            "path": str(self.path),
-            **{k: getattr(self, k) for k in ("experiment", "seed", "jobs", "backend", "scheduler")},
-            "on_bad_audio": self.on_bad_audio,
-        }
-        for name in ("data", "features", "ubm", "map", "scoring", "evaluation"):
-            out[name] = self.section(name)
+        out: dict[str, Any] = {"path": str(self.path)}
+        for f in dataclasses.fields(self):
+            if f.name == "path":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+            if f.name in SECTIONS:
+                out[f.name] = self.section(f.name)
         return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
+        """The recipe :meth:`to_dict` wrote (already validated when it was loaded).
+
+        Raises
+        ------
+        ConfigError
+            A key this version does not know, or a section that is not a mapping.
+        """
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"resolved recipe: unknown key(s) {unknown}")
+        kwargs: dict[str, Any] = {}
+        for name, value in d.items():
+            typ = str(known[name].type)
+            if name in _SECTION_CLASSES:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"resolved recipe: section '{name}' must be a mapping")
+                sec = _SECTION_CLASSES[name]
+                fields = {f.name: str(f.type) for f in dataclasses.fields(sec)}
+                bad = sorted(set(value) - set(fields))
+                if bad:
+                    raise ConfigError(f"resolved recipe: unknown key(s) {bad} in section '{name}'")
+                kwargs[name] = sec(**{k: _from_json(v, fields[k]) for k, v in value.items()})
+            elif name == "features":
+                kwargs[name] = dict(value)
+            else:
+                kwargs[name] = _from_json(value, typ)
+        return cls(**kwargs)
+
+
+def _from_json(value: Any, typ: str) -> Any:
+    """A JSON value back to the dataclass field type named by ``typ`` (Path, tuple)."""
+    if value is None:
+        return None
+    if typ.startswith("Path"):
+        return Path(value)
+    if typ.startswith("tuple"):
+        return tuple(value)
+    return value
 
 
 def _check_type(value: Any, typ: Any, where: str, key: str) -> Any:

@@ -25,6 +25,7 @@ from gmmspeaker._io import atomic_write_json
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ConfigError, GmmSpeakerError
 from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
+from gmmspeaker.workdir import Workdir
 
 __all__ = ["run_recipe", "RunResult", "workdir_for", "resolve_jobs"]
 
@@ -52,7 +53,7 @@ class RunResult:
 def _lock(workdir: Path) -> Iterator[None]:
     import fcntl
 
-    path = workdir / ".lock"
+    path = Workdir(workdir).lock
     fh = open(path, "a+")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,17 +150,28 @@ def _parallel(recipe: Recipe, jobs: int) -> Iterator[int]:
 
 def _record(workdir: Path, stage: str) -> dict[str, Any] | None:
     try:
-        return json.loads((workdir / "stages" / f"{stage}.json").read_text())
+        return json.loads(Workdir(workdir).stage_record(stage).read_text())
     except (OSError, ValueError):
         return None
 
 
 def _write_record(
-    workdir: Path, stage: str, fingerprint: str, seconds: float, extra: dict[str, Any] | None = None
+    workdir: Path,
+    stage: str,
+    fingerprint: str,
+    seconds: float,
+    extra: dict[str, Any] | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> None:
     atomic_write_json(
-        workdir / "stages" / f"{stage}.json",
-        {"fingerprint": fingerprint, "seconds": seconds, "version": __version__, **(extra or {})},
+        Workdir(workdir).stage_record(stage),
+        {
+            "fingerprint": fingerprint,
+            "inputs": inputs or {},
+            "seconds": seconds,
+            "version": __version__,
+            **(extra or {}),
+        },
     )
 
 
@@ -197,8 +209,7 @@ def run_recipe(
     log_file : bool
         Also log to ``<workdir>/run.log``.
     """
-    from gmmspeaker.recipe import _pipeline
-    from gmmspeaker.recipe.systems import needed_stages
+    from gmmspeaker.recipe.stages import Run, needed_stages
 
     for name, value in (("from_stage", from_stage), ("until_stage", until_stage)):
         if value is not None and value not in STAGES:
@@ -219,7 +230,7 @@ def run_recipe(
     wd.mkdir(parents=True, exist_ok=True)
     handler: logging.Handler | None = None
     if log_file and not dry_run:
-        handler = logging.FileHandler(wd / "run.log")
+        handler = logging.FileHandler(Workdir(wd).run_log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
         pkg_logger = logging.getLogger("gmmspeaker")
@@ -233,7 +244,7 @@ def run_recipe(
                 n_jobs = stack.enter_context(_parallel(recipe, recipe.jobs))
             # stages get -1 resolved to the real workers; recipe.json keeps what the user wrote
             run_as = recipe if dry_run else dataclasses.replace(recipe, jobs=n_jobs)
-            pipe = _pipeline.Pipeline(run_as, wd, progress=progress)
+            pipe = Run(run_as, wd, progress=progress)
             for i, stage in enumerate(STAGES):
                 if stage not in needed_stages(recipe):
                     continue
@@ -276,7 +287,7 @@ def run_recipe(
                 t0 = time.perf_counter()
                 extra = pipe.run(stage)
                 dt = time.perf_counter() - t0
-                _write_record(wd, stage, fp, dt, extra)
+                _write_record(wd, stage, fp, dt, extra, pipe.input_fingerprints(stage))
                 result.actions[stage] = "ran"
                 result.reasons[stage] = reason
                 result.seconds[stage] = dt
@@ -285,9 +296,9 @@ def run_recipe(
                 result.results = pipe.finalize(result.seconds)
             if not dry_run and hi >= STAGES.index("enroll"):
                 # what `gmmspeaker enroll/verify/identify EXPDIR` read; user models follow the run
-                from gmmspeaker.system import RECIPE_FILE, refresh_user_models
+                from gmmspeaker.system import refresh_user_models
 
-                atomic_write_json(wd / RECIPE_FILE, recipe.to_dict())
+                atomic_write_json(pipe.wd.recipe, recipe.to_dict())
                 try:
                     result.refreshed = refresh_user_models(wd)
                 except GmmSpeakerError as exc:

@@ -39,7 +39,15 @@ import numpy.typing as npt
 
 from gmmspeaker._typing import FloatArray, IntArray
 from gmmspeaker.errors import ConfigError, DataError, ModelError
-from gmmspeaker.gmm.kernel import PreparedDiag, component_logdens, diag_ubm, logsumexp, posteriors, prepare
+from gmmspeaker.gmm.kernel import (
+    PreparedDiag,
+    clipped_exp,
+    component_logdens,
+    diag_ubm,
+    logsumexp,
+    posteriors,
+    prepare,
+)
 from gmmspeaker.gmm.kernel import top_c as select_top_c
 from gmmspeaker.gmm.map import SpeakerModels, ubm_fingerprint
 
@@ -47,6 +55,7 @@ __all__ = [
     "METHODS",
     "ScoringContext",
     "score_prepared",
+    "score_all_models",
     "score_utterance",
     "score_trials",
 ]
@@ -58,6 +67,8 @@ METHODS: tuple[str, ...] = ("full", "top_c", "linear")
 
 # Elements of the largest temporary (models x frames x components [x dims]) per block.
 _BLOCK_ELEMENTS = 4_000_000
+# Elements (models x pooled frame-components) of the products of score_all_models per pool.
+_POOL_ELEMENTS = 2000000
 
 
 @dataclass(frozen=True)
@@ -362,6 +373,127 @@ def score_prepared(
         else:
             total += _llr_top_c(Xd, Lu, context, r, c, selection)
     return total / t_all
+
+
+def score_all_models(
+    utterances: Sequence[FloatArray],
+    context: ScoringContext,
+    *,
+    method: str = "top_c",
+    top_c: int = 5,
+    chunk_size: int = 20_000,
+    selection: str = "argmax",
+) -> FloatArray:
+    """Scores of every model of ``context`` on every utterance (a cohort score matrix).
+
+    The same scores as :func:`score_prepared` per utterance (up to the summation order of
+    the ``dtype`` products), organised for many models (S-/T-norm cohorts of hundreds
+    of models against thousands of utterances). Top-C: each utterance's UBM pass and
+    component selection is done once; the selected (frame, component) pairs of several
+    utterances are pooled and sorted by component, and for each component that some
+    frame selected, one ``dtype`` GEMM gives the changes of *all* models on those frames
+    (``(n_k, D) @ (D, M)``, reading each model's parameters of that component once per
+    pool instead of once per frame). The log-sum-exp over the C components and the
+    frame sums are float64, as in :func:`score_prepared`. Other methods, or
+    ``top_c >= K``, score utterance by utterance with :func:`score_prepared`.
+
+    Parameters
+    ----------
+    utterances : sequence of ndarray, each shape (T_u, D)
+        Test frames.
+    context : ScoringContext
+    method, top_c, chunk_size, selection
+        As in :func:`score_prepared`.
+
+    Returns
+    -------
+    ndarray, shape (M, U), float64
+        ``out[m, u]`` is the frame-averaged LLR of model m on utterance u.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown scoring method {method!r}; choose from {list(METHODS)}")
+    if method == "top_c" and (isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1):
+        raise ConfigError(f"top_c must be a positive integer, got {top_c!r}")
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    if selection not in ("argmax", "argpartition"):
+        raise ConfigError(f"selection must be 'argmax' or 'argpartition', got {selection!r}")
+    M, U = context.n_models, len(utterances)
+    out = np.zeros((M, U))
+    c = int(top_c)
+    if method != "top_c" or c >= context.n_components:
+        for u, X in enumerate(utterances):
+            out[:, u] = score_prepared(X, context, method=method, top_c=c, chunk_size=chunk_size)
+        return out
+    frames_per_pool = max(1, _POOL_ELEMENTS // max(1, M * c))
+    chunk_size = min(chunk_size, frames_per_pool)  # a pool holds < 2 x frames_per_pool frames
+    pool: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    pooled = 0
+    lengths = np.empty(U)
+    for u, X in enumerate(utterances):
+        X = _check_frames(X, context, f"utterance {u}")
+        lengths[u] = X.shape[0]
+        for s in range(0, X.shape[0], chunk_size):
+            Xd = np.ascontiguousarray(X[s : s + chunk_size], dtype=context.dtype)
+            Lu = _ubm_logdens(Xd, context)
+            idx = select_top_c(Lu, c, method=selection)
+            pool.append((u, Xd, idx, np.take_along_axis(Lu, idx, axis=1).astype(np.float64)))
+            pooled += Xd.shape[0]
+            if pooled >= frames_per_pool:
+                _pooled_top_c(pool, context, out)
+                pool, pooled = [], 0
+    if pool:
+        _pooled_top_c(pool, context, out)
+    return out / lengths[None, :]
+
+
+def _pooled_top_c(
+    pool: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], ctx: ScoringContext, out: FloatArray
+) -> None:
+    """Add the frame-summed top-C LLRs of every model on the pooled chunks to ``out[:, u]``.
+
+    Per frame ``log sum_c w_c exp(delta_c)`` with ``w`` the UBM's posteriors over its
+    top C (``log w = Lu_sel - logsumexp(Lu_sel)``, float64, then rounded) and ``delta_c``
+    the model's change of the log-density of component c: computed in ``ctx.dtype`` as
+    ``max + log sum exp(. - max)`` (``log w`` is added before the exponential, so no
+    product of two small numbers can be subnormal). Each float32 term is within a few
+    ulps of ``|delta| + |log w|`` of the float64 value; the frame sums are float64.
+    """
+    M, K = ctx.n_models, ctx.n_components
+    dt = ctx.dtype
+    X = np.concatenate([p[1] for p in pool])  # (F, D), ctx.dtype
+    idx = np.concatenate([p[2] for p in pool])  # (F, C)
+    Lu_sel = np.concatenate([p[3] for p in pool])  # (F, C) float64
+    F, C = idx.shape
+    comp = idx.reshape(-1)  # pair p = f * C + j
+    order = np.argsort(comp, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(comp, minlength=K))])
+    Xs = X[order // C]  # frames of the pairs, grouped by component
+    X2s = Xs * Xs if ctx.d_quad is not None else None
+    const = np.ascontiguousarray(ctx.d_const.T, dtype=dt)  # (K, M)
+    # column M is the UBM itself (no change): computed by the same operations as the
+    # models, so that a model equal to the UBM scores exactly 0
+    ds = np.empty((order.size, M + 1), dtype=dt)
+    ds[:, M] = 0.0
+    for k in np.flatnonzero(np.diff(starts)):  # one GEMM of all models per selected component
+        a, b = starts[k], starts[k + 1]
+        np.matmul(Xs[a:b], ctx.d_lin[:, k, :].T, out=ds[a:b, :M])
+        if X2s is not None and ctx.d_quad is not None:
+            ds[a:b, :M] += X2s[a:b] @ ctx.d_quad[:, k, :].T
+        ds[a:b, :M] += const[k]
+    L = np.empty_like(ds)
+    L[order] = ds  # back to pair order
+    L = L.reshape(F, C, M + 1)
+    L += (Lu_sel - logsumexp(Lu_sel)[:, None]).astype(dt)[:, :, None]  # + log w
+    mx = L.max(axis=1)  # (F, M + 1)
+    L -= mx[:, None, :]
+    clipped_exp(L, out=L)
+    per_frame = np.log(L.sum(axis=1))
+    per_frame += mx
+    per_frame = per_frame[:, :M] - per_frame[:, M:]
+    bounds = np.concatenate([[0], np.cumsum([p[1].shape[0] for p in pool])[:-1]])
+    sums = np.add.reduceat(per_frame, bounds, axis=0, dtype=np.float64)  # (chunks, M)
+    np.add.at(out.T, np.array([p[0] for p in pool]), sums)
 
 
 def score_utterance(

@@ -16,6 +16,7 @@ from gmmspeaker.corpora.synthetic import (
     _block_filter,
     _utt_rng,
     _voice_rng,
+    apply_session,
     corpus_digest,
     generate_corpus,
     sample_voice,
@@ -237,3 +238,48 @@ def test_speakers_differ_like_voices() -> None:
     np.fill_diagonal(d, np.inf)
     nearest_same = y[np.argmin(d, axis=1)] == y
     assert nearest_same.mean() >= 0.35  # chance: 2/23
+
+
+# --------------------------------------------------------------------------- session effect
+
+
+def test_session_effect_off_by_default_and_validated() -> None:
+    assert "session_effect" not in small().to_dict()  # stamps of existing corpora stay current
+    assert small(session_effect=1.0).to_dict()["session_effect"] == 1.0
+    assert SyntheticCorpusConfig.from_dict(small(session_effect=0.5).to_dict()) == small(session_effect=0.5)
+    for bad in (-0.1, 4.0, float("nan"), True, "1"):
+        with pytest.raises(ConfigError, match="session_effect"):
+            small(session_effect=bad)
+
+
+def test_session_effect_changes_the_channel_per_recording_not_the_speech() -> None:
+    sr = 16000
+    x = synthesize_utterance(
+        sample_voice(_voice_rng(0, 0, 0)), _utt_rng(0, 0, 0, 0), duration=1.0, sample_rate=sr, snr_db=None
+    )
+    assert apply_session(x, np.random.default_rng(0), 0.0, sr) is x
+
+    def log_spectrum(y: np.ndarray) -> np.ndarray:
+        frames = y[: len(y) // 512 * 512].reshape(-1, 512) * np.hanning(512)
+        return np.log(np.mean(np.abs(np.fft.rfft(frames, axis=1)) ** 2, axis=0) + 1e-12)
+
+    ys = [apply_session(x, np.random.default_rng(s), 1.0, sr) for s in range(4)]
+    for y in ys:
+        assert y.shape == x.shape and np.max(np.abs(y)) <= 0.9 + 1e-12
+        assert np.corrcoef(x, y)[0, 1] > 0.5  # the same speech
+    # per-recording channels: the long-term spectra of two sessions of one utterance differ by
+    # several dB somewhere in the band; a weaker effect changes them less
+    diff = [np.max(np.abs(log_spectrum(ys[0]) - log_spectrum(y))) for y in ys[1:]]
+    assert min(diff) > np.log(10**0.3)  # > 3 dB
+    weak = [apply_session(x, np.random.default_rng(s), 0.2, sr) for s in (0, 1)]
+    assert np.max(np.abs(log_spectrum(weak[0]) - log_spectrum(weak[1]))) < diff[0]
+
+
+def test_session_effect_corpus_keeps_the_speech_streams(corpus: Path, tmp_path: Path) -> None:
+    cfg = small(n_speakers=2, session_effect=1.0)
+    generate_corpus(tmp_path / "s", cfg)
+    assert json.loads((tmp_path / "s" / "corpus.json").read_text())["config"]["session_effect"] == 1.0
+    a, _ = sf.read(corpus / "wav" / "spk000" / "utt000.wav")
+    b, _ = sf.read(tmp_path / "s" / "wav" / "spk000" / "utt000.wav")
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    assert np.corrcoef(a, b)[0, 1] > 0.5

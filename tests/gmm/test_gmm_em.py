@@ -338,3 +338,34 @@ def test_stream_errors(mixture_data):
     gen = iter_array_chunks(X, 100)
     with pytest.raises(DataError, match="same frames on every call"):
         GaussianMixture(2, init="random").fit_stream([lambda: gen])
+
+
+@pytest.mark.filterwarnings("ignore::gmmspeaker.errors.ConvergenceWarning")
+def test_split_levels_run_on_a_frame_subsample_and_the_final_size_on_every_frame(monkeypatch):
+    """Binary splitting on a uniform subsample (as Kaldi's UBM initialisation): the
+    sources are read only by the first pass and by the iterations at the final size, and
+    the model is the one splitting on every frame finds (same likelihood, same means)."""
+    from gmmspeaker.gmm import em
+
+    K = 4
+    X, _ = draw_mixture(np.random.default_rng(11), 30_000, K=K, D=5, sep=6.0)
+    calls = [0]
+
+    def source():
+        calls[0] += 1
+        return iter_array_chunks(X, 4000)
+
+    opts = dict(init="split", random_state=0, max_iter=12, tol=0.0)
+    g = GaussianMixture(K, **opts).fit_stream([source])
+    assert max(em.SPLIT_FRAMES_PER_COMPONENT * K, 10_000) < len(X)  # the subsample is smaller
+    assert [k for k, _ in g.split_history_] == [1] * em.SPLIT_ITERS + [2] * em.SPLIT_ITERS
+    assert calls[0] == 1 + 12  # the first pass and the 12 iterations at K
+    # reference: splitting on every frame (a subsample as large as the data)
+    calls[0] = 0
+    monkeypatch.setattr(em, "SPLIT_FRAMES_PER_COMPONENT", len(X))
+    ref = GaussianMixture(K, **opts).fit_stream([source])
+    assert calls[0] == 1 + 2 * em.SPLIT_ITERS + 12
+    order = [int(np.argmin(((g.means_ - m) ** 2).sum(1))) for m in ref.means_]
+    assert sorted(order) == list(range(K))
+    np.testing.assert_allclose(g.means_[order], ref.means_, atol=0.05)
+    assert abs(g.lower_bound_ - ref.lower_bound_) < 1e-3

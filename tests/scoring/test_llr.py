@@ -305,3 +305,56 @@ def test_end_to_end_with_gmm_core(rng):
             assert np.mean(target[:, None] > non[None, :]) > 0.9, s
         else:
             assert np.all(np.argmax(s, axis=0) == np.arange(4)), (method, s)
+
+
+# -- score_all_models: the cohort score matrix --------------------------------------------
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("which", ["means", "all"])
+def test_score_all_models_matches_naive_top_c(world, rng, which, monkeypatch):
+    """float64 products: the naive per-frame top-C LLR to rounding, whatever the pooling."""
+    ubm, means64, all64, _, _ = world
+    models = means64 if which == "means" else all64
+    utts = [rng.normal(scale=2.0, size=(n, 3)) for n in (40, 7, 1, 25)]
+    ctx = ScoringContext.build(ubm, models, dtype=np.float64)
+    for c in (1, 3, 8):  # 8 = K: the per-utterance full path
+        ref = np.array([[naive_llr(x, ubm, models, i, top_c=c) for x in utts] for i in range(len(models))])
+        got = llr.score_all_models(utts, ctx, top_c=c)
+        assert got.shape == (len(models), len(utts)) and got.dtype == np.float64
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-11)
+    # pools of a few frames and chunks that split utterances across pools
+    monkeypatch.setattr(llr, "_POOL_ELEMENTS", 40)
+    small = llr.score_all_models(utts, ctx, top_c=3, chunk_size=5)
+    ref3 = np.array([[naive_llr(x, ubm, models, i, top_c=3) for x in utts] for i in range(len(models))])
+    np.testing.assert_allclose(small, ref3, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.numerics
+def test_score_all_models_float32_within_its_error_bound(world, rng):
+    """float32: each per-frame term ``delta + log w`` is rounded a few times; the error per
+    frame is then at most a small multiple of eps32 times its size, which the UBM's
+    log-densities bound (|delta| <= |Lm| + |Lu|)."""
+    ubm, means64, all64, _, _ = world
+    utts = [rng.normal(scale=2.0, size=(n, 3)) for n in (40, 17)]
+    for models in (means64, all64):
+        ref = np.array([[naive_llr(x, ubm, models, i, top_c=3) for x in utts] for i in range(len(models))])
+        scale = max(
+            np.abs(comp_logdens(x, *model_params(models, i, ubm))).max()
+            + np.abs(comp_logdens(x, ubm.weights_, ubm.means_, ubm.covariances_)).max()
+            for x in utts
+            for i in range(len(models))
+        )
+        got = llr.score_all_models(utts, ScoringContext.build(ubm, models), top_c=3)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=64 * np.finfo(np.float32).eps * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_score_all_models_model_equal_to_ubm_scores_exactly_zero(rng, dtype):
+    ubm = make_ubm(rng)
+    data_stats = [naive_stats(rng.normal(size=(30, 3)), ubm) for _ in range(3)]
+    utts = [rng.normal(scale=3.0, size=(n, 3)) for n in (50, 9)]
+    for adapt in (("means",), ALL):
+        models = enroll(["a", "b", "c"], data_stats, ubm, relevance=np.inf, adapt=adapt, dtype=dtype)
+        s = llr.score_all_models(utts, ScoringContext.build(ubm, models), top_c=3)
+        assert np.all(s == 0.0), (adapt, s)

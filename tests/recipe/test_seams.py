@@ -1,0 +1,78 @@
+"""Seam tests: serving (``gmmspeaker verify|identify``) reproduces what the recipe run evaluated.
+
+For every system (GMM-UBM with each score normalisation, i-vector, fusion) a tiny run,
+then ``verify --json`` on the run's own trials: the run's score within 1e-4 and the
+decision at the run's threshold; ``identify`` ranks every model. The same checks on the
+three shipped DSPSpeech-20 recipes (smaller UBM / T matrix) when the corpus is present.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gmmspeaker.recipe.runner import run_recipe
+from tests.recipe.seams import check_identify, check_verify_reproduces_run, tiny_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+DSP = (REPO / ".." / "shared" / "corpora" / "dspspeech20").resolve()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("seams")
+
+
+def _top1(out: list[dict]) -> float:
+    right = [r["decision"] == r["audio"].split("/")[-2] for r in out]
+    return sum(right) / len(right)
+
+
+@pytest.mark.parametrize("norm", ["none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"])
+def test_gmm_ubm_verify_and_identify_reproduce_the_run(root, capsys, norm):
+    wd = root / f"gmm-{norm}"
+    run_recipe(tiny_recipe(root, name=f"gmm-{norm}", norm=norm), workdir=wd, log_file=False)
+    assert check_verify_reproduces_run(wd, capsys) == 32
+    assert _top1(check_identify(wd, capsys)) >= 0.5
+
+
+@pytest.mark.parametrize("norm", ["none", "snorm"])
+def test_ivector_verify_and_identify_reproduce_the_run(root, capsys, norm):
+    wd = root / f"ivec-{norm}"
+    run_recipe(
+        tiny_recipe(root, name=f"ivec-{norm}", system="ivector", norm=norm), workdir=wd, log_file=False
+    )
+    assert check_verify_reproduces_run(wd, capsys) == 32
+    check_identify(wd, capsys)
+
+
+@pytest.mark.parametrize("gmm_norm", ["none", "snorm"])
+def test_fusion_verify_and_identify_reproduce_the_run(root, capsys, gmm_norm):
+    """Equal-weight fusion: a system without its own normalisation is Z-normed for the fusion."""
+    wd = root / f"fusion-{gmm_norm}"
+    recipe = tiny_recipe(root, name=f"fusion-{gmm_norm}", system="[gmm_ubm, ivector]", norm=gmm_norm)
+    run_recipe(recipe, workdir=wd, log_file=False)
+    fusion = json.loads((wd / "fusion.json").read_text())
+    assert fusion["normalization"]["ivector"] == "znorm"
+    assert check_verify_reproduces_run(wd, capsys) == 32
+    check_identify(wd, capsys)
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("name", ["dspspeech20.yaml", "dspspeech20-ivector.yaml", "dspspeech20-fusion.yaml"])
+def test_dspspeech20_recipes_verify_and_identify_reproduce_the_run(tmp_path, capsys, name):
+    if not (DSP / "trials.txt").is_file():
+        pytest.skip(f"corpus not found at {DSP} (../shared/corpora/dspspeech20 beside the repo)")
+    recipe = tmp_path / name
+    recipe.write_text(
+        f"defaults: {REPO / 'recipes' / name}\nexperiment: seam\njobs: 2\n"
+        "ubm: {components: 32, iterations: 4}\nivector: {rank: 40, iterations: 3}\n"
+        "evaluation: {det_plot: false}\n"
+    )
+    wd = tmp_path / "wd"
+    run_recipe(recipe, workdir=wd, log_file=False)
+    assert check_verify_reproduces_run(wd, capsys, every=97) > 20
+    check_identify_subset = json.loads((wd / "recipe.json").read_text())["system"]
+    assert check_identify_subset  # the served system is the recipe's (to_dict keeps it)
