@@ -68,7 +68,7 @@ def test_short_models_get_the_threshold_of_their_duration(short_run, tmp_path, c
     wd = tmp_path / "wd"
     shutil.copytree(short_run, wd)
     res = json.loads((wd / "results.json").read_text())
-    dt = DurationThreshold.from_dict(res["short_enrolment"])
+    dt = DurationThreshold.from_dict(json.loads((wd / "short_enrolment.json").read_text()))
     assert len(dt.level_seconds) >= 2 and dt.reference_threshold == res["eer_threshold"]
     corpus = wd / "corpus" / "wav"
     speakers = sorted(p.name for p in corpus.iterdir())

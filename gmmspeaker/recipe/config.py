@@ -47,6 +47,7 @@ STAGES = (
     "backend",
     "fusion",
     "evaluate",
+    "short_enrolment",
 )
 #: Recognition systems a recipe's ``system:`` may name (see :mod:`gmmspeaker.recipe.systems`).
 SYSTEMS = ("gmm_ubm", "ivector")
