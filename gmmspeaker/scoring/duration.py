@@ -14,15 +14,16 @@ normalisation, so it is measured on the run's own data rather than modelled:
   own enrolment utterances that reach that duration;
 * the caller enrols those sub-models and scores them on the trials of their model,
   exactly as the run scores its trials (same scoring, same normalisation);
-* :meth:`DurationThreshold.fit` takes the equal-error threshold of each duration level
-  and fits a straight line in ``log d`` through them by least squares (log duration as
-  the quality measure of duration-dependent calibration; the line smooths the noise of
-  each level's threshold, which is set by the few trials near the equal-error point).
-  For a model enrolled from ``d`` seconds of speech the threshold is that line between the
-  shortest and the longest level, joined linearly in ``log d`` to the run's EER threshold
-  at the run's median enrolment; at or above it the threshold *is* the run's, so models
-  like the run's keep its decisions. Below the shortest level the line is held at its
-  value there (and enrolment warns: nothing shorter was measured).
+* :meth:`DurationThreshold.fit` takes the equal-error threshold of each duration level;
+  for a model enrolled from ``d`` seconds of speech the threshold is interpolated
+  linearly in ``log d`` between the levels and, above the longest, the run's EER
+  threshold at the run's median enrolment. At or above that median the threshold *is*
+  the run's, so models like the run's keep its decisions. Below the shortest level the
+  shortest level's threshold is kept (and enrolment warns: nothing shorter was
+  measured). Each level's threshold pools the trials of every sub-model of that
+  duration (thousands on FSDD), and is interpolated rather than smoothed by a line in
+  ``log d``: on FSDD the thresholds fall from one utterance to a few seconds and rise
+  again towards the run's models, a shape a line does not follow.
 
 The thresholds are the equal-error points of each level: a short model's miss and false
 alarm rates stay balanced, as the run's are, instead of the misses alone growing.
@@ -155,9 +156,6 @@ class DurationThreshold:
         EER threshold of each level's sub-model trials.
     level_trials : tuple of (int, int)
         Target and non-target trials behind each level's threshold.
-    slope, intercept : float
-        The least-squares line ``threshold = intercept + slope * log(seconds)`` through
-        the levels (slope 0 and the level's threshold with one level; unused without).
     test_seconds_min : float
         Shortest test speech among the run's scored trials, in s (what its evaluation
         covered on the test side).
@@ -172,8 +170,6 @@ class DurationThreshold:
     level_seconds: tuple[float, ...] = ()
     level_thresholds: tuple[float, ...] = ()
     level_trials: tuple[tuple[int, int], ...] = ()
-    slope: float = 0.0
-    intercept: float = 0.0
     test_seconds_min: float = 0.0
     enrol_seconds_min: float = 0.0
     sub_seconds_min: float = 0.0
@@ -196,8 +192,7 @@ class DurationThreshold:
                 f"{self.reference_threshold!r} must be finite (and the duration positive)"
             )
         if ls.size and (
-            not (math.isfinite(self.slope) and math.isfinite(self.intercept))
-            or not np.all(np.isfinite(lt))
+            not np.all(np.isfinite(lt))
             or np.any(ls <= 0)
             or np.any(np.diff(ls) <= 0)
             or ls[-1] >= self.reference_seconds
@@ -220,9 +215,9 @@ class DurationThreshold:
     def threshold(self, seconds: npt.ArrayLike) -> FloatArray:
         """Threshold for models enrolled from ``seconds`` of speech.
 
-        The fitted line in ``log(seconds)`` from the shortest to the longest level (held
-        at its shortest-level value below), joined linearly in ``log(seconds)`` to the
-        reference threshold at ``reference_seconds``, the reference threshold above.
+        Linear in ``log(seconds)`` between the levels and the reference (the run's
+        threshold at ``reference_seconds``); the reference threshold above it, the
+        shortest level's below that level.
 
         Parameters
         ----------
@@ -235,14 +230,9 @@ class DurationThreshold:
         d = np.asarray(seconds, dtype=np.float64)
         if np.any(~(d > 0)):
             raise DataError(f"enrolment speech must be positive, got {d[~(d > 0)].ravel()[:3].tolist()} s")
-        if not self.level_seconds:
-            return np.full(d.shape, float(self.reference_threshold))
-        x = np.log(d)
-        lo, hi, ref = np.log([self.level_seconds[0], self.level_seconds[-1], self.reference_seconds])
-        line = self.intercept + self.slope * np.clip(x, lo, hi)
-        top = self.intercept + self.slope * hi
-        joined = np.interp(x, [hi, ref], [top, self.reference_threshold])
-        return np.where(x < hi, line, joined)
+        xs = np.log([*self.level_seconds, self.reference_seconds])
+        ys = np.array([*self.level_thresholds, self.reference_threshold], dtype=np.float64)
+        return np.interp(np.log(d), xs, ys)
 
     # -- fitting ---------------------------------------------------------------
     @classmethod
@@ -311,21 +301,12 @@ class DurationThreshold:
             if f[0] not in uniq or sum(f[2]) > sum(uniq[f[0]][2]):
                 uniq[f[0]] = f
         found = [uniq[d] for d in sorted(uniq)]
-        x = np.log([f[0] for f in found])
-        y = np.array([f[1] for f in found])
-        slope = 0.0
-        if x.size > 1:
-            xc = x - x.mean()
-            slope = float(np.dot(xc, y - y.mean()) / np.dot(xc, xc))
-        intercept = float(y.mean() - slope * x.mean()) if x.size else 0.0
         return cls(
             reference_seconds=float(reference_seconds),
             reference_threshold=float(reference_threshold),
             level_seconds=tuple(f[0] for f in found),
             level_thresholds=tuple(f[1] for f in found),
             level_trials=tuple(f[2] for f in found),
-            slope=slope,
-            intercept=intercept,
             test_seconds_min=float(test_seconds_min),
             enrol_seconds_min=float(enrol_seconds_min),
             sub_seconds_min=float(sec[np.isin(slev, used)].min()) if found else 0.0,
@@ -340,8 +321,6 @@ class DurationThreshold:
             "level_seconds": [float(v) for v in self.level_seconds],
             "level_thresholds": [float(v) for v in self.level_thresholds],
             "level_trials": [[int(a), int(b)] for a, b in self.level_trials],
-            "slope": float(self.slope),
-            "intercept": float(self.intercept),
             "test_seconds_min": float(self.test_seconds_min),
             "enrol_seconds_min": float(self.enrol_seconds_min),
             "sub_seconds_min": float(self.sub_seconds_min),
@@ -363,8 +342,6 @@ class DurationThreshold:
                 level_seconds=tuple(float(v) for v in d["level_seconds"]),
                 level_thresholds=tuple(float(v) for v in d["level_thresholds"]),
                 level_trials=tuple((int(a), int(b)) for a, b in d["level_trials"]),
-                slope=float(d["slope"]),
-                intercept=float(d["intercept"]),
                 test_seconds_min=float(d["test_seconds_min"]),
                 enrol_seconds_min=float(d["enrol_seconds_min"]),
                 sub_seconds_min=float(d["sub_seconds_min"]),
@@ -379,8 +356,6 @@ _KEYS = (
     "level_seconds",
     "level_thresholds",
     "level_trials",
-    "slope",
-    "intercept",
     "test_seconds_min",
     "enrol_seconds_min",
     "sub_seconds_min",

@@ -63,7 +63,7 @@ def _synthetic_levels(rng, level_seconds, per_level=400):
     return np.concatenate(scores), np.concatenate(key), np.concatenate(level)
 
 
-def test_fit_is_the_least_squares_line_through_each_levels_eer_threshold(rng):
+def test_fit_is_each_levels_eer_threshold(rng):
     secs = np.array([1.0, 2.0, 4.0, 8.0])
     scores, key, level = _synthetic_levels(rng, secs)
     scores[5] = np.nan  # an unscored trial takes no part
@@ -79,37 +79,31 @@ def test_fit_is_the_least_squares_line_through_each_levels_eer_threshold(rng):
     ]
     np.testing.assert_allclose(fit.level_thresholds, expect, rtol=0, atol=0)
     np.testing.assert_allclose(fit.level_seconds, secs)  # the median sub-model duration per level
-    slope, intercept = np.polyfit(np.log(secs), expect, 1)
-    assert fit.slope == pytest.approx(slope, rel=1e-9) and fit.intercept == pytest.approx(intercept, rel=1e-9)
     assert fit.level_trials[0] == (100 - 1, 400)
     assert fit.sub_seconds_min == pytest.approx(0.9) and fit.shortest_seconds == fit.sub_seconds_min
 
 
-def test_threshold_is_the_line_joined_to_the_runs_threshold():
+def test_threshold_interpolates_in_log_duration_up_to_the_runs_threshold():
     dt = DurationThreshold(
         reference_seconds=40.0,
         reference_threshold=2.0,
         level_seconds=(2.0, 4.0, 8.0),
-        level_thresholds=(0.9, 1.1, 1.6),
+        level_thresholds=(0.9, 0.6, 1.6),
         level_trials=((10, 50),) * 3,
-        slope=0.5,
-        intercept=0.5,
         test_seconds_min=0.3,
         enrol_seconds_min=30.0,
         sub_seconds_min=1.5,
     )
-    line = lambda d: 0.5 + 0.5 * np.log(d)  # noqa: E731
-    # on the line inside the measured range, held below it
-    assert dt.threshold(3.0) == pytest.approx(line(3.0))
-    assert dt.threshold(0.5) == pytest.approx(line(2.0)) == pytest.approx(dt.threshold(1.5))
-    assert not dt.covers(1.4) and dt.covers(1.5)  # covered: down to the shortest sub-model
-    # the run's threshold from the reference on: its decisions are kept
+    # each level's own threshold, and halfway in log d between two levels (not monotone: a U)
+    assert dt.threshold(np.array([2.0, 4.0, 8.0])) == pytest.approx([0.9, 0.6, 1.6], abs=1e-12)
+    assert dt.threshold(np.sqrt(2.0 * 4.0)) == pytest.approx(0.75)
+    assert dt.threshold(4.0 * 2**0.25) == pytest.approx(0.6 + 0.25 * 1.0)
+    # held below the shortest level; covered down to the shortest sub-model
+    assert dt.threshold(0.5) == dt.threshold(2.0) == pytest.approx(0.9)
+    assert not dt.covers(1.4) and dt.covers(1.5)
+    # the run's threshold from the reference on (its decisions are kept), joined from the longest level
     assert dt.threshold(np.array([40.0, 400.0])).tolist() == [2.0, 2.0]
-    # linear in log d between the longest level and the reference, continuous at both ends
-    mid = np.sqrt(8.0 * 40.0)
-    assert dt.threshold(mid) == pytest.approx((line(8.0) + 2.0) / 2)
-    assert dt.threshold(8.0 * (1 + 1e-9)) == pytest.approx(line(8.0), abs=1e-8)
-    assert dt.threshold(40.0 * (1 - 1e-9)) == pytest.approx(2.0, abs=1e-8)
+    assert dt.threshold(np.sqrt(8.0 * 40.0)) == pytest.approx((1.6 + 2.0) / 2)
     assert dt.threshold(np.ones((2, 3))).shape == (2, 3)
     with pytest.raises(DataError, match="positive"):
         dt.threshold(0.0)
@@ -132,6 +126,6 @@ def test_invalid_records_are_config_errors():
     d["extra"] = 1
     with pytest.raises(ConfigError, match="unknown keys \\['extra'\\]"):
         DurationThreshold.from_dict(d)
-    del d["extra"], d["slope"]
-    with pytest.raises(ConfigError, match="missing keys \\['slope'\\]"):
+    del d["extra"], d["sub_seconds_min"]
+    with pytest.raises(ConfigError, match="missing keys \\['sub_seconds_min'\\]"):
         DurationThreshold.from_dict(d)
