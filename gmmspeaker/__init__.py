@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "gmmspeaker.errors",
     "DataError": "gmmspeaker.errors",
     "ModelError": "gmmspeaker.errors",
+    "NotFittedError": "gmmspeaker.errors",
     "ConvergenceWarning": "gmmspeaker.errors",
     "SkippedInputWarning": "gmmspeaker.errors",
     # audio and features
@@ -37,6 +38,16 @@ _EXPORTS: dict[str, str] = {
     "score_utterance": "gmmspeaker.scoring.llr",
     "score_trials": "gmmspeaker.scoring.llr",
     "ScoringContext": "gmmspeaker.scoring.llr",
+    # i-vectors
+    "UtteranceStats": "gmmspeaker.ivector.stats",
+    "compute_stats": "gmmspeaker.ivector.stats",
+    "TotalVariability": "gmmspeaker.ivector.tv",
+    "train_tv": "gmmspeaker.ivector.tv",
+    "extract_ivectors": "gmmspeaker.ivector.tv",
+    "Backend": "gmmspeaker.ivector.backend",
+    "PLDA": "gmmspeaker.ivector.backend",
+    "length_normalize": "gmmspeaker.ivector.backend",
+    "cosine_scores": "gmmspeaker.ivector.backend",
     # corpora
     "Utterance": "gmmspeaker.corpora.lists",
     "Enrollment": "gmmspeaker.corpora.lists",
@@ -63,9 +74,10 @@ _EXPORTS: dict[str, str] = {
     "asnorm": "gmmspeaker.scoring.norm",
     "normalize_scores": "gmmspeaker.scoring.norm",
     "plot_det": "gmmspeaker.scoring.plots",
-    # recipes
+    # recipes and the trained system
     "load_recipe": "gmmspeaker.recipe.config",
     "run_recipe": "gmmspeaker.recipe.runner",
+    "Experiment": "gmmspeaker.system",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,7 @@ import numpy as np
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import AudioError
 
-__all__ = ["load_audio", "resample"]
+__all__ = ["AudioSource", "load_audio", "load_for_system", "resample", "unique_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ def load_audio(
     min_samples: int = 1,
     start: float = 0.0,
     end: float | None = None,
+    channel: int | str | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read an audio file as a mono float32 signal and check it is usable.
 
@@ -75,11 +79,15 @@ def load_audio(
         Read only ``[start, end)`` seconds of the file (only those frames are read from
         disk); ``end`` None = to the end. An ``end`` past the end of the file by up to
         0.5 s is clipped (Kaldi ``extract-segments`` does the same), more is an error.
+    channel : int, "mix" or None
+        Which channel of a multi-channel file: an index (0 = the first, the left of a
+        stereo file), or ``"mix"`` / None for the mean of the channels.
 
     Returns
     -------
     signal : ndarray, shape (n_samples,), float32
-        Mono mix-down (mean of the channels); integer PCM scaled to [-1, 1).
+        The chosen channel, or the mono mix-down (mean of the channels); integer PCM
+        scaled to [-1, 1).
     rate : int
         Sampling rate of ``signal`` in Hz.
 
@@ -87,7 +95,8 @@ def load_audio(
     ------
     AudioError
         The file is missing, a directory, not audio, empty, shorter than ``min_samples``,
-        contains NaN or infinite samples, is entirely zero, or has the wrong rate.
+        contains NaN or infinite samples, is entirely zero, has the wrong rate or lacks
+        the asked ``channel``.
     """
     import soundfile as sf
 
@@ -121,7 +130,19 @@ def load_audio(
     if not np.isfinite(data).all():
         n_bad = int(np.count_nonzero(~np.isfinite(data)))
         raise AudioError(f"{p}: audio contains {n_bad} NaN or infinite samples")
-    signal = data.mean(axis=1, dtype=np.float64).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
+    if channel is not None and channel != "mix":
+        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
+            raise AudioError(f"{p}: channel must be an index (0 = first) or 'mix', got {channel!r}")
+        if not 0 <= channel < data.shape[1]:
+            raise AudioError(
+                f"{p}: has {data.shape[1]} channel(s); channel {channel} does not exist "
+                f"(channels are numbered from 0)"
+            )
+        signal = data[:, int(channel)]
+    elif data.shape[1] > 1:
+        signal = data.mean(axis=1, dtype=np.float64).astype(np.float32)
+    else:
+        signal = data[:, 0]
     if not np.any(signal):
         raise AudioError(f"{p}: audio is silent (every sample is zero)")
     rate = int(rate)
@@ -140,3 +161,127 @@ def load_audio(
             f"at {rate} Hz, at least {min_samples} needed for one analysis frame"
         )
     return np.ascontiguousarray(signal, dtype=np.float32), rate
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """What an audio file was, and what :func:`load_for_system` made of it.
+
+    Attributes
+    ----------
+    path : str
+    source_rate : int
+        The file's sampling rate (Hz).
+    rate : int
+        The rate of the returned signal: the system's (Hz).
+    n_channels : int
+        Channels in the file.
+    channel : int, "mix" or None
+        The channel used; ``"mix"``: averaged as asked; None: averaged by default.
+    """
+
+    path: str
+    source_rate: int
+    rate: int
+    n_channels: int
+    channel: int | str | None
+
+    def notices(self) -> list[tuple[int, str]]:
+        """``(logging level, message)`` for what was done to the file beyond reading it.
+
+        Resampling down is an INFO notice; resampling up (the band above the file's
+        Nyquist frequency is empty) and averaging several channels are WARNINGs.
+        """
+        out: list[tuple[int, str]] = []
+        if self.source_rate > self.rate:
+            out.append(
+                (
+                    logging.INFO,
+                    f"{self.path}: resampled from {self.source_rate} Hz to the system's {self.rate} Hz",
+                )
+            )
+        elif self.source_rate < self.rate:
+            out.append(
+                (
+                    logging.WARNING,
+                    f"{self.path}: resampled up from {self.source_rate} Hz to the system's {self.rate} Hz; "
+                    f"it has nothing above {self.source_rate // 2} Hz, so its scores are less reliable",
+                )
+            )
+        if self.n_channels > 1 and self.channel is None:
+            out.append(
+                (
+                    logging.WARNING,
+                    f"{self.path}: {self.n_channels} channels averaged to one; if they hold different "
+                    "speakers (a stereo call), choose one: --channel N on the command line, channel=N in "
+                    "Python (0 = first/left, 1 = second/right), or --channel mix to average without this warning",
+                )
+            )
+        return out
+
+
+def load_for_system(
+    path: PathLike, *, sample_rate: int, channel: int | str | None = None, min_samples: int = 1
+) -> tuple[np.ndarray, AudioSource]:
+    """Read audio for a trained system: any rate (resampled to ``sample_rate``), any channel.
+
+    A trained system has one rate; a file of another rate is resampled to it (as a recipe
+    with ``data.resample: true`` does), and :meth:`AudioSource.notices` says so. Serving
+    resamples automatically, rather than refusing, because the features must be computed at
+    the system's rate whatever the recording's: refusing only sends the user to resample by
+    hand with another tool.
+
+    Parameters
+    ----------
+    path : path-like
+    sample_rate : int
+        The system's rate (Hz).
+    channel : int, "mix" or None
+        See :func:`load_audio`; None averages the channels, and :meth:`AudioSource.notices`
+        warns when there are several.
+    min_samples : int
+        Fewest samples (after resampling) the caller can use.
+
+    Returns
+    -------
+    signal : ndarray, shape (n_samples,), float32
+    source : AudioSource
+
+    Raises
+    ------
+    AudioError
+        As :func:`load_audio`.
+    """
+    import soundfile as sf
+
+    signal, rate = load_audio(
+        path, sample_rate=sample_rate, resample_audio=True, min_samples=min_samples, channel=channel
+    )
+    info = sf.info(str(path))  # readable: load_audio just read it
+    src = AudioSource(
+        path=str(path),
+        source_rate=int(info.samplerate),
+        rate=int(rate),
+        n_channels=int(info.channels),
+        channel=channel if channel is None or channel == "mix" else int(channel),
+    )
+    return signal, src
+
+
+def unique_paths(paths: Sequence[PathLike]) -> tuple[list[PathLike], list[PathLike]]:
+    """``(unique, duplicates)``: ``paths`` in order without repeats of the same file.
+
+    Two names are the same file when they resolve to the same real path (relative or
+    absolute spelling, ``./``, ``..``, symbolic links). The first occurrence is kept.
+    """
+    seen: set[str] = set()
+    unique: list[PathLike] = []
+    duplicates: list[PathLike] = []
+    for p in paths:
+        key = os.path.realpath(os.fspath(p))
+        if key in seen:
+            duplicates.append(p)
+        else:
+            seen.add(key)
+            unique.append(p)
+    return unique, duplicates

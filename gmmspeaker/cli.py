@@ -56,6 +56,21 @@ def _p_targets(text: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _channel(text: str) -> int | str:
+    """``--channel``: a channel index (0 = first/left) or ``mix`` (an argparse type)."""
+    if text == "mix":
+        return "mix"
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a channel number (0, 1, ...) nor 'mix'"
+        ) from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"channel numbers start at 0, got {v}")
+    return v
+
+
 def _p_target(text: str) -> float:
     """One ``--p-target`` probability in (0, 1) (an argparse type)."""
     vals = _p_targets(text)
@@ -201,13 +216,15 @@ def cmd_enroll_audio(a: argparse.Namespace) -> int:
             "--relevance/--adapt belong to list-based enrolment; EXPDIR uses its recipe's map settings"
         )
     exp = _experiment_args(a, model=True)
-    r = exp.enroll(a.model, a.audio)
+    r = exp.enroll(a.model, a.audio, replace=a.replace, channel=a.channel)
+    if r.duplicates:
+        print(f"{len(r.duplicates)} file(s) listed more than once were used once: {', '.join(r.duplicates)}")
     if r.replaced == "user":
         print(f"model {r.model_id!r} already enrolled: re-enrolled, the previous model is replaced")
     elif r.replaced == "recipe":
         print(
             f"model {r.model_id!r} is a recipe model: the new model replaces it for verify and identify "
-            f"({exp.workdir / 'models.h5'} is left as the run wrote it)"
+            "(the recipe's models file is left as the run wrote it)"
         )
     thr = "" if r.threshold is None else f"; default threshold {r.threshold:.4f}"
     print(
@@ -220,18 +237,36 @@ def cmd_enroll_audio(a: argparse.Namespace) -> int:
 def cmd_verify(a: argparse.Namespace) -> int:
     """``verify EXPDIR --model ID AUDIO...``: scores and accept/reject decisions."""
     exp = _experiment_args(a, model=True)
-    results = exp.verify(a.model, a.audio, threshold=a.threshold, p_target=a.p_target)
+    results = exp.verify(
+        a.model,
+        a.audio,
+        threshold=a.threshold,
+        p_target=a.p_target,
+        channel=a.channel,
+        on_bad_audio=a.on_bad_audio,
+    )
     if a.json:
         for r in results:
             print(json.dumps(r.to_dict()))
-        return 0
+        return _batch_status(results)
     first = results[0]
     print(f"threshold {first.threshold:.4f}: {first.threshold_source}")
     for r in results:
+        if r.error is not None:
+            print(f"{r.audio}  skipped: {r.error}")
+            continue
         cal = "" if r.calibrated_llr is None else f"  calibrated LLR {r.calibrated_llr:8.4f}"
         norm = "" if exp.normalization == "none" else f"  score ({exp.normalization}) {r.score:8.4f}"
         print(f"{r.audio}  model {r.model}  raw LLR {r.raw_llr:8.4f}{norm}{cal}  {r.decision}")
-    return 0
+    return _batch_status(results)
+
+
+def _batch_status(results: list[Any]) -> int:
+    """Exit status of a verify/identify batch: 0, or 2 when every file was skipped."""
+    skipped = sum(r.error is not None for r in results)
+    if skipped:
+        print(f"gmmspeaker: {skipped} of {len(results)} file(s) skipped (unusable audio)", file=sys.stderr)
+    return 2 if results and skipped == len(results) else 0
 
 
 def cmd_identify(a: argparse.Namespace) -> int:
@@ -239,14 +274,49 @@ def cmd_identify(a: argparse.Namespace) -> int:
     if a.top_n < 1:
         a.parser.error(f"--top-n must be >= 1, got {a.top_n}")
     exp = _experiment_args(a, model=False)
-    results = exp.identify(a.audio, top_n=a.top_n, threshold=a.threshold)
+    results = exp.identify(
+        a.audio, top_n=a.top_n, threshold=a.threshold, channel=a.channel, on_bad_audio=a.on_bad_audio
+    )
     for r in results:
         if a.json:
             print(json.dumps(r.to_dict()))
             continue
+        if r.error is not None:
+            print(f"{r.audio}: skipped: {r.error}")
+            continue
         print(f"{r.audio}: {r.decision}")
         for rank, (m, sc) in enumerate(r.ranking, 1):
             print(f"  {rank:2d}. {m:<20} {sc:8.4f}")
+    return _batch_status(results)
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    """``models EXPDIR``: the recipe's and the users' models."""
+    from gmmspeaker.system import Experiment
+
+    models = Experiment.open(a.expdir).list_models()
+    if a.json:
+        for m in models:
+            print(json.dumps(m.to_dict()))
+        return 0
+    w = max([len(m.model_id) for m in models] + [5])
+    print(f"{'model':<{w}}  {'source':<6}  {'status':<8}  {'files':>5}  {'speech':>8}  enrolled (UTC)")
+    for m in models:
+        note = f"  ({m.note})" if m.note else ""
+        print(
+            f"{m.model_id:<{w}}  {m.source:<6}  {m.status:<8}  {len(m.files):>5}  "
+            f"{m.speech_seconds:>7.1f}s  {m.enrolled or '?'}{note}"
+        )
+    return 0
+
+
+def cmd_unenroll(a: argparse.Namespace) -> int:
+    """``unenroll EXPDIR --model ID``: remove a user model."""
+    from gmmspeaker.system import Experiment
+
+    restored = Experiment.open(a.expdir).unenroll(a.model)
+    extra = "; the recipe's model of that id is used again" if restored else ""
+    print(f"user model {a.model} removed{extra}")
     return 0
 
 
@@ -323,7 +393,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     p_targets = tuple(a.p_target)
     res = evaluate_scores(scores, keys, p_targets=p_targets, det_plot=None if a.no_plot else out / "det.png")
-    res["thresholds"] = write_score_histogram(out, scores, keys, p_targets=p_targets, plot=not a.no_plot)
+    res["score_label"] = f"score from {Path(a.scores).name}"
+    res["thresholds"] = write_score_histogram(
+        out, scores, keys, p_targets=p_targets, plot=not a.no_plot, score_label=res["score_label"]
+    )
     (out / "results.json").write_text(json.dumps(res, indent=1, sort_keys=True))
     report = write_experiment_report(out, res)
     print(format_results(res))
@@ -361,12 +434,93 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def describe_experiment(wd: Path) -> list[tuple[str, str]]:
+    """``(label, text)`` rows describing a trained experiment (a ``gmmspeaker run`` workdir)."""
+    from gmmspeaker.scoring.report import data_rows
+
+    recipe = json.loads((wd / "recipe.json").read_text(encoding="utf-8"))
+    rows: list[tuple[str, str]] = [("experiment", f"{recipe.get('experiment', '?')} in {wd}")]
+    system = recipe.get("system") or ["gmm_ubm"]
+    sc = recipe.get("scoring") or {}
+    method = sc.get("method", "top_c")
+    method += f" (C={sc.get('top_c', 5)})" if method == "top_c" else ""
+    rows.append(
+        (
+            "system",
+            f"{' + '.join(system)}; LLR scoring {method}; normalisation {sc.get('normalization', 'none')}",
+        )
+    )
+    rows += [(k, v) for k, v in data_rows(wd, recipe) if k != "report written"]
+    feats = recipe.get("features") or {}
+    manifest = wd / "features" / "manifest.json"
+    if manifest.is_file():
+        feats = json.loads(manifest.read_text(encoding="utf-8")).get("config", feats)
+    rows.append(
+        (
+            "features",
+            f"{feats.get('sample_rate', '?')} Hz, {feats.get('n_mfcc', '?')} MFCC, deltas {feats.get('deltas', '?')}, "
+            f"VAD {feats.get('vad', '?')}, normalisation {feats.get('normalize', '?')} "
+            "(audio of another rate is resampled when served)",
+        )
+    )
+    ubm = recipe.get("ubm") or {}
+    if (wd / "ubm.h5").is_file():
+        rows.append(("UBM", f"{ubm.get('components', '?')} diagonal Gaussians, {wd / 'ubm.h5'}"))
+    try:
+        from gmmspeaker.system import Experiment
+
+        models = Experiment.open(wd).list_models()
+        n_rec = sum(m.source == "recipe" for m in models)
+        users = [m for m in models if m.source == "user"]
+        stale = sum(m.status == "stale" for m in users)
+        rows.append(
+            (
+                "models",
+                f"{n_rec} from the recipe, {len(users)} enrolled by users"
+                + (f" ({stale} stale)" if stale else "")
+                + f": gmmspeaker models {wd}",
+            )
+        )
+    except GmmSpeakerError as exc:
+        rows.append(("models", f"not usable yet ({exc})"))
+    res_path = wd / "results.json"
+    if res_path.is_file():
+        res = json.loads(res_path.read_text(encoding="utf-8"))
+        dcf = ", ".join(
+            f"minDCF({p}) {v:.3f}" for p, v in sorted(res.get("min_dcf", {}).items(), reverse=True)
+        )
+        rows.append(
+            (
+                "results",
+                f"EER {100 * res['eer']:.2f} %, {dcf} on {res.get('n_target')} target / "
+                f"{res.get('n_nontarget')} non-target trials; {wd / 'report.html'}",
+            )
+        )
+    else:
+        rows.append(("results", "none yet (the evaluate stage has not run)"))
+    rows.append(
+        ("use it", f"gmmspeaker verify {wd} --model ID AUDIO...  |  gmmspeaker identify {wd} AUDIO...")
+    )
+    return rows
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     import h5py
 
     from gmmspeaker.errors import DataError
 
     p = Path(a.file)
+    if p.is_dir() and (p / "recipe.json").is_file():
+        rows = describe_experiment(p)
+        w = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            print(f"{k:<{w}}  {v}")
+        return 0
+    if p.is_dir() and not (p / "manifest.json").exists():
+        raise DataError(
+            f"{p}: neither a trained experiment (no recipe.json: run a recipe into it, gmmspeaker run RECIPE "
+            f"--workdir {p}) nor a feature store (no manifest.json)"
+        )
     if p.is_dir() and (p / "manifest.json").exists():
         from gmmspeaker.store import FeatureStore
 
@@ -398,53 +552,137 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+_CHANNEL_HELP = (
+    "channel of multi-channel audio: 0 = first (left), 1 = second (right), ...; "
+    "'mix' averages them (default: averaged, with a warning)"
+)
+_BAD_AUDIO_HELP = (
+    "'skip': report an unusable file (its error, a JSON line with --json) and score the others; "
+    "'error': stop at it (default: %(default)s)"
+)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Paragraphs wrapped, indented lines kept as written; every option's default shown unless
+    it is empty (None/False)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if not line.strip() or line.startswith(" "):
+                out.append(indent + line)
+            else:
+                out.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent))
+        return "\n".join(out)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" not in text
+            and default not in (None, False, argparse.SUPPRESS)
+            and action.option_strings
+            and action.nargs != 0
+        ):
+            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+            text += f" (default: {shown})"
+        return text
+
+
+_QUIET_HELP = "warnings and errors only: no progress bars, no information lines"
+_DEBUG_HELP = "show tracebacks and debug logs"
+_EXPDIR_HELP = "a trained experiment: the workdir of a 'gmmspeaker run'"
+_JOBS_HELP = "parallel workers (-1 = every core this process may use)"
+_ROOT_HELP = "corpus root the list's relative paths start from (default: the list's folder)"
+
+_EPILOG = """first steps:
+  gmmspeaker run recipes/demo.yaml                 train and evaluate on a synthetic corpus
+  gmmspeaker info exp/demo                         what the trained experiment holds
+  gmmspeaker verify exp/demo --model spk000 a.wav  accept or reject a.wav as spk000
+  gmmspeaker enroll exp/demo --model me my1.wav my2.wav
+                                                   add your own voice
+Each command has its own --help."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gmmspeaker.recipe.config import STAGES
 
-    ap = _Parser(prog="gmmspeaker", description="Speaker recognition with GMM-UBM.")
+    ap = _Parser(
+        prog="gmmspeaker",
+        description="Speaker recognition with GMM-UBM: train from a recipe, then enrol, verify and identify.",
+        epilog=_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
     ap.add_argument("--version", action="version", version=f"gmmspeaker {__version__}")
-    ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    ap.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    ap.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     # the same two flags after the subcommand; SUPPRESS keeps the top-level value when absent
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs"
-    )
-    common.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only"
-    )
-    sub = ap.add_subparsers(dest="command", required=True)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    def add_sub(name: str, **kw: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], **kw)
+    def add_sub(name: str, *, help: str, description: str, **kw: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, parents=[common], help=help, description=description, formatter_class=_HelpFormatter, **kw
+        )
         p.set_defaults(parser=p)
         return p
 
-    r = add_sub("run", help="run a recipe (every out-of-date stage)")
-    r.add_argument("recipe")
-    r.add_argument("--workdir", help="outputs folder (default exp/<experiment>)")
-    r.add_argument("--jobs", type=int, help="parallel workers (overrides the recipe)")
-    r.add_argument("--force", action="store_true", help="rerun every stage")
-    r.add_argument("--from-stage", choices=list(STAGES))
-    r.add_argument("--until-stage", choices=list(STAGES))
-    r.add_argument("--dry-run", action="store_true", help="say what would run and why")
+    stages = ", ".join(STAGES)
+    r = add_sub(
+        "run",
+        help="run a recipe (every out-of-date stage)",
+        description="Run a recipe: every stage whose inputs or settings changed since the last run "
+        "(the others say 'up to date'). Outputs go to the workdir: results.json, report.html, "
+        "scores.txt, ubm.h5, models.h5, ...\n\nStages: " + stages + ".",
+    )
+    r.add_argument("recipe", help="the recipe YAML file (e.g. recipes/demo.yaml)")
+    r.add_argument("--workdir", help="outputs folder (default: exp/<experiment> under the current folder)")
+    r.add_argument("--jobs", type=int, help=_JOBS_HELP + " (default: the recipe's jobs)")
+    r.add_argument("--force", action="store_true", help="rerun every stage, even those up to date")
+    r.add_argument(
+        "--from-stage", choices=list(STAGES), metavar="STAGE", help="start at this stage (default: the first)"
+    )
+    r.add_argument(
+        "--until-stage",
+        choices=list(STAGES),
+        metavar="STAGE",
+        help="stop after this stage (default: the last)",
+    )
+    r.add_argument("--dry-run", action="store_true", help="say what would run and why, run nothing")
     r.set_defaults(func=cmd_run)
 
-    f = add_sub("features", help="extract features of the audio in a list into an HDF5 store")
+    f = add_sub(
+        "features",
+        help="extract features of the audio in a list into an HDF5 store",
+        description="Extract MFCC features of every file a ubm, enroll or trials list names into a "
+        "feature store (a folder of HDF5 shards). Files already extracted with the same settings are "
+        "kept.",
+    )
     f.add_argument("list", help="ubm, enroll or trials list")
-    f.add_argument("--root", help="corpus root of the list's paths (default: the list's folder)")
-    f.add_argument("--out", required=True, help="feature store folder")
+    f.add_argument("--root", help=_ROOT_HELP)
+    f.add_argument("--out", required=True, help="feature store folder (required)")
     f.add_argument(
         "--config",
-        help="YAML of feature options (flat, or a recipe's features: section); "
-        "default: the 8 or 16 kHz defaults, from the audio's rate",
+        help="YAML of feature options (flat, or a recipe's features: section) "
+        "(default: the 8 or 16 kHz defaults, from the audio's rate)",
     )
-    f.add_argument("--jobs", type=int, default=1)
+    f.add_argument("--jobs", type=int, default=1, help=_JOBS_HELP)
     f.add_argument(
         "--resample", action="store_true", help="resample audio of another (or, without --config, mixed) rate"
     )
-    f.add_argument("--on-bad-audio", choices=["error", "skip"], default="error")
-    f.add_argument("--compression", choices=["gzip", "lzf"], default=None)
+    f.add_argument(
+        "--on-bad-audio",
+        choices=["error", "skip"],
+        default="error",
+        help="'skip': leave out unusable files (listed at the end); 'error': stop at the first",
+    )
+    f.add_argument(
+        "--compression", choices=["gzip", "lzf"], default=None, help="HDF5 compression (default: none)"
+    )
     f.add_argument(
         "--content-check",
         action="store_true",
@@ -453,43 +691,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.set_defaults(func=cmd_features)
 
-    u = add_sub("train-ubm", help="train a UBM on the features of a store")
-    u.add_argument("--features", required=True, help="feature store folder")
+    u = add_sub(
+        "train-ubm",
+        help="train a UBM on the features of a store",
+        description="Train a universal background model (a diagonal GMM, EM with binary splitting or "
+        "k-means++) on the features of a store, streamed in chunks.",
+    )
+    u.add_argument("--features", required=True, help="feature store folder (required)")
     u.add_argument("--list", help="ubm list (default: every utterance in the store)")
-    u.add_argument("--root")
-    u.add_argument("--out", required=True, help="ubm.h5 to write")
-    u.add_argument("--components", type=int, default=64)
-    u.add_argument("--iterations", type=int, default=10)
-    u.add_argument("--init", choices=["split", "kmeans++", "random"], default="split")
-    u.add_argument("--variance-floor", type=float, default=1e-3)
-    u.add_argument("--seed", type=int, default=0)
-    u.add_argument("--jobs", type=int, default=1)
+    u.add_argument("--root", help=_ROOT_HELP)
+    u.add_argument("--out", required=True, help="ubm.h5 to write (required)")
+    u.add_argument("--components", type=int, default=64, help="Gaussian components")
+    u.add_argument("--iterations", type=int, default=10, help="EM iterations at the final size")
+    u.add_argument(
+        "--init", choices=["split", "kmeans++", "random"], default="split", help="initialisation of EM"
+    )
+    u.add_argument(
+        "--variance-floor", type=float, default=1e-3, help="variance floor, relative to the data's variance"
+    )
+    u.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    u.add_argument("--jobs", type=int, default=1, help=_JOBS_HELP)
     u.set_defaults(func=cmd_train_ubm)
 
     e = add_sub(
         "enroll",
         help="enrol a speaker from audio into a trained experiment, or MAP-adapt models from an enroll list",
-        description="enroll EXPDIR --model ID AUDIO...  |  enroll --features STORE --ubm UBM --list LIST --out MODELS",
+        usage="gmmspeaker enroll EXPDIR --model ID [--replace] [--channel N] AUDIO [AUDIO ...]\n"
+        "       gmmspeaker enroll --features STORE --ubm UBM --list LIST --out MODELS [options]",
+        description="Two forms:\n"
+        "  gmmspeaker enroll EXPDIR --model ID [--replace] AUDIO [AUDIO ...]\n"
+        "      add a speaker to a trained experiment (user_models.h5), from audio of any rate\n"
+        "  gmmspeaker enroll --features STORE --ubm UBM --list LIST --out MODELS\n"
+        "      MAP-adapt the models of an enroll list from a feature store",
     )
-    e.add_argument("expdir", nargs="?", help="a trained experiment (a recipe's workdir)")
-    e.add_argument("audio", nargs="*", help="audio files of the speaker (with EXPDIR)")
-    e.add_argument("--model", help="model id to add or replace (with EXPDIR)")
-    e.add_argument("--features", help="feature store (list-based enrolment)")
-    e.add_argument("--ubm")
-    e.add_argument("--list", help="enroll list: model_id path [path ...]")
-    e.add_argument("--root")
-    e.add_argument("--out", help="models.h5 to write")
-    e.add_argument("--relevance", type=float, default=None, help="default 16")
-    e.add_argument("--adapt", default=None, help="comma-separated: means,weights,variances (default means)")
-    e.add_argument("--jobs", type=int, default=1)
+    e.add_argument("expdir", nargs="?", metavar="EXPDIR", help=_EXPDIR_HELP + " (first form)")
+    e.add_argument("audio", nargs="*", metavar="AUDIO", help="audio files of the speaker (first form)")
+    e.add_argument("--model", metavar="ID", help="model id to add (first form; required there)")
+    e.add_argument(
+        "--replace", action="store_true", help="replace an existing model of that id (user or recipe model)"
+    )
+    e.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
+    e.add_argument("--features", help="feature store (second form)")
+    e.add_argument("--ubm", help="ubm.h5 (second form)")
+    e.add_argument("--list", help="enroll list: model_id path [path ...] (second form)")
+    e.add_argument("--root", help=_ROOT_HELP)
+    e.add_argument("--out", help="models.h5 to write (second form)")
+    e.add_argument(
+        "--relevance", type=float, default=None, help="MAP relevance factor (second form; default: 16)"
+    )
+    e.add_argument(
+        "--adapt", default=None, help="comma-separated: means,weights,variances (second form; default: means)"
+    )
+    e.add_argument("--jobs", type=int, default=1, help=_JOBS_HELP + " (second form)")
     e.set_defaults(func=cmd_enroll, audio_args=True)
 
     vf = add_sub(
-        "verify", help="score audio against an enrolled model of a trained experiment: accept/reject"
+        "verify",
+        help="score audio against an enrolled model of a trained experiment: accept/reject",
+        description="Score audio files against one model and decide accept or reject. Audio of any "
+        "sampling rate is resampled to the experiment's; for multi-channel audio choose --channel. "
+        "The default threshold is the EER threshold of the experiment's own trials.",
     )
-    vf.add_argument("expdir", nargs="?", help="a trained experiment (a recipe's workdir)")
-    vf.add_argument("audio", nargs="*", help="audio files to verify")
-    vf.add_argument("--model", help="the claimed model id")
+    vf.add_argument("expdir", metavar="EXPDIR", help=_EXPDIR_HELP)
+    vf.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files to verify")
+    vf.add_argument("--model", required=True, metavar="ID", help="the claimed model id (required)")
     how = vf.add_mutually_exclusive_group()
     how.add_argument("--threshold", type=float, help="accept when the score reaches this value")
     how.add_argument(
@@ -498,41 +763,95 @@ def build_parser() -> argparse.ArgumentParser:
         help="Bayes threshold -logit(P) on the calibrated LLR (needs data.dev_trials in the recipe)",
     )
     vf.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    vf.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
+    vf.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=_BAD_AUDIO_HELP)
     vf.set_defaults(func=cmd_verify, audio_args=True)
 
-    idf = add_sub("identify", help="rank the enrolled models of a trained experiment on audio files")
-    idf.add_argument("expdir", nargs="?", help="a trained experiment (a recipe's workdir)")
-    idf.add_argument("audio", nargs="*", help="audio files to identify")
-    idf.add_argument("--top-n", type=int, default=5, help="models listed per file (default 5)")
+    idf = add_sub(
+        "identify",
+        help="rank the enrolled models of a trained experiment on audio files",
+        description="Rank every enrolled model on each audio file by raw LLR (closed set), or say "
+        "'unknown' below a --threshold (open set).",
+    )
+    idf.add_argument("expdir", metavar="EXPDIR", help=_EXPDIR_HELP)
+    idf.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files to identify")
+    idf.add_argument("--top-n", type=int, default=5, help="models listed per file")
     idf.add_argument(
         "--threshold", type=float, help="open set: 'unknown' when the best raw LLR is below this"
     )
     idf.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    idf.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
+    idf.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=_BAD_AUDIO_HELP)
     idf.set_defaults(func=cmd_identify, audio_args=True)
 
-    s = add_sub("score", help="score a trial list")
-    s.add_argument("--features", required=True)
-    s.add_argument("--ubm", required=True)
-    s.add_argument("--models", required=True)
-    s.add_argument("--trials", required=True)
-    s.add_argument("--root")
-    s.add_argument("--out", required=True, help="scores file to write")
-    s.add_argument("--method", choices=["full", "top_c", "linear"], default="top_c")
-    s.add_argument("--top-c", type=int, default=5)
-    s.add_argument("--jobs", type=int, default=1)
+    ms = add_sub(
+        "models",
+        help="list the models of a trained experiment (recipe and user models)",
+        description="List every model of a trained experiment: the recipe's (models.h5) and the users' "
+        "(user_models.h5), with their files, seconds of speech, when enrolled and status "
+        "(active, replaced by a user model, stale).",
+    )
+    ms.add_argument("expdir", metavar="EXPDIR", help=_EXPDIR_HELP)
+    ms.add_argument("--json", action="store_true", help="one JSON object per line and model")
+    ms.set_defaults(func=cmd_models)
+
+    ue = add_sub(
+        "unenroll",
+        help="remove a user model from a trained experiment",
+        description="Remove one user model (the others are kept). If it replaced a recipe model of the "
+        "same id, the recipe model is used again.",
+    )
+    ue.add_argument("expdir", metavar="EXPDIR", help=_EXPDIR_HELP)
+    ue.add_argument("--model", required=True, metavar="ID", help="the user model id to remove (required)")
+    ue.set_defaults(func=cmd_unenroll)
+
+    s = add_sub(
+        "score",
+        help="score a trial list",
+        description="Score every trial of a list (model_id test_path [target|nontarget]) with models "
+        "MAP-adapted from a UBM; writes a scores file for 'evaluate'.",
+    )
+    s.add_argument("--features", required=True, help="feature store holding the test files (required)")
+    s.add_argument("--ubm", required=True, help="ubm.h5 (required)")
+    s.add_argument("--models", required=True, help="models.h5 (required)")
+    s.add_argument("--trials", required=True, help="trial list (required)")
+    s.add_argument("--root", help=_ROOT_HELP)
+    s.add_argument("--out", required=True, help="scores file to write (required)")
+    s.add_argument(
+        "--method",
+        choices=["full", "top_c", "linear"],
+        default="top_c",
+        help="LLR: every component, the UBM's top-C per frame, or the linear approximation",
+    )
+    s.add_argument("--top-c", type=int, default=5, help="components per frame for --method top_c")
+    s.add_argument("--jobs", type=int, default=1, help=_JOBS_HELP)
     s.set_defaults(func=cmd_score)
 
-    v = add_sub("evaluate", help="metrics of a scores file: table, results.json, det.png")
-    v.add_argument("scores", help="model_id test_id score [target|nontarget]")
+    v = add_sub(
+        "evaluate",
+        help="metrics of a scores file: table, results.json, det.png, report.html",
+        description="EER, minDCF, actDCF and Cllr of a scores file, with a DET curve, a score "
+        "histogram and a self-contained report.html.",
+    )
+    v.add_argument("scores", help="scores file: model_id test_id score [target|nontarget]")
     v.add_argument("--trials", help="trial list with keys (when the scores file has none)")
-    v.add_argument("--root")
-    v.add_argument("--out", default=".", help="folder for results.json and det.png")
-    v.add_argument("--p-target", type=_p_targets, default="0.01,0.001", help="comma-separated priors")
-    v.add_argument("--no-plot", action="store_true")
+    v.add_argument("--root", help=_ROOT_HELP)
+    v.add_argument("--out", default=".", help="folder for results.json, det.png and report.html")
+    v.add_argument(
+        "--p-target", type=_p_targets, default="0.01,0.001", help="comma-separated target priors of the DCFs"
+    )
+    v.add_argument("--no-plot", action="store_true", help="no det.png nor score_hist.png")
     v.set_defaults(func=cmd_evaluate)
 
-    i = add_sub("info", help="what a feature store, UBM or models file holds")
-    i.add_argument("file")
+    i = add_sub(
+        "info",
+        help="describe a trained experiment, feature store, UBM or models file",
+        description="Describe what a path holds: a trained experiment (a 'gmmspeaker run' workdir: its "
+        "data, system, models and results), a feature store, or an HDF5 model file.",
+    )
+    i.add_argument(
+        "file", metavar="PATH", help="an experiment workdir, a feature store folder or an .h5 file"
+    )
     i.set_defaults(func=cmd_info)
     return ap
 
@@ -540,7 +859,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gmmspeaker`` console script."""
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # bare `gmmspeaker`: the help, not an error
+        parser.print_help()
+        return 0
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "command", None) is None:  # only --debug / -q
+        parser.print_help()
+        return 0
     if extra:  # audio files after an option (argparse stops filling positionals there)
         if getattr(args, "audio_args", False) and not any(x.startswith("-") for x in extra):
             args.audio = [*args.audio, *extra]

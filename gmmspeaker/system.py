@@ -23,8 +23,18 @@ model, the audio it was enrolled from, its speech seconds and what it depends on
 model whose dependencies changed is *stale*: :func:`refresh_user_models` (which
 ``gmmspeaker run`` calls after its stages) re-enrols it from its recorded audio, or,
 when that audio is gone or unreadable, warns and leaves it out; verifying against a
-stale model is a :class:`~gmmspeaker.errors.ModelError` that says how to re-enrol. A
-user model with the id of a recipe model replaces it (the enrol call says so).
+stale model is a :class:`~gmmspeaker.errors.ModelError` that says how to re-enrol.
+Enrolling an id that exists (a user model, or a recipe model) needs ``replace=True``
+(``--replace``): a user model then replaces it for verify and identify.
+:meth:`Experiment.list_models` lists the models (``gmmspeaker models``),
+:meth:`Experiment.unenroll` removes a user model (``gmmspeaker unenroll``; a recipe model
+it replaced is used again).
+
+**Real-world audio**: a file of another rate is resampled to the system's rate (with a
+notice: :func:`gmmspeaker.audio.load_for_system` says why serving resamples rather than
+refuses), a multi-channel file is averaged with a warning unless a ``channel`` is chosen,
+verify and identify can skip unusable files (``on_bad_audio="skip"``) and an enrolment
+file listed twice is used once, with a warning.
 
 **Short enrolment.** The run's EER threshold was set on models enrolled from its own
 enrolment lists; a model enrolled from a few seconds scores every trial closer to zero
@@ -39,21 +49,22 @@ test speech is shorter than anything the run's evaluation covered.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gmmspeaker._io import atomic_path
+from gmmspeaker._lock import lock, unlock
 from gmmspeaker._typing import FloatArray, PathLike
-from gmmspeaker.errors import ConfigError, DataError, GmmSpeakerError, ModelError
+from gmmspeaker.errors import AudioError, ConfigError, DataError, GmmSpeakerError, ModelError
 from gmmspeaker.systems import Fused, NormCohort, Tests, TrainedSystem, build
 from gmmspeaker.workdir import Workdir
 
@@ -62,6 +73,7 @@ __all__ = [
     "EnrollResult",
     "VerifyResult",
     "IdentifyResult",
+    "ModelInfo",
     "refresh_user_models",
 ]
 
@@ -80,15 +92,14 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
     list of str
         The ids re-enrolled.
     """
-    wd = Workdir(workdir)
-    if not any(wd.path.glob(wd.user_models("*").name)) and not wd.user_models().exists():
+    if not any(Path(workdir).glob("user_models*.h5")):
         return []
     exp = Experiment.open(workdir)
     done = []
     for mid, why in sorted(exp.stale_user_models.items()):
         audio = exp.user_audio.get(mid, [])
         missing = [a for a in audio if not Path(a).is_file()]
-        advice = f"re-enrol it with gmmspeaker enroll {exp.workdir} --model {mid} AUDIO..."
+        advice = f"re-enrol it with gmmspeaker enroll {exp.workdir} --model {mid} --replace AUDIO..."
         if missing or not audio:
             logger.warning(
                 "user model %r is stale (%s) and its audio %s is gone: %s",
@@ -99,7 +110,7 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
             )
             continue
         try:
-            exp.enroll(mid, audio)
+            exp.enroll(mid, audio, replace=True, channel=exp.user_info.get(mid, {}).get("channel"))
         except GmmSpeakerError as exc:
             logger.warning(
                 "user model %r is stale (%s) and re-enrolling it failed (%s): %s", mid, why, exc, advice
@@ -133,6 +144,8 @@ class EnrollResult:
         The user models file written (the first system's in a fusion).
     speech_seconds : float
         Speech the model was enrolled from (frames kept by VAD x frame shift).
+    duplicates : list of str
+        Files listed more than once (each was used once).
     threshold : float or None
         The default threshold :meth:`Experiment.verify` applies to the model (None before
         the run's evaluation).
@@ -144,6 +157,7 @@ class EnrollResult:
     replaced: str | None
     path: Path
     speech_seconds: float = 0.0
+    duplicates: list[str] = field(default_factory=list)
     threshold: float | None = None
 
 
@@ -172,9 +186,12 @@ class VerifyResult:
     threshold_source : str
         What the threshold is and which score it applies to.
     decision : str
-        ``"accept"`` or ``"reject"``.
+        ``"accept"`` or ``"reject"``; ``"skipped"`` when the file was unusable and the
+        call asked to skip (scores NaN).
     system_scores : dict
         In a fusion, each system's own score.
+    error : str or None
+        Why a skipped file was skipped.
     """
 
     audio: str
@@ -186,6 +203,7 @@ class VerifyResult:
     threshold_source: str
     decision: str
     system_scores: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field."""
@@ -198,6 +216,7 @@ class VerifyResult:
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
             "decision": self.decision,
+            "error": self.error,
         }
         if self.system_scores:
             out["system_scores"] = dict(self.system_scores)
@@ -214,22 +233,78 @@ class IdentifyResult:
     ranking : list of (model_id, score)
         The ``top_n`` best models, best first (raw scores of one system; fused scores of a fusion).
     decision : str
-        The best model's id, or ``"unknown"`` when a threshold is set and its score is below it.
+        The best model's id, or ``"unknown"`` when a threshold is set and its score is below
+        it; ``"skipped"`` when the file was unusable and the call asked to skip.
     threshold : float or None
+    error : str or None
+        Why a skipped file was skipped.
     """
 
     audio: str
     ranking: list[tuple[str, float]]
     decision: str
     threshold: float | None = None
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict: ``audio``, ``ranking`` ([{"model", "score"}], best first), ``decision``."""
+        """JSON-able dict: ``audio``, ``ranking`` ([{"model", "score"}], best first), ``decision``,
+        ``threshold``, ``error``."""
         return {
             "audio": self.audio,
             "ranking": [{"model": m, "score": s} for m, s in self.ranking],
             "decision": self.decision,
             "threshold": self.threshold,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model of an experiment, as :meth:`Experiment.list_models` describes it.
+
+    Attributes
+    ----------
+    model_id : str
+    source : str
+        ``"recipe"`` (the run's models, from the recipe's enroll list) or ``"user"``
+        (``user_models.h5``, from ``enroll``).
+    status : str
+        ``"active"`` (used by verify and identify), ``"replaced"`` (a recipe model a user
+        model of the same id replaces) or ``"stale"`` (a user model whose UBM, features,
+        MAP or cohort changed: re-enrol it).
+    files : list of str
+        The audio it was enrolled from.
+    speech_seconds : float or None
+        Speech it was enrolled from (frames kept by the VAD times the frame shift).
+    enrolled : str or None
+        When (UTC, ISO 8601): the user's enrol call, or the run's enroll stage.
+    channel : int, str or None
+        The channel asked for at enrolment (user models).
+    note : str
+        Why a model is stale or replaced ("" otherwise).
+    """
+
+    model_id: str
+    source: str
+    status: str
+    files: list[str]
+    speech_seconds: float | None
+    enrolled: str | None
+    channel: int | str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field, plus ``n_files``."""
+        return {
+            "model": self.model_id,
+            "source": self.source,
+            "status": self.status,
+            "n_files": len(self.files),
+            "files": list(self.files),
+            "speech_seconds": None if self.speech_seconds is None else round(self.speech_seconds, 3),
+            "enrolled": self.enrolled,
+            "channel": self.channel,
+            "note": self.note,
         }
 
 
@@ -242,11 +317,11 @@ class IdentifyResult:
 def _user_lock(wd: Workdir) -> Iterator[None]:
     """Serialise writers of the user models files (two enrol commands at once)."""
     with open(wd.user_lock, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        lock(fh)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            unlock(fh)
 
 
 def _features_hash(features: dict[str, Any], resample: bool) -> str:
@@ -287,6 +362,9 @@ class Experiment:
         Audio each user model was enrolled from.
     user_seconds : dict of str to float
         Speech seconds each user model was enrolled from.
+    user_info : dict of str to dict
+        Per user model: ``enrolled`` (UTC, ISO 8601) and ``channel`` (files of older
+        gmmspeaker versions lack them).
     """
 
     def __init__(self) -> None:  # use Experiment.open
@@ -297,6 +375,7 @@ class Experiment:
         self.stale_user_models: dict[str, str] = {}
         self.user_audio: dict[str, list[str]] = {}
         self.user_seconds: dict[str, float] = {}
+        self.user_info: dict[str, dict[str, Any]] = {}
         self._user_deps: dict[str, dict[str, str]] = {}
         self._leaves: list[_Leaf] = []
 
@@ -418,12 +497,14 @@ class Experiment:
                     audio = json.loads(str(h5.attrs["audio"]))
                     deps = json.loads(str(h5.attrs["deps"]))
                     seconds = json.loads(str(h5.attrs.get("seconds", "{}")))
+                    info = json.loads(str(h5.attrs.get("info", "{}")))
                     if "model_cohort" in h5:
                         leaf.user_z = np.asarray(h5["model_cohort"][()], dtype=np.float64)
             except (OSError, KeyError, ValueError) as exc:
                 raise ModelError(f"{path}: cannot read user model records ({exc})") from None
             self.user_audio.update({k: list(v) for k, v in audio.items()})
             self.user_seconds.update({k: float(v) for k, v in seconds.items()})
+            self.user_info.update({k: dict(v) for k, v in info.items()})
             self._user_deps.update(deps)
         now = self._deps()
         for mid, deps in self._user_deps.items():
@@ -460,6 +541,7 @@ class Experiment:
         audio: dict[str, Any],
         deps: dict[str, Any],
         seconds: dict[str, Any],
+        info: dict[str, Any],
     ) -> Path:
         import h5py
 
@@ -476,13 +558,18 @@ class Experiment:
                 h5.attrs["audio"] = json.dumps(audio, sort_keys=True)
                 h5.attrs["deps"] = json.dumps(deps, sort_keys=True)
                 h5.attrs["seconds"] = json.dumps(seconds, sort_keys=True)
+                h5.attrs["info"] = json.dumps(info, sort_keys=True)
                 if z is not None:
                     h5.create_dataset("model_cohort", data=np.asarray(z, dtype=np.float64))
         return final
 
     # -- features ----------------------------------------------------------------
-    def features(self, path: PathLike) -> FloatArray:
+    def features(self, path: PathLike, *, channel: int | str | None = None) -> FloatArray:
         """Feature frames of one audio file, with the experiment's configuration.
+
+        A file of another sampling rate is resampled to the system's (logged); a
+        multi-channel file is averaged (with a warning) unless ``channel`` picks one
+        (0 = first) or is ``"mix"``. See :func:`gmmspeaker.audio.load_for_system`.
 
         Returns
         -------
@@ -493,16 +580,15 @@ class Experiment:
         AudioError, DataError
             Unreadable or unusable audio, or no frames kept (the message names the file).
         """
-        from gmmspeaker.audio import load_audio
+        from gmmspeaker.audio import load_for_system
         from gmmspeaker.features import FeatureConfig, extract
 
         cfg = FeatureConfig.from_dict(self.recipe.features, source=f"{self.wd.recipe}: features")
-        signal, _ = load_audio(
-            path,
-            sample_rate=cfg.sample_rate,
-            resample_audio=bool(self.recipe.data.resample),
-            min_samples=cfg.frame_length_samples,
+        signal, source = load_for_system(
+            path, sample_rate=cfg.sample_rate, channel=channel, min_samples=cfg.frame_length_samples
         )
+        for level, message in source.notices():
+            logger.log(level, "%s", message)
         frames = extract(signal, cfg, name=str(path)).frames
         if frames.shape[0] == 0:
             raise DataError(f"{path}: no feature frames left after voice activity detection")
@@ -514,30 +600,52 @@ class Experiment:
         return float(FeatureConfig.from_dict(self.recipe.features).frame_shift)
 
     # -- enrol -------------------------------------------------------------------
-    def enroll(self, model_id: str, paths: Sequence[PathLike]) -> EnrollResult:
+    def enroll(
+        self,
+        model_id: str,
+        paths: Sequence[PathLike],
+        *,
+        replace: bool = False,
+        channel: int | str | None = None,
+    ) -> EnrollResult:
         """Enrol a model from audio files in every system and add it to the user models (atomically).
 
         Parameters
         ----------
         model_id : str
-            New or existing id; an existing user model is replaced, a recipe model of
-            that id is shadowed (both reported in the result).
+            A new id, or (with ``replace``) an existing one: a user model of that id is
+            replaced, a recipe model of that id is replaced for verify and identify (the
+            run's models file is left as it is); the result says which.
         paths : sequence of path-like
-            Audio files, pooled.
+            Audio files, pooled, of any rate. A file listed twice (under any spelling of
+            its path) is used once, with a warning.
+        replace : bool
+            Allow replacing an existing model.
+        channel : int, "mix" or None
+            Channel of multi-channel files (see :meth:`features`).
 
         Raises
         ------
         DataError
             No files, or an id with whitespace.
+        ModelError
+            The id exists and ``replace`` is false.
         AudioError
             An unreadable file (named).
         """
+        from gmmspeaker.audio import unique_paths
+
         model_id = str(model_id)
         if not model_id or any(c.isspace() for c in model_id):
             raise DataError(f"model id {model_id!r} must be non-empty and without spaces")
         if not paths:
             raise DataError(f"model {model_id!r}: no audio files to enrol from")
-        frames = [self.features(p) for p in paths]
+        if not replace:
+            self._refuse_existing(model_id)
+        paths, dups = unique_paths(list(paths))
+        for d in dups:
+            logger.warning("%s: listed more than once for model %r; used once", d, model_id)
+        frames = [self.features(p, channel=channel) for p in paths]
         n_frames = int(sum(x.shape[0] for x in frames))
         seconds = round(n_frames * self._frame_shift(), 3)
         new = []
@@ -549,6 +657,7 @@ class Experiment:
             new.append((m, z))
         audio = [str(Path(p).resolve()) for p in paths]
         deps_now = self._deps()
+        info_now = {"enrolled": datetime.now(timezone.utc).isoformat(timespec="seconds"), "channel": channel}
         replaced = None
         with _user_lock(self.wd):
             first_path = None
@@ -560,6 +669,7 @@ class Experiment:
                 rec_audio: dict[str, Any] = {}
                 rec_deps: dict[str, Any] = {}
                 rec_sec: dict[str, Any] = {}
+                rec_info: dict[str, Any] = {}
                 if old is not None:
                     import h5py
 
@@ -567,6 +677,7 @@ class Experiment:
                         rec_audio = json.loads(str(h5.attrs["audio"]))
                         rec_deps = json.loads(str(h5.attrs["deps"]))
                         rec_sec = json.loads(str(h5.attrs.get("seconds", "{}")))
+                        rec_info = json.loads(str(h5.attrs.get("info", "{}")))
                         old_z = np.asarray(h5["model_cohort"][()]) if "model_cohort" in h5 else None
                 ids = s.model_ids(old) if old is not None else []
                 if replaced is None:
@@ -575,6 +686,10 @@ class Experiment:
                         if model_id in ids
                         else ("recipe" if model_id in s.model_ids(leaf.recipe_models) else None)
                     )
+                    if replaced and not replace:  # enrolled by another process since the check above
+                        raise ModelError(
+                            f"model {model_id!r} was enrolled meanwhile; pass --replace to replace it"
+                        )
                 keep = [i for i, x in enumerate(ids) if x != model_id]
                 models = s.concat(s.subset(old, keep) if keep else None, m)
                 zz = None
@@ -585,11 +700,13 @@ class Experiment:
                 rec_audio = {k: v for k, v in rec_audio.items() if k in live} | {model_id: audio}
                 rec_deps = {k: v for k, v in rec_deps.items() if k in live} | {model_id: deps_now}
                 rec_sec = {k: v for k, v in rec_sec.items() if k in live} | {model_id: seconds}
-                p = self._save_user(leaf, models, zz, rec_audio, rec_deps, rec_sec)
+                rec_info = {k: v for k, v in rec_info.items() if k in live} | {model_id: info_now}
+                p = self._save_user(leaf, models, zz, rec_audio, rec_deps, rec_sec, rec_info)
                 first_path = first_path or p
                 leaf.user_models, leaf.user_z = models, zz
             self.user_audio[model_id] = audio
             self.user_seconds[model_id] = seconds
+            self.user_info[model_id] = dict(info_now)
             self._user_deps[model_id] = deps_now
         self.stale_user_models.pop(model_id, None)
         self._combine()
@@ -600,7 +717,16 @@ class Experiment:
         assert first_path is not None
         self._warn_short_enrolment(model_id)
         thr = self.threshold(model_id) if "eer_threshold" in self.results else None
-        return EnrollResult(model_id, len(paths), n_frames, replaced, first_path, seconds, thr)
+        return EnrollResult(
+            model_id,
+            len(paths),
+            n_frames,
+            replaced,
+            first_path,
+            seconds,
+            duplicates=[str(d) for d in dups],
+            threshold=thr,
+        )
 
     # -- short enrolment -------------------------------------------------------------
     def _is_user_model(self, model_id: str) -> bool:
@@ -640,24 +766,203 @@ class Experiment:
                 "for short enrolment)",
             )
 
+    def _refuse_existing(self, model_id: str) -> None:
+        """ModelError when ``model_id`` exists, describing the model that would be lost."""
+        existing = {m.model_id: m for m in self.list_models() if m.status != "replaced"}
+        m = existing.get(model_id)
+        if m is None:
+            return
+        what = "a recipe model" if m.source == "recipe" else "a user model"
+        speech = f", {m.speech_seconds:.1f} s of speech" if m.speech_seconds is not None else ""
+        when = f", enrolled {m.enrolled}" if m.enrolled else ""
+        raise ModelError(
+            f"{self.workdir}: model {model_id!r} already exists ({what} from {len(m.files)} file(s)"
+            f"{speech}{when}); pass --replace (replace=True in Python) to replace it, or choose another id"
+        )
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every model of the experiment: the recipe's, then the users', in file order.
+
+        Returns
+        -------
+        list of ModelInfo
+            Files, speech seconds, when enrolled and status (active, replaced, stale).
+        """
+        leaf = self._leaves[0]
+        s = leaf.system
+        user_ids = list(s.model_ids(leaf.user_models)) if leaf.user_models is not None else []
+        fresh_user = set(user_ids) - set(self.stale_user_models)
+        recipe_files = self._recipe_enroll_files()
+        recs = self.wd.stage_fingerprints()
+        run_time = None
+        for stage in ("enroll", "backend"):
+            rec_path = self.wd.stage_record(stage)
+            if rec_path.is_file():
+                mtime = rec_path.stat().st_mtime
+                run_time = datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds")
+                break
+        out = []
+        for mid in s.model_ids(leaf.recipe_models):
+            shadowed = mid in fresh_user
+            secs = None
+            for stage in ("enroll", "backend"):
+                if mid in (recs.get(stage, {}).get("speech_seconds") or {}):
+                    secs = float(recs[stage]["speech_seconds"][mid])
+                    break
+            out.append(
+                ModelInfo(
+                    model_id=mid,
+                    source="recipe",
+                    status="replaced" if shadowed else "active",
+                    files=recipe_files.get(mid, []),
+                    speech_seconds=secs,
+                    enrolled=run_time,
+                    note="a user model of this id replaces it" if shadowed else "",
+                )
+            )
+        for mid in user_ids:
+            info = self.user_info.get(mid, {})
+            stale = self.stale_user_models.get(mid)
+            out.append(
+                ModelInfo(
+                    model_id=mid,
+                    source="user",
+                    status="stale" if stale else "active",
+                    files=list(self.user_audio.get(mid, [])),
+                    speech_seconds=self.user_seconds.get(mid),
+                    enrolled=info.get("enrolled"),
+                    channel=info.get("channel"),
+                    note=stale or "",
+                )
+            )
+        return out
+
+    def _recipe_enroll_files(self) -> dict[str, list[str]]:
+        """Recipe model id -> its enrolment audio, from the recipe's enroll list ({} if unknown)."""
+        from gmmspeaker.corpora.lists import read_enroll_list
+
+        data = self.recipe.data
+        if data.synthetic:
+            path, root = self.wd.corpus / "enroll.txt", self.wd.corpus
+        elif data.enroll:
+            path, root = Path(data.enroll), data.root
+        else:
+            return {}
+        try:
+            return {
+                e.model_id: [str(u.path) for u in e.utterances]
+                for e in read_enroll_list(path, root=root, check_exists=False)
+            }
+        except GmmSpeakerError as exc:
+            logger.info("recipe enrolment files unknown: %s", exc)
+            return {}
+
+    def unenroll(self, model_id: str) -> str | None:
+        """Remove a user model from every system (atomically; other user models are kept).
+
+        Returns
+        -------
+        str or None
+            The id of the recipe model that is used again (the removed user model had
+            replaced it), else None.
+
+        Raises
+        ------
+        ModelError
+            ``model_id`` is not a user model (a recipe model is named as such: it comes
+            from the recipe's enroll list, remove it there and run the recipe again).
+        """
+        import h5py
+
+        model_id = str(model_id)
+        with _user_lock(self.wd):
+            found = False
+            for leaf in self._leaves:
+                s = leaf.system
+                path = self.wd.user_models(s.name)
+                if not path.exists():
+                    continue
+                old = s.load_models_file(path)
+                ids = list(s.model_ids(old))
+                if model_id not in ids:
+                    continue
+                found = True
+                with h5py.File(path, "r") as h5:
+                    rec = {
+                        k: json.loads(str(h5.attrs.get(k, "{}")))
+                        for k in ("audio", "deps", "seconds", "info")
+                    }
+                    old_z = np.asarray(h5["model_cohort"][()]) if "model_cohort" in h5 else None
+                keep = [i for i, x in enumerate(ids) if x != model_id]
+                if not keep:
+                    path.unlink()
+                    leaf.user_models, leaf.user_z = None, None
+                    continue
+                models = s.subset(old, keep)
+                z = old_z[keep] if old_z is not None else None
+                rec = {k: {m: v for m, v in d.items() if m != model_id} for k, d in rec.items()}
+                self._save_user(leaf, models, z, rec["audio"], rec["deps"], rec["seconds"], rec["info"])
+                leaf.user_models, leaf.user_z = models, z
+            if not found:
+                recipe_ids = self._leaves[0].system.model_ids(self._leaves[0].recipe_models)
+                if model_id in recipe_ids:
+                    raise ModelError(
+                        f"{self.workdir}: {model_id!r} is a recipe model (from the recipe's enroll list), not a "
+                        "user model: remove it from the enroll list and run the recipe again"
+                    )
+                users = sorted(self.user_audio)
+                raise ModelError(
+                    f"{self.workdir}: no user model {model_id!r} (user models: {', '.join(users) or 'none'})"
+                )
+        for d in (
+            self.user_audio,
+            self.user_seconds,
+            self.user_info,
+            self._user_deps,
+            self.stale_user_models,
+        ):
+            d.pop(model_id, None)
+        self._combine()
+        restored = model_id if model_id in self.model_ids else None
+        logger.debug(
+            "user model %r removed%s", model_id, " (the recipe's model is used again)" if restored else ""
+        )
+        return restored
+
     # -- scoring -------------------------------------------------------------------
     def _check_model(self, model_id: str) -> None:
         if model_id in self.stale_user_models:
             raise ModelError(
                 f"model {model_id!r} in {self.wd.user_models(self.systems[0].name)} is stale "
                 f"({self.stale_user_models[model_id]}); re-enrol it: "
-                f"gmmspeaker enroll {self.workdir} --model {model_id} AUDIO..."
+                f"gmmspeaker enroll {self.workdir} --model {model_id} --replace AUDIO..."
             )
         if model_id not in self.model_ids:
             known = self.model_ids
             shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
             raise ModelError(f"{self.workdir}: unknown model id {model_id!r} (enrolled: {shown})")
 
-    def _audio_tests(self, paths: Sequence[PathLike]) -> Tests:
-        ids = [f"audio{i}:{p}" for i, p in enumerate(paths)]
-        return Tests(
-            ids=ids, source={u: self.features(p) for u, p in zip(ids, paths)}, paths=[str(p) for p in paths]
-        )
+    def _audio_tests(
+        self, paths: Sequence[PathLike], *, channel: int | str | None = None, on_bad_audio: str = "error"
+    ) -> tuple[Tests, dict[int, str]]:
+        """The usable files as tests, and ``{position: error}`` of those skipped (``on_bad_audio="skip"``)."""
+        if on_bad_audio not in ("error", "skip"):
+            raise ConfigError(f"on_bad_audio must be 'error' or 'skip', got {on_bad_audio!r}")
+        ids, source, kept, errors = [], {}, [], {}
+        for i, p in enumerate(paths):
+            try:
+                X = self.features(p, channel=channel)
+            except (AudioError, DataError) as exc:
+                if on_bad_audio != "skip":
+                    raise
+                logger.warning("skipped %s", exc)
+                errors[i] = str(exc)
+                continue
+            u = f"audio{i}:{p}"
+            ids.append(u)
+            source[u] = X
+            kept.append(str(p))
+        return Tests(ids=ids, source=source, paths=kept), errors
 
     def score_trials(
         self, trials: Sequence[tuple[str, str]], tests_for: Callable[[TrainedSystem], Tests]
@@ -737,6 +1042,8 @@ class Experiment:
         *,
         threshold: float | None = None,
         p_target: float | None = None,
+        channel: int | str | None = None,
+        on_bad_audio: str = "error",
     ) -> list[VerifyResult]:
         """Score audio files against one model and decide.
 
@@ -744,6 +1051,7 @@ class Experiment:
         ----------
         model_id : str
         paths : sequence of path-like
+            Audio files, of any rate (resampled to the system's, see :meth:`features`).
         threshold : float, optional
             Accept when ``score >= threshold`` (``score`` as in :class:`VerifyResult`).
         p_target : float, optional
@@ -751,6 +1059,12 @@ class Experiment:
             ``-logit(p_target)`` (needs a calibration: ``data.dev_trials``).
             Default (neither given): the system's threshold for the model (the EER
             threshold of the experiment's own trials), applied to ``score``.
+        channel : int, "mix" or None
+            Channel of multi-channel files (see :meth:`features`).
+        on_bad_audio : {"error", "skip"}
+            ``"skip"``: an unusable file (unreadable, silent, too short, no speech) gives a
+            result with decision ``"skipped"`` and its ``error``, and the others are
+            scored; ``"error"``: it raises and nothing is returned.
 
         Raises
         ------
@@ -792,10 +1106,10 @@ class Experiment:
                     f"on the score"
                 )
         self._warn_short_enrolment(model_id)
-        tests = self._audio_tests(paths)
+        tests, errors = self._audio_tests(paths, channel=channel, on_bad_audio=on_bad_audio)
         dt = self._short_enrolment()
         if dt is not None:
-            for u, p in zip(tests.ids, paths):
+            for u, p in zip(tests.ids, tests.paths or []):
                 sec = tests.source[u].shape[0] * self._frame_shift()
                 if sec < dt.test_seconds_min:
                     logger.warning(
@@ -806,9 +1120,21 @@ class Experiment:
                         dt.test_seconds_min,
                     )
         trials = [(model_id, u) for u in tests.ids]
-        raw, score, per = self.score_trials(trials, lambda s: tests)
+        if trials:
+            raw, score, per = self.score_trials(trials, lambda s: tests)
         out = []
-        for i, p in enumerate(paths):
+        j = -1
+        for p_i, p in enumerate(paths):
+            if p_i in errors:
+                nan = float("nan")
+                out.append(
+                    VerifyResult(
+                        str(p), model_id, nan, nan, None, float(thr), source, "skipped", error=errors[p_i]
+                    )
+                )
+                continue
+            j += 1
+            i = j
             calibrated = float(cal(np.array([score[i] - shift]))[0]) if cal is not None else None
             value = calibrated if p_target is not None else float(score[i])
             out.append(
@@ -827,7 +1153,13 @@ class Experiment:
         return out
 
     def identify(
-        self, paths: Sequence[PathLike], *, top_n: int = 5, threshold: float | None = None
+        self,
+        paths: Sequence[PathLike],
+        *,
+        top_n: int = 5,
+        threshold: float | None = None,
+        channel: int | str | None = None,
+        on_bad_audio: str = "error",
     ) -> list[IdentifyResult]:
         """Rank every enrolled model on each audio file.
 
@@ -841,13 +1173,18 @@ class Experiment:
             Models listed per file.
         threshold : float, optional
             Open-set rejection: the decision is ``"unknown"`` when the best score is below it.
+        channel, on_bad_audio
+            As for :meth:`verify`.
         """
         if isinstance(top_n, bool) or int(top_n) != top_n or top_n < 1:
             raise ConfigError(f"top_n must be a positive integer, got {top_n!r}")
         ids = self.model_ids
         out = []
         for p in paths:
-            tests = self._audio_tests([p])
+            tests, errors = self._audio_tests([p], channel=channel, on_bad_audio=on_bad_audio)
+            if errors:
+                out.append(IdentifyResult(str(p), [], "skipped", threshold, error=errors[0]))
+                continue
             s = self.score_matrix(lambda system, t=tests: t)[:, 0]
             order = np.argsort(-s, kind="stable")[: int(top_n)]
             ranking = [(ids[i], float(s[i])) for i in order]

@@ -93,7 +93,7 @@ class Workdir:
 
     @property
     def report(self) -> Path:
-        return self.path / "report.md"
+        return self.path / "report.html"
 
     @property
     def det_plot(self) -> Path:

@@ -141,7 +141,9 @@ def test_cli_enroll_verify_identify(expdir, tmp_path, capsys):
     assert main(["-q", "enroll", str(wd), "--model", "bob", *bob]) == 0
     out = capsys.readouterr().out
     assert "enrolled alice from 4 file(s)" in out and "enrolled bob from 4 file(s)" in out
-    assert main(["enroll", str(wd), "--model", "bob", *bob[:2]]) == 0
+    assert main(["enroll", str(wd), "--model", "bob", *bob[:2]]) == 2  # replacing needs --replace
+    assert "'bob' already exists" in capsys.readouterr().err
+    assert main(["enroll", str(wd), "--model", "bob", *bob[:2], "--replace"]) == 0
     assert "already enrolled" in capsys.readouterr().out
 
     target, nontarget = _wav(wd, "spk004", 4), _wav(wd, "spk005", 4)

@@ -137,8 +137,8 @@ def test_fsdd_five_file_models_decide_in_balance(fsdd, tmp_path, capsys):
     tests = [rec / f"{d}_{s}_45.wav" for s in FSDD_SPEAKERS for d in range(10)]
     rows, key = [], []
     for s in FSDD_SPEAKERS:
-        _enroll(capsys, wd, s, [rec / f"{d}_{s}_40.wav" for d in range(5)])
-        r = _verify(capsys, wd, s, tests)
+        _enroll(capsys, wd, f"u_{s}", [rec / f"{d}_{s}_40.wav" for d in range(5)])
+        r = _verify(capsys, wd, f"u_{s}", tests)
         rows += r
         key += [f"_{s}_" in x["audio"] for x in r]
     k = np.array(key)

@@ -198,8 +198,10 @@ def test_enroll_verify_identify_two_new_speakers(workdir):
     assert ida.ranking[0][1] == pytest.approx(ra.raw_llr, abs=1e-6)
     (unk,) = exp.identify([target], threshold=ida.ranking[0][1] + 0.01)
     assert unk.decision == "unknown"
-    # re-enrolling says so and replaces the model
-    again = exp.enroll("alice", [wav(workdir, "spk004", i) for i in range(2)])
+    # re-enrolling needs replace=True, says so and replaces the model
+    with pytest.raises(ModelError, match="'alice' already exists .*--replace"):
+        exp.enroll("alice", [wav(workdir, "spk004", i) for i in range(2)])
+    again = exp.enroll("alice", [wav(workdir, "spk004", i) for i in range(2)], replace=True)
     assert again.replaced == "user" and Experiment.open(workdir).models.model_ids.count("alice") == 1
 
 
@@ -214,7 +216,7 @@ def test_enrolment_reproduces_the_enroll_stage(workdir):
     assert copy.raw_llr == pytest.approx(orig.raw_llr, abs=1e-5)
     assert copy.score == pytest.approx(orig.score, abs=1e-4)
     # enrolling under a recipe id replaces that model for verify/identify
-    r = exp.enroll("spk001", [wav(workdir, "spk004", i) for i in range(4)])
+    r = exp.enroll("spk001", [wav(workdir, "spk004", i) for i in range(4)], replace=True)
     assert r.replaced == "recipe"
     (who,) = exp.identify([wav(workdir, "spk004", 4)])
     assert who.decision == "spk001"

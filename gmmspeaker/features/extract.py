@@ -90,7 +90,7 @@ RATE_DEFAULTS: Mapping[int, Mapping[str, Any]] = MappingProxyType(
                 **_COMMON_DEFAULTS,
                 "n_mels": 40,
                 "fmax": 7600.0,
-                # chosen by the ablation (README, "Tuning on 16 kHz speech"): all frames, CMN
+                # chosen by the ablation (docs/ablation.md): all frames, CMN
                 "vad": "none",
                 "normalize": "cmn",
             }

@@ -1,4 +1,4 @@
-"""GMM-UBM over a feature store: train a UBM, enrol models, score trials, normalise.
+"""GMM-UBM over a feature store: train a UBM, enrol models, score trials.
 
 The store-level batch API: each function takes its inputs (a feature store, lists,
 models) and returns its result; none reads a recipe. Parallel work goes through joblib,
@@ -21,7 +21,7 @@ from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import DataError
 
 if TYPE_CHECKING:
-    from gmmspeaker.corpora.lists import Enrollment, Trial, Utterance
+    from gmmspeaker.corpora.lists import Enrollment, Trial
     from gmmspeaker.gmm.map import SpeakerModels
     from gmmspeaker.gmm.model import GaussianMixture
     from gmmspeaker.store import FeatureStore
@@ -32,7 +32,6 @@ __all__ = [
     "adapt_model",
     "score_trials",
     "score_matrix",
-    "normalize_trial_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -435,118 +434,3 @@ def _load_part(pdir: Path, b: int, block: Any) -> tuple[np.ndarray, np.ndarray] 
         return np.asarray(rec["idx"], dtype=np.int64), np.asarray([float(v) for v in rec["scores"]])
     except (OSError, ValueError, KeyError):
         return None
-
-
-def normalize_trial_scores(
-    scores: np.ndarray,
-    trials: Sequence[Trial],
-    store: FeatureStore,
-    ubm: GaussianMixture,
-    models: SpeakerModels,
-    cohort: Sequence[Utterance],
-    *,
-    method: str,
-    top_n: int = 200,
-    relevance: float = 16.0,
-    adapt: Sequence[str] = ("means",),
-    scoring_method: str = "top_c",
-    top_c: int = 5,
-    jobs: int = 1,
-    progress: bool = False,
-    enrollments: Sequence[Enrollment] | None = None,
-    cohort_out: dict[str, Any] | None = None,
-) -> np.ndarray:
-    """Z-, T-, ZT-, S- or adaptive S-norm of trial scores with a cohort of utterances.
-
-    Z-norm statistics come from each enrolled model scored against the cohort utterances;
-    T-norm statistics from cohort models (one MAP model per cohort utterance) scored
-    against each test utterance; ZT-norm also scores the cohort models against the cohort
-    utterances. ``top_n`` is the adaptive S-norm's cohort size per side. When
-    ``cohort_out`` is a dict, it receives what the normalisation used (``cohort_ids``,
-    ``model_cohort``, ``cohort_cohort``, ``cohort_models``), so a caller can store it;
-    the cohort matrices are masked arrays whose mask marks the self-trials.
-
-    Self-trials are left out of every cohort statistic: a cohort model is never scored on
-    its own enrolment utterance (ZT-norm's cohort-vs-cohort matrix, and a test utterance
-    that is also in the cohort), and a model's Z statistics leave out cohort utterances
-    it was enrolled from (when ``enrollments`` is given).
-
-    Trials that are unscored (NaN: their test audio was skipped as unusable) stay NaN and
-    take no part; the other trials are normalised as if the unscored ones were absent.
-
-    Returns
-    -------
-    ndarray, shape (n_trials,), float64, in the order of ``trials``.
-    """
-    from gmmspeaker.corpora.lists import Enrollment
-    from gmmspeaker.scoring.norm import normalize_scores, self_trial_masks
-
-    scores = np.asarray(scores, dtype=np.float64)
-    if method == "none":
-        return scores
-    by_id = {u.utt_id: u for u in cohort}
-    cohort_ids = [u for u in by_id if u in store]
-    if len(cohort_ids) < 2:
-        raise DataError(
-            f"score normalisation needs at least 2 cohort utterances with features, got {len(cohort_ids)}"
-        )
-    scored = np.isfinite(scores)
-    out = np.full(scores.shape, np.nan)
-    if not scored.all():
-        logger.warning(
-            "score normalisation: %d of %d trials are unscored (no features for their test audio) "
-            "and stay unnormalised",
-            int((~scored).sum()),
-            scores.size,
-        )
-    kept = [t for t, ok in zip(trials, scored) if ok]
-    tests = sorted({t.test.utt_id for t in kept})
-    test_pos = {u: i for i, u in enumerate(tests)}
-    model_pos = {m: i for i, m in enumerate(models.model_ids)}
-    model_idx = np.array([model_pos[t.model_id] for t in kept])
-    test_idx = np.array([test_pos[t.test.utt_id] for t in kept])
-    kw = dict(method=scoring_method, top_c=top_c, jobs=jobs, progress=progress)
-    model_cohort = cohort_test = cohort_cohort = None
-    enrolled = {e.model_id: {u.utt_id for u in e.utterances} for e in enrollments or ()}
-    own, self_test, self_cohort = self_trial_masks(
-        [enrolled.get(m, set()) for m in models.model_ids], cohort_ids, tests
-    )
-    if method in ("znorm", "ztnorm", "snorm", "asnorm"):
-        model_cohort = np.ma.MaskedArray(score_matrix(store, cohort_ids, ubm, models, **kw), mask=own)
-    if method in ("tnorm", "ztnorm", "snorm", "asnorm"):
-        cohort_models = enroll_models(
-            store,
-            [Enrollment(model_id=f"cohort:{u}", utterances=(by_id[u],)) for u in cohort_ids],
-            ubm,
-            relevance=relevance,
-            adapt=adapt,
-            jobs=jobs,
-            progress=progress,
-            desc="cohort enroll",
-        )
-        cohort_test = np.ma.MaskedArray(score_matrix(store, tests, ubm, cohort_models, **kw), mask=self_test)
-        if method == "ztnorm":
-            cohort_cohort = np.ma.MaskedArray(
-                score_matrix(store, cohort_ids, ubm, cohort_models, **kw),
-                mask=self_cohort,
-            )
-    if cohort_out is not None:
-        cohort_out.update(
-            cohort_ids=cohort_ids,
-            model_cohort=model_cohort,
-            cohort_cohort=cohort_cohort,
-            cohort_models=cohort_models if method in ("tnorm", "ztnorm", "snorm", "asnorm") else None,
-        )
-    if not scored.any():
-        return out
-    out[scored] = normalize_scores(
-        scores[scored],
-        method=method,
-        model_cohort=model_cohort,
-        cohort_test=cohort_test,
-        cohort_cohort=cohort_cohort,
-        model_idx=model_idx,
-        test_idx=test_idx,
-        top_n=top_n,
-    )
-    return out

@@ -20,6 +20,7 @@ from typing import Any
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ConfigError
 from gmmspeaker.gmm.model import PARAM_CONSTRAINTS
+from gmmspeaker.systems import SYSTEMS as _SYSTEM_REGISTRY
 
 __all__ = [
     "Recipe",
@@ -49,8 +50,9 @@ STAGES = (
     "evaluate",
     "short_enrolment",
 )
-#: Recognition systems a recipe's ``system:`` may name (see :mod:`gmmspeaker.recipe.systems`).
-SYSTEMS = ("gmm_ubm", "ivector")
+#: Recognition systems a recipe's ``system:`` may name: the trained-system registry
+#: (:data:`gmmspeaker.systems.SYSTEMS`).
+SYSTEMS = tuple(_SYSTEM_REGISTRY)
 
 #: The recipe's dataclass sections (``features`` is a plain mapping checked by FeatureConfig).
 SECTIONS = ("data", "ubm", "map", "scoring", "evaluation", "ivector", "fusion")

@@ -22,6 +22,7 @@ from typing import Any
 
 from gmmspeaker import __version__
 from gmmspeaker._io import atomic_write_json
+from gmmspeaker._lock import lock, unlock
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ConfigError, GmmSpeakerError
 from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
@@ -51,12 +52,10 @@ class RunResult:
 
 @contextlib.contextmanager
 def _lock(workdir: Path) -> Iterator[None]:
-    import fcntl
-
     path = Workdir(workdir).lock
     fh = open(path, "a+")
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock(fh, blocking=False)
     except BlockingIOError:
         fh.seek(0)
         holder = fh.read().strip() or "?"
@@ -73,7 +72,7 @@ def _lock(workdir: Path) -> Iterator[None]:
     finally:
         fh.seek(0)
         fh.truncate()
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        unlock(fh)
         fh.close()
 
 

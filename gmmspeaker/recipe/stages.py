@@ -152,7 +152,7 @@ class Run:
         atomic_write_json(self.wd.results, res)
         from gmmspeaker.scoring.report import write_experiment_report
 
-        write_experiment_report(self.wd.path, res)
+        write_experiment_report(self.wd.path, res, recipe=self.recipe.to_dict())
         return res
 
 
@@ -615,8 +615,14 @@ def _run_evaluate(run: Run) -> dict[str, Any]:
         cres = evaluate_scores(calibrated, keys, **metric_kw)
         res["calibrated"] = {k: cres[k] for k in ("act_dcf", "cllr", "min_cllr")}
         res["calibration"] = cal.to_dict()
-    from gmmspeaker.scoring.report import write_score_histogram
+    from gmmspeaker.scoring.report import score_label, write_score_histogram
 
+    res["score_label"] = score_label(
+        system=r.system,
+        normalization=r.scoring.normalization,
+        ivector_scoring=r.ivector.scoring,
+        ivector_normalization=r.ivector.normalization,
+    )
     res["thresholds"] = write_score_histogram(
         wd.path,
         scores,
@@ -626,6 +632,7 @@ def _run_evaluate(run: Run) -> dict[str, Any]:
         c_miss=ev.c_miss,
         c_fa=ev.c_fa,
         plot=ev.det_plot,
+        score_label=res["score_label"],
     )
     feats = json.loads(wd.stage_record("features").read_text())
     res["skipped_audio"] = sorted(feats.get("skipped", {}))

@@ -1,9 +1,11 @@
 """A self-contained HTML report of an evaluated experiment, and its decision thresholds.
 
-``report.html`` holds the results table, the decision thresholds, the DET curve and the
-score histogram (PNG files embedded as base64 ``data:`` URIs), the resolved configuration
-and the stage times: one file that opens in any browser with nothing beside it. Without
-matplotlib there are no pictures, and the report still has every table.
+``report.html`` holds the results table (saying which scores it describes: raw or
+normalised LLRs, PLDA or cosine scores, fused scores), the decision thresholds, a note on
+what an actDCF of 1 or more means, the data the run used and when it ran, the DET curve and
+the score histogram (PNG files embedded as base64 ``data:`` URIs), the configuration and the
+stage times: one file that opens in any browser with nothing beside it. Without matplotlib
+there are no pictures, and the report still has every table.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import html
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,13 @@ from gmmspeaker._typing import PathLike
 from gmmspeaker.scoring.metrics import bayes_threshold, eer_threshold
 
 __all__ = [
+    "actdcf_note",
+    "data_rows",
     "decision_thresholds",
     "eer_threshold",
     "render_report",
     "result_rows",
+    "score_label",
     "write_experiment_report",
     "write_report",
     "write_score_histogram",
@@ -40,6 +46,54 @@ logger = logging.getLogger(__name__)
 REPORT_IMAGES = (("det.png", "DET curve"), ("score_hist.png", "Score histogram"))
 
 
+_NORM_NAMES = {
+    "znorm": "Z-normalised",
+    "tnorm": "T-normalised",
+    "ztnorm": "ZT-normalised",
+    "snorm": "S-normalised",
+    "asnorm": "adaptive-S-normalised",
+}
+
+
+def score_label(
+    *,
+    system: Sequence[str] = ("gmm_ubm",),
+    normalization: str = "none",
+    ivector_scoring: str = "plda",
+    ivector_normalization: str = "none",
+) -> str:
+    """What the scores of an experiment are, in words (the axis label and the table's caption).
+
+    Examples: ``"raw LLR (GMM-UBM)"``, ``"S-normalised LLR (GMM-UBM)"``,
+    ``"Z-normalised cosine score (i-vector)"``, ``"fused score (gmm_ubm + ivector)"``.
+    """
+    system = tuple(system)
+    if len(system) > 1:
+        return f"fused score ({' + '.join(system)})"
+    if system == ("ivector",):
+        kind = "PLDA LLR" if ivector_scoring == "plda" else f"{ivector_scoring} score"
+        norm = _NORM_NAMES.get(ivector_normalization)
+        return f"{norm} {kind} (i-vector)" if norm else f"raw {kind} (i-vector)"
+    norm = _NORM_NAMES.get(normalization)
+    return f"{norm} LLR (GMM-UBM)" if norm else "raw LLR (GMM-UBM)"
+
+
+def _label_of(results: Mapping[str, Any]) -> str:
+    """The scores' label of a results dict: its ``score_label``, or one from its configuration."""
+    if results.get("score_label"):
+        return str(results["score_label"])
+    config = results.get("config") or {}
+    if "scoring" not in config:
+        return "score"
+    iv = config.get("ivector") or {}
+    return score_label(
+        system=results.get("system") or ("gmm_ubm",),
+        normalization=str(config["scoring"].get("normalization", "none")),
+        ivector_scoring=str(iv.get("scoring", "plda")),
+        ivector_normalization=str(iv.get("normalization", "none")),
+    )
+
+
 def decision_thresholds(
     tar: npt.ArrayLike,
     non: npt.ArrayLike,
@@ -49,17 +103,17 @@ def decision_thresholds(
     c_miss: float = 1.0,
     c_fa: float = 1.0,
 ) -> dict[str, float]:
-    """Thresholds to draw on the raw-score histogram.
+    """Thresholds to draw on the score histogram, in the units of the scores given.
 
     Parameters
     ----------
     tar, non : array_like of float
-        Raw target and non-target scores.
+        Target and non-target scores, as the experiment wrote them (raw or normalised).
     p_targets : sequence of float
         Priors of the Bayes thresholds (used only with a calibration).
     calibration : mapping, optional
         ``{"scale", "offset"}`` of a linear calibration (``llr = scale * score + offset``);
-        the Bayes threshold on calibrated LLRs is mapped back to the raw-score scale.
+        the Bayes threshold on calibrated LLRs is mapped back to the scale of the scores.
     c_miss, c_fa : float
         Costs of the Bayes thresholds.
 
@@ -67,7 +121,7 @@ def decision_thresholds(
     -------
     dict of str to float
         ``"EER threshold"`` and, with a calibration of positive scale, one
-        ``"Bayes threshold (P_tar=p)"`` per prior; raw-score units.
+        ``"Bayes threshold (P_tar=p)"`` per prior; units of the scores given.
     """
     out = {"EER threshold": eer_threshold(tar, non)}
     if calibration is not None and float(calibration["scale"]) > 0:
@@ -84,10 +138,12 @@ def _by_prior(d: Mapping[str, float]) -> list[tuple[str, float]]:
 def result_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The results table as ``(label, formatted value)`` rows.
 
-    Formats: EER in percent with 2 decimals (``"4.47 %"``), DCFs and Cllr with 4
-    decimals, thresholds with 4 significant digits.
+    The first row says which scores the metrics and thresholds describe (see
+    :func:`score_label`). Formats: EER in percent with 2 decimals (``"4.47 %"``), DCFs and
+    Cllr with 4 decimals, thresholds with 4 significant digits.
     """
-    rows = [("EER", f"{100 * float(results['eer']):.2f} %")]
+    label = _label_of(results)
+    rows = [("scores", label), ("EER", f"{100 * float(results['eer']):.2f} %")]
     for p, v in _by_prior(results.get("min_dcf", {})):
         rows.append((f"minDCF (P_tar={p})", f"{v:.4f}"))
     for p, v in _by_prior(results.get("act_dcf", {})):
@@ -101,8 +157,8 @@ def result_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
         for p, v in _by_prior(cal.get("act_dcf", {})):
             rows.append((f"calibrated actDCF (P_tar={p})", f"{v:.4f}"))
         rows.append(("calibrated Cllr", f"{cal['cllr']:.4f}"))
-    for label, v in (results.get("thresholds") or {}).items():
-        rows.append((f"{label} (raw score)", f"{v:.4g}"))
+    for name, v in (results.get("thresholds") or {}).items():
+        rows.append((f"{name}, on the {label}", f"{v:.4g}"))
     rows.append(("trials (target / nontarget)", f"{results['n_target']} / {results['n_nontarget']}"))
     if results.get("n_unscored"):
         rows.append(("unscored trials", str(results["n_unscored"])))
@@ -118,8 +174,89 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:0.25em 0.7em}
 td.v{text-align:right;font-variant-numeric:tabular-nums}th{background:#f2f2f2;text-align:left}
 figure{display:inline-block;margin:0 1em 1em 0}img{max-width:100%;border:1px solid #ddd}
+p.note{background:#fff8e1;border-left:4px solid #f0b400;padding:0.5em 0.8em}
 pre{background:#f7f7f7;padding:0.8em;overflow:auto;font-size:90%}
 """
+
+
+def actdcf_note(results: Mapping[str, Any]) -> str | None:
+    """Why an actDCF of 1 or more is what it is (None when every actDCF is below 1)."""
+    high = {p: float(v) for p, v in (results.get("act_dcf") or {}).items() if float(v) >= 1.0 - 1e-9}
+    if not high:
+        return None
+    priors = ", ".join(f"P_tar={p}" for p in sorted(high, key=float, reverse=True))
+    calibrated = results.get("calibrated")
+    fix = (
+        "The calibrated actDCF rows show the same scores after the linear calibration trained on "
+        "data.dev_trials."
+        if calibrated
+        else "To get decisions worth their threshold, calibrate: give the recipe a development "
+        "trial list (data.dev_trials) and the report adds calibrated actDCF rows."
+    )
+    return (
+        f"actDCF is 1 or more at {priors}: these scores ({_label_of(results)}) are not calibrated "
+        "log-likelihood ratios, so the Bayes threshold log((1-P_tar)/P_tar) read on them decides "
+        "no better than ignoring the scores and always rejecting (a cost of exactly 1 when every "
+        "trial falls below the threshold; above 1 when the threshold lets false alarms through). "
+        "minDCF is the cost at the best threshold for these scores, and shows what they can do. " + fix
+    )
+
+
+def data_rows(workdir: PathLike, recipe: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """Which data a run used, and when: rows for the report's "Data" table.
+
+    Parameters
+    ----------
+    workdir : path-like
+        The experiment folder (its ``corpus/`` holds a generated synthetic corpus).
+    recipe : mapping, optional
+        The resolved recipe (``<workdir>/recipe.json``): its file, its corpus (root or
+        synthetic settings) and its lists.
+
+    Returns
+    -------
+    list of (label, value)
+        The recipe file; the corpus; each list with its number of entries and its
+        modification time (UTC); utterances with features; when the report was written (UTC).
+    """
+    wd = Path(workdir)
+    rows: list[tuple[str, str]] = []
+    recipe = recipe or {}
+    data = dict(recipe.get("data") or {})
+    if recipe.get("path"):
+        rows.append(("recipe", str(recipe["path"])))
+    lists: dict[str, Path] = {}
+    if data.get("synthetic"):
+        cfg = ", ".join(f"{k}={v}" for k, v in sorted(data["synthetic"].items()))
+        rows.append(("corpus", f"synthetic, generated into {wd / 'corpus'} ({cfg})"))
+        lists = {k: wd / "corpus" / f"{k}.txt" for k in ("ubm", "enroll", "trials")}
+    elif data.get("root"):
+        rows.append(("corpus root", str(data["root"])))
+    for key in ("ubm", "enroll", "trials", "cohort", "dev_trials", "train"):
+        if data.get(key):
+            lists[key] = Path(data[key])
+    for key, path in lists.items():
+        if path.is_file():
+            n = sum(1 for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip())
+            when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            rows.append((f"{key} list", f"{path} ({n} lines, modified {when})"))
+        else:
+            rows.append((f"{key} list", f"{path} (no longer there)"))
+    feats = wd / "stages" / "features.json"
+    if feats.is_file():
+        try:
+            f = json.loads(feats.read_text(encoding="utf-8"))
+            rows.append(
+                (
+                    "utterances with features",
+                    f"{int(f.get('computed', 0)) + int(f.get('cached', 0))} "
+                    f"({len(f.get('skipped') or {})} skipped as unreadable)",
+                )
+            )
+        except (OSError, ValueError, TypeError):
+            pass
+    rows.append(("report written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")))
+    return rows
 
 
 def _table(rows: Sequence[tuple[str, str]], header: tuple[str, str] | None = None) -> str:
@@ -134,6 +271,7 @@ def render_report(
     images: Sequence[tuple[str, bytes]] = (),
     title: str | None = None,
     features: Mapping[str, Any] | None = None,
+    data: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The report as one HTML string (no external resources).
 
@@ -148,7 +286,9 @@ def render_report(
         Page title; default ``"gmmspeaker report: <experiment>"``.
     features : mapping, optional
         The resolved feature configuration (e.g. the feature store's, with a concrete
-        sample rate), shown beside the recipe's configuration.
+        sample rate): shown in place of the recipe's ``features`` (one block, not two).
+    data : sequence of (label, value)
+        The "Data" table (see :func:`data_rows`).
 
     Returns
     -------
@@ -164,6 +304,11 @@ def render_report(
         "<h2>Results</h2>",
         _table(result_rows(results), ("metric", "value")),
     ]
+    note = actdcf_note(results)
+    if note:
+        parts.append(f'<p class="note">{html.escape(note)}</p>')
+    if data:
+        parts += ["<h2>Data</h2>", _table(data, ("what", "which / when"))]
     if images:
         parts.append("<h2>Plots</h2>")
         for caption, png in images:
@@ -180,8 +325,8 @@ def render_report(
         rows.append(("total", f"{sum(float(s) for s in seconds.values()):.1f} s"))
         parts += ["<h2>Stage times</h2>", _table(rows, ("stage", "wall time"))]
     config = dict(results.get("config") or {})
-    if features is not None:
-        config["features (resolved)"] = dict(features)
+    if features is not None:  # the store's resolved settings replace the recipe's: one block
+        config["features"] = dict(features)
     if config:
         text = json.dumps(config, indent=2, sort_keys=True, default=str)
         parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(text, quote=False)}</pre>"]
@@ -196,6 +341,7 @@ def write_report(
     images: Sequence[tuple[str, PathLike]] = (),
     title: str | None = None,
     features: Mapping[str, Any] | None = None,
+    data: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write :func:`render_report` to ``path`` (atomically), embedding the PNG files named
     in ``images`` (``(caption, path)``; missing files are left out with a log line)."""
@@ -206,24 +352,35 @@ def write_report(
             pngs.append((caption, f.read_bytes()))
         else:
             logger.info("report: %s not found, left out", f)
-    out = atomic_write_text(path, render_report(results, images=pngs, title=title, features=features))
+    out = atomic_write_text(
+        path, render_report(results, images=pngs, title=title, features=features, data=data)
+    )
     logger.info("wrote %s", out)
     return out
 
 
-def write_experiment_report(workdir: PathLike, results: Mapping[str, Any]) -> Path:
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def write_experiment_report(
+    workdir: PathLike, results: Mapping[str, Any], *, recipe: Mapping[str, Any] | None = None
+) -> Path:
     """``<workdir>/report.html`` from ``results`` and the plots in ``workdir``
-    (:data:`REPORT_IMAGES`), with the feature store's resolved configuration when present."""
+    (:data:`REPORT_IMAGES`), with the feature store's resolved configuration and the data
+    the run used (:func:`data_rows` of ``recipe``, the resolved recipe as
+    ``Recipe.to_dict()`` gives it; default: ``<workdir>/recipe.json`` when present)."""
     wd = Path(workdir)
-    features = None
-    manifest = wd / "features" / "manifest.json"
-    if manifest.is_file():
-        try:
-            features = json.loads(manifest.read_text(encoding="utf-8")).get("config")
-        except (OSError, ValueError):
-            features = None
+    features = (_read_json(wd / "features" / "manifest.json") or {}).get("config")
+    data = data_rows(wd, recipe if recipe is not None else _read_json(wd / "recipe.json"))
     images = [(caption, wd / name) for name, caption in REPORT_IMAGES]
-    return write_report(wd / "report.html", results, images=images, features=features)
+    return write_report(wd / "report.html", results, images=images, features=features, data=data)
 
 
 def write_score_histogram(
@@ -236,6 +393,7 @@ def write_score_histogram(
     c_miss: float = 1.0,
     c_fa: float = 1.0,
     plot: bool = True,
+    score_label: str = "score",
 ) -> dict[str, float]:
     """The evaluate stage's thresholds, and ``<workdir>/score_hist.png`` showing them.
 
@@ -244,18 +402,20 @@ def write_score_histogram(
     workdir : path-like
         Experiment folder.
     scores : array_like of float, shape (n_trials,)
-        Raw scores (NaN = unscored, left out).
+        The experiment's scores, raw or normalised (NaN = unscored, left out).
     is_target : sequence of bool or None, length n_trials
         Keys (None = unknown, left out).
     p_targets, calibration, c_miss, c_fa
         See :func:`decision_thresholds`.
     plot : bool
         Draw the histogram (skipped with a log line when matplotlib is not installed).
+    score_label : str
+        What the scores are (the x axis label; see :func:`score_label`).
 
     Returns
     -------
     dict of str to float
-        :func:`decision_thresholds` (raw-score units), for ``results.json``.
+        :func:`decision_thresholds` (units of the scores), for ``results.json``.
     """
     from gmmspeaker.scoring.plots import plot_score_histograms, plots_available
 
@@ -272,7 +432,7 @@ def write_score_histogram(
             non,
             Path(workdir) / "score_hist.png",
             thresholds=thresholds,
-            xlabel="raw score (LLR)",
+            xlabel=score_label,
             title="Target and non-target scores",
         )
     elif plot:

@@ -157,13 +157,11 @@ class GmmUbm(TrainedSystem):
                 jobs=jobs,
                 progress=progress,
             )
-        from gmmspeaker.scoring.llr import ScoringContext, score_prepared
+        from gmmspeaker.scoring.llr import ScoringContext, score_all_models
 
+        # the function the store path's workers call (gmm.batch.score_matrix): the same numbers
         ctx = ScoringContext.build(self.ubm, models)
-        out = np.empty((len(models.model_ids), len(tests.ids)))
-        for j, u in enumerate(tests.ids):
-            out[:, j] = score_prepared(tests.source[u], ctx, method=sc.method, top_c=sc.top_c)
-        return out
+        return score_all_models([tests.source[u] for u in tests.ids], ctx, method=sc.method, top_c=sc.top_c)
 
     def score_trials(
         self,

@@ -114,9 +114,11 @@ class Ivector(TrainedSystem):
             self._ivectors = load_ivectors(self.wd.ivectors)
         return self._ivectors
 
-    def set_parts(self, **parts: Any) -> None:
-        """Use in-memory parts (the back-end stage, before they are saved)."""
+    def set_parts(self, *, ivectors: dict[str, FloatArray] | None = None, **parts: Any) -> None:
+        """Use in-memory parts (``backend``, ``plda``, ``ubm``, ``tv``) and raw i-vectors instead of the files."""
         self._parts.update({k: v for k, v in parts.items() if v is not None})
+        if ivectors is not None:
+            self._ivectors = dict(ivectors)
 
     # -- representations ----------------------------------------------------------------
     def extract(self, X: FloatArray) -> FloatArray:

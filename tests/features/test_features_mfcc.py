@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import librosa  # a dependency of the package: missing means a broken install, not a skip
+import librosa  # the front end's reference, in the test extra: missing means a broken test install, not a skip
 import numpy as np
 import pytest
 import scipy.fft

@@ -10,7 +10,6 @@ import pytest
 
 from gmmspeaker.corpora.lists import read_train_list
 from gmmspeaker.errors import ConfigError, DataError
-from gmmspeaker.ivector.trials import score_ivector_trials
 from gmmspeaker.recipe.config import load_recipe
 from gmmspeaker.recipe.runner import run_recipe
 from gmmspeaker.scoring.fusion import LinearFusion
@@ -207,7 +206,7 @@ def test_shipped_dspspeech20_recipes_inherit_the_gmm_recipe():
         )  # fmt: skip
 
 
-def test_ivector_snorm_uses_cohort_ivectors_as_utterances_and_models():
+def test_ivector_snorm_uses_cohort_ivectors_as_utterances_and_models(tmp_path, monkeypatch):
     from gmmspeaker.corpora.lists import Enrollment, Trial, Utterance
     from gmmspeaker.ivector.backend import PLDA, Backend
 
@@ -223,9 +222,26 @@ def test_ivector_snorm_uses_cohort_ivectors_as_utterances_and_models():
     enroll = [Enrollment(model_id="a", utterances=(utt["u0"], utt["u1"])), Enrollment("b", (utt["u2"],))]
     trials = [Trial("a", utt["u3"], True, 1), Trial("b", utt["u3"], False, 2), Trial("b", utt["u4"], None, 3)]
     cohort = [f"u{i}" for i in range(10, 20)]
-    got, raw = score_ivector_trials(
-        trials, enroll, ivecs, backend, plda, cohort=cohort, normalization="snorm"
+    from gmmspeaker.recipe.config import IvectorConfig, Recipe
+    from gmmspeaker.systems import Ivector, Tests
+    from gmmspeaker.workdir import Workdir
+
+    recipe = Recipe(
+        path=tmp_path / "r.yaml",
+        experiment="x",
+        system=("ivector",),
+        ivector=IvectorConfig(normalization="snorm"),
     )
+    system = Ivector(Workdir(tmp_path, recipe.system), recipe)
+    system.set_parts(backend=backend, plda=plda, ivectors=ivecs)
+    monkeypatch.setattr(Ivector, "dependencies", lambda self: {})  # no UBM / T matrix files here
+    models = system.enrol_ivectors(enroll, ivecs)
+    enrolled = {e.model_id: [u.utt_id for u in e.utterances] for e in enroll}
+    norm = system.build_cohort(models, enrolled, cohort, cohort)
+    pairs = [(t.model_id, t.test.utt_id) for t in trials]
+    tests = Tests(ids=["u3", "u4"], source=ivecs)
+    raw = system.score_trials(models, pairs, tests)
+    got = system.normalise(raw, pairs, tests, norm)
 
     def llr(enroll_ids, test_id):  # one pair at a time, through the public scorer
         e = backend.transform(np.vstack([ivecs[u] for u in enroll_ids]))

@@ -190,6 +190,102 @@ def test_calibrated_experiment_shows_the_bayes_threshold(tmp_path: Path) -> None
     cal = res["calibration"]
     assert cal["scale"] * raw_thr + cal["offset"] == pytest.approx(bayes_threshold(0.1))
     text = (tmp_path / "wd" / "report.html").read_text()
-    assert f'Bayes threshold (P_tar=0.1) (raw score)</td><td class="v">{raw_thr:.4g}<' in text
+    assert f'Bayes threshold (P_tar=0.1), on the raw LLR (GMM-UBM)</td><td class="v">{raw_thr:.4g}<' in text
     assert f"{res['calibrated']['cllr']:.4f}" in text
     assert (tmp_path / "wd" / "score_hist.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+# -- a truthful report (issue 20, item 7) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw, label",
+    [
+        ({}, "raw LLR (GMM-UBM)"),
+        ({"normalization": "snorm"}, "S-normalised LLR (GMM-UBM)"),
+        ({"normalization": "asnorm"}, "adaptive-S-normalised LLR (GMM-UBM)"),
+        ({"system": ["ivector"]}, "raw PLDA LLR (i-vector)"),
+        (
+            {"system": ["ivector"], "ivector_scoring": "cosine", "ivector_normalization": "znorm"},
+            "Z-normalised cosine score (i-vector)",
+        ),
+        ({"system": ["gmm_ubm", "ivector"], "normalization": "snorm"}, "fused score (gmm_ubm + ivector)"),
+    ],
+)
+def test_score_label_says_what_the_scores_are(kw, label) -> None:
+    assert report.score_label(**kw) == label
+
+
+def test_normalised_run_labels_table_and_histogram_and_says_when_and_on_what(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S-norm: thresholds and histogram are on the S-normed scores and say so; data and time shown."""
+    from datetime import datetime, timezone
+
+    from gmmspeaker.corpora.synthetic import SyntheticCorpusConfig, generate_corpus
+    from gmmspeaker.recipe.runner import run_recipe
+    from gmmspeaker.scoring import plots
+    from tests.helpers import REPO
+
+    pytest.importorskip("matplotlib")
+    drawn = {}
+    monkeypatch.setattr(
+        plots, "plot_score_histograms", lambda tar, non, path, **kw: drawn.update(kw, tar=tar)
+    )
+    corpus = tmp_path / "corpus"
+    generate_corpus(
+        corpus,
+        SyntheticCorpusConfig(
+            n_speakers=4, n_ubm_utterances=3, n_enroll_utterances=2, n_test_utterances=2, duration=1.0, seed=2
+        ),
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"defaults: {REPO}/configs/features-8k.yaml\n"
+        "data: {root: corpus, ubm: ubm.txt, enroll: enroll.txt, trials: trials.txt, cohort: ubm.txt}\n"
+        "ubm: {components: 4, iterations: 2}\nscoring: {method: full, normalization: snorm}\n"
+        "evaluation: {det_plot: true}\n"
+    )
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    wd = tmp_path / "wd"
+    res = run_recipe(recipe, workdir=wd).results
+    assert res is not None and res["score_label"] == "S-normalised LLR (GMM-UBM)"
+    text = (wd / "report.html").read_text()
+    page = "".join(_parse(text).text)
+    # the threshold is the EER threshold of the S-normed scores (scores.txt), not of the raw ones
+    lines = [ln.split() for ln in (wd / "scores.txt").read_text().splitlines()]
+    tar = np.array([float(x[2]) for x in lines if x[3] == "target"])
+    non = np.array([float(x[2]) for x in lines if x[3] == "nontarget"])
+    thr = res["thresholds"]["EER threshold"]
+    assert thr == pytest.approx(_naive_eer_threshold(tar, non))
+    assert f'EER threshold, on the S-normalised LLR (GMM-UBM)</td><td class="v">{thr:.4g}<' in text
+    assert "raw score" not in page
+    assert drawn["xlabel"] == "S-normalised LLR (GMM-UBM)"
+    np.testing.assert_array_equal(np.sort(drawn["tar"]), np.sort(tar))
+    # which data, and when
+    assert f"{(corpus / 'trials.txt').resolve()} ({len(lines)} lines, modified " in page
+    n_ubm = len((corpus / "ubm.txt").read_text().split("\n")) - 1
+    assert f"{(corpus / 'ubm.txt').resolve()} ({n_ubm} lines" in page
+    assert str(recipe.resolve()) in page
+    written = re.search(r"report written</td><td[^>]*>([^<]+) UTC<", text)
+    assert written is not None
+    when = datetime.strptime(written.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    assert before <= when <= datetime.now(timezone.utc)
+    # one features block, the resolved one (a concrete sample rate)
+    config = re.search(r"<h2>Configuration</h2>\s*<pre>(.*?)</pre>", text, re.S)
+    assert config is not None
+    assert config.group(1).count('"features"') == 1 and "features (resolved)" not in text
+    resolved = json.loads((wd / "features" / "manifest.json").read_text())["config"]
+    assert f'"sample_rate": {resolved["sample_rate"]}' in config.group(1)
+
+
+def test_actdcf_of_one_or_more_is_explained() -> None:
+    base = {"eer": 0.1, "min_dcf": {"0.01": 0.6}, "n_target": 3, "n_nontarget": 7}
+    high = report.render_report({**base, "act_dcf": {"0.01": 1.7, "0.001": 0.4}})
+    note = re.search(r'<p class="note">(.*?)</p>', high, re.S)
+    assert note is not None
+    assert "P_tar=0.01" in note.group(1) and "P_tar=0.001" not in note.group(1)
+    assert "not calibrated" in note.group(1) and "data.dev_trials" in note.group(1)
+    assert "note" not in report.render_report({**base, "act_dcf": {"0.01": 0.99}}).split("</style>")[1]
+    calibrated = {**base, "act_dcf": {"0.01": 1.0}, "calibrated": {"act_dcf": {"0.01": 0.7}, "cllr": 0.5}}
+    assert "calibrated actDCF rows show" in report.render_report(calibrated)
