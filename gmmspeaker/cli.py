@@ -244,7 +244,11 @@ def cmd_enroll_audio(a: argparse.Namespace) -> int:
             f"model {r.model_id!r} is a recipe model: the new model replaces it for verify and identify "
             "(the recipe's models file is left as the run wrote it)"
         )
-    print(f"enrolled {r.model_id} from {r.n_files} file(s), {r.n_frames} frames -> {r.path}")
+    thr = "" if r.threshold is None else f"; default threshold {r.threshold:.4f}"
+    print(
+        f"enrolled {r.model_id} from {r.n_files} file(s), {r.n_frames} frames "
+        f"({r.speech_seconds:.2f} s of speech{thr}) -> {r.path}"
+    )
     return 0
 
 

@@ -35,6 +35,15 @@ notice: :func:`gmmspeaker.audio.load_for_system` says why serving resamples rath
 refuses), a multi-channel file is averaged with a warning unless a ``channel`` is chosen,
 verify and identify can skip unusable files (``on_bad_audio="skip"``) and an enrolment
 file listed twice is used once, with a warning.
+
+**Short enrolment.** The run's EER threshold was set on models enrolled from its own
+enrolment lists; a model enrolled from a few seconds scores every trial closer to zero
+and would be rejected by it on most of its own speaker's audio. A GMM-UBM run therefore
+also measures the EER threshold of models enrolled from less speech (its
+``short_enrolment`` stage, :mod:`gmmspeaker.scoring.duration`), and a user model's
+default threshold is the one of its enrolment speech; the run's own models keep the
+run's threshold and decisions. ``enroll`` and ``verify`` warn when the enrolment or the
+test speech is shorter than anything the run's evaluation covered.
 """
 
 from __future__ import annotations
@@ -137,6 +146,9 @@ class EnrollResult:
         Speech the model was enrolled from (frames kept by VAD x frame shift).
     duplicates : list of str
         Files listed more than once (each was used once).
+    threshold : float or None
+        The default threshold :meth:`Experiment.verify` applies to the model (None before
+        the run's evaluation).
     """
 
     model_id: str
@@ -146,6 +158,7 @@ class EnrollResult:
     path: Path
     speech_seconds: float = 0.0
     duplicates: list[str] = field(default_factory=list)
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,8 +175,14 @@ class VerifyResult:
     score : float
         The system score ``scores.txt`` holds: raw normalised as the recipe says, or fused.
     calibrated_llr : float or None
-        ``score`` through the experiment's calibration (None without one).
+        ``score`` through the experiment's calibration (None without one). For a user
+        model enrolled from less speech than the run's models, the score is first moved
+        by the run's EER threshold minus the model's default threshold (its duration
+        offset, :mod:`gmmspeaker.scoring.duration`), so the calibration, fitted on the
+        run's models, sees it where a score of theirs at the same operating point would be.
     threshold : float
+        By default the run's EER threshold for the recipe's models and, for a user model,
+        the EER threshold of models enrolled from as much speech (:meth:`Experiment.threshold`).
     threshold_source : str
         What the threshold is and which score it applies to.
     decision : str
@@ -702,9 +721,56 @@ class Experiment:
         elif replaced == "recipe":
             logger.info("model %r enrolled: it replaces the recipe's model of that id", model_id)
         assert first_path is not None
+        self._warn_short_enrolment(model_id)
+        thr = self.threshold(model_id) if "eer_threshold" in self.results else None
         return EnrollResult(
-            model_id, len(paths), n_frames, replaced, first_path, seconds, duplicates=[str(d) for d in dups]
+            model_id,
+            len(paths),
+            n_frames,
+            replaced,
+            first_path,
+            seconds,
+            duplicates=[str(d) for d in dups],
+            threshold=thr,
         )
+
+    # -- short enrolment -------------------------------------------------------------
+    def _is_user_model(self, model_id: str) -> bool:
+        return model_id in self.user_seconds and model_id not in self.stale_user_models
+
+    def _short_enrolment(self) -> Any:
+        return None if isinstance(self.system, Fused) else self.system.short_enrolment()
+
+    def _warn_short_enrolment(self, model_id: str) -> None:
+        """Warn when a user model's enrolment speech is below what the run's evaluation covered."""
+        if not self._is_user_model(model_id):
+            return
+        seconds = self.user_seconds[model_id]
+        dt = self._short_enrolment()
+        if dt is not None:
+            covered = dt.shortest_seconds
+        else:  # not measured: the run's own models are what it covered
+            rec = self.wd.stage_fingerprints()
+            known = [
+                float(v)
+                for st in ("enroll", "backend")
+                for v in (rec.get(st, {}).get("speech_seconds") or {}).values()
+            ]
+            if not known:
+                return
+            covered = min(known)
+        if seconds < covered:
+            logger.warning(
+                "model %r: enrolled from %.2f s of speech, below the %.2f s the run's evaluation covered; "
+                "its accept/reject decisions are less reliable: enrol it from more audio%s",
+                model_id,
+                seconds,
+                covered,
+                ""
+                if dt is not None or isinstance(self.system, Fused)
+                else " (or run the recipe again: this workdir's evaluation predates the thresholds "
+                "for short enrolment)",
+            )
 
     def _refuse_existing(self, model_id: str) -> None:
         """ModelError when ``model_id`` exists, describing the model that would be lost."""
@@ -971,7 +1037,8 @@ class Experiment:
             if not known.any():
                 raise ModelError(f"{self.wd.scores(None)}: no keyed trials to set an EER threshold")
             return eer_threshold(s[known & key], s[known & ~key])
-        secs = self.speech_seconds(model_id) if model_id is not None else None
+        # the run's own models keep the run's threshold; a user model's follows its enrolment speech
+        secs = self.user_seconds[model_id] if model_id is not None and self._is_user_model(model_id) else None
         return self.system.threshold(model_id, speech_seconds=secs)
 
     def verify(
@@ -1035,7 +1102,29 @@ class Experiment:
         else:
             thr = self.threshold(model_id)
             source = "EER threshold of the experiment's trials on the score"
+        shift = 0.0  # a short user model: its duration offset (the calibration is the run's models')
+        if "eer_threshold" in self.results and self._is_user_model(model_id):
+            shift = self.threshold(model_id) - self.threshold()
+            if threshold is None and p_target is None and shift != 0.0:
+                source = (
+                    f"EER threshold of the experiment's trials for models enrolled from "
+                    f"{self.user_seconds[model_id]:.2f} s of speech (its models': {self.threshold():.4f}) "
+                    f"on the score"
+                )
+        self._warn_short_enrolment(model_id)
         tests, errors = self._audio_tests(paths, channel=channel, on_bad_audio=on_bad_audio)
+        dt = self._short_enrolment()
+        if dt is not None:
+            for u, p in zip(tests.ids, tests.paths or []):
+                sec = tests.source[u].shape[0] * self._frame_shift()
+                if sec < dt.test_seconds_min:
+                    logger.warning(
+                        "%s: %.2f s of speech, below the %.2f s of the shortest test the run's evaluation "
+                        "covered; its decision is less reliable",
+                        p,
+                        sec,
+                        dt.test_seconds_min,
+                    )
         trials = [(model_id, u) for u in tests.ids]
         if trials:
             raw, score, per = self.score_trials(trials, lambda s: tests)
@@ -1052,7 +1141,7 @@ class Experiment:
                 continue
             j += 1
             i = j
-            calibrated = float(cal(np.array([score[i]]))[0]) if cal is not None else None
+            calibrated = float(cal(np.array([score[i] - shift]))[0]) if cal is not None else None
             value = calibrated if p_target is not None else float(score[i])
             out.append(
                 VerifyResult(

@@ -135,6 +135,11 @@ class Workdir:
         """The T-norm cohort models of a GMM-UBM system."""
         return self._per_system("cohort_models", system, ".h5")
 
+    @property
+    def short_enrolment(self) -> Path:
+        """``short_enrolment.json``: the EER threshold against enrolment speech (short enrolment)."""
+        return self.path / "short_enrolment.json"
+
     # -- user models (serving) ------------------------------------------------------------
     def user_models(self, system: str = "gmm_ubm") -> Path:
         """Models enrolled with ``gmmspeaker enroll`` (a run never rewrites them)."""

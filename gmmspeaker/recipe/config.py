@@ -48,6 +48,7 @@ STAGES = (
     "backend",
     "fusion",
     "evaluate",
+    "short_enrolment",
 )
 #: Recognition systems a recipe's ``system:`` may name: the trained-system registry
 #: (:data:`gmmspeaker.systems.SYSTEMS`).

@@ -39,9 +39,9 @@ def test_table_order_is_the_clis_stage_list():
 @pytest.mark.parametrize(
     "system, norm, expected",
     [
-        ("gmm_ubm", "snorm", ("features", "ubm", "enroll", "score", "evaluate")),
+        ("gmm_ubm", "snorm", ("features", "ubm", "enroll", "score", "evaluate", "short_enrolment")),
         ("ivector", "znorm", ("features", "ubm", "statistics", "tv", "extract", "backend", "evaluate")),
-        ("[gmm_ubm, ivector]", "none", STAGES),
+        ("[gmm_ubm, ivector]", "none", STAGES[:-1]),  # short_enrolment: GMM-UBM alone
     ],
 )
 def test_a_run_writes_the_tables_outputs_and_only_files_the_workdir_names(tmp_path, system, norm, expected):
