@@ -93,11 +93,17 @@ class Workdir:
 
     @property
     def report(self) -> Path:
+        """``report.html``: the self-contained report (:func:`~gmmspeaker.scoring.report.write_experiment_report`)."""
         return self.path / "report.html"
 
     @property
     def det_plot(self) -> Path:
         return self.path / "det.png"
+
+    @property
+    def score_hist(self) -> Path:
+        """``score_hist.png``: the score histogram with the thresholds (evaluate stage)."""
+        return self.path / "score_hist.png"
 
     # -- features and the GMM-UBM system --------------------------------------------------
     @property
