@@ -116,3 +116,22 @@ def test_stale_stages_checks_only_the_stages_asked(tmp_path):
         w.stage_record(stage).write_text(json.dumps({"fingerprint": fp, "inputs": inputs}))
     assert w.stale_stages() == [("short_enrolment", "score")]
     assert w.stale_stages({"score", "evaluate"}) == []
+
+
+def test_a_model_whose_enrolment_audio_is_all_unusable_is_a_one_line_error_naming_its_files(tmp_path, capsys):
+    """``on_bad_audio: skip`` and every enrolment file of a model unreadable: exit 2, one
+    line naming the model and its files; the features computed are kept."""
+    from gmmspeaker.cli import main
+    from gmmspeaker.store import FeatureStore
+
+    recipe = tiny_recipe(tmp_path, name="bad", extra="on_bad_audio: skip")
+    enrol = [tmp_path / "corpus" / "wav" / "spk000" / f"utt00{i}.wav" for i in range(2)]
+    for p in enrol:
+        p.write_bytes(b"RIFF" + bytes(2000))
+    wd = tmp_path / "wd"
+    capsys.readouterr()
+    assert main(["-q", "run", str(recipe), "--workdir", str(wd)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("gmmspeaker: error")]
+    assert len(err) == 1 and "'spk000'" in err[0] and str(enrol[0]) in err[0], err
+    store = FeatureStore(wd / "features")
+    assert len(store) == 26 and not {"wav/spk000/utt000", "wav/spk000/utt001"} & set(store.ids)
