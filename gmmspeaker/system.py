@@ -24,6 +24,8 @@ model whose dependencies changed is *stale*: :func:`refresh_user_models` (which
 ``gmmspeaker run`` calls after its stages) re-enrols it from its recorded audio, or,
 when that audio is gone or unreadable, warns and leaves it out; verifying against a
 stale model is a :class:`~gmmspeaker.errors.ModelError` that says how to re-enrol.
+When the recipe's ``system:`` changes, the user model files of the previous system(s)
+move into ``user_models.retired/`` and their models are re-enrolled in the new one.
 Enrolling an id that exists (a user model, or a recipe model) needs ``replace=True``
 (``--replace``): a user model then replaces it for verify and identify.
 :meth:`Experiment.list_models` lists the models (``gmmspeaker models``),
