@@ -19,12 +19,6 @@ from gmmspeaker.errors import GmmSpeakerError
 logger = logging.getLogger("gmmspeaker.cli")
 
 
-_RECIPE_KEYS = frozenset(
-    {"experiment", "seed", "jobs", "backend", "scheduler", "on_bad_audio", "data", "ubm", "map", "scoring"}
-    | {"evaluation", "features"}
-)
-
-
 def _load_yaml_mapping(path: str, section: str | None = None) -> dict[str, Any]:
     """A YAML file of options: flat, or a recipe-shaped file (a whole recipe) whose ``section`` is taken.
 
@@ -32,13 +26,17 @@ def _load_yaml_mapping(path: str, section: str | None = None) -> dict[str, Any]:
     underneath); keys of a flat file override the ``section`` of its defaults. Keys of a
     recipe's other sections are ignored.
     """
-    from gmmspeaker.recipe.config import load_yaml_with_defaults
+    import dataclasses
+
+    from gmmspeaker.recipe.config import Recipe, load_yaml_with_defaults
 
     data = load_yaml_with_defaults(Path(path))
     if section is None:
         return data
+    # every top-level key a recipe may have (system, ivector, fusion, ... included)
+    recipe_keys = {f.name for f in dataclasses.fields(Recipe)}
     out = dict(data[section]) if isinstance(data.get(section), dict) else {}
-    out.update({k: v for k, v in data.items() if k not in _RECIPE_KEYS})
+    out.update({k: v for k, v in data.items() if k not in recipe_keys})
     return out
 
 
@@ -86,15 +84,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _jobs(text: str) -> int:
+    """``--jobs``: a positive number of workers or -1 for all cores (an argparse type)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n == 0 or n < -1:
+        raise argparse.ArgumentTypeError(f"{n}: give a positive number of workers, or -1 for all cores")
+    return n
+
+
+def _utf8(value: str, option: str) -> str:
+    """``value`` of ``option`` if it is valid UTF-8 text (ids are stored as UTF-8), else a GmmSpeakerError."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise GmmSpeakerError(
+            f"{option} {value.encode('utf-8', 'surrogateescape')!r}: not valid UTF-8; use a UTF-8 name"
+        ) from None
+    return value
+
+
 def _read_any_list(path: str, root: str | None) -> list[Any]:
     """Utterances named by a ubm, enroll or trials list (format guessed from its lines)."""
-    from gmmspeaker.corpora.lists import read_enroll_list, read_trials, read_ubm_list
+    from gmmspeaker.corpora.lists import read_enroll_list, read_lines, read_trials, read_ubm_list
 
-    lines = [
-        ln.split()
-        for ln in Path(path).read_text(encoding="utf-8").splitlines()
-        if ln.strip() and not ln.startswith("#")
-    ]
+    lines = [fields for _, fields in read_lines(Path(path))]
     if lines and all(len(f) == 1 for f in lines):
         return read_ubm_list(path, root=root)
     if lines and all(f[-1] in ("target", "nontarget") for f in lines):
@@ -206,6 +222,8 @@ def _experiment_args(a: argparse.Namespace, *, model: bool) -> Any:
         a.parser.error("expected EXPDIR and at least one AUDIO file")
     if model and not a.model:
         a.parser.error("--model ID is required")
+    if model:
+        _utf8(a.model, "--model")
     return Experiment.open(a.expdir)
 
 
@@ -226,7 +244,11 @@ def cmd_enroll_audio(a: argparse.Namespace) -> int:
             f"model {r.model_id!r} is a recipe model: the new model replaces it for verify and identify "
             "(the recipe's models file is left as the run wrote it)"
         )
-    print(f"enrolled {r.model_id} from {r.n_files} file(s), {r.n_frames} frames -> {r.path}")
+    thr = "" if r.threshold is None else f"; default threshold {r.threshold:.4f}"
+    print(
+        f"enrolled {r.model_id} from {r.n_files} file(s), {r.n_frames} frames "
+        f"({r.speech_seconds:.2f} s of speech{thr}) -> {r.path}"
+    )
     return 0
 
 
@@ -301,7 +323,7 @@ def cmd_models(a: argparse.Namespace) -> int:
         note = f"  ({m.note})" if m.note else ""
         print(
             f"{m.model_id:<{w}}  {m.source:<6}  {m.status:<8}  {len(m.files):>5}  "
-            f"{m.speech_seconds:>7.1f}s  {m.enrolled or '?'}{note}"
+            f"{'?' if m.speech_seconds is None else f'{m.speech_seconds:.1f}':>7}s  {m.enrolled or '?'}{note}"
         )
     return 0
 
@@ -433,6 +455,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 def describe_experiment(wd: Path) -> list[tuple[str, str]]:
     """``(label, text)`` rows describing a trained experiment (a ``gmmspeaker run`` workdir)."""
     from gmmspeaker.scoring.report import data_rows
+    from gmmspeaker.workdir import Workdir
 
     recipe = json.loads((wd / "recipe.json").read_text(encoding="utf-8"))
     rows: list[tuple[str, str]] = [("experiment", f"{recipe.get('experiment', '?')} in {wd}")]
@@ -489,7 +512,7 @@ def describe_experiment(wd: Path) -> list[tuple[str, str]]:
             (
                 "results",
                 f"EER {100 * res['eer']:.2f} %, {dcf} on {res.get('n_target')} target / "
-                f"{res.get('n_nontarget')} non-target trials; {wd / 'report.html'}",
+                f"{res.get('n_nontarget')} non-target trials; {Workdir(wd).report}",
             )
         )
     else:
@@ -578,7 +601,7 @@ class _HelpFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             "%(default)" not in text
-            and default not in (None, False, argparse.SUPPRESS)
+            and not any(default is empty for empty in (None, False, argparse.SUPPRESS))  # 0 is shown
             and action.option_strings
             and action.nargs != 0
         ):
@@ -637,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("recipe", help="the recipe YAML file (e.g. recipes/demo.yaml)")
     r.add_argument("--workdir", help="outputs folder (default: exp/<experiment> under the current folder)")
-    r.add_argument("--jobs", type=int, help=_JOBS_HELP + " (default: the recipe's jobs)")
+    r.add_argument("--jobs", type=_jobs, help=_JOBS_HELP + " (default: the recipe's jobs)")
     r.add_argument("--force", action="store_true", help="rerun every stage, even those up to date")
     r.add_argument(
         "--from-stage", choices=list(STAGES), metavar="STAGE", help="start at this stage (default: the first)"
@@ -666,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML of feature options (flat, or a recipe's features: section) "
         "(default: the 8 or 16 kHz defaults, from the audio's rate)",
     )
-    f.add_argument("--jobs", type=int, default=1, help=_JOBS_HELP)
+    f.add_argument("--jobs", type=_jobs, default=1, help=_JOBS_HELP)
     f.add_argument(
         "--resample", action="store_true", help="resample audio of another (or, without --config, mixed) rate"
     )
@@ -706,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--variance-floor", type=float, default=1e-3, help="variance floor, relative to the data's variance"
     )
     u.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    u.add_argument("--jobs", type=int, default=1, help=_JOBS_HELP)
+    u.add_argument("--jobs", type=_jobs, default=1, help=_JOBS_HELP)
     u.set_defaults(func=cmd_train_ubm)
 
     e = add_sub(
@@ -738,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--adapt", default=None, help="comma-separated: means,weights,variances (second form; default: means)"
     )
-    e.add_argument("--jobs", type=int, default=1, help=_JOBS_HELP + " (second form)")
+    e.add_argument("--jobs", type=_jobs, default=1, help=_JOBS_HELP + " (second form)")
     e.set_defaults(func=cmd_enroll, audio_args=True)
 
     vf = add_sub(
@@ -820,7 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="LLR: every component, the UBM's top-C per frame, or the linear approximation",
     )
     s.add_argument("--top-c", type=int, default=5, help="components per frame for --method top_c")
-    s.add_argument("--jobs", type=int, default=1, help=_JOBS_HELP)
+    s.add_argument("--jobs", type=_jobs, default=1, help=_JOBS_HELP)
     s.set_defaults(func=cmd_score)
 
     v = add_sub(
@@ -883,6 +906,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a full disk hit by a write that does not check it itself
+        from gmmspeaker._io import is_disk_full
+
+        if args.debug or not is_disk_full(exc):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"gmmspeaker: error: {where}disk full ({exc.strerror or exc}); free some space and run "
+            "the same command again (finished work is kept)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(
             "gmmspeaker: interrupted; finished work is kept, run the same command again to resume",

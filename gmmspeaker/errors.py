@@ -12,9 +12,11 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ModelError",
+    "DiskFullError",
     "NotFittedError",
     "ConvergenceWarning",
     "SkippedInputWarning",
+    "DataWarning",
 ]
 
 
@@ -43,9 +45,17 @@ class NotFittedError(ModelError, ValueError, AttributeError):
     as scikit-learn's ``NotFittedError``, so scikit-learn tools recognise it)."""
 
 
+class DiskFullError(GmmSpeakerError):
+    """A file could not be written for lack of disk space (nothing half-written is kept)."""
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before reaching the tolerance."""
 
 
 class SkippedInputWarning(UserWarning):
     """Some inputs were skipped because the caller asked to skip bad input."""
+
+
+class DataWarning(UserWarning):
+    """The data are usable but too few or too poor for a trustworthy result (e.g. frames per parameter)."""

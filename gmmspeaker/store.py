@@ -8,9 +8,12 @@ Layout of a store directory::
       shard-<random>.h5      "frames": every utterance of the shard, one after the other,
                              (n_frames, dim) float32, chunked; "ids", "offsets" (n + 1),
                              "n_total" (frames before VAD) index it
+      .lock                  held by the one process extracting into the store; a second
+                             writer stops with a one-line error naming the holder's pid
 
-Each shard is written by exactly one worker under a temporary name and renamed when
-complete, so a crash never leaves a half-written shard that the store trusts. A shard
+Each shard is built in memory by exactly one worker, written under a temporary name and
+renamed when complete, so a crash never leaves a half-written shard that the store trusts
+(and a full disk is a one-line error, see :func:`gmmspeaker._io.atomic_h5`). A shard
 carries its own index (ids, offsets, source paths and signatures): once renamed it is
 durable, even if the manifest (rewritten temp + rename at most every
 :data:`MANIFEST_INTERVAL` seconds, so that a run costs O(utterances) manifest writing, not
@@ -19,6 +22,8 @@ whose source files are unchanged, and deletes the other orphans. An utterance is
 when its audio file changed (see :func:`source_signature`; opt-in: its bytes,
 :func:`content_hash`) or the feature config changed;
 if it can no longer be used, its entry is removed (never left serving the old frames).
+A source is stat'ed before it is read and again after; a file replaced meanwhile is read
+again. Entries of a missing or unreadable shard are recomputed by the next extraction.
 Shard names are random and never reused (see :func:`_new_shard_name`).
 
 Why one contiguous dataset per shard rather than one dataset per utterance: EM reads every
@@ -45,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_write_json
+from gmmspeaker._io import atomic_h5, atomic_write_json, file_lock
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import AudioError, DataError, GmmSpeakerError, SkippedInputWarning
 
@@ -61,6 +66,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+#: Lock file held by the one process that writes a store (a second writer stops).
+LOCK = ".lock"
 #: Seconds between manifest rewrites while extracting. Finished shards do not depend on it:
 #: each is self-describing and adopted by the next run if the manifest missed it.
 MANIFEST_INTERVAL = 5.0
@@ -172,13 +179,16 @@ READ_ATTEMPTS = 3
 
 def _read_source(
     src: Path, config: Any, resample: bool, content_check: bool
-) -> tuple[Any, list[int], str | None]:
-    """Features of one audio file with the signature (and hash) of the bytes they come from.
+) -> tuple[Any, list[int], str | None, int]:
+    """Features of one audio file with the signature (and hash) of the bytes they come from,
+    and its number of channels (several are averaged to one, as :func:`~gmmspeaker.audio.load_audio` does).
 
     The file is stat'ed before it is read and again after: a file replaced or rewritten
     while it was read is read again (up to :data:`READ_ATTEMPTS` times), so the recorded
     signature always describes the frames stored, never a newer file.
     """
+    import soundfile as sf
+
     from gmmspeaker.audio import load_audio
     from gmmspeaker.features import extract
 
@@ -195,8 +205,12 @@ def _read_source(
             min_samples=config.frame_length_samples,
         )
         feats = extract(signal, config, name=str(src))
+        try:
+            channels = int(sf.info(str(src)).channels)
+        except Exception:  # read a moment ago: a file replaced since is read again below
+            channels = 1
         if _signature_or_none(src) == before:
-            return feats, before, digest
+            return feats, before, digest, channels
         logger.info("%s changed while it was read; reading it again", src)
     raise AudioError(
         f"{src}: the file kept changing while it was read ({READ_ATTEMPTS} attempts); retry when it is complete"
@@ -249,11 +263,12 @@ def _extract_shard(
 
     config = FeatureConfig.from_dict(config_dict)
     final = Path(store_dir) / shard_name
-    tmp = final.with_name(f".{shard_name}.tmp-{os.getpid()}")
     meta: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     dim = config.dim
-    with h5py.File(tmp, "w") as h5:
+    # built in memory and written in one go (atomic_h5): a full disk is a one-line error
+    # naming the shard and its size, never an HDF5 failure half-way (which crashed h5py)
+    with atomic_h5(final) as h5:
         h5.attrs["gmmspeaker_store_version"] = STORE_VERSION
         h5.attrs["config_hash"] = config_hash(config_dict)
         ds = h5.create_dataset(
@@ -270,7 +285,7 @@ def _extract_shard(
         for utt_id, path in items:
             src = Path(path)
             try:
-                feats, sig, digest = _read_source(src, config, resample, content_check)
+                feats, sig, digest, channels = _read_source(src, config, resample, content_check)
             except (AudioError, DataError) as exc:
                 failures[utt_id] = str(exc)
                 if ticks is not None:
@@ -293,6 +308,8 @@ def _extract_shard(
             }
             if digest is not None:
                 meta[utt_id]["content"] = digest
+            if channels > 1:
+                meta[utt_id]["channels"] = channels
             if ticks is not None:
                 ticks.put(1)
         h5.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
@@ -315,10 +332,6 @@ def _extract_shard(
                 data=np.array([meta[u]["content"] for u in ids], dtype=object),
                 dtype=h5py.string_dtype(),
             )
-        h5.flush()
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
     return shard_name, meta, failures
 
 
@@ -377,6 +390,41 @@ class FeatureStore:
         from gmmspeaker.features import FeatureConfig
 
         return FeatureConfig.from_dict(self.config).dim
+
+    def problem(self, *, config_hash: str | None = None, ids: Iterable[str] = ()) -> str | None:
+        """Why this store cannot serve a run that expects ``config_hash`` and ``ids`` (None: it can).
+
+        A store is rebuilt whenever it is extracted with another feature configuration
+        (e.g. ``gmmspeaker features --out`` on a run's store with another ``--config``);
+        a run that recorded the configuration it extracted with asks here before trusting
+        the store. Utterances recorded as skipped (bad audio) count as present. Only the
+        manifest and the shards' existence are checked (cheap); unreadable shards are
+        found on reading and repaired by re-extraction.
+        """
+        if config_hash is not None and self.config_hash != config_hash:
+            return (
+                f"{self.path}: holds features of another configuration (hash {self.config_hash[:12]}, "
+                f"expected {config_hash[:12]}): it was rewritten by another extraction; "
+                "re-run feature extraction"
+            )
+        missing = [u for u in ids if u not in self._utts and u not in self.skipped]
+        if missing:
+            return (
+                f"{self.path}: no features for {len(missing)} utterances (e.g. {missing[0]!r}); "
+                "re-run feature extraction"
+            )
+        gone = sorted(
+            {e["shard"] for e in self._utts.values()} - {f.name for f in self.path.glob("shard-*.h5")}
+        )
+        if gone:
+            return f"{self.path}: {len(gone)} feature shards are missing (e.g. {gone[0]}); re-run feature extraction"
+        return None
+
+    def check(self, *, config_hash: str | None = None, ids: Iterable[str] = ()) -> None:
+        """Raise :class:`DataError` with :meth:`problem`'s message if there is one."""
+        problem = self.problem(config_hash=config_hash, ids=ids)
+        if problem is not None:
+            raise DataError(problem)
 
     def _entry(self, utt_id: str) -> dict[str, Any]:
         try:
@@ -777,10 +825,6 @@ def extract_to_store(
     -------
     ExtractionReport
     """
-    from joblib import Parallel, delayed
-
-    from gmmspeaker.features import FeatureConfig
-
     if on_bad_audio not in ("error", "skip"):
         raise GmmSpeakerError(f"on_bad_audio must be 'error' or 'skip', not {on_bad_audio!r}")
     store = Path(store_dir)
@@ -797,13 +841,59 @@ def extract_to_store(
     if not items:
         raise DataError("nothing to extract: the utterance list is empty")
 
+    with file_lock(
+        store / LOCK,
+        busy=f"{store}: another process (pid {{pid}}) is writing this feature store; "
+        "wait for it to finish, or give another --out",
+    ):
+        return _extract_locked(
+            store,
+            items,
+            cfg,
+            chash,
+            jobs=jobs,
+            shard_size=shard_size,
+            compression=compression,
+            on_bad_audio=on_bad_audio,
+            resample=resample,
+            progress=progress,
+            backend=backend,
+            content_check=content_check,
+        )
+
+
+def _extract_locked(
+    store: Path,
+    items: list[tuple[str, Path]],
+    cfg: dict[str, Any],
+    chash: str,
+    *,
+    jobs: int,
+    shard_size: int,
+    compression: str | None,
+    on_bad_audio: str,
+    resample: bool,
+    progress: bool,
+    backend: str | None,
+    content_check: bool,
+) -> ExtractionReport:
+    """:func:`extract_to_store` holding the store's lock: no other writer is at work."""
+    from joblib import Parallel, delayed
+
+    from gmmspeaker.features import FeatureConfig
+
     manifest = _load_manifest(store)
     rebuild = False
     if manifest is not None and manifest.get("version") != STORE_VERSION:
         logger.info("%s: feature store of an older format, recomputing every utterance", store)
         manifest, rebuild = None, True
     if manifest is not None and manifest.get("config_hash") != chash:
-        logger.info("%s: feature config changed, recomputing every utterance", store)
+        logger.warning(
+            "%s: the store holds features of another configuration (%d utterances); "
+            "rebuilding it with this one",
+            store,
+            len(manifest.get("utterances", {})),
+        )
         manifest = None
     if manifest is None:
         manifest = {
@@ -827,8 +917,9 @@ def extract_to_store(
     for f in store.glob("shard-*.h5"):
         if f.name not in live:
             f.unlink()
-    for f in store.glob(".shard-*.tmp-*"):
-        f.unlink()
+    for pattern in (".shard-*.tmp-*", ".shard-*.tmp"):  # the lock is ours: no live writer's
+        for f in store.glob(pattern):
+            f.unlink(missing_ok=True)
 
     report = ExtractionReport()
     todo: list[tuple[str, str]] = []
@@ -857,6 +948,7 @@ def extract_to_store(
             jobs,
         )
         failures: dict[str, str] = {}
+        mixed: dict[str, str] = {}
         bar = _UtteranceBar(len(todo), backend) if progress else None
         try:
             tasks = (
@@ -882,6 +974,8 @@ def extract_to_store(
                     report.computed.append(utt_id)
                     report.frames_total += entry["n_total"]
                     report.frames_kept += entry["n_frames"]
+                    if entry.get("channels", 1) > 1:
+                        mixed[utt_id] = f"{entry['source']}: {entry['channels']} channels"
                 failures.update(fails)
                 for utt_id in fails:
                     utts.pop(utt_id, None)  # its source is no longer valid: its old frames must go
@@ -899,6 +993,13 @@ def extract_to_store(
         finally:
             if bar is not None:
                 bar.close()
+        if mixed:
+            logger.warning(
+                "%d multi-channel audio file(s) averaged to one channel (the features describe the mix "
+                "of the channels; if they hold different speakers, give one file per channel):\n%s",
+                len(mixed),
+                _listing(mixed),
+            )
         # Shards no longer referenced (every utterance recomputed elsewhere) are removed.
         live = {e["shard"] for e in utts.values()}
         for f in store.glob("shard-*.h5"):
@@ -917,7 +1018,7 @@ def extract_to_store(
         warnings.warn(
             f"skipped {len(report.skipped)} unusable audio files:\n{_listing(report.skipped)}",
             SkippedInputWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     logger.info(
         "features: %d computed, %d cached, %d skipped",

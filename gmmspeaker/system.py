@@ -24,6 +24,8 @@ model whose dependencies changed is *stale*: :func:`refresh_user_models` (which
 ``gmmspeaker run`` calls after its stages) re-enrols it from its recorded audio, or,
 when that audio is gone or unreadable, warns and leaves it out; verifying against a
 stale model is a :class:`~gmmspeaker.errors.ModelError` that says how to re-enrol.
+When the recipe's ``system:`` changes, the user model files of the previous system(s)
+move into ``user_models.retired/`` and their models are re-enrolled in the new one.
 Enrolling an id that exists (a user model, or a recipe model) needs ``replace=True``
 (``--replace``): a user model then replaces it for verify and identify.
 :meth:`Experiment.list_models` lists the models (``gmmspeaker models``),
@@ -35,6 +37,15 @@ notice: :func:`gmmspeaker.audio.load_for_system` says why serving resamples rath
 refuses), a multi-channel file is averaged with a warning unless a ``channel`` is chosen,
 verify and identify can skip unusable files (``on_bad_audio="skip"``) and an enrolment
 file listed twice is used once, with a warning.
+
+**Short enrolment.** The run's EER threshold was set on models enrolled from its own
+enrolment lists; a model enrolled from a few seconds scores every trial closer to zero
+and would be rejected by it on most of its own speaker's audio. A GMM-UBM run therefore
+also measures the EER threshold of models enrolled from less speech (its
+``short_enrolment`` stage, :mod:`gmmspeaker.scoring.duration`), and a user model's
+default threshold is the one of its enrolment speech; the run's own models keep the
+run's threshold and decisions. ``enroll`` and ``verify`` warn when the enrolment or the
+test speech is shorter than anything the run's evaluation covered.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -52,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_path
+from gmmspeaker._io import atomic_write_bytes, temp_path
 from gmmspeaker._lock import lock, unlock
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import AudioError, ConfigError, DataError, GmmSpeakerError, ModelError
@@ -85,7 +97,11 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
     """
     if not any(Path(workdir).glob("user_models*.h5")):
         return []
+    foreign = _retire_foreign_user_models(Experiment.open(workdir, user_models=False))
     exp = Experiment.open(workdir)
+    for mid, (audio, info, why) in foreign.items():
+        if mid not in exp.user_audio:  # as a stale model of this system, re-enrolled below
+            exp.user_audio[mid], exp.user_info[mid], exp.stale_user_models[mid] = audio, info, why
     done = []
     for mid, why in sorted(exp.stale_user_models.items()):
         audio = exp.user_audio.get(mid, [])
@@ -114,6 +130,41 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
     return done
 
 
+def _retire_foreign_user_models(exp: Experiment) -> dict[str, tuple[list[str], dict[str, Any], str]]:
+    """Move user model files of another ``system:`` out of the way; their models' audio.
+
+    A recipe whose ``system:`` changed (``gmm_ubm`` -> ``ivector``, one system -> a fusion)
+    leaves user model files this system cannot read (``user_models.h5`` of GMM models for
+    an i-vector system) or does not look at (``user_models.<system>.h5`` of a fusion). Each
+    is moved into :attr:`Workdir.retired_user_models` (never deleted) and its models are
+    returned as ``{model_id: (audio, info, why)}`` for re-enrolment.
+    """
+    import h5py
+
+    ours = {exp.wd.user_models(s.name): s for s in exp.systems}
+    out: dict[str, tuple[list[str], dict[str, Any], str]] = {}
+    for path in sorted(exp.wd.path.glob("user_models*.h5")):
+        system = ours.get(path)
+        if system is not None:
+            try:
+                system.load_models_file(path)
+                continue
+            except (GmmSpeakerError, OSError):
+                pass
+        try:
+            with h5py.File(path, "r") as h5:
+                audio = json.loads(str(h5.attrs["audio"]))
+                info = json.loads(str(h5.attrs.get("info", "{}")))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"{path}: cannot read user model records ({exc})") from None
+        exp.wd.retired_user_models.mkdir(exist_ok=True)
+        os.replace(path, exp.wd.retired_user_models / path.name)
+        why = f"the recipe's system changed to {'+'.join(exp.wd.systems)} since it was enrolled ({path.name})"
+        for mid, files in sorted(audio.items()):
+            out.setdefault(mid, ([str(f) for f in files], dict(info.get(mid, {})), why))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------
@@ -137,6 +188,9 @@ class EnrollResult:
         Speech the model was enrolled from (frames kept by VAD x frame shift).
     duplicates : list of str
         Files listed more than once (each was used once).
+    threshold : float or None
+        The default threshold :meth:`Experiment.verify` applies to the model (None before
+        the run's evaluation).
     """
 
     model_id: str
@@ -146,6 +200,7 @@ class EnrollResult:
     path: Path
     speech_seconds: float = 0.0
     duplicates: list[str] = field(default_factory=list)
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,8 +217,14 @@ class VerifyResult:
     score : float
         The system score ``scores.txt`` holds: raw normalised as the recipe says, or fused.
     calibrated_llr : float or None
-        ``score`` through the experiment's calibration (None without one).
+        ``score`` through the experiment's calibration (None without one). For a user
+        model enrolled from less speech than the run's models, the score is first moved
+        by the run's EER threshold minus the model's default threshold (its duration
+        offset, :mod:`gmmspeaker.scoring.duration`), so the calibration, fitted on the
+        run's models, sees it where a score of theirs at the same operating point would be.
     threshold : float
+        By default the run's EER threshold for the recipe's models and, for a user model,
+        the EER threshold of models enrolled from as much speech (:meth:`Experiment.threshold`).
     threshold_source : str
         What the threshold is and which score it applies to.
     decision : str
@@ -366,8 +427,14 @@ class Experiment:
 
     # -- opening -------------------------------------------------------------
     @classmethod
-    def open(cls, workdir: PathLike) -> Experiment:
+    def open(cls, workdir: PathLike, *, user_models: bool = True) -> Experiment:
         """Open a workdir written by ``gmmspeaker run``.
+
+        Parameters
+        ----------
+        workdir : path-like
+        user_models : bool, default True
+            Also load the models enrolled with ``gmmspeaker enroll`` (False: the recipe's alone).
 
         Raises
         ------
@@ -393,7 +460,7 @@ class Experiment:
             raise ModelError(
                 f"{wd.recipe}: unreadable resolved recipe ({exc}); run the recipe again"
             ) from None
-        return cls.load(path, recipe)
+        return cls.load(path, recipe, user_models=user_models)
 
     @classmethod
     def load(
@@ -524,24 +591,30 @@ class Experiment:
         seconds: dict[str, Any],
         info: dict[str, Any],
     ) -> Path:
+        import io
+
         import h5py
 
         final = self.wd.user_models(leaf.system.name)
         quiet = logging.getLogger("gmmspeaker.gmm.speaker_models")
         level = quiet.level
-        with atomic_path(final) as tmp:
+        with temp_path(final) as tmp:
             quiet.setLevel(max(level, logging.WARNING))  # it would log the temporary name
             try:
                 leaf.system.save_models(models, tmp)
             finally:
                 quiet.setLevel(level)
-            with h5py.File(tmp, "a") as h5:
-                h5.attrs["audio"] = json.dumps(audio, sort_keys=True)
-                h5.attrs["deps"] = json.dumps(deps, sort_keys=True)
-                h5.attrs["seconds"] = json.dumps(seconds, sort_keys=True)
-                h5.attrs["info"] = json.dumps(info, sort_keys=True)
-                if z is not None:
-                    h5.create_dataset("model_cohort", data=np.asarray(z, dtype=np.float64))
+            image = io.BytesIO(tmp.read_bytes())
+        # amended in memory and written in one go: a full disk is a one-line error naming
+        # the file, never an HDF5 failure half-way (h5py crashed on those)
+        with h5py.File(image, "a") as h5:
+            h5.attrs["audio"] = json.dumps(audio, sort_keys=True)
+            h5.attrs["deps"] = json.dumps(deps, sort_keys=True)
+            h5.attrs["seconds"] = json.dumps(seconds, sort_keys=True)
+            h5.attrs["info"] = json.dumps(info, sort_keys=True)
+            if z is not None:
+                h5.create_dataset("model_cohort", data=np.asarray(z, dtype=np.float64))
+        atomic_write_bytes(final, image.getbuffer())
         return final
 
     # -- features ----------------------------------------------------------------
@@ -696,9 +769,56 @@ class Experiment:
         elif replaced == "recipe":
             logger.info("model %r enrolled: it replaces the recipe's model of that id", model_id)
         assert first_path is not None
+        self._warn_short_enrolment(model_id)
+        thr = self.threshold(model_id) if "eer_threshold" in self.results else None
         return EnrollResult(
-            model_id, len(paths), n_frames, replaced, first_path, seconds, duplicates=[str(d) for d in dups]
+            model_id,
+            len(paths),
+            n_frames,
+            replaced,
+            first_path,
+            seconds,
+            duplicates=[str(d) for d in dups],
+            threshold=thr,
         )
+
+    # -- short enrolment -------------------------------------------------------------
+    def _is_user_model(self, model_id: str) -> bool:
+        return model_id in self.user_seconds and model_id not in self.stale_user_models
+
+    def _short_enrolment(self) -> Any:
+        return None if isinstance(self.system, Fused) else self.system.short_enrolment()
+
+    def _warn_short_enrolment(self, model_id: str) -> None:
+        """Warn when a user model's enrolment speech is below what the run's evaluation covered."""
+        if not self._is_user_model(model_id):
+            return
+        seconds = self.user_seconds[model_id]
+        dt = self._short_enrolment()
+        if dt is not None:
+            covered = dt.shortest_seconds
+        else:  # not measured: the run's own models are what it covered
+            rec = self.wd.stage_fingerprints()
+            known = [
+                float(v)
+                for st in ("enroll", "backend")
+                for v in (rec.get(st, {}).get("speech_seconds") or {}).values()
+            ]
+            if not known:
+                return
+            covered = min(known)
+        if seconds < covered:
+            logger.warning(
+                "model %r: enrolled from %.2f s of speech, below the %.2f s the run's evaluation covered; "
+                "its accept/reject decisions are less reliable: enrol it from more audio%s",
+                model_id,
+                seconds,
+                covered,
+                ""
+                if dt is not None or isinstance(self.system, Fused)
+                else " (or run the recipe again: this workdir's evaluation predates the thresholds "
+                "for short enrolment)",
+            )
 
     def _refuse_existing(self, model_id: str) -> None:
         """ModelError when ``model_id`` exists, describing the model that would be lost."""
@@ -965,7 +1085,8 @@ class Experiment:
             if not known.any():
                 raise ModelError(f"{self.wd.scores(None)}: no keyed trials to set an EER threshold")
             return eer_threshold(s[known & key], s[known & ~key])
-        secs = self.speech_seconds(model_id) if model_id is not None else None
+        # the run's own models keep the run's threshold; a user model's follows its enrolment speech
+        secs = self.user_seconds[model_id] if model_id is not None and self._is_user_model(model_id) else None
         return self.system.threshold(model_id, speech_seconds=secs)
 
     def verify(
@@ -1029,7 +1150,29 @@ class Experiment:
         else:
             thr = self.threshold(model_id)
             source = "EER threshold of the experiment's trials on the score"
+        shift = 0.0  # a short user model: its duration offset (the calibration is the run's models')
+        if "eer_threshold" in self.results and self._is_user_model(model_id):
+            shift = self.threshold(model_id) - self.threshold()
+            if threshold is None and p_target is None and shift != 0.0:
+                source = (
+                    f"EER threshold of the experiment's trials for models enrolled from "
+                    f"{self.user_seconds[model_id]:.2f} s of speech (its models': {self.threshold():.4f}) "
+                    f"on the score"
+                )
+        self._warn_short_enrolment(model_id)
         tests, errors = self._audio_tests(paths, channel=channel, on_bad_audio=on_bad_audio)
+        dt = self._short_enrolment()
+        if dt is not None:
+            for u, p in zip(tests.ids, tests.paths or []):
+                sec = tests.source[u].shape[0] * self._frame_shift()
+                if sec < dt.test_seconds_min:
+                    logger.warning(
+                        "%s: %.2f s of speech, below the %.2f s of the shortest test the run's evaluation "
+                        "covered; its decision is less reliable",
+                        p,
+                        sec,
+                        dt.test_seconds_min,
+                    )
         trials = [(model_id, u) for u in tests.ids]
         if trials:
             raw, score, per = self.score_trials(trials, lambda s: tests)
@@ -1046,7 +1189,7 @@ class Experiment:
                 continue
             j += 1
             i = j
-            calibrated = float(cal(np.array([score[i]]))[0]) if cal is not None else None
+            calibrated = float(cal(np.array([score[i] - shift]))[0]) if cal is not None else None
             value = calibrated if p_target is not None else float(score[i])
             out.append(
                 VerifyResult(

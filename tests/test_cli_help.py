@@ -43,7 +43,8 @@ def test_every_option_has_help_and_its_default_is_shown():
             where = f"{name} {'/'.join(action.option_strings) or action.dest}"
             assert action.help and len(action.help) > 8, f"{where}: no help text"
             d = action.default
-            if action.option_strings and d not in (None, False, argparse.SUPPRESS) and action.nargs != 0:
+            empty = d is None or d is False or d is argparse.SUPPRESS  # identity: a default of 0 is shown
+            if action.option_strings and not empty and action.nargs != 0:
                 shown = ",".join(map(str, d)) if isinstance(d, (list, tuple)) else str(d)
                 assert f"(default: {shown})" in text, f"{where}: default {shown} not shown"
 

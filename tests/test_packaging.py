@@ -147,3 +147,37 @@ def test_virtual_environments_are_git_ignored():
     for path in (".venv/bin/python", "venv/lib/x.py"):
         done = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
         assert done.returncode == 0, f"{path} is not git-ignored"
+
+
+def test_readme_set_up_matches_ci_and_its_links_resolve():
+    """The README's set-up: a virtual environment first, the test command CI runs, links that exist."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert 'python -m pip install -q -e ".[test]"' in ci and "python -m pytest -q" in ci
+    assert 'python -m pip install -e ".[test]" && python -m pytest -q' in readme
+    assert 'python -m pip install -e ".[plot]" && gmmspeaker run recipes/demo.yaml' in readme
+    venv = readme.index("python3 -m venv .venv && . .venv/bin/activate")
+    assert venv < readme.index('python -m pip install -e ".[plot]"')  # the environment comes first
+    assert "python3-venv" in readme[:venv]
+    links = re.findall(r"\]\(((?!https?:|#)[^)]+)\)", readme)
+    assert links and all((REPO / link).is_file() for link in links), links
+
+
+def test_no_test_module_imports_fcntl_at_its_top():
+    """The suite collects on platforms without ``fcntl`` (Windows): a test module that needs
+    a lock takes it through :mod:`gmmspeaker._lock` (or imports ``fcntl`` inside the test)."""
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:  # module level only
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n.split(".")[0] in ("fcntl", "msvcrt") for n in names):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []

@@ -179,13 +179,17 @@ def test_enroll_verify_identify_two_new_speakers(workdir):
     assert exp.models.model_ids == [*RECIPE_MODELS, "alice", "bob"]
     target, nontarget = wav(workdir, "spk004", 4), wav(workdir, "spk005", 4)
     ra, rb = exp.verify("alice", [target, nontarget])
-    thr = exp.eer_threshold()
+    # a user model's default threshold follows its enrolment speech (tests/test_short_enrolment.py)
+    thr = exp.threshold("alice")
     assert (ra.decision, rb.decision) == ("accept", "reject")
-    assert ra.score >= thr > rb.score and ra.threshold == thr
+    assert ra.score >= thr > rb.score and ra.threshold == thr == a.threshold
     # an explicit threshold and the Bayes threshold on calibrated scores
     (hi,) = exp.verify("alice", [target], threshold=ra.score + 1e-3)
     assert hi.decision == "reject" and "given" in hi.threshold_source
     (bayes,) = exp.verify("alice", [target], p_target=0.5)
+    cal, moved = exp.calibration(), ra.score - (thr - exp.eer_threshold())  # the duration offset
+    # (ra was scored beside another file: float32 pooling moves the score by ~1e-8)
+    assert bayes.calibrated_llr == pytest.approx(cal.scale * moved + cal.offset, abs=1e-6)
     assert bayes.threshold == 0.0 and bayes.decision == ("accept" if bayes.calibrated_llr >= 0 else "reject")
     ida, idb = exp.identify([target, nontarget], top_n=3)
     assert (ida.decision, idb.decision) == ("alice", "bob")
@@ -294,3 +298,29 @@ def test_verify_reproduces_ztnorm_scores(tmp_path):
         assert r.raw_llr == pytest.approx(raw[(model, test)][0], abs=2e-6)
         assert r.score == pytest.approx(norm[(model, test)][0], abs=2e-6)
         assert r.score != pytest.approx(r.raw_llr, abs=1e-3)
+
+
+def test_models_record_their_enrolment_speech(workdir):
+    """The seam for short-enrolment decisions: every model's speech seconds, and a threshold per model."""
+    from gmmspeaker.corpora.lists import read_enroll_list
+    from gmmspeaker.features import FeatureConfig
+    from gmmspeaker.store import FeatureStore
+
+    exp = Experiment.open(workdir)
+    shift = FeatureConfig.from_dict(exp.recipe.features).frame_shift
+    store = FeatureStore(workdir / "features")
+    root = exp.recipe.data.root
+    for e in read_enroll_list(root / "enroll4.txt", root=root):
+        want = shift * sum(store.n_frames(u.utt_id) for u in e.utterances)
+        assert exp.speech_seconds(e.model_id) == pytest.approx(want, abs=1e-3)
+    r = exp.enroll("alice", [wav(workdir, "spk004", 0)])
+    assert r.speech_seconds == pytest.approx(r.n_frames * shift, abs=1e-3)
+    assert Experiment.open(workdir).speech_seconds("alice") == pytest.approx(r.speech_seconds)
+    assert exp.speech_seconds("nobody") is None
+    assert exp.threshold("alice") == exp.system.threshold("alice", speech_seconds=r.speech_seconds)
+    # the run's own models keep the run's threshold; a user model's follows its enrolment
+    # speech (the run's short-enrolment thresholds, tests/test_short_enrolment.py)
+    assert exp.threshold("spk000") == pytest.approx(exp.results["eer_threshold"])
+    dt = exp.system.short_enrolment()
+    assert dt is not None
+    assert exp.threshold("alice") == pytest.approx(float(dt.threshold(r.speech_seconds)), abs=1e-12)

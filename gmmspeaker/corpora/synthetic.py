@@ -26,6 +26,7 @@ the next ``n_test`` are test, the rest background.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -42,7 +43,7 @@ from joblib import Parallel, delayed
 from scipy import fft as sp_fft
 from scipy.signal import lfilter
 
-from gmmspeaker._io import atomic_write_text
+from gmmspeaker._io import atomic_write_bytes, atomic_write_text, make_temp_dir
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.corpora.lists import (
     write_enroll_list,
@@ -615,7 +616,9 @@ def _is_current(root: Path, config: SyntheticCorpusConfig) -> bool:
 
 def _write_wav(path: Path, x: FloatArray, sr: int) -> None:
     pcm = np.round(x * 32768.0).clip(-32768, 32767).astype(np.int16)
-    sf.write(str(path), pcm, sr, subtype="PCM_16", format="WAV")
+    buf = io.BytesIO()  # libsndfile says only "System error" on a full disk: write the bytes here
+    sf.write(buf, pcm, sr, subtype="PCM_16", format="WAV")
+    atomic_write_bytes(path, buf.getbuffer(), fsync=False)
 
 
 def _write_speaker(
@@ -745,7 +748,7 @@ def generate_corpus(out_dir: PathLike, config: SyntheticCorpusConfig, *, n_jobs:
                 "with a synthetic corpus (choose another folder)"
             )
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    tmp = make_temp_dir(root.parent, f".{root.name}.tmp-")  # the umask's mode, not 0o700
     try:
         logger.info("%s: generating synthetic corpus (%s)", root, config)
         _write_corpus(tmp, config, n_jobs)

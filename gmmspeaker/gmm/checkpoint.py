@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_path
+from gmmspeaker._io import atomic_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.gmm.params import MixtureParams
 
@@ -117,20 +117,18 @@ class Checkpoint:
         return runs[0], runs[1]
 
     def save(self, run: EMRun, best: EMRun | None) -> None:
-        import h5py
 
-        with atomic_path(self.path) as tmp:
-            with h5py.File(tmp, "w") as h5:
-                h5.attrs["fingerprint"] = json.dumps(self.fingerprint)
-                h5.create_dataset("moments", data=self.moments)
-                for name, r in (("run", run), ("best", best)):
-                    if r is None:
-                        continue
-                    g = h5.create_group(name)
-                    g.create_dataset("weights", data=r.params.weights)
-                    g.create_dataset("means", data=r.params.means)
-                    g.create_dataset("covariances", data=r.params.covariances)
-                    g.attrs["meta"] = json.dumps(r.meta())
+        with atomic_h5(self.path) as h5:
+            h5.attrs["fingerprint"] = json.dumps(self.fingerprint)
+            h5.create_dataset("moments", data=self.moments)
+            for name, r in (("run", run), ("best", best)):
+                if r is None:
+                    continue
+                g = h5.create_group(name)
+                g.create_dataset("weights", data=r.params.weights)
+                g.create_dataset("means", data=r.params.means)
+                g.create_dataset("covariances", data=r.params.covariances)
+                g.attrs["meta"] = json.dumps(r.meta())
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gmmspeaker._typing import FloatArray
-from gmmspeaker.errors import ConfigError, ConvergenceWarning, DataError
+from gmmspeaker.errors import ConfigError, ConvergenceWarning, DataError, DataWarning
 from gmmspeaker.gmm.checkpoint import Checkpoint, EMRun
 from gmmspeaker.gmm.data import ArrayData, StreamData, merge_moments
 from gmmspeaker.gmm.init import initial_params, kmeans_plusplus, split_components
 from gmmspeaker.gmm.kernel import blocks, resolve_dtype
 from gmmspeaker.gmm.mstep import m_step
-from gmmspeaker.gmm.params import MixtureParams, as_params
+from gmmspeaker.gmm.params import MixtureParams, as_params, n_free_parameters
 
 if TYPE_CHECKING:
     from gmmspeaker.gmm.model import GaussianMixture
@@ -141,6 +141,7 @@ def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> E
             f"{where}: {n_total} frames for {K} components; need at least as many frames as "
             "components (use fewer components or more data)"
         )
+    _warn_few_frames(where, n_total, K, D, cov_type)
     counts = np.array([s.n_frames for s in summaries], dtype=np.int64)
     take = np.random.default_rng(seq_combine).multivariate_hypergeometric(counts, min(m, n_total))
     sample = np.concatenate([s.rows[:t] for s, t in zip(summaries, take)])
@@ -235,6 +236,27 @@ def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> E
             stacklevel=3,
         )
     return result
+
+
+#: Fewer training frames per free parameter than this draws a :class:`DataWarning`.
+MIN_FRAMES_PER_PARAMETER = 1.0
+
+
+def _warn_few_frames(where: str, n_frames: int, K: int, D: int, cov_type: str) -> None:
+    """Warn when the mixture has more free parameters than frames to estimate them from.
+
+    With fewer frames than parameters the mixture can place components on single frames
+    (variances end at the floor): the likelihood it reaches says nothing about unseen data.
+    """
+    n_par = n_free_parameters(K, D, cov_type)
+    if n_frames < MIN_FRAMES_PER_PARAMETER * n_par:
+        warnings.warn(
+            f"{where}: {n_frames} frames for a {K}-component {cov_type} mixture of {n_par} free "
+            f"parameters ({n_frames / n_par:.2g} frames per parameter); the model will overfit: "
+            "use fewer components or more data",
+            DataWarning,
+            stacklevel=4,
+        )
 
 
 def _last_change(history: list[float]) -> float:

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_path
+from gmmspeaker._io import atomic_h5
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError, NotFittedError
 from gmmspeaker.gmm.kernel import blocks, posteriors
-from gmmspeaker.gmm.params import COVARIANCE_TYPES, MixtureParams, covariance_shape
+from gmmspeaker.gmm.params import COVARIANCE_TYPES, MixtureParams, covariance_shape, n_free_parameters
 from gmmspeaker.gmm.stats import frame_loglik, log_densities
 
 if TYPE_CHECKING:
@@ -612,9 +612,7 @@ class GaussianMixture:
 
     def n_parameters(self) -> int:
         """Number of free parameters (weights K-1, means K*D, covariances by type)."""
-        K, D = int(self.n_components), self._dim_for_count()
-        cov = {"diag": K * D, "spherical": K, "full": K * D * (D + 1) // 2, "tied": D * (D + 1) // 2}
-        return int(K - 1 + K * D + cov[self.covariance_type])
+        return n_free_parameters(self.n_components, self._dim_for_count(), self.covariance_type)
 
     def _dim_for_count(self) -> int:
         self._check_fitted()
@@ -638,30 +636,28 @@ class GaussianMixture:
         ``format``, ``format_version``, ``covariance_type``, ``config`` (JSON),
         ``converged``, ``n_iter``, ``lower_bound``, ``gmmspeaker_version``.
         """
-        import h5py
 
         from gmmspeaker import __version__
 
         params = self.to_params()
         path = Path(path)
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as h5:
-                h5.create_dataset("weights", data=params.weights)
-                h5.create_dataset("means", data=params.means)
-                h5.create_dataset("covariances", data=params.covariances)
-                h5.create_dataset("history", data=np.asarray(getattr(self, "history_", []), dtype=np.float64))
-                floor = getattr(self, "variance_floor_", None)
-                if floor is not None:
-                    h5.create_dataset("variance_floor", data=np.asarray(floor, dtype=np.float64))
-                h5.attrs["format"] = _FORMAT
-                h5.attrs["format_version"] = _FORMAT_VERSION
-                h5.attrs["gmmspeaker_version"] = __version__
-                h5.attrs["covariance_type"] = self.covariance_type
-                h5.attrs["config"] = json.dumps(self.get_config())
-                h5.attrs["converged"] = bool(getattr(self, "converged_", False))
-                h5.attrs["n_iter"] = int(getattr(self, "n_iter_", 0))
-                h5.attrs["lower_bound"] = float(getattr(self, "lower_bound_", float("nan")))
-                h5.attrs["split_history"] = json.dumps([list(t) for t in getattr(self, "split_history_", [])])
+        with atomic_h5(path) as h5:
+            h5.create_dataset("weights", data=params.weights)
+            h5.create_dataset("means", data=params.means)
+            h5.create_dataset("covariances", data=params.covariances)
+            h5.create_dataset("history", data=np.asarray(getattr(self, "history_", []), dtype=np.float64))
+            floor = getattr(self, "variance_floor_", None)
+            if floor is not None:
+                h5.create_dataset("variance_floor", data=np.asarray(floor, dtype=np.float64))
+            h5.attrs["format"] = _FORMAT
+            h5.attrs["format_version"] = _FORMAT_VERSION
+            h5.attrs["gmmspeaker_version"] = __version__
+            h5.attrs["covariance_type"] = self.covariance_type
+            h5.attrs["config"] = json.dumps(self.get_config())
+            h5.attrs["converged"] = bool(getattr(self, "converged_", False))
+            h5.attrs["n_iter"] = int(getattr(self, "n_iter_", 0))
+            h5.attrs["lower_bound"] = float(getattr(self, "lower_bound_", float("nan")))
+            h5.attrs["split_history"] = json.dumps([list(t) for t in getattr(self, "split_history_", [])])
         logger.debug("saved %d-component %s mixture to %s", params.n_components, self.covariance_type, path)
 
     @classmethod

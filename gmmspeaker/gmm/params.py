@@ -16,7 +16,7 @@ import numpy as np
 from gmmspeaker._typing import FloatArray
 from gmmspeaker.errors import ModelError
 
-__all__ = ["MixtureParams", "COVARIANCE_TYPES", "as_params", "covariance_shape"]
+__all__ = ["MixtureParams", "COVARIANCE_TYPES", "as_params", "covariance_shape", "n_free_parameters"]
 
 COVARIANCE_TYPES = ("diag", "spherical", "full", "tied")
 
@@ -121,3 +121,10 @@ def as_params(gmm: Any) -> MixtureParams:
     if cov.shape != expected:
         raise ModelError(f"{name}: {ctype} covariances_ must have shape {expected}, got {cov.shape}")
     return MixtureParams(w, mu, cov, str(ctype))
+
+
+def n_free_parameters(n_components: int, n_dims: int, covariance_type: str) -> int:
+    """Free parameters of a mixture: weights K-1, means K*D, covariances by type."""
+    K, D = int(n_components), int(n_dims)
+    cov = {"diag": K * D, "spherical": K, "full": K * D * (D + 1) // 2, "tied": D * (D + 1) // 2}
+    return int(K - 1 + K * D + cov[covariance_type])

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gmmspeaker._io import atomic_path
+from gmmspeaker._io import atomic_h5
 from gmmspeaker._typing import FloatArray, IntArray, PathLike
 from gmmspeaker.errors import DataError, ModelError
 
@@ -239,31 +239,34 @@ class SpeakerModels:
         ``weights``, ``variances``; attributes ``format``, ``version``, ``relevance``,
         ``adapt``, ``ubm_fingerprint``.
         """
+        path = Path(path)
+        with atomic_h5(path) as h5:
+            self.write_to(h5)
+        logger.info("wrote %d speaker models to %s", len(self), path)
+
+    def write_to(self, h5: Any) -> None:
+        """Write the datasets and attributes of :meth:`save` into an open, empty ``h5py.File``."""
         import h5py
 
         from gmmspeaker import __version__
 
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as h5:
-                h5.attrs["format"] = _FORMAT
-                h5.attrs["format_version"] = _FORMAT_VERSION
-                h5.attrs["version"] = __version__
-                h5.attrs["relevance"] = float(self.relevance)
-                h5.attrs["adapt"] = ",".join(self.adapt)
-                h5.attrs["ubm_fingerprint"] = self.ubm_fingerprint
-                h5.create_dataset(
-                    "model_ids",
-                    data=np.array(self.model_ids, dtype=object),
-                    dtype=h5py.string_dtype("utf-8"),
-                )
-                h5.create_dataset("means", data=np.asarray(self.means))
-                h5.create_dataset("counts", data=np.asarray(self.counts, dtype=np.float64))
-                if self.weights is not None:
-                    h5.create_dataset("weights", data=np.asarray(self.weights))
-                if self.variances is not None:
-                    h5.create_dataset("variances", data=np.asarray(self.variances))
-        logger.info("wrote %d speaker models to %s", len(self), path)
+        h5.attrs["format"] = _FORMAT
+        h5.attrs["format_version"] = _FORMAT_VERSION
+        h5.attrs["version"] = __version__
+        h5.attrs["relevance"] = float(self.relevance)
+        h5.attrs["adapt"] = ",".join(self.adapt)
+        h5.attrs["ubm_fingerprint"] = self.ubm_fingerprint
+        h5.create_dataset(
+            "model_ids",
+            data=np.array(self.model_ids, dtype=object),
+            dtype=h5py.string_dtype("utf-8"),
+        )
+        h5.create_dataset("means", data=np.asarray(self.means))
+        h5.create_dataset("counts", data=np.asarray(self.counts, dtype=np.float64))
+        if self.weights is not None:
+            h5.create_dataset("weights", data=np.asarray(self.weights))
+        if self.variances is not None:
+            h5.create_dataset("variances", data=np.asarray(self.variances))
 
     @classmethod
     def load(cls, path: PathLike) -> SpeakerModels:

@@ -108,7 +108,8 @@ class UtteranceStats:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        need = 8 * len(self.ids) * (self.n.shape[1] + self.f.shape[1]) + (1 << 20)  # checked first
+        with atomic_path(path, need=need) as tmp, h5py.File(tmp, "w") as h5:
             n, f = _create_layout(h5, self.ids, self.n.shape[1], self.f.shape[1], self.ubm_fingerprint)
             n[...] = np.asarray(self.n, dtype=np.float64)
             f[...] = np.asarray(self.f, dtype=np.float64)
@@ -338,7 +339,9 @@ def write_stats(
     K, D = params.n_components, params.n_dims
     batches = _store_batches(store_dir, ids, ubm, n_jobs, batch_size, dtype, progress)
     path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    # too large to build in memory (atomic_h5): the free space is checked before writing
+    need = 8 * len(ids) * (K + K * D) + (1 << 20)
+    with atomic_path(path, need=need) as tmp, h5py.File(tmp, "w") as h5:
         n, f = _create_layout(h5, ids, K, K * D, ubm_fingerprint(ubm))
         row = 0
         for bn, bf in batches:

@@ -52,6 +52,7 @@ STAGES = (
     "isv_score",
     "fusion",
     "evaluate",
+    "short_enrolment",
 )
 #: Recognition systems a recipe's ``system:`` may name: the trained-system registry
 #: (:data:`gmmspeaker.systems.SYSTEMS`).
@@ -88,6 +89,11 @@ def load_yaml(path: Path, where: Where) -> dict[str, Any]:
         raise ConfigError(f"{path}: recipe file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read recipe ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        line = _text_line(path, exc.start)
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the recipe as UTF-8"
+        ) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -103,14 +109,60 @@ def load_yaml(path: Path, where: Where) -> dict[str, Any]:
 
     def walk(n: Any, prefix: tuple[str, ...]) -> None:
         if isinstance(n, yaml.MappingNode):
+            first: dict[str, int] = {}
             for k, v in n.value:
                 key = str(k.value)
+                if key in first and key != "<<":
+                    raise ConfigError(
+                        f"{path}:{k.start_mark.line + 1}: duplicate key '{'.'.join(prefix + (key,))}' "
+                        f"(first at line {first[key]}); YAML would silently keep only the last"
+                    )
+                first[key] = k.start_mark.line + 1
                 where.lines.setdefault(prefix + (key,), (str(path), k.start_mark.line + 1))
                 walk(v, prefix + (key,))
 
     where.lines.setdefault((), (str(path), 1))
     walk(node, ())
     return data
+
+
+def _text_line(path: Path, offset: int) -> int:
+    """The 1-based line of byte ``offset`` of a file (for messages about undecodable bytes)."""
+    try:
+        return path.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return 1
+
+
+def _check_values(kwargs: dict[str, Any], where: Where) -> None:
+    """Checks across keys, or of values no type rule covers, at load (not after the expensive stages)."""
+    name = str(kwargs["experiment"])
+    if not name.strip("."):
+        raise ConfigError(
+            f"{where.at('experiment')}: 'experiment' must be a plain name, not {name!r} "
+            "(it names the folder exp/<experiment>)"
+        )
+    if kwargs.get("seed", 0) < 0:
+        raise ConfigError(f"{where.at('seed')}: 'seed' must be a non-negative integer, got {kwargs['seed']}")
+    ev, mp, sc = kwargs["evaluation"], kwargs["map"], kwargs["scoring"]
+    for key in ("c_miss", "c_fa"):
+        if getattr(ev, key) <= 0:
+            raise ConfigError(
+                f"{where.at('evaluation', key)}: 'evaluation.{key}' must be positive, got {getattr(ev, key)}"
+            )
+    if not ev.p_target:
+        raise ConfigError(
+            f"{where.at('evaluation', 'p_target')}: 'evaluation.p_target' must name at least one value"
+        )
+    if not mp.adapt:
+        raise ConfigError(
+            f"{where.at('map', 'adapt')}: 'map.adapt' must name at least one of means, weights, variances"
+        )
+    if sc.method == "linear" and set(mp.adapt) != {"means"}:
+        raise ConfigError(
+            f"{where.at('scoring', 'method')}: scoring.method linear needs mean-only models "
+            f"(map.adapt: [means], got {list(mp.adapt)}); use method full or top_c"
+        )
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -584,6 +636,7 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
             raise ConfigError(
                 f"{where.at('evaluation', 'p_target')}: 'evaluation.p_target' values must be in (0, 1), got {p}"
             )
+    _check_values(kwargs, where)
     recipe = Recipe(**kwargs)
     if recipe.scoring.normalization != "none" and recipe.data.cohort is None:
         raise ConfigError(

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from gmmspeaker import __version__
-from gmmspeaker._io import atomic_write_json
-from gmmspeaker._lock import lock, unlock
+from gmmspeaker._io import (
+    atomic_write_json,
+    file_lock,
+    is_disk_full,
+    open_append_nofollow,
+    remove_stale_temporaries,
+)
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ConfigError, GmmSpeakerError
 from gmmspeaker.recipe.config import STAGES, Recipe, load_recipe
@@ -50,30 +56,50 @@ class RunResult:
     refreshed: list[str] = field(default_factory=list)
 
 
-@contextlib.contextmanager
-def _lock(workdir: Path) -> Iterator[None]:
-    path = Workdir(workdir).lock
-    fh = open(path, "a+")
+def _lock(workdir: Path) -> contextlib.AbstractContextManager[None]:
+    """The workdir's lock (``<workdir>/.lock``, never through a symbolic link): one run at a time."""
+    return file_lock(
+        Workdir(workdir).lock,
+        busy=f"{workdir}: another run (pid {{pid}}) is using this workdir; wait for it or use --workdir",
+    )
+
+
+class _RunLog(logging.StreamHandler):  # type: ignore[type-arg]
+    """``run.log``: a line that cannot be written (disk full) is lost, without a traceback;
+    the run goes on and stops, with one line, at its next output that does not fit."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if exc is not None and is_disk_full(exc):
+            return
+        super().handleError(record)
+
+
+def _check_utf8_path(wd: Path) -> None:
+    """A workdir whose name is not valid UTF-8 is refused up front.
+
+    Its paths end up in UTF-8 files (logs, recipe.json, HDF5 attributes) and in libraries
+    that encode names strictly (soundfile): they failed half-way, with tracebacks.
+    """
     try:
-        lock(fh, blocking=False)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "?"
-        fh.close()
-        raise GmmSpeakerError(
-            f"{workdir}: another run (pid {holder}) is using this workdir; wait for it or use --workdir"
+        str(wd.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"workdir {os.fsencode(wd)!r}: the name is not valid UTF-8; choose a UTF-8 folder name"
         ) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
-    try:
-        yield
-    finally:
-        fh.seek(0)
-        fh.truncate()
-        unlock(fh)
-        fh.close()
+
+
+def _clean_temporaries(workdir: Path) -> None:
+    """Remove what killed runs left (holding the workdir lock: no other run is writing).
+
+    ``<workdir>/tmp/`` (every run temporary, see :func:`gmmspeaker._io.make_temp_dir`),
+    a half-generated synthetic corpus, and atomic-write temporaries whose process is gone
+    (those of a live ``enroll`` are kept).
+    """
+    remove_stale_temporaries(workdir, patterns=(".corpus.tmp-*", ".corpus.old-*"))
+    for sub in ("stages",):
+        if (workdir / sub).is_dir():
+            remove_stale_temporaries(workdir / sub)
 
 
 def resolve_jobs(jobs: int, client: Any | None = None) -> int:
@@ -215,6 +241,7 @@ def run_recipe(
             raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(STAGES)}, got {value!r}")
     recipe = load_recipe(recipe_path, overrides={"jobs": jobs} if jobs is not None else None)
     wd = workdir_for(recipe, workdir)
+    _check_utf8_path(wd)
     lo = STAGES.index(from_stage) if from_stage else 0
     hi = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
     if lo > hi:
@@ -229,7 +256,9 @@ def run_recipe(
     wd.mkdir(parents=True, exist_ok=True)
     handler: logging.Handler | None = None
     if log_file and not dry_run:
-        handler = logging.FileHandler(Workdir(wd).run_log)
+        # not FileHandler: it follows a symbolic link planted at run.log, and its strict
+        # encoding raised on the paths of a workdir whose name is not valid UTF-8
+        handler = _RunLog(open_append_nofollow(Workdir(wd).run_log))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
         pkg_logger = logging.getLogger("gmmspeaker")
@@ -240,6 +269,7 @@ def run_recipe(
         with contextlib.ExitStack() as stack:
             if not dry_run:
                 stack.enter_context(_lock(wd))
+                _clean_temporaries(wd)
                 n_jobs = stack.enter_context(_parallel(recipe, recipe.jobs))
             # stages get -1 resolved to the real workers; recipe.json keeps what the user wrote
             run_as = recipe if dry_run else dataclasses.replace(recipe, jobs=n_jobs)
@@ -309,4 +339,5 @@ def run_recipe(
         if handler is not None:
             logging.getLogger("gmmspeaker").removeHandler(handler)
             handler.close()
+            handler.stream.close()
     return result

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from gmmspeaker import __version__
-from gmmspeaker._io import atomic_write_json
+from gmmspeaker._io import atomic_write_json, atomic_write_text
 from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe.config import STAGES, Recipe
 from gmmspeaker.recipe.fingerprint import stable_hash
-from gmmspeaker.systems import GmmUbm, Isv, Ivector, Tests, TrainedSystem, build, leaves
+from gmmspeaker.systems import SYSTEMS, GmmUbm, Isv, Ivector, Tests, TrainedSystem, build, leaves
 from gmmspeaker.workdir import Workdir
 
 __all__ = ["Stage", "TABLE", "Run", "needed_stages", "stage"]
@@ -122,8 +122,7 @@ class Run:
 
     def tests(self, system: TrainedSystem, ids: Sequence[str]) -> Tests:
         """Test utterances as the run holds them for ``system`` (features or i-vectors)."""
-        source = system.ivectors() if isinstance(system, Ivector) else self.store()
-        return Tests(ids=list(ids), source=source, paths=[self.paths[u] for u in ids])
+        return Tests(ids=list(ids), source=system.stored_source(), paths=[self.paths[u] for u in ids])
 
     def cohort_ids(self, have: Any) -> list[str]:
         return [u.utt_id for u in dict.fromkeys(self.cohort) if u.utt_id in have]
@@ -144,7 +143,30 @@ class Run:
         return stage(name).run(self)
 
     def outputs_exist(self, name: str) -> bool:
-        return all(p.exists() for p in stage(name).outputs(self.wd, self.recipe))
+        if not all(p.exists() for p in stage(name).outputs(self.wd, self.recipe)):
+            return False
+        return name != "features" or self._store_ok()
+
+    def _store_ok(self) -> bool:
+        """Whether the feature store still holds what the features stage recorded.
+
+        Another extraction into the run's store (``gmmspeaker features --out
+        <workdir>/features`` with another configuration or list) rebuilds it; the store
+        says so (:meth:`~gmmspeaker.store.FeatureStore.problem`) and the stage reruns.
+        """
+        try:
+            rec = json.loads(self.wd.stage_record("features").read_text())
+        except (OSError, ValueError):
+            rec = {}
+        try:
+            problem = self.store().problem(
+                config_hash=rec.get("config_hash"), ids=[u.utt_id for u in self.utterances]
+            )
+        except DataError as exc:
+            problem = str(exc)
+        if problem is not None:
+            logger.warning("stage features: %s", problem)
+        return problem is None
 
     def finalize(self, seconds: dict[str, float]) -> dict[str, Any]:
         res = json.loads(self.wd.results.read_text())
@@ -179,6 +201,8 @@ class Stage:
         What else decides its outputs (configuration, lists), hashed into its fingerprint.
     run : callable (Run) -> dict
         Runs it; returns extras for its stage record.
+    alone : bool
+        Needed only when the recipe's system is exactly ``systems`` (not in a fusion).
     """
 
     name: str
@@ -187,19 +211,27 @@ class Stage:
     outputs: Callable[[Workdir, Recipe], list[Path]]
     body: Callable[[Run], Any]
     run: Callable[[Run], dict[str, Any]]
+    alone: bool = False
 
     def needed(self, recipe: Recipe) -> bool:
         if self.systems == ("*",):
             return True
         if self.systems == ("fusion",):
             return len(recipe.system) > 1
+        if self.alone:
+            return tuple(recipe.system) == self.systems
         return any(s in recipe.system for s in self.systems)
 
 
 def _final_scores_stage(recipe: Recipe) -> tuple[str, ...]:
+    """The stage whose scores the experiment evaluates: the fusion, or the one system's scoring stage."""
     if len(recipe.system) > 1:
         return ("fusion",)
-    return ({"gmm_ubm": "score", "ivector": "backend", "isv": "isv_score"}[recipe.system[0]],)
+    return (SYSTEMS[recipe.system[0]].score_stage,)
+
+
+def _system_score_stages(recipe: Recipe) -> tuple[str, ...]:
+    return tuple(SYSTEMS[s].score_stage for s in recipe.system)
 
 
 def _trial_sig(trials: Sequence[Any]) -> list[Any]:
@@ -216,13 +248,7 @@ def _stats_ids(run: Run) -> list[str]:
 
 def _norm_outputs(wd: Workdir, recipe: Recipe, system: type[TrainedSystem]) -> list[Path]:
     """The cohort files a system's scoring stage leaves for verification."""
-    method = system(wd, recipe).cohort_method()
-    if method == "none":
-        return []
-    out = [wd.norm_cohort(system.name)]
-    if system is GmmUbm and method in ("tnorm", "ztnorm", "snorm", "asnorm"):
-        out.append(wd.cohort_models(system.name))
-    return out
+    return system(wd, recipe).cohort_files()
 
 
 # -- bodies (what a stage's fingerprint covers besides its inputs) ---------------------
@@ -324,6 +350,7 @@ def _run_features(run: Run) -> dict[str, Any]:
         "cached": len(report.cached),
         "skipped": report.skipped,
         "vad_kept_fraction": kept / max(total, 1),
+        "config_hash": store.config_hash,
     }
 
 
@@ -415,7 +442,7 @@ def _run_score(run: Run) -> dict[str, Any]:
     if parts.exists() and (not marker.exists() or marker.read_text() != run.fp["score"]):
         shutil.rmtree(parts)  # parts of another configuration: not reusable
     parts.mkdir(parents=True, exist_ok=True)
-    marker.write_text(run.fp["score"])
+    atomic_write_text(marker, run.fp["score"])
     gmm = GmmUbm(run.wd, run.recipe)
     out = _score_system(run, gmm, gmm.load_models(), parts)
     shutil.rmtree(parts)
@@ -735,6 +762,117 @@ def _run_evaluate(run: Run) -> dict[str, Any]:
     return {}
 
 
+def _run_short_enrolment(run: Run) -> dict[str, Any]:
+    """The EER threshold of models enrolled from less speech than the run's (:mod:`gmmspeaker.scoring.duration`).
+
+    Sub-models are enrolled from stratified random subsets of up to 64 models' enrolment
+    utterances on a grid of speech durations below the models' median (down to one
+    utterance), scored and normalised on their model's trials as the score stage scores
+    the run's own (the run's cohort statistics and cohort models, the sub-model's
+    enrolment utterances left out of its Z statistics), and the equal-error threshold of
+    each duration is fitted against log duration.
+    """
+    from gmmspeaker.corpora.lists import Enrollment
+    from gmmspeaker.scoring.duration import DurationThreshold, draw_subsets, duration_grid
+    from gmmspeaker.scoring.metrics import eer_threshold
+    from gmmspeaker.scoring.trials import read_scores
+
+    r, wd = run.recipe, run.wd
+    system = GmmUbm(wd, r)
+    store = run.store()
+    secs = _utterance_seconds(run)
+    enrol = [
+        Enrollment(e.model_id, tuple(u for u in e.utterances if u.utt_id in secs)) for e in run.enrollments
+    ]
+    enrol = [e for e in enrol if e.utterances]
+    totals = np.array([sum(secs[u.utt_id] for u in e.utterances) for e in enrol])
+    utt = np.array([secs[u.utt_id] for e in enrol for u in e.utterances])
+    _, scores, _ = read_scores(wd.scores(None))
+    keys = np.array([t.target is True for t in run.trials])
+    keyed = np.array([t.target is not None for t in run.trials]) & np.isfinite(scores)
+    reference = float(np.median(totals))
+    record: dict[str, Any] = {
+        "reference_seconds": reference,
+        "reference_threshold": eer_threshold(scores[keyed & keys], scores[keyed & ~keys]),
+        "test_seconds_min": float(
+            min((secs[t.test.utt_id] for t in run.trials if t.test.utt_id in secs), default=0.0)
+        ),
+        "enrol_seconds_min": float(totals.min()),
+    }
+    rng = np.random.default_rng([r.seed, 0x5E])
+    picked = sorted(rng.permutation(len(enrol))[:64].tolist())
+    levels = duration_grid(reference, 0.5 * float(np.median(utt)))  # the last: one utterance
+    subsets = draw_subsets(
+        [[secs[u.utt_id] for u in enrol[i].utterances] for i in picked], levels, draws=3, rng=rng
+    )
+    if not subsets:
+        fitted = DurationThreshold(**record)
+    else:
+        subs = [
+            Enrollment(
+                f"{enrol[picked[m]].model_id}@{k}.{j}", tuple(enrol[picked[m]].utterances[i] for i in idx)
+            )
+            for j, (m, k, idx) in enumerate(subsets)
+        ]
+        by_model: dict[str, list[Any]] = {}
+        for t in run.trials:
+            if t.target is not None:
+                by_model.setdefault(t.model_id, []).append(t)
+        pairs, key, level = [], [], []
+        for (m, k, _), e in zip(subsets, subs):
+            for t in by_model.get(enrol[picked[m]].model_id, []):
+                pairs.append((e.model_id, t.test.utt_id))
+                key.append(bool(t.target))
+                level.append(k)
+        models = system.enrol_store(store, subs, jobs=r.jobs, progress=run.progress, desc="short enrol")
+        tests = run.tests(system, sorted({u for _, u in pairs}))
+        sub_scores = system.score_trials(models, pairs, tests, jobs=r.jobs, progress=run.progress)
+        if system.normalization != "none":
+            cohort = system.load_cohort(system.load_models())
+            assert cohort is not None
+            if cohort.model_cohort is not None:
+                z = system.z_rows(models, cohort, jobs=r.jobs, progress=run.progress)
+                own = np.array(
+                    [[c in {u.utt_id for u in e.utterances} for c in cohort.cohort_ids] for e in subs]
+                ).reshape(z.shape)
+                cohort = cohort.with_models([e.model_id for e in subs], np.ma.MaskedArray(z, mask=own))
+            sub_scores = system.normalise(
+                sub_scores,
+                pairs,
+                tests,
+                cohort,
+                method=system.normalization,
+                jobs=r.jobs,
+                progress=run.progress,
+            )
+        fitted = DurationThreshold.fit(
+            sub_scores,
+            key,
+            level,
+            [sum(secs[u.utt_id] for u in e.utterances) for e in subs],
+            [k for _, k, _ in subsets],
+            **record,
+        )
+        logger.info(
+            "short enrolment: EER thresholds %s at %s s of enrolment speech (the run's: %.4f at %.1f s)",
+            ", ".join(f"{v:.4f}" for v in fitted.level_thresholds),
+            ", ".join(f"{v:.1f}" for v in fitted.level_seconds),
+            fitted.reference_threshold,
+            reference,
+        )
+    atomic_write_json(wd.short_enrolment, fitted.to_dict())
+    return {"levels": len(fitted.level_seconds)}
+
+
+def _utterance_seconds(run: Run) -> dict[str, float]:
+    """Speech seconds (frames kept by VAD x frame shift) of every utterance with features."""
+    from gmmspeaker.features import FeatureConfig
+
+    shift = FeatureConfig.from_dict(run.recipe.features).frame_shift
+    store = run.store()
+    return {u: shift * store.n_frames(u) for u in store.ids}
+
+
 def _const(*names: str) -> Callable[[Recipe], tuple[str, ...]]:
     return lambda recipe: names
 
@@ -852,16 +990,12 @@ TABLE: tuple[Stage, ...] = (
     Stage(
         "fusion",
         ("fusion",),
-        lambda r: tuple(s for s in ("score", "backend", "isv_score") if stage(s).needed(r)),
+        _system_score_stages,
         lambda wd, r: [wd.scores(None), wd.fusion],
         lambda run: {
             "fusion": run.recipe.section("fusion"),
             "system": list(run.recipe.system),
-            "normalization": {
-                "gmm_ubm": run.recipe.scoring.normalization,
-                "ivector": run.recipe.ivector.normalization,
-                **({"isv": run.recipe.isv.normalization} if "isv" in run.recipe.system else {}),
-            },
+            "normalization": {s.name: s.normalization for s in leaves(run.wd, run.recipe)},
             "trials": _trial_sig(run.trials),
             "dev": _trial_sig(run.dev_trials),
             "cohort": [u.utt_id for u in run.cohort],
@@ -875,6 +1009,15 @@ TABLE: tuple[Stage, ...] = (
         lambda wd, r: [wd.results],
         _body_evaluate,
         _run_evaluate,
+    ),
+    Stage(
+        "short_enrolment",
+        ("gmm_ubm",),
+        _const("score"),
+        lambda wd, r: [wd.short_enrolment],
+        lambda run: {"seed": run.recipe.seed, "trials": _trial_sig(run.trials)},
+        _run_short_enrolment,
+        alone=True,
     ),
 )
 

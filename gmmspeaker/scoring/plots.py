@@ -8,8 +8,6 @@ global backend, so the functions are safe in workers and on headless machines.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import norm
 
+from gmmspeaker._io import atomic_path
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import DataError, GmmSpeakerError
 from gmmspeaker.scoring.metrics import check_scores, det_curve, eer
@@ -55,15 +54,8 @@ def _new_figure(figsize: tuple[float, float]) -> Any:
 def _save_png(fig: Any, path: PathLike) -> Path:
     """Write ``fig`` as PNG to a temporary file in the same folder, then rename it."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     logger.info("wrote %s", out)
     return out
 

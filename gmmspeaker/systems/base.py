@@ -36,7 +36,7 @@ import numpy as np
 
 from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import FloatArray, PathLike
-from gmmspeaker.errors import DataError, ModelError
+from gmmspeaker.errors import ConfigError, DataError, ModelError
 
 if TYPE_CHECKING:
     from gmmspeaker.recipe.config import Recipe
@@ -274,6 +274,16 @@ class TrainedSystem:
         """What a model enrolled now depends on (a change makes a user model stale)."""
         raise NotImplementedError
 
+    def stored_source(self) -> Any:
+        """Where the run keeps its utterances in this system's form (feature store, i-vectors...)."""
+        from gmmspeaker.store import FeatureStore
+
+        return FeatureStore(self.wd.features)
+
+    def cohort_files(self) -> list[Path]:
+        """Files the system's scoring stage leaves for normalising at verification."""
+        return [] if self.cohort_method() == "none" else [self.wd.norm_cohort(self.name)]
+
     # -- scoring ---------------------------------------------------------------------------
     def represent(self, tests: Tests) -> Tests:
         """Tests in the form :meth:`score_matrix` takes (frames for GMM-UBM; i-vectors extracted once)."""
@@ -502,9 +512,10 @@ class TrainedSystem:
     def threshold(self, model_id: str | None = None, *, speech_seconds: float | None = None) -> float:
         """The default decision threshold on this system's scores for ``model_id``.
 
-        The EER threshold of the experiment's own trials. ``model_id`` and the model's
-        enrolment ``speech_seconds`` are the seam for model-dependent thresholds (short
-        enrolment); this base ignores them.
+        The EER threshold of the experiment's own trials; for a model enrolled from
+        ``speech_seconds`` of speech (given for user models only: the run's own models
+        keep the run's threshold), the EER threshold the run measured for models enrolled
+        from that much speech (:meth:`short_enrolment`), when it measured one.
 
         Raises
         ------
@@ -516,7 +527,32 @@ class TrainedSystem:
             raise ModelError(
                 f"{self.wd.results}: no EER threshold; run the recipe through its evaluate stage"
             )
-        return float(res["eer_threshold"])
+        base = float(res["eer_threshold"])
+        dt = self.short_enrolment() if speech_seconds is not None else None
+        if dt is None or speech_seconds is None:
+            return base
+        return float(dt.threshold(speech_seconds))
+
+    def short_enrolment(self) -> Any:
+        """The run's :class:`~gmmspeaker.scoring.duration.DurationThreshold`, or None.
+
+        None when the run did not measure one (a fusion, or a workdir evaluated before
+        gmmspeaker did) or measured it on other scores than ``results.json``'s threshold.
+        """
+        from gmmspeaker.scoring.duration import DurationThreshold
+
+        path = self.wd.short_enrolment
+        if not path.is_file():
+            return None
+        try:
+            dt = DurationThreshold.from_dict(self.wd.read_json(path, what="short-enrolment thresholds"))
+        except ConfigError as exc:
+            raise ModelError(f"{path}: {exc}; run the recipe again") from None
+        if not np.isclose(
+            dt.reference_threshold, float(self.results().get("eer_threshold", np.nan)), rtol=0, atol=1e-9
+        ):
+            return None
+        return dt
 
     def calibration(self) -> Any | None:
         """The run's :class:`~gmmspeaker.scoring.calibration.LinearCalibration` of the scores, or None."""

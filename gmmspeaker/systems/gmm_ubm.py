@@ -236,6 +236,14 @@ class GmmUbm(TrainedSystem):
         models.save(self.wd.cohort_models(self.name))
         self._cohort_models = models
 
+    def cohort_files(self) -> list[Path]:
+        from gmmspeaker.systems.base import cohort_sides
+
+        out = super().cohort_files()
+        if out and cohort_sides(self.cohort_method())[1]:
+            out.append(self.wd.cohort_models(self.name))
+        return out
+
     def cohort_models(self, cohort: NormCohort) -> Any:
         if self._cohort_models is None:
             from gmmspeaker.gmm.map import SpeakerModels

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -161,3 +162,29 @@ def test_run_recomputes_swapped_files_and_honours_content_check(tmp_path):
     assert res.actions["features"] == "ran"  # the fingerprint saw new metadata ...
     record = json.loads((wd / "stages" / "features.json").read_text())
     assert record["computed"] == 0  # ... but the same bytes: no frame recomputed
+
+
+def test_run_notices_its_store_rebuilt_with_another_configuration(tmp_path, capsys):
+    """Issue 19 item 3: ``gmmspeaker features --out <workdir>/features --config other``
+    rebuilds the run's store; the run then re-extracts instead of saying "up to date",
+    and ``--from-stage score`` refuses to score the other configuration's features."""
+    from gmmspeaker.cli import main
+    from tests.helpers import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, k=4)
+    wd = tmp_path / "wd"
+    assert main(["-q", "run", str(recipe), "--workdir", str(wd)]) == 0
+    scores = (wd / "scores.txt").read_bytes()
+    other = tmp_path / "other.yaml"
+    other.write_text("sample_rate: 8000\nn_mels: 20\nn_mfcc: 10\ndeltas: 0\n")
+    lst = wd / "corpus" / "ubm.txt"  # fewer files than the run uses, too
+    assert main(["-q", "features", str(lst), "--out", str(wd / "features"), "--config", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "run", str(recipe), "--workdir", str(wd), "--from-stage", "score"]) == 2
+    err = capsys.readouterr().err
+    assert "stage features is out of date" in err
+    assert main(["run", str(recipe), "--workdir", str(wd)]) == 0
+    assert re.search(r"^features +ran", capsys.readouterr().out, flags=re.M)
+    assert (wd / "scores.txt").read_bytes() == scores
+    record = json.loads((wd / "stages" / "features.json").read_text())
+    assert FeatureStore(wd / "features").config_hash == record["config_hash"]
