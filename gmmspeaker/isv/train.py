@@ -196,23 +196,25 @@ def speaker_offsets_mean_field(
     ``n`` (B, K), ``f`` (B, K*D), ``x`` (B, R) are rows sorted by speaker, speaker ``s``
     starting at row ``starts[s]``. Per-speaker sums are GEMMs with the membership matrix.
     """
-    K = n.shape[1]
+    B, K = n.shape
     Dd = f.shape[1] // K
-    M = _membership(np.asarray(starts, dtype=np.intp), n.shape[0])
-    Ns = np.repeat(M @ n, Dd, axis=1)  # (S, KD)
-    Fs = M @ f  # (S, KD)
+    M = _membership(np.asarray(starts, dtype=np.intp), B)
+    S = M.shape[0]
+    Ns = (M @ n)[:, :, None]  # (S, K, 1): broadcast over the D dimensions of a component
+    Fs = (M @ f).reshape(S, K, Dd)
     if U.shape[0]:
-        UX = x @ U  # (B, KD): U^T x_h per recording
-        UX *= np.repeat(n, Dd, axis=1)
-        resid = Fs - M @ UX
+        UX = (x @ U).reshape(B, K, Dd)  # U^T x_h per recording
+        UX *= n[:, :, None]
+        resid = Fs - (M @ UX.reshape(B, K * Dd)).reshape(S, K, Dd)
         del UX
     else:
         resid = Fs
-    prec = 1.0 + (d * d) * Ns
-    v = 1.0 / prec
-    mu = (d * resid) * v
+    prec = 1.0 + (d * d) * Ns  # (S, K, 1)
+    mu = (d * resid) / prec
+    v = np.broadcast_to(1.0 / prec, (S, K, Dd)).reshape(S, K * Dd)
     # z part: d mu F - 1/2 prec (mu^2 + v) + 1/2 log v + 1/2, with prec v = 1
-    z_part = float(np.sum(d * mu * Fs - 0.5 * prec * mu * mu) - 0.5 * np.sum(np.log(prec)))
+    z_part = float(np.sum(d * mu * Fs - 0.5 * prec * mu * mu) - 0.5 * Dd * np.sum(np.log(prec)))
+    mu = mu.reshape(S, K * Dd)
     return mu, v, z_part
 
 
@@ -252,7 +254,10 @@ def isv_estep(
     R = U.shape[0]
     mu, _, z_part = speaker_offsets_mean_field(U, d, n, f, np.asarray(x_prev, dtype=np.float64), st)
     counts = np.diff(np.append(st, n.shape[0]))
-    f_adj = f - np.repeat(n, Dd, axis=1) * (d * np.repeat(mu, counts, axis=0))
+    shift = np.repeat(mu, counts, axis=0).reshape(n.shape[0], K, Dd)  # speaker offset of each row
+    shift *= d * n[:, :, None]
+    f_adj = f - shift.reshape(n.shape[0], K * Dd)
+    del shift
     if R == 0:
         acc = TVAccumulators(
             A=np.zeros((K, 0)),
