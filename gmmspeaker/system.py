@@ -1067,8 +1067,10 @@ class Experiment:
         """Seconds of speech a model was enrolled from (None when unknown)."""
         if model_id in self.user_seconds and model_id not in self.stale_user_models:
             return self.user_seconds[model_id]
+        recs = self.wd.stage_fingerprints()
+        ours = self._stage_names()  # not a record an earlier recipe of another system left
         for stage in ("enroll", "backend"):
-            rec = self.wd.stage_fingerprints().get(stage, {})
+            rec = recs.get(stage, {}) if stage in ours else {}
             if model_id in (rec.get("speech_seconds") or {}):
                 return float(rec["speech_seconds"][model_id])
         return None
