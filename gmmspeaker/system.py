@@ -97,7 +97,9 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
     """
     if not any(Path(workdir).glob("user_models*.h5")):
         return []
-    foreign = _retire_foreign_user_models(Experiment.open(workdir, user_models=False))
+    bare = Experiment.open(workdir, user_models=False)
+    with _user_lock(bare.wd):  # not while an enrol command writes a user model file
+        foreign = _retire_foreign_user_models(bare)
     exp = Experiment.open(workdir)
     for mid, (audio, info, why) in foreign.items():
         if mid not in exp.user_audio:  # as a stale model of this system, re-enrolled below
