@@ -197,6 +197,21 @@ class Workdir:
         """Enrolled i-vector models: each model's back-end-transformed enrolment i-vectors."""
         return self.path / "ivector_models.h5"
 
+    # -- ISV system --------------------------------------------------------------------------
+    @property
+    def isv(self) -> Path:
+        """The session subspace U and relevance factor (:class:`gmmspeaker.isv.train.ISVModel`)."""
+        return self.path / "isv.h5"
+
+    @property
+    def isv_checkpoint(self) -> Path:
+        return self.path / "isv.checkpoint.h5"
+
+    @property
+    def isv_models(self) -> Path:
+        """Enrolled ISV models: each model's speaker offset (:class:`gmmspeaker.isv.models.ISVSpeakers`)."""
+        return self.path / "isv_models.h5"
+
     # -- scores and fusion ------------------------------------------------------------------
     def scores(self, system: str | None = None, kind: str = "scores") -> Path:
         """A score file.

@@ -526,6 +526,18 @@ def apply_session(x: FloatArray, rng: np.random.Generator, strength: float, samp
     high- to low-pass) at an SNR of ``U(30 - 10 * min(strength, 2), 30)`` dB. The
     features' CMN removes most of a pure channel; the band limit (which changes the shape
     of the spectrum, not only its mean) and the noise floor in pauses are what survive it.
+
+    Size, on the corpus of ``recipes/synthetic-session.yaml`` (16 kHz, MFCC+CMN, 256-component
+    UBM) with ``session_effect`` 0 and 2.0: the relevance-MAP supervector offsets
+    (``f / (n + 16)``, whitened) of the 100 background speakers x 10 recordings have a
+    within-speaker / between-speaker variance ratio (traces) of 4.0 without and 5.5 with
+    the effect -- the within-speaker spread (mostly the recordings' own phonetic content) stays
+    at 40.6 / 40.5 while the between-speaker spread of speaker means falls from 10.1 to 7.4, as
+    channel and noise mask part of the voice -- and the GMM-UBM EER rises from 6.9 % to 12.0 %.
+    At 1.0 (no noise below 20 dB SNR) GMM-UBM lost nothing measurable (6.5 % on a smaller
+    corpus); an earlier version with noise down to 0 dB SNR raised every system's EER
+    (GMM-UBM 7.2 -> 15.8 %, i-vector 6.3 -> 10.4 %) and ISV removed little of it: lost speech
+    information rather than a removable session offset.
     """
     if strength <= 0:
         return x

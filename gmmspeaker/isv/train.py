@@ -67,7 +67,7 @@ from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.ivector.stats import UtteranceStats
 from gmmspeaker.ivector.tv import TVAccumulators, packed_gram, tv_estep, tv_m_step
 
-__all__ = ["ISVModel", "ISVBatch", "isv_estep", "train_isv", "speaker_offsets_mean_field"]
+__all__ = ["ISVModel", "ISVBatch", "isv_estep", "train_isv", "speaker_offsets_mean_field", "read_stats_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +180,12 @@ class ISVBatch:
         return float(self.acc.loglik + self.z_part)
 
 
-def _segment_sum(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Sums of consecutive row groups beginning at ``starts`` (rows sorted by speaker)."""
-    return np.add.reduceat(a, starts, axis=0)
+def _membership(starts: np.ndarray, n_rows: int) -> np.ndarray:
+    """(S, B) 0/1 matrix: row s marks the rows of speaker s (rows sorted by speaker)."""
+    counts = np.diff(np.append(starts, n_rows))
+    M = np.zeros((starts.size, n_rows))
+    M[np.repeat(np.arange(starts.size), counts), np.arange(n_rows)] = 1.0
+    return M
 
 
 def speaker_offsets_mean_field(
@@ -191,21 +194,27 @@ def speaker_offsets_mean_field(
     """``q(z_s)`` given the session means: mean and variance (S, K*D), and the z part of the ELBO.
 
     ``n`` (B, K), ``f`` (B, K*D), ``x`` (B, R) are rows sorted by speaker, speaker ``s``
-    starting at row ``starts[s]``.
+    starting at row ``starts[s]``. Per-speaker sums are GEMMs with the membership matrix.
     """
-    K = n.shape[1]
+    B, K = n.shape
     Dd = f.shape[1] // K
-    Ns = _segment_sum(n, starts)  # (S, K)
-    Fs = _segment_sum(f, starts)  # (S, KD)
-    resid = Fs
+    M = _membership(np.asarray(starts, dtype=np.intp), B)
+    S = M.shape[0]
+    Ns = (M @ n)[:, :, None]  # (S, K, 1): broadcast over the D dimensions of a component
+    Fs = (M @ f).reshape(S, K, Dd)
     if U.shape[0]:
-        UX = x @ U  # (B, KD): U^T x_h per recording
-        UX *= np.repeat(n, Dd, axis=1)
-        resid = Fs - _segment_sum(UX, starts)
-    prec = 1.0 + d * d * np.repeat(Ns, Dd, axis=1)
-    mu = d * resid / prec
-    v = 1.0 / prec
-    z_part = float(np.sum(d * mu * Fs - 0.5 * prec * (mu * mu + v) + 0.5 * np.log(v) + 0.5))
+        UX = (x @ U).reshape(B, K, Dd)  # U^T x_h per recording
+        UX *= n[:, :, None]
+        resid = Fs - (M @ UX.reshape(B, K * Dd)).reshape(S, K, Dd)
+        del UX
+    else:
+        resid = Fs
+    prec = 1.0 + (d * d) * Ns  # (S, K, 1)
+    mu = (d * resid) / prec
+    v = np.broadcast_to(1.0 / prec, (S, K, Dd)).reshape(S, K * Dd)
+    # z part: d mu F - 1/2 prec (mu^2 + v) + 1/2 log v + 1/2, with prec v = 1
+    z_part = float(np.sum(d * mu * Fs - 0.5 * prec * mu * mu) - 0.5 * Dd * np.sum(np.log(prec)))
+    mu = mu.reshape(S, K * Dd)
     return mu, v, z_part
 
 
@@ -245,7 +254,10 @@ def isv_estep(
     R = U.shape[0]
     mu, _, z_part = speaker_offsets_mean_field(U, d, n, f, np.asarray(x_prev, dtype=np.float64), st)
     counts = np.diff(np.append(st, n.shape[0]))
-    f_adj = f - np.repeat(n, Dd, axis=1) * (d * np.repeat(mu, counts, axis=0))
+    shift = np.repeat(mu, counts, axis=0).reshape(n.shape[0], K, Dd)  # speaker offset of each row
+    shift *= d * n[:, :, None]
+    f_adj = f - shift.reshape(n.shape[0], K * Dd)
+    del shift
     if R == 0:
         acc = TVAccumulators(
             A=np.zeros((K, 0)),
@@ -347,14 +359,44 @@ def _group(stats: UtteranceStats | PathLike, speakers: Mapping[str, str]) -> _Gr
         st, path = None, str(p)
     if not ids:
         raise DataError("ISV: no utterance statistics to train on")
-    missing = [u for u in ids if u not in speakers]
-    if missing:
-        raise DataError(f"ISV: no speaker label for {len(missing)} utterance(s), e.g. {missing[0]!r}")
-    labels = [str(speakers[u]) for u in ids]
-    order = np.asarray(sorted(range(len(ids)), key=lambda i: (labels[i], ids[i])), dtype=np.intp)
+    rows = [i for i, u in enumerate(ids) if u in speakers]  # the file may hold other recordings too
+    if not rows:
+        raise DataError(f"ISV: none of the {len(ids)} utterances of the statistics has a speaker label")
+    labels = {i: str(speakers[ids[i]]) for i in rows}
+    order = np.asarray(sorted(rows, key=lambda i: (labels[i], ids[i])), dtype=np.intp)
     sl = [labels[i] for i in order]
     starts = np.asarray([i for i in range(len(sl)) if i == 0 or sl[i] != sl[i - 1]], dtype=np.intp)
     return _Grouped(st, path, order, starts, int(K), int(D), fp, ids)
+
+
+def read_stats_rows(path: PathLike, ids: Sequence[str]) -> UtteranceStats:
+    """The rows of ``ids`` (in that order) of a statistics file, reading only those rows.
+
+    Raises
+    ------
+    DataError
+        An id the file does not hold (the message names it and the file).
+    """
+    import h5py
+
+    from gmmspeaker.ivector.stats import stats_ids
+
+    index = {u: i for i, u in enumerate(stats_ids(path))}
+    missing = [u for u in ids if u not in index]
+    if missing:
+        raise DataError(f"{path}: no statistics for {missing[0]!r}")
+    idx = np.asarray([index[u] for u in ids], dtype=np.intp)
+    with h5py.File(path, "r") as h5:
+        fp = h5.attrs.get("ubm_fingerprint", "")
+        fp = fp.decode() if isinstance(fp, bytes) else str(fp)
+        if idx.size == 0:
+            K, KD = int(h5["n"].shape[1]), int(h5["f"].shape[1])
+            return UtteranceStats([], np.empty((0, K)), np.empty((0, KD)), fp)
+        uniq = np.unique(idx)  # h5py reads increasing, distinct rows
+        n = np.asarray(h5["n"][uniq], dtype=np.float64)
+        f = np.asarray(h5["f"][uniq], dtype=np.float64)
+    pos = np.searchsorted(uniq, idx)
+    return UtteranceStats(list(ids), n[pos], f[pos], fp)
 
 
 # ---------------------------------------------------------------------------------------
@@ -484,7 +526,9 @@ def train_isv(
         (then every batch is read from it, so memory is bounded by the batch plus the
         U x R session means).
     speakers : mapping of str to str
-        Speaker label of every utterance id (``data.train``'s labels).
+        Speaker label of each training utterance id (``data.train``'s labels); utterances
+        of ``stats`` without one are left out (a recipe's statistics file also holds the
+        enrolment, test and cohort recordings).
     rank : int
         R_u (0 allowed: nothing to train, relevance MAP).
     relevance : float

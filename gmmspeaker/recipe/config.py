@@ -30,6 +30,7 @@ __all__ = [
     "ScoringConfig",
     "EvaluationConfig",
     "IvectorConfig",
+    "IsvConfig",
     "FusionConfig",
     "load_recipe",
     "load_yaml_with_defaults",
@@ -46,6 +47,9 @@ STAGES = (
     "tv",
     "extract",
     "backend",
+    "isv_train",
+    "isv_enroll",
+    "isv_score",
     "fusion",
     "evaluate",
     "short_enrolment",
@@ -55,7 +59,7 @@ STAGES = (
 SYSTEMS = tuple(_SYSTEM_REGISTRY)
 
 #: The recipe's dataclass sections (``features`` is a plain mapping checked by FeatureConfig).
-SECTIONS = ("data", "ubm", "map", "scoring", "evaluation", "ivector", "fusion")
+SECTIONS = ("data", "ubm", "map", "scoring", "evaluation", "ivector", "isv", "fusion")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -281,6 +285,24 @@ class IvectorConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class IsvConfig:
+    """``isv:``: inter-session variability (session subspace U, speaker offsets, linear scoring).
+
+    ``rank`` is R_u (0: relevance MAP with linear scoring), ``relevance`` the r of
+    ``D^2 = Sigma / r``; ``iterations``, ``min_divergence`` and ``batch_size`` as for the
+    T matrix. Scores are normalised with the cohort like the GMM-UBM's.
+    """
+
+    rank: int = 50
+    relevance: float = 16.0
+    iterations: int = 10
+    min_divergence: bool = True
+    batch_size: int = 256
+    normalization: str = "none"
+    cohort_top_n: int = 200
+
+
+@dataclass(frozen=True, kw_only=True)
 class FusionConfig:
     """``fusion:``: how the systems' scores are fused when ``system`` names several."""
 
@@ -294,6 +316,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "scoring": ScoringConfig,
     "evaluation": EvaluationConfig,
     "ivector": IvectorConfig,
+    "isv": IsvConfig,
     "fusion": FusionConfig,
 }
 
@@ -316,6 +339,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("top", "on_bad_audio"): ("error", "skip"),
     ("ivector", "scoring"): ("plda", "cosine"),
     ("ivector", "normalization"): ("none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"),
+    ("isv", "normalization"): ("none", "znorm", "tnorm", "ztnorm", "snorm", "asnorm"),
 }
 _POSITIVE = {
     ("ubm", "parts"),
@@ -327,12 +351,17 @@ _POSITIVE = {
     ("ivector", "batch_size"),
     ("ivector", "lda_dim"),
     ("ivector", "cohort_top_n"),
+    ("isv", "iterations"),
+    ("isv", "batch_size"),
+    ("isv", "cohort_top_n"),
+    ("isv", "relevance"),
 }
 _NONNEG = {
     ("map", "relevance"),
     ("evaluation", "c_miss"),
     ("evaluation", "c_fa"),
     ("ivector", "plda_iterations"),
+    ("isv", "rank"),
 }
 
 
@@ -355,6 +384,7 @@ class Recipe:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     system: tuple[str, ...] = ("gmm_ubm",)
     ivector: IvectorConfig = field(default_factory=IvectorConfig)
+    isv: IsvConfig = field(default_factory=IsvConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
 
     def section(self, name: str) -> dict[str, Any]:
@@ -585,6 +615,7 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
         ("scoring", ScoringConfig),
         ("evaluation", EvaluationConfig),
         ("ivector", IvectorConfig),
+        ("isv", IsvConfig),
         ("fusion", FusionConfig),
     ):
         kwargs[name], _ = _build(cls, name, raw.get(name), where)
@@ -620,6 +651,16 @@ def load_recipe(path: PathLike, *, overrides: Mapping[str, Any] | None = None) -
             raise ConfigError(
                 f"{where.at('system')}: the ivector system needs data.train, a speaker-labelled list "
                 "('path speaker' per line) for the T matrix and the back end"
+            )
+    if "isv" in recipe.system:
+        if recipe.isv.normalization != "none" and recipe.data.cohort is None:
+            raise ConfigError(
+                f"{where.at('isv', 'normalization')}: ISV score normalisation needs a cohort list (data.cohort)"
+            )
+        if recipe.data.synthetic is None and recipe.data.train is None:
+            raise ConfigError(
+                f"{where.at('system')}: the isv system needs data.train, a speaker-labelled list "
+                "('path speaker' per line) for the session subspace U"
             )
     return recipe
 

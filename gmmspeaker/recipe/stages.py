@@ -26,7 +26,7 @@ from gmmspeaker._io import atomic_write_json, atomic_write_text
 from gmmspeaker.errors import ConfigError, DataError
 from gmmspeaker.recipe.config import STAGES, Recipe
 from gmmspeaker.recipe.fingerprint import stable_hash
-from gmmspeaker.systems import SYSTEMS, GmmUbm, Ivector, Tests, TrainedSystem, build, leaves
+from gmmspeaker.systems import SYSTEMS, GmmUbm, Isv, Ivector, Tests, TrainedSystem, build, leaves
 from gmmspeaker.workdir import Workdir
 
 __all__ = ["Stage", "TABLE", "Run", "needed_stages", "stage"]
@@ -89,7 +89,7 @@ class Run:
         if self.dev_trials and any(t.target is None for t in self.dev_trials):
             raise DataError(f"{dev}: development trials need target/nontarget keys to train a calibration")
         self.train: list[Any] = []
-        if "ivector" in self.recipe.system:
+        if "ivector" in self.recipe.system or "isv" in self.recipe.system:
             if data.train is not None:
                 self.train = read_train_list(data.train, root=root)
             else:  # synthetic corpus: the speaker is the folder (wav/<speaker>/...)
@@ -546,6 +546,74 @@ def _run_backend(run: Run) -> dict[str, Any]:
     return out
 
 
+def _run_isv_train(run: Run) -> dict[str, Any]:
+    from gmmspeaker.isv.train import train_isv
+    from gmmspeaker.ivector.stats import stats_ids
+
+    r = run.recipe
+    have = set(stats_ids(run.wd.ivector_stats))
+    speakers = {u.utt_id: str(u.speaker) for u in run.train if u.utt_id in have}
+    if len(set(speakers.values())) < 2:
+        raise DataError(
+            f"the ISV training list has {len(speakers)} utterance(s) with features from fewer than 2 speakers"
+        )
+    c = r.isv
+    ckpt = run.wd.isv_checkpoint
+    # statistics streamed from the file batch by batch (a batch is a set of whole speakers)
+    model = train_isv(
+        run.wd.ivector_stats,
+        speakers,
+        rank=c.rank,
+        relevance=c.relevance,
+        iterations=c.iterations,
+        min_divergence=c.min_divergence,
+        rng=np.random.default_rng(np.random.SeedSequence([r.seed, 3])),
+        n_jobs=r.jobs,
+        batch_size=c.batch_size,
+        checkpoint=ckpt,
+        progress=run.progress,
+        tmp_dir=run.wd.tmp,
+    )
+    model.save(run.wd.isv)
+    if ckpt.exists():
+        ckpt.unlink()
+    return {
+        "n_train": len(speakers),
+        "n_speakers": len(set(speakers.values())),
+        "rank": model.rank,
+        "elbo": list(model.log_likelihood),
+    }
+
+
+def _run_isv_enroll(run: Run) -> dict[str, Any]:
+    from gmmspeaker.isv.train import read_stats_rows
+    from gmmspeaker.ivector.stats import stats_ids
+
+    have = set(stats_ids(run.wd.ivector_stats))
+    ids = sorted({u.utt_id for e in run.enrollments for u in e.utterances} & have)
+    system = Isv(run.wd, run.recipe)
+    models = system.enrol_stats(run.enrollments, read_stats_rows(run.wd.ivector_stats, ids))
+    models.save(run.wd.isv_models)
+    return {"n_models": len(models), "speech_seconds": _model_seconds(run)}
+
+
+def _run_isv_score(run: Run) -> dict[str, Any]:
+    system = Isv(run.wd, run.recipe)
+    return _score_system(run, system, system.load_models())
+
+
+def _body_isv_score(run: Run) -> Any:
+    r = run.recipe
+    return {
+        "isv": {k: r.section("isv")[k] for k in ("normalization", "cohort_top_n")},
+        "trials": _trial_sig(run.trials),
+        "dev": _trial_sig(run.dev_trials),
+        "cohort": [u.utt_id for u in run.cohort],
+        "files": [run.wd.scores("isv").name, run.wd.scores("isv", "dev_scores").name],
+        "cohort_method": Isv(run.wd, r).cohort_method(),
+    }
+
+
 def _run_fusion(run: Run) -> dict[str, Any]:
     from gmmspeaker.scoring.fusion import LinearFusion
     from gmmspeaker.scoring.trials import read_scores, write_scores
@@ -650,6 +718,7 @@ def _run_evaluate(run: Run) -> dict[str, Any]:
         normalization=r.scoring.normalization,
         ivector_scoring=r.ivector.scoring,
         ivector_normalization=r.ivector.normalization,
+        isv_normalization=r.isv.normalization,
     )
     res["thresholds"] = write_score_histogram(
         wd.path,
@@ -677,6 +746,8 @@ def _run_evaluate(run: Run) -> dict[str, Any]:
     res["system"] = list(r.system)
     if "ivector" in r.system:
         res["config"]["ivector"] = r.section("ivector")
+    if "isv" in r.system:
+        res["config"]["isv"] = r.section("isv")
     if len(r.system) > 1:
         per: dict[str, Any] = {}
         names = ("eer", "min_dcf", "act_dcf", "cllr", "min_cllr")
@@ -849,7 +920,7 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         "statistics",
-        ("ivector",),
+        ("ivector", "isv"),
         _const("ubm"),
         lambda wd, r: [wd.ivector_stats],
         lambda run: {"ids": _stats_ids(run)},
@@ -884,6 +955,37 @@ TABLE: tuple[Stage, ...] = (
         lambda wd, r: [wd.backend, wd.ivector_models, wd.scores("ivector"), *_norm_outputs(wd, r, Ivector)],
         _body_backend,
         _run_backend,
+    ),
+    Stage(
+        "isv_train",
+        ("isv",),
+        _const("statistics"),
+        lambda wd, r: [wd.isv],
+        lambda run: {
+            "isv": {
+                k: run.recipe.section("isv")[k]
+                for k in ("rank", "relevance", "iterations", "min_divergence", "batch_size")
+            },
+            "seed": run.recipe.seed,
+            "train": sorted((u.utt_id, str(u.speaker)) for u in run.train),
+        },
+        _run_isv_train,
+    ),
+    Stage(
+        "isv_enroll",
+        ("isv",),
+        _const("isv_train"),
+        lambda wd, r: [wd.isv_models],
+        lambda run: {"models": [(e.model_id, [u.utt_id for u in e.utterances]) for e in run.enrollments]},
+        _run_isv_enroll,
+    ),
+    Stage(
+        "isv_score",
+        ("isv",),
+        _const("isv_enroll"),
+        lambda wd, r: [wd.scores("isv"), *_norm_outputs(wd, r, Isv)],
+        _body_isv_score,
+        _run_isv_score,
     ),
     Stage(
         "fusion",

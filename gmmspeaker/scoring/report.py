@@ -62,6 +62,7 @@ def score_label(
     normalization: str = "none",
     ivector_scoring: str = "plda",
     ivector_normalization: str = "none",
+    isv_normalization: str = "none",
 ) -> str:
     """What the scores of an experiment are, in words (the axis label and the table's caption).
 
@@ -75,6 +76,9 @@ def score_label(
         kind = "PLDA LLR" if ivector_scoring == "plda" else f"{ivector_scoring} score"
         norm = _NORM_NAMES.get(ivector_normalization)
         return f"{norm} {kind} (i-vector)" if norm else f"raw {kind} (i-vector)"
+    if system == ("isv",):
+        norm = _NORM_NAMES.get(isv_normalization)
+        return f"{norm} linear score (ISV)" if norm else "raw linear score (ISV)"
     norm = _NORM_NAMES.get(normalization)
     return f"{norm} LLR (GMM-UBM)" if norm else "raw LLR (GMM-UBM)"
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from gmmspeaker.systems.base import NormCohort, Tests, TrainedSystem, cohort_sides
 from gmmspeaker.systems.fused import Fused
 from gmmspeaker.systems.gmm_ubm import GmmUbm
+from gmmspeaker.systems.isv import Isv
 from gmmspeaker.systems.ivector import Ivector
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ __all__ = [
     "TrainedSystem",
     "GmmUbm",
     "Ivector",
+    "Isv",
     "Fused",
     "NormCohort",
     "Tests",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 #: ``system:`` name -> its trained-system class.
-SYSTEMS: dict[str, type[TrainedSystem]] = {"gmm_ubm": GmmUbm, "ivector": Ivector}
+SYSTEMS: dict[str, type[TrainedSystem]] = {"gmm_ubm": GmmUbm, "ivector": Ivector, "isv": Isv}
 
 
 def leaves(wd: Workdir, recipe: Recipe) -> list[TrainedSystem]:

@@ -262,6 +262,21 @@ def test_save_load_and_errors(tmp_path, rng):
         train_isv(stats, speakers, rank=-1, rng=rng)
     with pytest.raises(DataError, match="speaker label"):
         train_isv(stats, {}, rank=1, rng=rng)
+    # unlabelled recordings (enrolment, tests) are left out: the same U as on the labelled subset
+    part = {u: speakers[u] for u in stats.ids[:6]}
+    a = train_isv(stats, part, rank=1, relevance=4.0, iterations=2, rng=np.random.default_rng(1))
+    b = train_isv(
+        stats.subset(stats.ids[:6]), part, rank=1, relevance=4.0, iterations=2, rng=np.random.default_rng(1)
+    )
+    np.testing.assert_array_equal(a.U, b.U)
+    stats.save(tmp_path / "st.h5")
+    from gmmspeaker.isv.train import read_stats_rows
+
+    sub = read_stats_rows(tmp_path / "st.h5", ["s001-1", "s000-0", "s001-1"])
+    np.testing.assert_array_equal(sub.f, stats.f[[3, 0, 3]])
+    assert sub.ids == ["s001-1", "s000-0", "s001-1"]
+    with pytest.raises(DataError, match="nope"):
+        read_stats_rows(tmp_path / "st.h5", ["nope"])
     ids, offs = enroll_offsets(m, stats, {"b": ["s001-0"], "a": ["s000-0", "s000-1"]})
     assert ids == ["a", "b"] and offs.shape == (2, 6)
     with pytest.raises(DataError, match="zzz"):

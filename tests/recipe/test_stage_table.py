@@ -41,11 +41,18 @@ def test_table_order_is_the_clis_stage_list():
     [
         ("gmm_ubm", "snorm", ("features", "ubm", "enroll", "score", "evaluate", "short_enrolment")),
         ("ivector", "znorm", ("features", "ubm", "statistics", "tv", "extract", "backend", "evaluate")),
-        ("[gmm_ubm, ivector]", "none", STAGES[:-1]),  # short_enrolment: GMM-UBM alone
+        ("[gmm_ubm, ivector]", "none", tuple(s for s in STAGES[:-1] if not s.startswith("isv"))),
+        (
+            "isv",
+            "snorm",
+            ("features", "ubm", "statistics", "isv_train", "isv_enroll", "isv_score", "evaluate"),
+        ),
+        ("[gmm_ubm, ivector, isv]", "none", STAGES[:-1]),  # short_enrolment: GMM-UBM alone
     ],
 )
 def test_a_run_writes_the_tables_outputs_and_only_files_the_workdir_names(tmp_path, system, norm, expected):
-    recipe = tiny_recipe(tmp_path, name="t", system=system, norm=norm)
+    isv = f"isv: {{rank: 3, iterations: 2, normalization: {norm if system == 'isv' else 'none'}, cohort_top_n: 5}}"
+    recipe = tiny_recipe(tmp_path, name="t", system=system, norm=norm, extra=isv)
     r = load_recipe(recipe)
     assert needed_stages(r) == expected
     wd = tmp_path / "wd"
