@@ -97,7 +97,9 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
     """
     if not any(Path(workdir).glob("user_models*.h5")):
         return []
-    foreign = _retire_foreign_user_models(Experiment.open(workdir, user_models=False))
+    bare = Experiment.open(workdir, user_models=False)
+    with _user_lock(bare.wd):  # not while an enrol command writes a user model file
+        foreign = _retire_foreign_user_models(bare)
     exp = Experiment.open(workdir)
     for mid, (audio, info, why) in foreign.items():
         if mid not in exp.user_audio:  # as a stale model of this system, re-enrolled below
@@ -1067,8 +1069,10 @@ class Experiment:
         """Seconds of speech a model was enrolled from (None when unknown)."""
         if model_id in self.user_seconds and model_id not in self.stale_user_models:
             return self.user_seconds[model_id]
+        recs = self.wd.stage_fingerprints()
+        ours = self._stage_names()  # not a record an earlier recipe of another system left
         for stage in ("enroll", "backend"):
-            rec = self.wd.stage_fingerprints().get(stage, {})
+            rec = recs.get(stage, {}) if stage in ours else {}
             if model_id in (rec.get("speech_seconds") or {}):
                 return float(rec["speech_seconds"][model_id])
         return None

@@ -240,6 +240,13 @@ def run_recipe(
         if value is not None and value not in STAGES:
             raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(STAGES)}, got {value!r}")
     recipe = load_recipe(recipe_path, overrides={"jobs": jobs} if jobs is not None else None)
+    needed = needed_stages(recipe)
+    for name, value in (("from_stage", from_stage), ("until_stage", until_stage)):
+        if value is not None and value not in needed:  # it would silently stop/start elsewhere
+            raise ConfigError(
+                f"{recipe_path}: --{name.replace('_', '-')} {value}: not a stage of this recipe "
+                f"(system {'+'.join(recipe.system)}); its stages: {', '.join(needed)}"
+            )
     wd = workdir_for(recipe, workdir)
     _check_utf8_path(wd)
     lo = STAGES.index(from_stage) if from_stage else 0

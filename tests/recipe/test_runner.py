@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gmmspeaker.cli import main
-from gmmspeaker.errors import DataError, GmmSpeakerError
+from gmmspeaker.errors import ConfigError, DataError, GmmSpeakerError
 from gmmspeaker.recipe.runner import run_recipe
 from tests.helpers import tiny_recipe as tiny
 from tests.recipe.checks import check_metrics_against_scores
@@ -231,3 +231,15 @@ def test_demo_recipe_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "det.png").stat().st_size > 1000
     again = run_recipe(REPO / "recipes" / "demo.yaml", workdir=tmp_path / "demo")
     assert set(again.actions.values()) == {"skipped"}
+
+
+@pytest.mark.parametrize("flag", ["from_stage", "until_stage"])
+def test_a_stage_range_outside_the_recipe_is_an_error(tmp_path, flag):
+    """``--until-stage fusion`` on a GMM-UBM recipe ran up to the table position of ``fusion``
+    and stopped before ``evaluate``, saying nothing; a stage the recipe does not run is an error."""
+    wd = tmp_path / "wd"
+    with pytest.raises(
+        ConfigError, match=r"--(from|until)-stage tv: not a stage of this recipe.*features, ubm"
+    ):
+        run_recipe(tiny(tmp_path), workdir=wd, **{flag: "tv"})
+    assert not wd.exists()

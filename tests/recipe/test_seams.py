@@ -98,6 +98,12 @@ def test_user_models_follow_a_change_of_system(tmp_path):
     for name, system in [("i", "ivector"), ("f", "[gmm_ubm, ivector]"), ("g2", "gmm_ubm")]:
         res = run_recipe(tiny_recipe(root, name=name, system=system), workdir=wd, log_file=False)
         assert res.refreshed == ["alice"], system
+        if system == "ivector":  # the GMM-UBM run's enroll record (other features, say) is not read
+            rec = json.loads((wd / "stages" / "enroll.json").read_text())
+            want = json.loads((wd / "stages" / "backend.json").read_text())["speech_seconds"]["spk001"]
+            rec["speech_seconds"]["spk001"] = 99.0
+            (wd / "stages" / "enroll.json").write_text(json.dumps(rec))
+            assert Experiment.open(wd).speech_seconds("spk001") == pytest.approx(want)
         exp = Experiment.open(wd)
         assert "alice" in exp.model_ids and not exp.stale_user_models, system
         alice, spk001 = (exp.verify(m, [test])[0] for m in ("alice", "spk001"))
