@@ -318,4 +318,7 @@ def test_models_record_their_enrolment_speech(workdir):
     assert Experiment.open(workdir).speech_seconds("alice") == pytest.approx(r.speech_seconds)
     assert exp.speech_seconds("nobody") is None
     assert exp.threshold("alice") == exp.system.threshold("alice", speech_seconds=r.speech_seconds)
-    assert exp.threshold("alice") == pytest.approx(exp.results["eer_threshold"])
+    # the run's models keep the run's threshold; a user model gets the one of its enrolment speech
+    assert exp.threshold(RECIPE_MODELS[0]) == pytest.approx(exp.results["eer_threshold"])
+    dt = exp.system.short_enrolment()
+    assert exp.threshold("alice") == pytest.approx(float(dt.threshold(r.speech_seconds)))
