@@ -455,6 +455,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 def describe_experiment(wd: Path) -> list[tuple[str, str]]:
     """``(label, text)`` rows describing a trained experiment (a ``gmmspeaker run`` workdir)."""
     from gmmspeaker.scoring.report import data_rows
+    from gmmspeaker.workdir import Workdir
 
     recipe = json.loads((wd / "recipe.json").read_text(encoding="utf-8"))
     rows: list[tuple[str, str]] = [("experiment", f"{recipe.get('experiment', '?')} in {wd}")]
@@ -511,7 +512,7 @@ def describe_experiment(wd: Path) -> list[tuple[str, str]]:
             (
                 "results",
                 f"EER {100 * res['eer']:.2f} %, {dcf} on {res.get('n_target')} target / "
-                f"{res.get('n_nontarget')} non-target trials; {wd / 'report.html'}",
+                f"{res.get('n_nontarget')} non-target trials; {Workdir(wd).report}",
             )
         )
     else:

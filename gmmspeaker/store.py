@@ -179,13 +179,16 @@ READ_ATTEMPTS = 3
 
 def _read_source(
     src: Path, config: Any, resample: bool, content_check: bool
-) -> tuple[Any, list[int], str | None]:
-    """Features of one audio file with the signature (and hash) of the bytes they come from.
+) -> tuple[Any, list[int], str | None, int]:
+    """Features of one audio file with the signature (and hash) of the bytes they come from,
+    and its number of channels (several are averaged to one, as :func:`~gmmspeaker.audio.load_audio` does).
 
     The file is stat'ed before it is read and again after: a file replaced or rewritten
     while it was read is read again (up to :data:`READ_ATTEMPTS` times), so the recorded
     signature always describes the frames stored, never a newer file.
     """
+    import soundfile as sf
+
     from gmmspeaker.audio import load_audio
     from gmmspeaker.features import extract
 
@@ -202,8 +205,12 @@ def _read_source(
             min_samples=config.frame_length_samples,
         )
         feats = extract(signal, config, name=str(src))
+        try:
+            channels = int(sf.info(str(src)).channels)
+        except Exception:  # read a moment ago: a file replaced since is read again below
+            channels = 1
         if _signature_or_none(src) == before:
-            return feats, before, digest
+            return feats, before, digest, channels
         logger.info("%s changed while it was read; reading it again", src)
     raise AudioError(
         f"{src}: the file kept changing while it was read ({READ_ATTEMPTS} attempts); retry when it is complete"
@@ -278,7 +285,7 @@ def _extract_shard(
         for utt_id, path in items:
             src = Path(path)
             try:
-                feats, sig, digest = _read_source(src, config, resample, content_check)
+                feats, sig, digest, channels = _read_source(src, config, resample, content_check)
             except (AudioError, DataError) as exc:
                 failures[utt_id] = str(exc)
                 if ticks is not None:
@@ -301,6 +308,8 @@ def _extract_shard(
             }
             if digest is not None:
                 meta[utt_id]["content"] = digest
+            if channels > 1:
+                meta[utt_id]["channels"] = channels
             if ticks is not None:
                 ticks.put(1)
         h5.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
@@ -939,6 +948,7 @@ def _extract_locked(
             jobs,
         )
         failures: dict[str, str] = {}
+        mixed: dict[str, str] = {}
         bar = _UtteranceBar(len(todo), backend) if progress else None
         try:
             tasks = (
@@ -964,6 +974,8 @@ def _extract_locked(
                     report.computed.append(utt_id)
                     report.frames_total += entry["n_total"]
                     report.frames_kept += entry["n_frames"]
+                    if entry.get("channels", 1) > 1:
+                        mixed[utt_id] = f"{entry['source']}: {entry['channels']} channels"
                 failures.update(fails)
                 for utt_id in fails:
                     utts.pop(utt_id, None)  # its source is no longer valid: its old frames must go
@@ -981,6 +993,13 @@ def _extract_locked(
         finally:
             if bar is not None:
                 bar.close()
+        if mixed:
+            logger.warning(
+                "%d multi-channel audio file(s) averaged to one channel (the features describe the mix "
+                "of the channels; if they hold different speakers, give one file per channel):\n%s",
+                len(mixed),
+                _listing(mixed),
+            )
         # Shards no longer referenced (every utterance recomputed elsewhere) are removed.
         live = {e["shard"] for e in utts.values()}
         for f in store.glob("shard-*.h5"):

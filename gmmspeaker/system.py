@@ -24,6 +24,8 @@ model whose dependencies changed is *stale*: :func:`refresh_user_models` (which
 ``gmmspeaker run`` calls after its stages) re-enrols it from its recorded audio, or,
 when that audio is gone or unreadable, warns and leaves it out; verifying against a
 stale model is a :class:`~gmmspeaker.errors.ModelError` that says how to re-enrol.
+When the recipe's ``system:`` changes, the user model files of the previous system(s)
+move into ``user_models.retired/`` and their models are re-enrolled in the new one.
 Enrolling an id that exists (a user model, or a recipe model) needs ``replace=True``
 (``--replace``): a user model then replaces it for verify and identify.
 :meth:`Experiment.list_models` lists the models (``gmmspeaker models``),
@@ -53,6 +55,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -94,7 +97,11 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
     """
     if not any(Path(workdir).glob("user_models*.h5")):
         return []
+    foreign = _retire_foreign_user_models(Experiment.open(workdir, user_models=False))
     exp = Experiment.open(workdir)
+    for mid, (audio, info, why) in foreign.items():
+        if mid not in exp.user_audio:  # as a stale model of this system, re-enrolled below
+            exp.user_audio[mid], exp.user_info[mid], exp.stale_user_models[mid] = audio, info, why
     done = []
     for mid, why in sorted(exp.stale_user_models.items()):
         audio = exp.user_audio.get(mid, [])
@@ -121,6 +128,41 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
         )
         done.append(mid)
     return done
+
+
+def _retire_foreign_user_models(exp: Experiment) -> dict[str, tuple[list[str], dict[str, Any], str]]:
+    """Move user model files of another ``system:`` out of the way; their models' audio.
+
+    A recipe whose ``system:`` changed (``gmm_ubm`` -> ``ivector``, one system -> a fusion)
+    leaves user model files this system cannot read (``user_models.h5`` of GMM models for
+    an i-vector system) or does not look at (``user_models.<system>.h5`` of a fusion). Each
+    is moved into :attr:`Workdir.retired_user_models` (never deleted) and its models are
+    returned as ``{model_id: (audio, info, why)}`` for re-enrolment.
+    """
+    import h5py
+
+    ours = {exp.wd.user_models(s.name): s for s in exp.systems}
+    out: dict[str, tuple[list[str], dict[str, Any], str]] = {}
+    for path in sorted(exp.wd.path.glob("user_models*.h5")):
+        system = ours.get(path)
+        if system is not None:
+            try:
+                system.load_models_file(path)
+                continue
+            except (GmmSpeakerError, OSError):
+                pass
+        try:
+            with h5py.File(path, "r") as h5:
+                audio = json.loads(str(h5.attrs["audio"]))
+                info = json.loads(str(h5.attrs.get("info", "{}")))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"{path}: cannot read user model records ({exc})") from None
+        exp.wd.retired_user_models.mkdir(exist_ok=True)
+        os.replace(path, exp.wd.retired_user_models / path.name)
+        why = f"the recipe's system changed to {'+'.join(exp.wd.systems)} since it was enrolled ({path.name})"
+        for mid, files in sorted(audio.items()):
+            out.setdefault(mid, ([str(f) for f in files], dict(info.get(mid, {})), why))
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -385,8 +427,14 @@ class Experiment:
 
     # -- opening -------------------------------------------------------------
     @classmethod
-    def open(cls, workdir: PathLike) -> Experiment:
+    def open(cls, workdir: PathLike, *, user_models: bool = True) -> Experiment:
         """Open a workdir written by ``gmmspeaker run``.
+
+        Parameters
+        ----------
+        workdir : path-like
+        user_models : bool, default True
+            Also load the models enrolled with ``gmmspeaker enroll`` (False: the recipe's alone).
 
         Raises
         ------
@@ -412,7 +460,7 @@ class Experiment:
             raise ModelError(
                 f"{wd.recipe}: unreadable resolved recipe ({exc}); run the recipe again"
             ) from None
-        return cls.load(path, recipe)
+        return cls.load(path, recipe, user_models=user_models)
 
     @classmethod
     def load(

@@ -93,11 +93,17 @@ class Workdir:
 
     @property
     def report(self) -> Path:
+        """``report.html``: the self-contained report (:func:`~gmmspeaker.scoring.report.write_experiment_report`)."""
         return self.path / "report.html"
 
     @property
     def det_plot(self) -> Path:
         return self.path / "det.png"
+
+    @property
+    def score_hist(self) -> Path:
+        """``score_hist.png``: the score histogram with the thresholds (evaluate stage)."""
+        return self.path / "score_hist.png"
 
     # -- features and the GMM-UBM system --------------------------------------------------
     @property
@@ -144,6 +150,12 @@ class Workdir:
     def user_models(self, system: str = "gmm_ubm") -> Path:
         """Models enrolled with ``gmmspeaker enroll`` (a run never rewrites them)."""
         return self._per_system("user_models", system, ".h5")
+
+    @property
+    def retired_user_models(self) -> Path:
+        """Folder of user model files of an earlier ``system:`` (kept; their models are
+        re-enrolled in the new system from their recorded audio)."""
+        return self.path / "user_models.retired"
 
     @property
     def user_lock(self) -> Path:
@@ -236,10 +248,19 @@ class Workdir:
         A stage run, then one of its inputs rerun alone (``--until-stage``), leaves the
         stage's outputs computed from the old input: ``[(stage, input)]`` lists each such
         pair. Records without input fingerprints (older runs) are not checked.
+
+        Parameters
+        ----------
+        only : collection of str, optional
+            Check these stages alone (the stages of the system served; records of stages an
+            earlier recipe of the workdir ran, such as ``short_enrolment`` before a fusion,
+            describe outputs nobody reads).
         """
         recs = self.stage_fingerprints()
         out = []
         for stage, rec in recs.items():
+            if only is not None and stage not in only:  # a stage of another system: not served
+                continue
             for inp, fp in (rec.get("inputs") or {}).items():
                 if inp in recs and recs[inp].get("fingerprint") != fp:
                     out.append((stage, inp))

@@ -163,3 +163,21 @@ def test_readme_set_up_matches_ci_and_its_links_resolve():
     assert "python3-venv" in readme[:venv]
     links = re.findall(r"\]\(((?!https?:|#)[^)]+)\)", readme)
     assert links and all((REPO / link).is_file() for link in links), links
+
+
+def test_no_test_module_imports_fcntl_at_its_top():
+    """The suite collects on platforms without ``fcntl`` (Windows): a test module that needs
+    a lock takes it through :mod:`gmmspeaker._lock` (or imports ``fcntl`` inside the test)."""
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:  # module level only
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n.split(".")[0] in ("fcntl", "msvcrt") for n in names):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []

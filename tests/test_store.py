@@ -320,3 +320,28 @@ def test_missing_or_corrupt_shard_is_recomputed(tmp_path, damage):
     for u in st.ids:
         np.testing.assert_array_equal(after[u], before[u])
     assert not shard.exists()
+
+
+def test_multichannel_audio_is_averaged_with_a_warning_naming_the_file(tmp_path, caplog):
+    """A stereo file in a recipe's lists is mixed down to mono (as ``load_audio`` does), and the
+    extraction says so, naming the file: two speakers on two channels would be mixed silently."""
+    import soundfile as sf
+
+    utts = _corpus(tmp_path, n=2)
+    rng = np.random.default_rng(5)
+    left, right = speechlike(rng, 0.6, f0=120), speechlike(rng, 0.6, f0=210)
+    stereo = tmp_path / "wav" / "call.wav"
+    sf.write(str(stereo), np.stack([left, right], axis=1), 8000, subtype="FLOAT")
+    with caplog.at_level("WARNING", logger="gmmspeaker.store"):
+        extract_to_store([*utts, ("spk/call", stereo)], tmp_path / "store", CFG)
+    msgs = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(msgs) == 1 and str(stereo) in msgs[0] and "2 channels" in msgs[0], msgs
+    assert not any(str(p) in msgs[0] for _, p in utts)  # the mono files are not named
+    # the stored frames are those of the mean of the channels
+    mix = ((left.astype(np.float64) + right) / 2).astype(np.float32)
+    want = extract(mix, CFG).frames
+    np.testing.assert_allclose(FeatureStore(tmp_path / "store").get("spk/call"), want, rtol=1e-5, atol=1e-5)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gmmspeaker.store"):  # cached: said once, when computed
+        extract_to_store([*utts, ("spk/call", stereo)], tmp_path / "store", CFG)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

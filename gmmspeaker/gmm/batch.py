@@ -188,7 +188,9 @@ def enroll_models(
         items = [store.item(u.utt_id) for u in e.utterances if u.utt_id in store]
         if not items:
             raise DataError(
-                f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has features"
+                f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has features "
+                f"(skipped as unusable audio: {', '.join(str(u.path) for u in e.utterances[:3])}"
+                f"{', ...' if len(e.utterances) > 3 else ''}); fix them or leave the model out of the list"
             )
         work.append((e.model_id, items))
     batches = [work[i : i + batch_size] for i in range(0, len(work), batch_size)]

@@ -26,6 +26,7 @@ from gmmspeaker import __version__
 from gmmspeaker._io import atomic_write_text
 from gmmspeaker._typing import PathLike
 from gmmspeaker.scoring.metrics import bayes_threshold, eer_threshold
+from gmmspeaker.workdir import Workdir
 
 __all__ = [
     "actdcf_note",
@@ -42,8 +43,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: File names of the pictures that :func:`write_experiment_report` embeds, with captions.
-REPORT_IMAGES = (("det.png", "DET curve"), ("score_hist.png", "Score histogram"))
+#: The pictures :func:`write_experiment_report` embeds (:class:`~gmmspeaker.workdir.Workdir` properties), with captions.
+REPORT_IMAGES = (("det_plot", "DET curve"), ("score_hist", "Score histogram"))
 
 
 _NORM_NAMES = {
@@ -376,11 +377,11 @@ def write_experiment_report(
     (:data:`REPORT_IMAGES`), with the feature store's resolved configuration and the data
     the run used (:func:`data_rows` of ``recipe``, the resolved recipe as
     ``Recipe.to_dict()`` gives it; default: ``<workdir>/recipe.json`` when present)."""
-    wd = Path(workdir)
-    features = (_read_json(wd / "features" / "manifest.json") or {}).get("config")
-    data = data_rows(wd, recipe if recipe is not None else _read_json(wd / "recipe.json"))
-    images = [(caption, wd / name) for name, caption in REPORT_IMAGES]
-    return write_report(wd / "report.html", results, images=images, features=features, data=data)
+    w = Workdir(workdir)
+    features = (_read_json(w.features_manifest) or {}).get("config")
+    data = data_rows(w.path, recipe if recipe is not None else _read_json(w.recipe))
+    images = [(caption, getattr(w, name)) for name, caption in REPORT_IMAGES]
+    return write_report(w.report, results, images=images, features=features, data=data)
 
 
 def write_score_histogram(
@@ -430,7 +431,7 @@ def write_score_histogram(
         plot_score_histograms(
             tar,
             non,
-            Path(workdir) / "score_hist.png",
+            Workdir(workdir).score_hist,
             thresholds=thresholds,
             xlabel=score_label,
             title="Target and non-target scores",

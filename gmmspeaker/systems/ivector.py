@@ -164,7 +164,9 @@ class Ivector(TrainedSystem):
             rows = [ivectors[u.utt_id] for u in e.utterances if u.utt_id in ivectors]
             if not rows:
                 raise DataError(
-                    f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has an i-vector"
+                    f"model {e.model_id!r}: none of its {len(e.utterances)} enrollment files has an i-vector "
+                    f"(skipped as unusable audio: {', '.join(str(u.path) for u in e.utterances[:3])}"
+                    f"{', ...' if len(e.utterances) > 3 else ''}); fix them or leave the model out of the list"
                 )
             vecs.append(self.transform(np.vstack(rows)))
         return IvectorModels([e.model_id for e in enrollments], vecs)

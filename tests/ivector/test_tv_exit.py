@@ -56,3 +56,34 @@ def test_training_with_two_jobs_in_a_child_process_exits(tmp_path: Path) -> None
     assert waited < EXIT_BOUND_S
     # the temporaries for the workers went under tmp_dir and were removed
     assert not any((tmp_path / "work").iterdir())
+
+
+@pytest.mark.slow
+def test_on_dask_T_travels_through_dask_and_nothing_is_written(tmp_path: Path) -> None:
+    """Issue #22, cluster path: workers on other machines cannot see the client's files, so
+    on the Dask backend T and its Gram matrices go through Dask (no file under tmp_dir);
+    the statistics file is read batch by batch by the workers, and T equals the
+    one-process result."""
+    import joblib
+    from distributed import Client, LocalCluster
+
+    from gmmspeaker.ivector.stats import UtteranceStats
+    from gmmspeaker.ivector.tv import train_tv
+
+    rng = np.random.default_rng(1)
+    U, K, D = 50, 4, 3
+    n = rng.dirichlet(np.full(K, 1.0), size=U) * 100
+    f = rng.standard_normal((U, K * D)) * np.sqrt(np.repeat(n, D, axis=1))
+    UtteranceStats([f"u{i}" for i in range(U)], n, f, "fp").save(tmp_path / "stats.h5")
+    kw = dict(rank=3, iterations=2, batch_size=10)
+    ref = train_tv(tmp_path / "stats.h5", rng=np.random.default_rng(0), n_jobs=1, **kw)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster,
+        Client(cluster),
+        joblib.parallel_config(backend="dask"),
+    ):
+        got = train_tv(
+            tmp_path / "stats.h5", rng=np.random.default_rng(0), n_jobs=2, tmp_dir=tmp_path / "work", **kw
+        )
+    np.testing.assert_array_equal(got.T, ref.T)  # same batches, summed in the same order
+    assert not (tmp_path / "work").exists()

@@ -57,8 +57,7 @@ def test_a_run_writes_the_tables_outputs_and_only_files_the_workdir_names(tmp_pa
     for name in expected:
         for out in stage(name).outputs(w, r):
             assert out.exists(), f"{name}: {out.name} missing"
-    # plots and the HTML report's images are the report writer's (scoring/report.py)
-    unnamed = {p.name for p in wd.iterdir()} - _named_files(w) - {"score_hist.png", "thresholds.json"}
+    unnamed = {p.name for p in wd.iterdir()} - _named_files(w)
     assert not unnamed, f"files no Workdir path names: {sorted(unnamed)}"
     # a lost output of any stage makes that stage run again
     for name in expected[1:]:
