@@ -218,6 +218,18 @@ class TrainedSystem:
         self.wd = wd
         self.recipe = recipe
         self._results: dict[str, Any] | None = None
+        self._ubm: Any = None
+
+    @property
+    def ubm(self) -> Any:
+        """The experiment's UBM (``ubm.h5``), loaded on first use."""
+        if self._ubm is None:
+            from gmmspeaker.gmm.model import GaussianMixture
+
+            if not self.wd.ubm.is_file():
+                raise ModelError(f"{self.wd.ubm}: not found; run the recipe through its ubm stage")
+            self._ubm = GaussianMixture.load(self.wd.ubm)
+        return self._ubm
 
     # -- configuration ---------------------------------------------------------------
     @property

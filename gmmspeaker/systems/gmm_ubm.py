@@ -52,7 +52,6 @@ class GmmUbm(TrainedSystem):
 
     def __init__(self, wd: Any, recipe: Any) -> None:
         super().__init__(wd, recipe)
-        self._ubm: Any = None
         self._cohort_models: Any = None
 
     @property
@@ -62,16 +61,6 @@ class GmmUbm(TrainedSystem):
     @property
     def cohort_top_n(self) -> int:
         return self.recipe.scoring.cohort_top_n
-
-    @property
-    def ubm(self) -> Any:
-        if self._ubm is None:
-            from gmmspeaker.gmm.model import GaussianMixture
-
-            if not self.wd.ubm.is_file():
-                raise ModelError(f"{self.wd.ubm}: not found; run the recipe through its ubm stage")
-            self._ubm = GaussianMixture.load(self.wd.ubm)
-        return self._ubm
 
     # -- models ------------------------------------------------------------------------
     def load_models(self) -> Any:

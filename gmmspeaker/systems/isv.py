@@ -32,7 +32,6 @@ class Isv(TrainedSystem):
 
     def __init__(self, wd: Any, recipe: Any) -> None:
         super().__init__(wd, recipe)
-        self._ubm: Any = None
         self._model: Any = None
         self._stats: Any = None
         self._stats_index: dict[str, int] | None = None
@@ -44,16 +43,6 @@ class Isv(TrainedSystem):
     @property
     def cohort_top_n(self) -> int:
         return self.recipe.isv.cohort_top_n
-
-    @property
-    def ubm(self) -> Any:
-        if self._ubm is None:
-            from gmmspeaker.gmm.model import GaussianMixture
-
-            if not self.wd.ubm.is_file():
-                raise ModelError(f"{self.wd.ubm}: not found; run the recipe through its ubm stage")
-            self._ubm = GaussianMixture.load(self.wd.ubm)
-        return self._ubm
 
     @property
     def model(self) -> Any:
