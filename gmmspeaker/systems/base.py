@@ -255,9 +255,16 @@ class TrainedSystem:
         return own
 
     # -- models --------------------------------------------------------------------------
+    def recipe_models_file(self) -> tuple[Path, str]:
+        """The file of the recipe's enrolled models, and the stage that writes it."""
+        raise NotImplementedError
+
     def load_models(self) -> Any:
         """The recipe's enrolled models."""
-        raise NotImplementedError
+        path, stage = self.recipe_models_file()
+        if not path.is_file():
+            raise ModelError(f"{path}: not found; run the recipe through its {stage} stage")
+        return self.load_models_file(path)
 
     def enrol(self, model_ids: Sequence[str], frames: Sequence[Sequence[FloatArray]]) -> Any:
         """Models from enrolment frames: one per id, pooling its utterances' frames."""

@@ -63,12 +63,8 @@ class GmmUbm(TrainedSystem):
         return self.recipe.scoring.cohort_top_n
 
     # -- models ------------------------------------------------------------------------
-    def load_models(self) -> Any:
-        from gmmspeaker.gmm.map import SpeakerModels
-
-        if not self.wd.models.is_file():
-            raise ModelError(f"{self.wd.models}: not found; run the recipe through its enroll stage")
-        return SpeakerModels.load(self.wd.models)
+    def recipe_models_file(self) -> tuple[Path, str]:
+        return self.wd.models, "enroll"
 
     def load_models_file(self, path: PathLike) -> Any:
         from gmmspeaker.gmm.map import SpeakerModels

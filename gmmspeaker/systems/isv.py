@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,12 +88,8 @@ class Isv(TrainedSystem):
         return have, compute_stats(((u, np.asarray(src[u])) for u in ids), self.ubm)
 
     # -- models ------------------------------------------------------------------------
-    def load_models(self) -> Any:
-        from gmmspeaker.isv.models import ISVSpeakers
-
-        if not self.wd.isv_models.is_file():
-            raise ModelError(f"{self.wd.isv_models}: not found; run the recipe through its isv_enroll stage")
-        return ISVSpeakers.load(self.wd.isv_models)
+    def recipe_models_file(self) -> tuple[Path, str]:
+        return self.wd.isv_models, "isv_enroll"
 
     def load_models_file(self, path: PathLike) -> Any:
         from gmmspeaker.isv.models import ISVSpeakers

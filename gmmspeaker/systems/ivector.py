@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -143,10 +144,8 @@ class Ivector(TrainedSystem):
         return self._part("backend").transform(np.atleast_2d(V))
 
     # -- models -----------------------------------------------------------------------------
-    def load_models(self) -> IvectorModels:
-        if not self.wd.ivector_models.is_file():
-            raise ModelError(f"{self.wd.ivector_models}: not found; run the recipe through its backend stage")
-        return IvectorModels.load(self.wd.ivector_models)
+    def recipe_models_file(self) -> tuple[Path, str]:
+        return self.wd.ivector_models, "backend"
 
     def load_models_file(self, path: PathLike) -> IvectorModels:
         return IvectorModels.load(path)
