@@ -24,6 +24,7 @@ model whose dependencies changed is *stale*: :func:`refresh_user_models` (which
 ``gmmspeaker run`` calls after its stages) re-enrols it from its recorded audio, or,
 when that audio is gone or unreadable, warns and leaves it out; verifying against a
 stale model is a :class:`~gmmspeaker.errors.ModelError` that says how to re-enrol.
+(:mod:`gmmspeaker.serving.user_models` keeps these files.)
 When the recipe's ``system:`` changes, the user model files of the previous system(s)
 move into ``user_models.retired/`` and their models are re-enrolled in the new one.
 Enrolling an id that exists (a user model, or a recipe model) needs ``replace=True``
@@ -36,7 +37,7 @@ it replaced is used again).
 notice: :func:`gmmspeaker.audio.load_for_system` says why serving resamples rather than
 refuses), a multi-channel file is averaged with a warning unless a ``channel`` is chosen,
 verify and identify can skip unusable files (``on_bad_audio="skip"``) and an enrolment
-file listed twice is used once, with a warning.
+file listed twice is used once, with a warning (:mod:`gmmspeaker.serving.audio`).
 
 **Short enrolment.** The run's EER threshold was set on models enrolled from its own
 enrolment lists; a model enrolled from a few seconds scores every trial closer to zero
@@ -50,25 +51,30 @@ test speech is shorter than anything the run's evaluation covered.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import math
-import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_write_bytes, temp_path
-from gmmspeaker._lock import lock, unlock
 from gmmspeaker._typing import FloatArray, PathLike
-from gmmspeaker.errors import AudioError, ConfigError, DataError, GmmSpeakerError, ModelError
-from gmmspeaker.systems import Fused, NormCohort, Tests, TrainedSystem, build
+from gmmspeaker.errors import ConfigError, DataError, GmmSpeakerError, ModelError
+from gmmspeaker.serving.audio import audio_features, audio_tests, enrolment_paths, frame_shift
+from gmmspeaker.serving.results import EnrollResult, IdentifyResult, ModelInfo, VerifyResult
+from gmmspeaker.serving.user_models import (
+    SystemModels,
+    UserModels,
+    combine,
+    dependencies,
+    list_models,
+    refresh_stale,
+    refuse_existing,
+    retire_foreign_user_models,
+    user_lock,
+)
+from gmmspeaker.systems import Fused, Tests, TrainedSystem, build
 from gmmspeaker.workdir import Workdir
 
 __all__ = [
@@ -86,9 +92,10 @@ logger = logging.getLogger(__name__)
 def refresh_user_models(workdir: PathLike) -> list[str]:
     """Re-enrol the stale user models of a workdir from their recorded audio.
 
-    Called by the recipe runner after a run. A model whose audio is gone or no longer
-    readable is logged as a warning and stays stale (verify then refuses it with advice);
-    the other models are refreshed regardless.
+    Called by the recipe runner after a run. User model files of another ``system:`` are
+    retired first and their models re-enrolled in this one. A model whose audio is gone or
+    no longer readable is logged as a warning and stays stale (verify then refuses it with
+    advice); the other models are refreshed regardless.
 
     Returns
     -------
@@ -98,292 +105,11 @@ def refresh_user_models(workdir: PathLike) -> list[str]:
     if not any(Path(workdir).glob("user_models*.h5")):
         return []
     bare = Experiment.open(workdir, user_models=False)
-    with _user_lock(bare.wd):  # not while an enrol command writes a user model file
-        foreign = _retire_foreign_user_models(bare)
+    with user_lock(bare.wd):  # not while an enrol command writes a user model file
+        foreign = retire_foreign_user_models(bare.wd, bare.systems)
     exp = Experiment.open(workdir)
-    for mid, (audio, info, why) in foreign.items():
-        if mid not in exp.user_audio:  # as a stale model of this system, re-enrolled below
-            exp.user_audio[mid], exp.user_info[mid], exp.stale_user_models[mid] = audio, info, why
-    done = []
-    for mid, why in sorted(exp.stale_user_models.items()):
-        audio = exp.user_audio.get(mid, [])
-        missing = [a for a in audio if not Path(a).is_file()]
-        advice = f"re-enrol it with gmmspeaker enroll {exp.workdir} --model {mid} --replace AUDIO..."
-        if missing or not audio:
-            logger.warning(
-                "user model %r is stale (%s) and its audio %s is gone: %s",
-                mid,
-                why,
-                missing[0] if missing else "(none recorded)",
-                advice,
-            )
-            continue
-        try:
-            exp.enroll(mid, audio, replace=True, channel=exp.user_info.get(mid, {}).get("channel"))
-        except GmmSpeakerError as exc:
-            logger.warning(
-                "user model %r is stale (%s) and re-enrolling it failed (%s): %s", mid, why, exc, advice
-            )
-            continue
-        logger.warning(
-            "user model %r was stale (%s): re-enrolled from its %d audio files", mid, why, len(audio)
-        )
-        done.append(mid)
-    return done
-
-
-def _retire_foreign_user_models(exp: Experiment) -> dict[str, tuple[list[str], dict[str, Any], str]]:
-    """Move user model files of another ``system:`` out of the way; their models' audio.
-
-    A recipe whose ``system:`` changed (``gmm_ubm`` -> ``ivector``, one system -> a fusion)
-    leaves user model files this system cannot read (``user_models.h5`` of GMM models for
-    an i-vector system) or does not look at (``user_models.<system>.h5`` of a fusion). Each
-    is moved into :attr:`Workdir.retired_user_models` (never deleted) and its models are
-    returned as ``{model_id: (audio, info, why)}`` for re-enrolment.
-    """
-    import h5py
-
-    ours = {exp.wd.user_models(s.name): s for s in exp.systems}
-    out: dict[str, tuple[list[str], dict[str, Any], str]] = {}
-    for path in sorted(exp.wd.path.glob("user_models*.h5")):
-        system = ours.get(path)
-        if system is not None:
-            try:
-                system.load_models_file(path)
-                continue
-            except (GmmSpeakerError, OSError):
-                pass
-        try:
-            with h5py.File(path, "r") as h5:
-                audio = json.loads(str(h5.attrs["audio"]))
-                info = json.loads(str(h5.attrs.get("info", "{}")))
-        except (OSError, KeyError, ValueError) as exc:
-            raise ModelError(f"{path}: cannot read user model records ({exc})") from None
-        exp.wd.retired_user_models.mkdir(exist_ok=True)
-        os.replace(path, exp.wd.retired_user_models / path.name)
-        why = f"the recipe's system changed to {'+'.join(exp.wd.systems)} since it was enrolled ({path.name})"
-        for mid, files in sorted(audio.items()):
-            out.setdefault(mid, ([str(f) for f in files], dict(info.get(mid, {})), why))
-    return out
-
-
-# ---------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EnrollResult:
-    """What :meth:`Experiment.enroll` did.
-
-    Attributes
-    ----------
-    model_id : str
-    n_files, n_frames : int
-        Audio files and feature frames (after VAD) pooled into the model.
-    replaced : str or None
-        ``"user"`` when a user model of that id was replaced, ``"recipe"`` when the
-        model shadows a recipe model of that id, else None.
-    path : Path
-        The user models file written (the first system's in a fusion).
-    speech_seconds : float
-        Speech the model was enrolled from (frames kept by VAD x frame shift).
-    duplicates : list of str
-        Files listed more than once (each was used once).
-    threshold : float or None
-        The default threshold :meth:`Experiment.verify` applies to the model (None before
-        the run's evaluation).
-    """
-
-    model_id: str
-    n_files: int
-    n_frames: int
-    replaced: str | None
-    path: Path
-    speech_seconds: float = 0.0
-    duplicates: list[str] = field(default_factory=list)
-    threshold: float | None = None
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """One verification decision.
-
-    Attributes
-    ----------
-    audio : str
-    model : str
-    raw_llr : float
-        The raw score (GMM-UBM: frame-averaged LLR against the UBM; i-vector: PLDA LLR or
-        cosine; in a fusion: the first system's raw score).
-    score : float
-        The system score ``scores.txt`` holds: raw normalised as the recipe says, or fused.
-    calibrated_llr : float or None
-        ``score`` through the experiment's calibration (None without one). For a user
-        model enrolled from less speech than the run's models, the score is first moved
-        by the run's EER threshold minus the model's default threshold (its duration
-        offset, :mod:`gmmspeaker.scoring.duration`), so the calibration, fitted on the
-        run's models, sees it where a score of theirs at the same operating point would be.
-    threshold : float
-        By default the run's EER threshold for the recipe's models and, for a user model,
-        the EER threshold of models enrolled from as much speech (:meth:`Experiment.threshold`).
-    threshold_source : str
-        What the threshold is and which score it applies to.
-    decision : str
-        ``"accept"`` or ``"reject"``; ``"skipped"`` when the file was unusable and the
-        call asked to skip (scores NaN).
-    system_scores : dict
-        In a fusion, each system's own score.
-    error : str or None
-        Why a skipped file was skipped.
-    """
-
-    audio: str
-    model: str
-    raw_llr: float
-    score: float
-    calibrated_llr: float | None
-    threshold: float
-    threshold_source: str
-    decision: str
-    system_scores: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field."""
-        out = {
-            "audio": self.audio,
-            "model": self.model,
-            "raw_llr": self.raw_llr,
-            "score": self.score,
-            "calibrated_llr": self.calibrated_llr,
-            "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
-            "decision": self.decision,
-            "error": self.error,
-        }
-        if self.system_scores:
-            out["system_scores"] = dict(self.system_scores)
-        return out
-
-
-@dataclass(frozen=True)
-class IdentifyResult:
-    """The enrolled models ranked on one audio file.
-
-    Attributes
-    ----------
-    audio : str
-    ranking : list of (model_id, score)
-        The ``top_n`` best models, best first (raw scores of one system; fused scores of a fusion).
-    decision : str
-        The best model's id, or ``"unknown"`` when a threshold is set and its score is below
-        it; ``"skipped"`` when the file was unusable and the call asked to skip.
-    threshold : float or None
-    error : str or None
-        Why a skipped file was skipped.
-    """
-
-    audio: str
-    ranking: list[tuple[str, float]]
-    decision: str
-    threshold: float | None = None
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict: ``audio``, ``ranking`` ([{"model", "score"}], best first), ``decision``,
-        ``threshold``, ``error``."""
-        return {
-            "audio": self.audio,
-            "ranking": [{"model": m, "score": s} for m, s in self.ranking],
-            "decision": self.decision,
-            "threshold": self.threshold,
-            "error": self.error,
-        }
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One model of an experiment, as :meth:`Experiment.list_models` describes it.
-
-    Attributes
-    ----------
-    model_id : str
-    source : str
-        ``"recipe"`` (the run's models, from the recipe's enroll list) or ``"user"``
-        (``user_models.h5``, from ``enroll``).
-    status : str
-        ``"active"`` (used by verify and identify), ``"replaced"`` (a recipe model a user
-        model of the same id replaces) or ``"stale"`` (a user model whose UBM, features,
-        MAP or cohort changed: re-enrol it).
-    files : list of str
-        The audio it was enrolled from.
-    speech_seconds : float or None
-        Speech it was enrolled from (frames kept by the VAD times the frame shift).
-    enrolled : str or None
-        When (UTC, ISO 8601): the user's enrol call, or the run's enroll stage.
-    channel : int, str or None
-        The channel asked for at enrolment (user models).
-    note : str
-        Why a model is stale or replaced ("" otherwise).
-    """
-
-    model_id: str
-    source: str
-    status: str
-    files: list[str]
-    speech_seconds: float | None
-    enrolled: str | None
-    channel: int | str | None = None
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field, plus ``n_files``."""
-        return {
-            "model": self.model_id,
-            "source": self.source,
-            "status": self.status,
-            "n_files": len(self.files),
-            "files": list(self.files),
-            "speech_seconds": None if self.speech_seconds is None else round(self.speech_seconds, 3),
-            "enrolled": self.enrolled,
-            "channel": self.channel,
-            "note": self.note,
-        }
-
-
-# ---------------------------------------------------------------------------
-# The experiment
-# ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _user_lock(wd: Workdir) -> Iterator[None]:
-    """Serialise writers of the user models files (two enrol commands at once)."""
-    with open(wd.user_lock, "a+") as fh:
-        lock(fh)
-        try:
-            yield
-        finally:
-            unlock(fh)
-
-
-def _features_hash(features: dict[str, Any], resample: bool) -> str:
-    body = json.dumps({"features": features, "resample": resample}, sort_keys=True, default=str)
-    return hashlib.sha1(body.encode()).hexdigest()[:16]
-
-
-@dataclass
-class _Leaf:
-    """One system of the experiment with its models: the recipe's, fresh user models, cohort."""
-
-    system: TrainedSystem
-    recipe_models: Any
-    cohort: NormCohort | None
-    user_models: Any = None
-    user_z: Any = None  # (n_user, n_cohort) Z rows of the user models, or None
-    models: Any = None
-    model_cohort: NormCohort | None = None
+    exp.users.adopt(foreign)
+    return refresh_stale(exp.users, exp.workdir, exp.enroll)
 
 
 class Experiment:
@@ -416,16 +142,28 @@ class Experiment:
         self.recipe: Any = None
         self.system: Any = None
         self.results: dict[str, Any] = {}
-        self.stale_user_models: dict[str, str] = {}
-        self.user_audio: dict[str, list[str]] = {}
-        self.user_seconds: dict[str, float] = {}
-        self.user_info: dict[str, dict[str, Any]] = {}
-        self._user_deps: dict[str, dict[str, str]] = {}
-        self._leaves: list[_Leaf] = []
+        self.users = UserModels()
+        self._leaves: list[SystemModels] = []
 
     @property
     def workdir(self) -> Path:
         return self.wd.path
+
+    @property
+    def stale_user_models(self) -> dict[str, str]:
+        return self.users.stale
+
+    @property
+    def user_audio(self) -> dict[str, list[str]]:
+        return self.users.audio
+
+    @property
+    def user_seconds(self) -> dict[str, float]:
+        return self.users.seconds
+
+    @property
+    def user_info(self) -> dict[str, dict[str, Any]]:
+        return self.users.info
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -487,7 +225,7 @@ class Experiment:
         for s in exp.systems:
             s._results = exp.results
             models = s.load_models()
-            exp._leaves.append(_Leaf(system=s, recipe_models=models, cohort=s.load_cohort(models)))
+            exp._leaves.append(SystemModels(system=s, recipe_models=models, cohort=s.load_cohort(models)))
         if user_models:
             exp._load_user()
         exp._combine()
@@ -523,101 +261,14 @@ class Experiment:
     # -- user models -------------------------------------------------------------
     def _deps(self) -> dict[str, str]:
         """What a user model enrolled now depends on."""
-        r = self.recipe
-        out = {"features": _features_hash(r.features, bool(r.data.resample))}
-        for leaf in self._leaves:
-            for k, v in leaf.system.dependencies().items():
-                out[f"{leaf.system.name}.{k}" if len(self._leaves) > 1 else k] = v
-            out[f"{leaf.system.name}.norm" if len(self._leaves) > 1 else "norm"] = (
-                leaf.cohort.signature if leaf.cohort is not None else "none"
-            )
-        return out
+        return dependencies(self.recipe, self._leaves)
 
     def _load_user(self) -> None:
-        import h5py
-
-        names = {"ubm": "UBM", "features": "feature configuration", "map": "MAP settings", "norm": "cohort"}
-        for leaf in self._leaves:
-            path = self.wd.user_models(leaf.system.name)
-            if not path.exists():
-                continue
-            leaf.user_models = leaf.system.load_models_file(path)
-            try:
-                with h5py.File(path, "r") as h5:
-                    audio = json.loads(str(h5.attrs["audio"]))
-                    deps = json.loads(str(h5.attrs["deps"]))
-                    seconds = json.loads(str(h5.attrs.get("seconds", "{}")))
-                    info = json.loads(str(h5.attrs.get("info", "{}")))
-                    if "model_cohort" in h5:
-                        leaf.user_z = np.asarray(h5["model_cohort"][()], dtype=np.float64)
-            except (OSError, KeyError, ValueError) as exc:
-                raise ModelError(f"{path}: cannot read user model records ({exc})") from None
-            self.user_audio.update({k: list(v) for k, v in audio.items()})
-            self.user_seconds.update({k: float(v) for k, v in seconds.items()})
-            self.user_info.update({k: dict(v) for k, v in info.items()})
-            self._user_deps.update(deps)
-        now = self._deps()
-        for mid, deps in self._user_deps.items():
-            changed = sorted({names.get(k.split(".")[-1], k) for k, v in now.items() if deps.get(k) != v})
-            if changed:
-                self.stale_user_models[mid] = " and ".join(changed) + " changed since it was enrolled"
+        self.users.load(self.wd, self._leaves, self._deps())
 
     def _combine(self) -> None:
         """Recipe models, with fresh user models added or replacing same-id recipe models."""
-        for leaf in self._leaves:
-            s = leaf.system
-            user = leaf.user_models
-            uids = s.model_ids(user) if user is not None else []
-            fresh = [i for i, m in enumerate(uids) if m not in self.stale_user_models]
-            fresh_ids = {uids[i] for i in fresh}
-            rids = s.model_ids(leaf.recipe_models)
-            keep = [i for i, m in enumerate(rids) if m not in fresh_ids]
-            base = s.subset(leaf.recipe_models, keep)
-            added = s.subset(user, fresh) if fresh else None
-            leaf.models = s.concat(base, added)
-            leaf.model_cohort = leaf.cohort
-            c = leaf.cohort
-            if c is not None and c.model_cohort is not None:
-                rows = c.model_cohort[keep]
-                if fresh:
-                    rows = np.ma.concatenate([rows, np.ma.MaskedArray(np.asarray(leaf.user_z)[fresh])])
-                leaf.model_cohort = c.with_models(s.model_ids(leaf.models), rows)
-
-    def _save_user(
-        self,
-        leaf: _Leaf,
-        models: Any,
-        z: Any,
-        audio: dict[str, Any],
-        deps: dict[str, Any],
-        seconds: dict[str, Any],
-        info: dict[str, Any],
-    ) -> Path:
-        import io
-
-        import h5py
-
-        final = self.wd.user_models(leaf.system.name)
-        quiet = logging.getLogger("gmmspeaker.gmm.speaker_models")
-        level = quiet.level
-        with temp_path(final) as tmp:
-            quiet.setLevel(max(level, logging.WARNING))  # it would log the temporary name
-            try:
-                leaf.system.save_models(models, tmp)
-            finally:
-                quiet.setLevel(level)
-            image = io.BytesIO(tmp.read_bytes())
-        # amended in memory and written in one go: a full disk is a one-line error naming
-        # the file, never an HDF5 failure half-way (h5py crashed on those)
-        with h5py.File(image, "a") as h5:
-            h5.attrs["audio"] = json.dumps(audio, sort_keys=True)
-            h5.attrs["deps"] = json.dumps(deps, sort_keys=True)
-            h5.attrs["seconds"] = json.dumps(seconds, sort_keys=True)
-            h5.attrs["info"] = json.dumps(info, sort_keys=True)
-            if z is not None:
-                h5.create_dataset("model_cohort", data=np.asarray(z, dtype=np.float64))
-        atomic_write_bytes(final, image.getbuffer())
-        return final
+        combine(self._leaves, self.users.stale)
 
     # -- features ----------------------------------------------------------------
     def features(self, path: PathLike, *, channel: int | str | None = None) -> FloatArray:
@@ -636,24 +287,12 @@ class Experiment:
         AudioError, DataError
             Unreadable or unusable audio, or no frames kept (the message names the file).
         """
-        from gmmspeaker.audio import load_for_system
-        from gmmspeaker.features import FeatureConfig, extract
-
-        cfg = FeatureConfig.from_dict(self.recipe.features, source=f"{self.wd.recipe}: features")
-        signal, source = load_for_system(
-            path, sample_rate=cfg.sample_rate, channel=channel, min_samples=cfg.frame_length_samples
+        return audio_features(
+            path, self.recipe.features, source=f"{self.wd.recipe}: features", channel=channel
         )
-        for level, message in source.notices():
-            logger.log(level, "%s", message)
-        frames = extract(signal, cfg, name=str(path)).frames
-        if frames.shape[0] == 0:
-            raise DataError(f"{path}: no feature frames left after voice activity detection")
-        return np.ascontiguousarray(frames, dtype=np.float32)
 
     def _frame_shift(self) -> float:
-        from gmmspeaker.features import FeatureConfig
-
-        return float(FeatureConfig.from_dict(self.recipe.features).frame_shift)
+        return frame_shift(self.recipe.features)
 
     # -- enrol -------------------------------------------------------------------
     def enroll(
@@ -689,8 +328,6 @@ class Experiment:
         AudioError
             An unreadable file (named).
         """
-        from gmmspeaker.audio import unique_paths
-
         model_id = str(model_id)
         if not model_id or any(c.isspace() for c in model_id):
             raise DataError(f"model id {model_id!r} must be non-empty and without spaces")
@@ -698,9 +335,7 @@ class Experiment:
             raise DataError(f"model {model_id!r}: no audio files to enrol from")
         if not replace:
             self._refuse_existing(model_id)
-        paths, dups = unique_paths(list(paths))
-        for d in dups:
-            logger.warning("%s: listed more than once for model %r; used once", d, model_id)
+        paths, dups = enrolment_paths(paths, model_id)
         frames = [self.features(p, channel=channel) for p in paths]
         n_frames = int(sum(x.shape[0] for x in frames))
         seconds = round(n_frames * self._frame_shift(), 3)
@@ -712,65 +347,22 @@ class Experiment:
                 z = leaf.system.z_rows(m, leaf.cohort)
             new.append((m, z))
         audio = [str(Path(p).resolve()) for p in paths]
-        deps_now = self._deps()
-        info_now = {"enrolled": datetime.now(timezone.utc).isoformat(timespec="seconds"), "channel": channel}
-        replaced = None
-        with _user_lock(self.wd):
-            first_path = None
-            for leaf, (m, z) in zip(self._leaves, new):
-                s = leaf.system
-                path = self.wd.user_models(s.name)
-                old = s.load_models_file(path) if path.exists() else None
-                old_z = None
-                rec_audio: dict[str, Any] = {}
-                rec_deps: dict[str, Any] = {}
-                rec_sec: dict[str, Any] = {}
-                rec_info: dict[str, Any] = {}
-                if old is not None:
-                    import h5py
-
-                    with h5py.File(path, "r") as h5:
-                        rec_audio = json.loads(str(h5.attrs["audio"]))
-                        rec_deps = json.loads(str(h5.attrs["deps"]))
-                        rec_sec = json.loads(str(h5.attrs.get("seconds", "{}")))
-                        rec_info = json.loads(str(h5.attrs.get("info", "{}")))
-                        old_z = np.asarray(h5["model_cohort"][()]) if "model_cohort" in h5 else None
-                ids = s.model_ids(old) if old is not None else []
-                if replaced is None:
-                    replaced = (
-                        "user"
-                        if model_id in ids
-                        else ("recipe" if model_id in s.model_ids(leaf.recipe_models) else None)
-                    )
-                    if replaced and not replace:  # enrolled by another process since the check above
-                        raise ModelError(
-                            f"model {model_id!r} was enrolled meanwhile; pass --replace to replace it"
-                        )
-                keep = [i for i, x in enumerate(ids) if x != model_id]
-                models = s.concat(s.subset(old, keep) if keep else None, m)
-                zz = None
-                if z is not None:
-                    prev = old_z[keep] if keep and old_z is not None else np.zeros((0, z.shape[1]))
-                    zz = np.concatenate([prev, np.asarray(z)])
-                live = set(s.model_ids(models))
-                rec_audio = {k: v for k, v in rec_audio.items() if k in live} | {model_id: audio}
-                rec_deps = {k: v for k, v in rec_deps.items() if k in live} | {model_id: deps_now}
-                rec_sec = {k: v for k, v in rec_sec.items() if k in live} | {model_id: seconds}
-                rec_info = {k: v for k, v in rec_info.items() if k in live} | {model_id: info_now}
-                p = self._save_user(leaf, models, zz, rec_audio, rec_deps, rec_sec, rec_info)
-                first_path = first_path or p
-                leaf.user_models, leaf.user_z = models, zz
-            self.user_audio[model_id] = audio
-            self.user_seconds[model_id] = seconds
-            self.user_info[model_id] = dict(info_now)
-            self._user_deps[model_id] = deps_now
-        self.stale_user_models.pop(model_id, None)
+        replaced, first_path = self.users.add(
+            self.wd,
+            self._leaves,
+            model_id,
+            new,
+            audio=audio,
+            seconds=seconds,
+            deps=self._deps(),
+            channel=channel,
+            replace=replace,
+        )
         self._combine()
         if replaced == "user":
             logger.info("model %r re-enrolled: the previous user model of that id is replaced", model_id)
         elif replaced == "recipe":
             logger.info("model %r enrolled: it replaces the recipe's model of that id", model_id)
-        assert first_path is not None
         self._warn_short_enrolment(model_id)
         thr = self.threshold(model_id) if "eer_threshold" in self.results else None
         return EnrollResult(
@@ -786,7 +378,7 @@ class Experiment:
 
     # -- short enrolment -------------------------------------------------------------
     def _is_user_model(self, model_id: str) -> bool:
-        return model_id in self.user_seconds and model_id not in self.stale_user_models
+        return self.users.active(model_id)
 
     def _short_enrolment(self) -> Any:
         return None if isinstance(self.system, Fused) else self.system.short_enrolment()
@@ -824,17 +416,7 @@ class Experiment:
 
     def _refuse_existing(self, model_id: str) -> None:
         """ModelError when ``model_id`` exists, describing the model that would be lost."""
-        existing = {m.model_id: m for m in self.list_models() if m.status != "replaced"}
-        m = existing.get(model_id)
-        if m is None:
-            return
-        what = "a recipe model" if m.source == "recipe" else "a user model"
-        speech = f", {m.speech_seconds:.1f} s of speech" if m.speech_seconds is not None else ""
-        when = f", enrolled {m.enrolled}" if m.enrolled else ""
-        raise ModelError(
-            f"{self.workdir}: model {model_id!r} already exists ({what} from {len(m.files)} file(s)"
-            f"{speech}{when}); pass --replace (replace=True in Python) to replace it, or choose another id"
-        )
+        refuse_existing(self.list_models(), model_id, self.workdir)
 
     def list_models(self) -> list[ModelInfo]:
         """Every model of the experiment: the recipe's, then the users', in file order.
@@ -844,74 +426,7 @@ class Experiment:
         list of ModelInfo
             Files, speech seconds, when enrolled and status (active, replaced, stale).
         """
-        leaf = self._leaves[0]
-        s = leaf.system
-        user_ids = list(s.model_ids(leaf.user_models)) if leaf.user_models is not None else []
-        fresh_user = set(user_ids) - set(self.stale_user_models)
-        recipe_files = self._recipe_enroll_files()
-        recs = self.wd.stage_fingerprints()
-        run_time = None
-        for stage in ("enroll", "backend"):
-            rec_path = self.wd.stage_record(stage)
-            if rec_path.is_file():
-                mtime = rec_path.stat().st_mtime
-                run_time = datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds")
-                break
-        out = []
-        for mid in s.model_ids(leaf.recipe_models):
-            shadowed = mid in fresh_user
-            secs = None
-            for stage in ("enroll", "backend"):
-                if mid in (recs.get(stage, {}).get("speech_seconds") or {}):
-                    secs = float(recs[stage]["speech_seconds"][mid])
-                    break
-            out.append(
-                ModelInfo(
-                    model_id=mid,
-                    source="recipe",
-                    status="replaced" if shadowed else "active",
-                    files=recipe_files.get(mid, []),
-                    speech_seconds=secs,
-                    enrolled=run_time,
-                    note="a user model of this id replaces it" if shadowed else "",
-                )
-            )
-        for mid in user_ids:
-            info = self.user_info.get(mid, {})
-            stale = self.stale_user_models.get(mid)
-            out.append(
-                ModelInfo(
-                    model_id=mid,
-                    source="user",
-                    status="stale" if stale else "active",
-                    files=list(self.user_audio.get(mid, [])),
-                    speech_seconds=self.user_seconds.get(mid),
-                    enrolled=info.get("enrolled"),
-                    channel=info.get("channel"),
-                    note=stale or "",
-                )
-            )
-        return out
-
-    def _recipe_enroll_files(self) -> dict[str, list[str]]:
-        """Recipe model id -> its enrolment audio, from the recipe's enroll list ({} if unknown)."""
-        from gmmspeaker.corpora.lists import read_enroll_list
-
-        data = self.recipe.data
-        if data.synthetic:
-            path, root = self.wd.corpus / "enroll.txt", self.wd.corpus
-        elif data.enroll:
-            path, root = Path(data.enroll), data.root
-        else:
-            return {}
-        try:
-            return {
-                e.model_id: [str(u.path) for u in e.utterances]
-                for e in read_enroll_list(path, root=root, check_exists=False)
-            }
-        except GmmSpeakerError as exc:
-            logger.info("recipe enrolment files unknown: %s", exc)
-            return {}
+        return list_models(self.wd, self.recipe, self._leaves[0], self.users)
 
     def unenroll(self, model_id: str) -> str | None:
         """Remove a user model from every system (atomically; other user models are kept).
@@ -928,56 +443,8 @@ class Experiment:
             ``model_id`` is not a user model (a recipe model is named as such: it comes
             from the recipe's enroll list, remove it there and run the recipe again).
         """
-        import h5py
-
         model_id = str(model_id)
-        with _user_lock(self.wd):
-            found = False
-            for leaf in self._leaves:
-                s = leaf.system
-                path = self.wd.user_models(s.name)
-                if not path.exists():
-                    continue
-                old = s.load_models_file(path)
-                ids = list(s.model_ids(old))
-                if model_id not in ids:
-                    continue
-                found = True
-                with h5py.File(path, "r") as h5:
-                    rec = {
-                        k: json.loads(str(h5.attrs.get(k, "{}")))
-                        for k in ("audio", "deps", "seconds", "info")
-                    }
-                    old_z = np.asarray(h5["model_cohort"][()]) if "model_cohort" in h5 else None
-                keep = [i for i, x in enumerate(ids) if x != model_id]
-                if not keep:
-                    path.unlink()
-                    leaf.user_models, leaf.user_z = None, None
-                    continue
-                models = s.subset(old, keep)
-                z = old_z[keep] if old_z is not None else None
-                rec = {k: {m: v for m, v in d.items() if m != model_id} for k, d in rec.items()}
-                self._save_user(leaf, models, z, rec["audio"], rec["deps"], rec["seconds"], rec["info"])
-                leaf.user_models, leaf.user_z = models, z
-            if not found:
-                recipe_ids = self._leaves[0].system.model_ids(self._leaves[0].recipe_models)
-                if model_id in recipe_ids:
-                    raise ModelError(
-                        f"{self.workdir}: {model_id!r} is a recipe model (from the recipe's enroll list), not a "
-                        "user model: remove it from the enroll list and run the recipe again"
-                    )
-                users = sorted(self.user_audio)
-                raise ModelError(
-                    f"{self.workdir}: no user model {model_id!r} (user models: {', '.join(users) or 'none'})"
-                )
-        for d in (
-            self.user_audio,
-            self.user_seconds,
-            self.user_info,
-            self._user_deps,
-            self.stale_user_models,
-        ):
-            d.pop(model_id, None)
+        self.users.remove(self.wd, self._leaves, model_id)
         self._combine()
         restored = model_id if model_id in self.model_ids else None
         logger.debug(
@@ -1002,23 +469,7 @@ class Experiment:
         self, paths: Sequence[PathLike], *, channel: int | str | None = None, on_bad_audio: str = "error"
     ) -> tuple[Tests, dict[int, str]]:
         """The usable files as tests, and ``{position: error}`` of those skipped (``on_bad_audio="skip"``)."""
-        if on_bad_audio not in ("error", "skip"):
-            raise ConfigError(f"on_bad_audio must be 'error' or 'skip', got {on_bad_audio!r}")
-        ids, source, kept, errors = [], {}, [], {}
-        for i, p in enumerate(paths):
-            try:
-                X = self.features(p, channel=channel)
-            except (AudioError, DataError) as exc:
-                if on_bad_audio != "skip":
-                    raise
-                logger.warning("skipped %s", exc)
-                errors[i] = str(exc)
-                continue
-            u = f"audio{i}:{p}"
-            ids.append(u)
-            source[u] = X
-            kept.append(str(p))
-        return Tests(ids=ids, source=source, paths=kept), errors
+        return audio_tests(paths, lambda p: self.features(p, channel=channel), on_bad_audio=on_bad_audio)
 
     def score_trials(
         self, trials: Sequence[tuple[str, str]], tests_for: Callable[[TrainedSystem], Tests]
