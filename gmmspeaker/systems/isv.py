@@ -121,8 +121,12 @@ class Isv(TrainedSystem):
         for e in enrollments:
             utts = [u.utt_id for u in e.utterances if u.utt_id in have]
             if not utts:
+                files = ", ".join(str(u.path) for u in e.utterances[:5]) + (
+                    ", ..." if len(e.utterances) > 5 else ""
+                )
                 raise DataError(
-                    f"model {e.model_id!r}: none of its {len(e.utterances)} enrolment files has features"
+                    f"model {e.model_id!r}: none of its {len(e.utterances)} enrolment files has features "
+                    f"or statistics ({files}): check they are readable and hold speech, then run the recipe again"
                 )
             lists[e.model_id] = utts
         ids, offsets = enroll_offsets(self.model, stats, lists)
