@@ -231,15 +231,21 @@ class TrainedSystem:
             self._ubm = GaussianMixture.load(self.wd.ubm)
         return self._ubm
 
+    #: The recipe section holding the system's ``normalization`` and ``cohort_top_n``.
+    config_section: ClassVar[str] = ""
+    #: What the run stores of an utterance for this system (:meth:`stored_source`), in messages.
+    stored_what: ClassVar[str] = "features"
+
     # -- configuration ---------------------------------------------------------------
     @property
     def normalization(self) -> str:
-        """This system's score normalisation method."""
-        raise NotImplementedError
+        """This system's score normalisation method (its recipe section's ``normalization``)."""
+        return str(getattr(self.recipe, self.config_section).normalization)
 
     @property
     def cohort_top_n(self) -> int:
-        raise NotImplementedError
+        """Adaptive S-norm cohort size (its recipe section's ``cohort_top_n``)."""
+        return int(getattr(self.recipe, self.config_section).cohort_top_n)
 
     def cohort_method(self) -> str:
         """The normalisation the system's cohort statistics are stored for.
@@ -278,7 +284,16 @@ class TrainedSystem:
         return models.subset(np.asarray(rows, dtype=np.int64))
 
     def concat(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
+        """Models ``a`` then models ``b`` (either may be None or empty)."""
+        if b is None or len(b) == 0:
+            return a
+        if a is None or len(a) == 0:
+            return b
+        return self.join(a, b)
+
+    def join(self, a: Any, b: Any) -> Any:
+        """Two non-empty model sets as one (:meth:`concat` handles empty ones)."""
+        return a.concat(b)
 
     def save_models(self, models: Any, path: PathLike) -> None:
         models.save(path)
@@ -297,7 +312,11 @@ class TrainedSystem:
         """Where the run keeps its utterances in this system's form (feature store, i-vectors...)."""
         from gmmspeaker.store import FeatureStore
 
-        return FeatureStore(self.wd.features)
+        return FeatureStore(self.stored_file())
+
+    def stored_file(self) -> Path:
+        """The file (or store) :meth:`stored_source` reads."""
+        return self.wd.features
 
     def cohort_files(self) -> list[Path]:
         """Files the system's scoring stage leaves for normalising at verification."""
@@ -338,8 +357,20 @@ class TrainedSystem:
 
     # -- normalisation --------------------------------------------------------------------
     def cohort_tests(self, cohort: NormCohort) -> Tests:
-        """The cohort utterances as tests (their representation in the run's files)."""
-        raise NotImplementedError
+        """The cohort utterances as tests, from the run's files (:meth:`stored_source`).
+
+        Raises
+        ------
+        ModelError
+            A cohort utterance is missing from them (names the file and the utterance).
+        """
+        source = self.stored_source()
+        gone = [u for u in cohort.cohort_ids if u not in source]
+        if gone:
+            raise ModelError(
+                f"{self.stored_file()}: cohort utterance {gone[0]!r} has no {self.stored_what}; run the recipe again"
+            )
+        return Tests(ids=list(cohort.cohort_ids), source=source, paths=list(cohort.cohort_paths) or None)
 
     def cohort_models(self, cohort: NormCohort) -> Any:
         """One model per cohort utterance (T side)."""

@@ -49,18 +49,11 @@ class GmmUbm(TrainedSystem):
     name = "gmm_ubm"
     score_stage = "score"
     stages = ("enroll", "score")
+    config_section = "scoring"
 
     def __init__(self, wd: Any, recipe: Any) -> None:
         super().__init__(wd, recipe)
         self._cohort_models: Any = None
-
-    @property
-    def normalization(self) -> str:
-        return self.recipe.scoring.normalization
-
-    @property
-    def cohort_top_n(self) -> int:
-        return self.recipe.scoring.cohort_top_n
 
     # -- models ------------------------------------------------------------------------
     def recipe_models_file(self) -> tuple[Path, str]:
@@ -108,7 +101,7 @@ class GmmUbm(TrainedSystem):
             desc=desc,
         )
 
-    def concat(self, a: Any, b: Any) -> Any:
+    def join(self, a: Any, b: Any) -> Any:
         return concat_models(a, b)
 
     def model_signature(self, models: Any) -> str:
@@ -191,17 +184,6 @@ class GmmUbm(TrainedSystem):
         )
 
     # -- normalisation -----------------------------------------------------------------------
-    def cohort_tests(self, cohort: NormCohort) -> Tests:
-        from gmmspeaker.store import FeatureStore
-
-        store = FeatureStore(self.wd.features)
-        gone = [u for u in cohort.cohort_ids if u not in store]
-        if gone:
-            raise ModelError(
-                f"{self.wd.features}: cohort utterance {gone[0]!r} has no features; run the recipe again"
-            )
-        return Tests(ids=list(cohort.cohort_ids), source=store, paths=list(cohort.cohort_paths) or None)
-
     def prepare_cohort(self, cohort: NormCohort, *, jobs: int = 1, progress: bool = False) -> None:
         """T side: one MAP model per cohort utterance, saved beside the cohort statistics."""
         from gmmspeaker.corpora.lists import Enrollment, Utterance

@@ -30,20 +30,13 @@ class Isv(TrainedSystem):
     name = "isv"
     score_stage = "isv_score"
     stages = ("statistics", "isv_train", "isv_enroll", "isv_score")
+    config_section = "isv"
 
     def __init__(self, wd: Any, recipe: Any) -> None:
         super().__init__(wd, recipe)
         self._model: Any = None
         self._stats: Any = None
         self._stats_index: dict[str, int] | None = None
-
-    @property
-    def normalization(self) -> str:
-        return self.recipe.isv.normalization
-
-    @property
-    def cohort_top_n(self) -> int:
-        return self.recipe.isv.cohort_top_n
 
     @property
     def model(self) -> Any:
@@ -134,13 +127,6 @@ class Isv(TrainedSystem):
         order = [pos[e.model_id] for e in enrollments]
         return ISVSpeakers([e.model_id for e in enrollments], offsets[order], isv_fingerprint(self.model))
 
-    def concat(self, a: Any, b: Any) -> Any:
-        if b is None or len(b) == 0:
-            return a
-        if a is None or len(a) == 0:
-            return b
-        return a.concat(b)
-
     def model_signature(self, models: Any) -> str:
         return fingerprint([list(models.model_ids), np.asarray(models.offsets)])
 
@@ -165,17 +151,6 @@ class Isv(TrainedSystem):
         return out
 
     # -- normalisation ---------------------------------------------------------------------
-    def cohort_tests(self, cohort: NormCohort) -> Tests:
-        from gmmspeaker.store import FeatureStore
-
-        store = FeatureStore(self.wd.features)
-        gone = [u for u in cohort.cohort_ids if u not in store]
-        if gone:
-            raise ModelError(
-                f"{self.wd.features}: cohort utterance {gone[0]!r} has no features; run the recipe again"
-            )
-        return Tests(ids=list(cohort.cohort_ids), source=store, paths=list(cohort.cohort_paths) or None)
-
     def cohort_models(self, cohort: NormCohort) -> Any:
         """One model per cohort recording, enrolled from it alone (cheap: recomputed, not stored)."""
         from gmmspeaker.isv.models import ISVSpeakers, isv_fingerprint

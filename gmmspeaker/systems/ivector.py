@@ -72,19 +72,13 @@ class Ivector(TrainedSystem):
     name = "ivector"
     score_stage = "backend"
     stages = ("statistics", "tv", "extract", "backend")
+    config_section = "ivector"
+    stored_what = "i-vector"
 
     def __init__(self, wd: Any, recipe: Any) -> None:
         super().__init__(wd, recipe)
         self._parts: dict[str, Any] = {}
         self._ivectors: dict[str, FloatArray] | None = None
-
-    @property
-    def normalization(self) -> str:
-        return self.recipe.ivector.normalization
-
-    @property
-    def cohort_top_n(self) -> int:
-        return self.recipe.ivector.cohort_top_n
 
     def _part(self, name: str) -> Any:
         if name not in self._parts:
@@ -117,6 +111,9 @@ class Ivector(TrainedSystem):
 
     def stored_source(self) -> dict[str, FloatArray]:
         return self.ivectors()
+
+    def stored_file(self) -> Path:
+        return self.wd.ivectors
 
     def set_parts(self, *, ivectors: dict[str, FloatArray] | None = None, **parts: Any) -> None:
         """Use in-memory parts (``backend``, ``plda``, ``ubm``, ``tv``) and raw i-vectors instead of the files."""
@@ -170,11 +167,7 @@ class Ivector(TrainedSystem):
             vecs.append(self.transform(np.vstack(rows)))
         return IvectorModels([e.model_id for e in enrollments], vecs)
 
-    def concat(self, a: Any, b: Any) -> Any:
-        if b is None or len(b) == 0:
-            return a
-        if a is None or len(a) == 0:
-            return b
+    def join(self, a: Any, b: Any) -> Any:
         return IvectorModels([*a.model_ids, *b.model_ids], [*a.vectors, *b.vectors])
 
     def model_signature(self, models: Any) -> str:
@@ -205,15 +198,6 @@ class Ivector(TrainedSystem):
         return out
 
     # -- normalisation ---------------------------------------------------------------------------
-    def cohort_tests(self, cohort: NormCohort) -> Tests:
-        iv = self.ivectors()
-        gone = [u for u in cohort.cohort_ids if u not in iv]
-        if gone:
-            raise ModelError(
-                f"{self.wd.ivectors}: cohort utterance {gone[0]!r} has no i-vector; run the recipe again"
-            )
-        return Tests(ids=list(cohort.cohort_ids), source=iv, paths=list(cohort.cohort_paths) or None)
-
     def cohort_models(self, cohort: NormCohort) -> IvectorModels:
         iv = self.ivectors()
         C = self.transform(np.vstack([iv[u] for u in cohort.cohort_ids]))
