@@ -149,6 +149,7 @@ def cmd_features(a: argparse.Namespace) -> int:
         progress=not a.quiet,
         compression=a.compression,
         content_check=a.content_check,
+        channel=a.channel,
     )
     print(f"{len(rep.computed)} computed, {len(rep.cached)} cached, {len(rep.skipped)} skipped -> {a.out}")
     if rep.computed:
@@ -693,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--resample", action="store_true", help="resample audio of another (or, without --config, mixed) rate"
     )
+    f.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
     f.add_argument(
         "--on-bad-audio",
         choices=["error", "skip"],

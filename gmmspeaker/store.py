@@ -80,6 +80,18 @@ def config_hash(config_dict: dict[str, Any]) -> str:
     return hashlib.sha1(blob).hexdigest()
 
 
+def store_key(config_dict: dict[str, Any], channel: int | str | None = None) -> str:
+    """What a feature store's frames depend on besides the audio: the front-end configuration
+    and the channel read from multi-channel files (the hash a store records and checks).
+
+    Averaging the channels (``None`` or ``"mix"``) keeps the configuration's own hash, so
+    stores made before channels could be chosen stay valid.
+    """
+    if channel is None or channel == "mix":
+        return config_hash(config_dict)
+    return config_hash({**config_dict, "channel": int(channel)})
+
+
 class _UtteranceBar:
     """The features progress bar: it moves per utterance, as the workers finish them.
 
@@ -178,10 +190,11 @@ READ_ATTEMPTS = 3
 
 
 def _read_source(
-    src: Path, config: Any, resample: bool, content_check: bool
+    src: Path, config: Any, resample: bool, content_check: bool, channel: int | str | None = None
 ) -> tuple[Any, list[int], str | None, int]:
     """Features of one audio file with the signature (and hash) of the bytes they come from,
-    and its number of channels (several are averaged to one, as :func:`~gmmspeaker.audio.load_audio` does).
+    and its number of channels (``channel`` picks one, else they are averaged, as
+    :func:`~gmmspeaker.audio.load_audio` does).
 
     The file is stat'ed before it is read and again after: a file replaced or rewritten
     while it was read is read again (up to :data:`READ_ATTEMPTS` times), so the recorded
@@ -203,6 +216,7 @@ def _read_source(
             sample_rate=config.sample_rate,
             resample_audio=resample,
             min_samples=config.frame_length_samples,
+            channel=channel,
         )
         feats = extract(signal, config, name=str(src))
         try:
@@ -252,10 +266,13 @@ def _extract_shard(
     resample: bool,
     ticks: Any = None,
     content_check: bool = False,
+    channel: int | str | None = None,
+    store_hash: str | None = None,
 ) -> tuple[str, dict[str, dict[str, Any]], dict[str, str]]:
     """Worker: extract ``items`` [(utt_id, path)] into one shard; return metadata and failures.
 
     ``ticks``, a queue (or None), receives a 1 per utterance done, for a progress bar.
+    ``store_hash`` is the store's key (:func:`store_key`), written into the shard.
     """
     import h5py
 
@@ -270,7 +287,7 @@ def _extract_shard(
     # naming the shard and its size, never an HDF5 failure half-way (which crashed h5py)
     with atomic_h5(final) as h5:
         h5.attrs["gmmspeaker_store_version"] = STORE_VERSION
-        h5.attrs["config_hash"] = config_hash(config_dict)
+        h5.attrs["config_hash"] = store_hash or config_hash(config_dict)
         ds = h5.create_dataset(
             "frames",
             shape=(0, dim),
@@ -285,7 +302,7 @@ def _extract_shard(
         for utt_id, path in items:
             src = Path(path)
             try:
-                feats, sig, digest, channels = _read_source(src, config, resample, content_check)
+                feats, sig, digest, channels = _read_source(src, config, resample, content_check, channel)
             except (AudioError, DataError) as exc:
                 failures[utt_id] = str(exc)
                 if ticks is not None:
@@ -308,8 +325,8 @@ def _extract_shard(
             }
             if digest is not None:
                 meta[utt_id]["content"] = digest
-            if channels > 1:
-                meta[utt_id]["channels"] = channels
+            if channels > 1 and channel is None:
+                meta[utt_id]["channels"] = channels  # averaged without being asked: warned
             if ticks is not None:
                 ticks.put(1)
         h5.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
@@ -790,6 +807,7 @@ def extract_to_store(
     progress: bool = False,
     backend: str | None = None,
     content_check: bool = False,
+    channel: int | str | None = None,
 ) -> ExtractionReport:
     """Extract features of ``utterances`` into ``store_dir``, computing only what is missing.
 
@@ -820,6 +838,10 @@ def extract_to_store(
         Also hash every source file (SHA-256) and recompute an utterance whose bytes
         changed, even if its size, times and inode did not (see :func:`source_signature`
         for what the default check guarantees). Costs one read of every file per call.
+    channel : int, "mix" or None
+        Which channel of multi-channel audio to use (0 = the first); ``"mix"`` averages
+        them; None averages them with a warning naming the files. A file without the
+        asked channel is a bad file. Changing it rebuilds the store.
 
     Returns
     -------
@@ -830,7 +852,7 @@ def extract_to_store(
     store = Path(store_dir)
     store.mkdir(parents=True, exist_ok=True)
     cfg = dict(config.to_dict())
-    chash = config_hash(cfg)
+    chash = store_key(cfg, channel)
     items: list[tuple[str, Path]] = []
     seen: set[str] = set()
     for utt_id, path in utterances:
@@ -859,6 +881,7 @@ def extract_to_store(
             progress=progress,
             backend=backend,
             content_check=content_check,
+            channel=channel,
         )
 
 
@@ -876,6 +899,7 @@ def _extract_locked(
     progress: bool,
     backend: str | None,
     content_check: bool,
+    channel: int | str | None = None,
 ) -> ExtractionReport:
     """:func:`extract_to_store` holding the store's lock: no other writer is at work."""
     from joblib import Parallel, delayed
@@ -889,7 +913,7 @@ def _extract_locked(
         manifest, rebuild = None, True
     if manifest is not None and manifest.get("config_hash") != chash:
         logger.warning(
-            "%s: the store holds features of another configuration (%d utterances); "
+            "%s: the store holds features of another configuration or channel (%d utterances); "
             "rebuilding it with this one",
             store,
             len(manifest.get("utterances", {})),
@@ -961,6 +985,8 @@ def _extract_locked(
                     resample,
                     None if bar is None else bar.ticks,
                     content_check,
+                    channel,
+                    chash,
                 )
                 for s, n in zip(shards, names)
             )

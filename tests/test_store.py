@@ -345,3 +345,42 @@ def test_multichannel_audio_is_averaged_with_a_warning_naming_the_file(tmp_path,
     with caplog.at_level("WARNING", logger="gmmspeaker.store"):  # cached: said once, when computed
         extract_to_store([*utts, ("spk/call", stereo)], tmp_path / "store", CFG)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_chosen_channel_is_stored_and_changing_it_rebuilds_the_store(tmp_path, caplog):
+    """``channel=1`` stores the features of the right channel alone (no warning), ``"mix"``
+    the mean without a warning, and a store made with one channel is never served for
+    another: changing it recomputes every utterance. A file without that channel is bad
+    audio, named in the error."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(11)
+    left, right = speechlike(rng, 0.6, f0=120), speechlike(rng, 0.6, f0=230)
+    stereo = write_wav(tmp_path / "wav" / "call.wav", np.stack([left, right], axis=1), subtype="FLOAT")
+    store = tmp_path / "store"
+    with caplog.at_level("WARNING", logger="gmmspeaker.store"):
+        assert extract_to_store([("call", stereo)], store, CFG, channel=1).computed == ["call"]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    np.testing.assert_allclose(
+        FeatureStore(store).get("call"), extract(right, CFG).frames, rtol=1e-5, atol=1e-5
+    )
+    assert extract_to_store([("call", stereo)], store, CFG, channel=1).cached == ["call"]
+    # another channel: recomputed, never the right channel's frames served again
+    assert extract_to_store([("call", stereo)], store, CFG, channel=0).computed == ["call"]
+    np.testing.assert_allclose(
+        FeatureStore(store).get("call"), extract(left, CFG).frames, rtol=1e-5, atol=1e-5
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gmmspeaker.store"):
+        assert extract_to_store([("call", stereo)], store, CFG, channel="mix").computed == ["call"]
+    assert not [r for r in caplog.records if "channels" in r.getMessage()]
+    mix = ((left.astype(np.float64) + right) / 2).astype(np.float32)
+    np.testing.assert_allclose(
+        FeatureStore(store).get("call"), extract(mix, CFG).frames, rtol=1e-5, atol=1e-5
+    )
+    # "mix" and the default average alike: the store stays valid between them
+    assert extract_to_store([("call", stereo)], store, CFG).cached == ["call"]
+    mono = write_wav(tmp_path / "wav" / "mono.wav", left)
+    assert sf.info(str(mono)).channels == 1
+    with pytest.raises(DataError, match=r"mono\.wav.*channel 1 does not exist"):
+        extract_to_store([("mono", mono)], tmp_path / "store2", CFG, channel=1)

@@ -207,6 +207,10 @@ class DataConfig:
     content_check : also hash every audio file (SHA-256) on each run and recompute the
         features of a file whose bytes changed; by default a file counts as unchanged while
         its size, times and inode are (see :func:`gmmspeaker.store.source_signature`).
+    channel : which channel of multi-channel audio the features describe: 0 = the first
+        (left), 1 = the second, ...; ``mix`` averages the channels; by default they are
+        averaged with a warning naming the files. A file without that channel is bad
+        audio (see ``on_bad_audio``); changing it recomputes the features.
     """
 
     root: Path | None = None
@@ -219,6 +223,7 @@ class DataConfig:
     resample: bool = False
     train: Path | None = None
     content_check: bool = False
+    channel: int | str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -476,6 +481,10 @@ def _check_type(value: Any, typ: Any, where: str, key: str) -> Any:
             return tuple(_check_type(v, inner.__name__, where, key) for v in items)
         except ConfigError:
             raise ConfigError(f"{where}: '{key}' must be a list of {inner.__name__}, got {value!r}") from None
+    if t.startswith("int | str"):  # a channel: an index from 0, or "mix"
+        if value == "mix" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise ConfigError(f"{where}: '{key}' must be a channel number (0 = first) or mix, got {value!r}")
     if t.startswith("bool"):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")

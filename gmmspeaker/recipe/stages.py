@@ -267,7 +267,10 @@ def _body_features(run: Run) -> Any:
         except OSError:
             s = None
         sig.append((u.utt_id, str(u.path), s))
-    return {"features": r.features, "resample": r.data.resample, "on_bad_audio": r.on_bad_audio, "files": sig}
+    body = {"features": r.features, "resample": r.data.resample, "on_bad_audio": r.on_bad_audio, "files": sig}
+    if r.data.channel not in (None, "mix"):  # averaged channels: the fingerprint of before
+        body["channel"] = r.data.channel
+    return body
 
 
 def _body_score(run: Run) -> Any:
@@ -335,6 +338,7 @@ def _run_features(run: Run) -> dict[str, Any]:
         resample=r.data.resample,
         progress=run.progress,
         content_check=r.data.content_check,
+        channel=r.data.channel,
     )
     store = run.store()
     kept = sum(store.n_frames(u) for u in store.ids)
