@@ -51,9 +51,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +61,11 @@ import numpy as np
 from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.ivector.em_driver import Checkpoint, n_cores, run_em
 from gmmspeaker.ivector.stats import UtteranceStats
 from gmmspeaker.ivector.tv import TVAccumulators, packed_gram, tv_estep, tv_m_step
 
-__all__ = ["ISVModel", "ISVBatch", "isv_estep", "train_isv", "speaker_offsets_mean_field", "read_stats_rows"]
+__all__ = ["ISVModel", "ISVBatch", "isv_estep", "train_isv", "speaker_offsets_mean_field"]
 
 logger = logging.getLogger(__name__)
 
@@ -369,36 +367,6 @@ def _group(stats: UtteranceStats | PathLike, speakers: Mapping[str, str]) -> _Gr
     return _Grouped(st, path, order, starts, int(K), int(D), fp, ids)
 
 
-def read_stats_rows(path: PathLike, ids: Sequence[str]) -> UtteranceStats:
-    """The rows of ``ids`` (in that order) of a statistics file, reading only those rows.
-
-    Raises
-    ------
-    DataError
-        An id the file does not hold (the message names it and the file).
-    """
-    import h5py
-
-    from gmmspeaker.ivector.stats import stats_ids
-
-    index = {u: i for i, u in enumerate(stats_ids(path))}
-    missing = [u for u in ids if u not in index]
-    if missing:
-        raise DataError(f"{path}: no statistics for {missing[0]!r}")
-    idx = np.asarray([index[u] for u in ids], dtype=np.intp)
-    with h5py.File(path, "r") as h5:
-        fp = h5.attrs.get("ubm_fingerprint", "")
-        fp = fp.decode() if isinstance(fp, bytes) else str(fp)
-        if idx.size == 0:
-            K, KD = int(h5["n"].shape[1]), int(h5["f"].shape[1])
-            return UtteranceStats([], np.empty((0, K)), np.empty((0, KD)), fp)
-        uniq = np.unique(idx)  # h5py reads increasing, distinct rows
-        n = np.asarray(h5["n"][uniq], dtype=np.float64)
-        f = np.asarray(h5["f"][uniq], dtype=np.float64)
-    pos = np.searchsorted(uniq, idx)
-    return UtteranceStats(list(ids), n[pos], f[pos], fp)
-
-
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------
@@ -414,19 +382,6 @@ def _initial_U(src: _Grouped, rank: int, rng: np.random.Generator, batch_size: i
         sn2 += float(np.einsum("ij,ij->", n, n))
     s2 = max(sf - src.D * sn, 1e-3 * sf) / (src.D * max(rank, 1) * max(sn2, 1e-300))
     return rng.standard_normal((rank, src.K * src.D)) * np.sqrt(s2)
-
-
-def _n_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _backend_name() -> str:
-    from joblib.parallel import get_active_backend
-
-    return type(get_active_backend()[0]).__name__
 
 
 def _batch_task(
@@ -462,7 +417,7 @@ def _estep_all(
     batches = src.batches(batch_size)
     file_rows = src.stats is None
     if n_jobs == 1 or len(batches) == 1:
-        nt = _n_cores()
+        nt = n_cores()
         parts: Any = (
             isv_estep(U, d, *src.rows(a, b), x_prev[a:b], s, gram=gram, n_threads=nt, dtype=dtype)
             for a, b, s in batches
@@ -558,65 +513,43 @@ def train_isv(
     if rank > src.K * src.D:
         raise ConfigError(f"ISV: rank {rank} exceeds the supervector size {src.K * src.D}")
     d = 1.0 / np.sqrt(relevance)
-    ck = Path(checkpoint) if checkpoint is not None else None
-    key = _checkpoint_key(src, rank, relevance, min_divergence, dt.name) if ck is not None else ""
-    start, trace, U, x = 0, [], None, None
-    if ck is not None and ck.is_file():
-        try:
-            arrays, attrs = read_h5(ck, _CKPT_FORMAT, ("U", "x"))
-            if str(attrs.get("key", "")) == key:
-                U = np.asarray(arrays["U"], dtype=np.float64).reshape(rank, src.K * src.D)
-                x = np.asarray(arrays["x"], dtype=np.float64).reshape(src.n_utts, rank)
-                start = int(attrs["iteration"])
-                trace = [float(v) for v in np.atleast_1d(attrs.get("log_likelihood", []))]
-                logger.info("%s: resuming ISV training after iteration %d", ck, start)
-            else:
-                logger.warning("%s: checkpoint is for other options or data; starting afresh", ck)
-        except ModelError as exc:
-            logger.warning("%s: unreadable checkpoint (%s); starting afresh", ck, exc)
-    if U is None or x is None:
-        U = _initial_U(src, rank, rng, batch_size)
-        x = np.zeros((src.n_utts, rank))
-    its: Any = range(start, iterations)
-    if progress:
-        from tqdm.auto import tqdm
+    ck = None
+    if checkpoint is not None:
+        key = _checkpoint_key(src, rank, relevance, min_divergence, dt.name)
+        ck = Checkpoint(
+            Path(checkpoint), _CKPT_FORMAT, key, {"U": (rank, src.K * src.D), "x": (src.n_utts, rank)}
+        )
 
-        its = tqdm(its, total=max(0, iterations - start), desc="U matrix", unit="it")
-    backend = _backend_name() if n_jobs != 1 else ""
-    tmpdir = None
-    if n_jobs != 1 and not backend.startswith("Dask"):
-        if tmp_dir is not None:
-            Path(tmp_dir).mkdir(parents=True, exist_ok=True)
-        tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-isv-", dir=None if tmp_dir is None else str(tmp_dir))
-    try:
-        for it in its:
-            acc, elbo, x = _estep_all(src, U, d, x, batch_size, n_jobs, tmpdir, dt.name)
-            trace.append(elbo)
-            if rank:
-                U = tv_m_step(acc, U, src.K, _n_cores())
-                if min_divergence:
-                    iu = np.triu_indices(rank)
-                    S = np.zeros((rank, rank))
-                    S[iu] = acc.S
-                    S = S + np.triu(S, 1).T
-                    G = np.linalg.cholesky(S / acc.n_utterances)
-                    U = G.T @ U
-                    x = np.linalg.solve(G, x.T).T
-            logger.info(
-                "U-matrix EM iteration %d/%d: ELBO %.6g per recording", it + 1, iterations, elbo / src.n_utts
-            )
-            if ck is not None:
-                write_h5(
-                    ck,
-                    _CKPT_FORMAT,
-                    {"U": U, "x": x},
-                    {"key": key, "iteration": it + 1, "log_likelihood": np.asarray(trace, dtype=np.float64)},
-                )
-    finally:
-        if backend == "LokyBackend":
-            from joblib.externals.loky import get_reusable_executor
+    def step(params: dict[str, np.ndarray], tmpdir: str | None) -> tuple[dict[str, np.ndarray], float]:
+        U = params["U"]
+        acc, elbo, x = _estep_all(src, U, d, params["x"], batch_size, n_jobs, tmpdir, dt.name)
+        if rank:
+            U = tv_m_step(acc, U, src.K, n_cores())
+            if min_divergence:
+                iu = np.triu_indices(rank)
+                S = np.zeros((rank, rank))
+                S[iu] = acc.S
+                S = S + np.triu(S, 1).T
+                G = np.linalg.cholesky(S / acc.n_utterances)
+                U = G.T @ U
+                x = np.linalg.solve(G, x.T).T
+        return {"U": U, "x": x}, elbo
 
-            get_reusable_executor(reuse=True).shutdown(wait=True)
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+    params, trace = run_em(
+        step,
+        lambda: {"U": _initial_U(src, rank, rng, batch_size), "x": np.zeros((src.n_utts, rank))},
+        iterations=iterations,
+        checkpoint=ck,
+        n_jobs=n_jobs,
+        tmp_dir=tmp_dir,
+        log=logger,
+        tag="isv",
+        name="U-matrix",
+        what="ISV",
+        objective="ELBO",
+        n_units=src.n_utts,
+        unit="recording",
+        progress=progress,
+    )
+    U = params["U"]
     return ISVModel(U, relevance, src.K, src.D, src.fingerprint, tuple(trace))

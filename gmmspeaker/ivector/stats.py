@@ -29,7 +29,15 @@ from gmmspeaker.errors import DataError, ModelError
 from gmmspeaker.gmm.map import ubm_fingerprint
 from gmmspeaker.gmm.stats import accumulate, as_params
 
-__all__ = ["UtteranceStats", "baum_welch", "compute_stats", "stats_from_store", "stats_ids", "write_stats"]
+__all__ = [
+    "UtteranceStats",
+    "baum_welch",
+    "compute_stats",
+    "read_stats_rows",
+    "stats_from_store",
+    "stats_ids",
+    "write_stats",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +185,34 @@ def stats_ids(path: PathLike) -> list[str]:
             return [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
     except (OSError, KeyError) as exc:
         raise ModelError(f"{path}: statistics file not readable ({exc})") from None
+
+
+def read_stats_rows(path: PathLike, ids: Sequence[str]) -> UtteranceStats:
+    """The rows of ``ids`` (in that order) of a statistics file, reading only those rows.
+
+    Raises
+    ------
+    DataError
+        An id the file does not hold (the message names it and the file).
+    """
+    import h5py
+
+    index = {u: i for i, u in enumerate(stats_ids(path))}
+    missing = [u for u in ids if u not in index]
+    if missing:
+        raise DataError(f"{path}: no statistics for {missing[0]!r}")
+    idx = np.asarray([index[u] for u in ids], dtype=np.intp)
+    with h5py.File(path, "r") as h5:
+        fp = h5.attrs.get("ubm_fingerprint", "")
+        fp = fp.decode() if isinstance(fp, bytes) else str(fp)
+        if idx.size == 0:
+            K, KD = int(h5["n"].shape[1]), int(h5["f"].shape[1])
+            return UtteranceStats([], np.empty((0, K)), np.empty((0, KD)), fp)
+        uniq = np.unique(idx)  # h5py reads increasing, distinct rows
+        n = np.asarray(h5["n"][uniq], dtype=np.float64)
+        f = np.asarray(h5["f"][uniq], dtype=np.float64)
+    pos = np.searchsorted(uniq, idx)
+    return UtteranceStats(list(ids), n[pos], f[pos], fp)
 
 
 def _whitening(ubm: Any) -> tuple[FloatArray, FloatArray]:

@@ -37,8 +37,6 @@ import functools
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +47,7 @@ import numpy as np
 from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
+from gmmspeaker.ivector.em_driver import Checkpoint, n_cores, run_em
 from gmmspeaker.ivector.stats import UtteranceStats
 
 __all__ = [
@@ -668,13 +667,6 @@ def _check_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
-def _n_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def _batches(U: int, batch_size: int) -> list[tuple[int, int]]:
     bs = max(1, int(batch_size))
     return [(a, min(U, a + bs)) for a in range(0, U, bs)]
@@ -695,28 +687,6 @@ def _estep_task(T_ref: Any, gram_ref: Any, view: Any, dtype: str) -> TVAccumulat
     return tv_estep(np.asarray(T), n, f, gram=np.asarray(gram), dtype=dtype)
 
 
-def _backend_name() -> str:
-    """Class name of the active joblib backend (``LokyBackend``, ``DaskDistributedBackend`` ...)."""
-    from joblib.parallel import get_active_backend
-
-    return type(get_active_backend()[0]).__name__
-
-
-def _release_loky_workers() -> None:
-    """Shut down the worker processes joblib's loky backend keeps for reuse.
-
-    loky keeps its workers alive for 300 s after a call, for the next one. A process
-    started by :mod:`multiprocessing` joins all its live children when its target returns,
-    *before* the interpreter's exit hooks that would stop loky run, so such a process
-    (a benchmark's or a server's child) hung for those 300 s after training. Training
-    holds the workers for all its iterations and releases them when it returns.
-    """
-    from joblib.externals.loky import get_reusable_executor
-
-    # reuse=True returns the running executor as it is (no resize, no new workers)
-    get_reusable_executor(reuse=True).shutdown(wait=True)
-
-
 def _map_reduce(
     src: _Source,
     T: np.ndarray,
@@ -731,7 +701,7 @@ def _map_reduce(
 
     batches = _batches(src.n_utts, batch_size)
     if n_jobs == 1 or len(batches) == 1:
-        nt = _n_cores()
+        nt = n_cores()
         parts: Iterator[TVAccumulators] = (
             tv_estep(T, *src.rows(a, b), gram=gram, n_threads=nt, dtype=dtype) for a, b in batches
         )
@@ -828,34 +798,6 @@ def _checkpoint_key(src: _Source, rank: int, min_divergence: bool, dtype: str) -
     )
 
 
-def _load_checkpoint(path: Path, key: str) -> tuple[np.ndarray, int, list[float]] | None:
-    if not path.is_file():
-        return None
-    try:
-        arrays, attrs = read_h5(path, _CKPT_FORMAT, ("T",))
-    except ModelError as exc:
-        logger.warning("%s: unreadable checkpoint (%s); starting afresh", path, exc)
-        return None
-    if str(attrs.get("key", "")) != key:
-        logger.warning("%s: checkpoint is for other options or data; starting afresh", path)
-        return None
-    trace = [float(x) for x in np.atleast_1d(attrs.get("log_likelihood", []))]
-    return np.asarray(arrays["T"], dtype=np.float64), int(attrs["iteration"]), trace
-
-
-def _save_checkpoint(path: Path, key: str, T: np.ndarray, iteration: int, trace: list[float]) -> None:
-    write_h5(
-        path,
-        _CKPT_FORMAT,
-        {"T": T},
-        {
-            "key": key,
-            "iteration": int(iteration),
-            "log_likelihood": np.asarray(trace, dtype=np.float64),
-        },
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------
@@ -937,49 +879,38 @@ def train_tv(
     src = _open_source(stats, utterances)
     if rank > src.K * src.D:
         raise ConfigError(f"total variability: rank {rank} exceeds the supervector size {src.K * src.D}")
-    ck_path = Path(checkpoint) if checkpoint is not None else None
-    key = _checkpoint_key(src, rank, min_divergence, dt.name) if ck_path is not None else ""
-    start, trace, T = 0, [], None
-    if ck_path is not None:
-        state = _load_checkpoint(ck_path, key)
-        if state is not None:
-            T, start, trace = state
-            logger.info("%s: resuming total-variability training after iteration %d", ck_path, start)
-    if T is None:
-        T = _initial_T(src, rank, rng, batch_size)
-    its: Any = range(start, iterations)
-    if progress:
-        from tqdm.auto import tqdm
+    ck = None
+    if checkpoint is not None:
+        key = _checkpoint_key(src, rank, min_divergence, dt.name)
+        ck = Checkpoint(Path(checkpoint), _CKPT_FORMAT, key, {"T": (rank, src.K * src.D)})
 
-        its = tqdm(its, total=max(0, iterations - start), desc="T matrix", unit="it")
-    backend = _backend_name() if n_jobs != 1 else ""
-    tmpdir = None
-    if n_jobs != 1 and not backend.startswith("Dask"):
-        if tmp_dir is not None:
-            Path(tmp_dir).mkdir(parents=True, exist_ok=True)
-        tmpdir = tempfile.mkdtemp(prefix="gmmspeaker-tv-", dir=None if tmp_dir is None else str(tmp_dir))
-    try:
-        for it in its:
-            gram = packed_gram(T, src.K, n_threads=_n_cores()).astype(dt, copy=False)
-            acc = _map_reduce(src, T.astype(dt, copy=False), gram, batch_size, n_jobs, tmpdir, dt.name)
-            del gram
-            trace.append(acc.loglik)
-            T = tv_m_step(acc, T, src.K, _n_cores())
-            if min_divergence:
-                T = _min_divergence(T, acc, _n_cores())
-            logger.info(
-                "T-matrix EM iteration %d/%d: objective %.6g per utterance",
-                it + 1,
-                iterations,
-                acc.loglik / acc.n_utterances,
-            )
-            if ck_path is not None:
-                _save_checkpoint(ck_path, key, T, it + 1, trace)
-    finally:
-        if backend == "LokyBackend":
-            _release_loky_workers()
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+    def step(params: dict[str, np.ndarray], tmpdir: str | None) -> tuple[dict[str, np.ndarray], float]:
+        T = params["T"]
+        gram = packed_gram(T, src.K, n_threads=n_cores()).astype(dt, copy=False)
+        acc = _map_reduce(src, T.astype(dt, copy=False), gram, batch_size, n_jobs, tmpdir, dt.name)
+        del gram
+        T = tv_m_step(acc, T, src.K, n_cores())
+        if min_divergence:
+            T = _min_divergence(T, acc, n_cores())
+        return {"T": T}, acc.loglik
+
+    params, trace = run_em(
+        step,
+        lambda: {"T": _initial_T(src, rank, rng, batch_size)},
+        iterations=iterations,
+        checkpoint=ck,
+        n_jobs=n_jobs,
+        tmp_dir=tmp_dir,
+        log=logger,
+        tag="tv",
+        name="T-matrix",
+        what="total-variability",
+        objective="objective",
+        n_units=src.n_utts,
+        unit="utterance",
+        progress=progress,
+    )
+    T = params["T"]
     return TotalVariability(T, src.K, src.D, src.fingerprint, tuple(trace))
 
 
@@ -1031,7 +962,7 @@ def extract_ivectors(
     _check_model(tv, src)
     T = np.asarray(tv.T, dtype=np.float64)
     dt = _check_dtype(dtype)
-    nt = _n_cores() if n_threads is None else int(n_threads)
+    nt = n_cores() if n_threads is None else int(n_threads)
     gram = packed_gram(T, src.K, n_threads=nt).astype(dt, copy=False)
     Td = T.astype(dt, copy=False)
     out = np.empty((src.n_utts, tv.rank))
@@ -1053,7 +984,7 @@ def tv_log_likelihood(
     src = _open_source(stats)
     _check_model(tv, src)
     T = np.asarray(tv.T, dtype=np.float64)
-    nt = _n_cores()
+    nt = n_cores()
     gram = packed_gram(T, src.K, n_threads=nt)
     total = 0.0
     for a, b in _batches(src.n_utts, batch_size):

@@ -590,8 +590,7 @@ def _run_isv_train(run: Run) -> dict[str, Any]:
 
 
 def _run_isv_enroll(run: Run) -> dict[str, Any]:
-    from gmmspeaker.isv.train import read_stats_rows
-    from gmmspeaker.ivector.stats import stats_ids
+    from gmmspeaker.ivector.stats import read_stats_rows, stats_ids
 
     have = set(stats_ids(run.wd.ivector_stats))
     ids = sorted({u.utt_id for e in run.enrollments for u in e.utterances} & have)

@@ -249,6 +249,50 @@ def test_checkpoint_resume_gives_the_same_U(tmp_path, rng):
     assert resumed.log_likelihood == full.log_likelihood
 
 
+def test_the_checkpoint_keys_on_the_data_and_settings_not_the_package_version(
+    tmp_path, rng, monkeypatch, caplog
+):
+    import logging
+
+    import gmmspeaker
+
+    stats, speakers, _ = isv_stats(rng, S=8, H=3, K=5, D=2, R=2)
+    kw = dict(rank=2, relevance=4.0, batch_size=10)
+    full = train_isv(stats, speakers, iterations=4, rng=np.random.default_rng(3), **kw)
+    ck = tmp_path / "ck.h5"
+    train_isv(stats, speakers, iterations=2, rng=np.random.default_rng(3), checkpoint=ck, **kw)
+    # a package upgrade alone: the checkpoint of the same data and settings is resumed from
+    monkeypatch.setattr(gmmspeaker, "__version__", gmmspeaker.__version__ + ".post1")
+    with caplog.at_level(logging.INFO, logger="gmmspeaker.isv.train"):
+        resumed = train_isv(stats, speakers, iterations=4, rng=np.random.default_rng(99), checkpoint=ck, **kw)
+    assert "resuming ISV training after iteration 2" in caplog.text
+    np.testing.assert_array_equal(resumed.U, full.U)
+    # other data (one recording's statistics changed): the checkpoint (now after iteration 4)
+    # is ignored and training starts afresh; trusted, it would return U of the old data
+    n = stats.n.copy()
+    n[0, 0] += 1.0
+    changed = UtteranceStats(list(stats.ids), n, stats.f.copy(), stats.ubm_fingerprint)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gmmspeaker.isv.train"):
+        again = train_isv(changed, speakers, iterations=4, rng=np.random.default_rng(3), checkpoint=ck, **kw)
+    assert "checkpoint is for other options or data; starting afresh" in caplog.text
+    fresh = train_isv(changed, speakers, iterations=4, rng=np.random.default_rng(3), **kw)
+    np.testing.assert_array_equal(again.U, fresh.U)
+    assert not np.array_equal(again.U, full.U)
+    # other settings (the relevance factor) likewise
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gmmspeaker.isv.train"):
+        train_isv(
+            changed,
+            speakers,
+            iterations=4,
+            rng=np.random.default_rng(3),
+            checkpoint=ck,
+            **{**kw, "relevance": 8.0},
+        )
+    assert "starting afresh" in caplog.text
+
+
 def test_save_load_and_errors(tmp_path, rng):
     stats, speakers, _ = isv_stats(rng, S=4, H=2, K=3, D=2, R=1)
     m = train_isv(stats, speakers, rank=1, relevance=4.0, iterations=1, rng=rng)
@@ -270,7 +314,7 @@ def test_save_load_and_errors(tmp_path, rng):
     )
     np.testing.assert_array_equal(a.U, b.U)
     stats.save(tmp_path / "st.h5")
-    from gmmspeaker.isv.train import read_stats_rows
+    from gmmspeaker.ivector.stats import read_stats_rows
 
     sub = read_stats_rows(tmp_path / "st.h5", ["s001-1", "s000-0", "s001-1"])
     np.testing.assert_array_equal(sub.f, stats.f[[3, 0, 3]])
