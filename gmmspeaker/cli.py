@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,19 +265,36 @@ def cmd_verify(a: argparse.Namespace) -> int:
         channel=a.channel,
         on_bad_audio=a.on_bad_audio,
     )
-    if a.json:
-        for r in results:
-            print(json.dumps(r.to_dict()))
-        return _batch_status(results)
-    first = results[0]
-    print(f"threshold {first.threshold:.4f}: {first.threshold_source}")
-    for r in results:
-        if r.error is not None:
-            print(f"{r.audio}  skipped: {r.error}")
-            continue
+
+    def lines(r: Any) -> list[str]:
         cal = "" if r.calibrated_llr is None else f"  calibrated LLR {r.calibrated_llr:8.4f}"
         norm = "" if exp.normalization == "none" else f"  score ({exp.normalization}) {r.score:8.4f}"
-        print(f"{r.audio}  model {r.model}  raw LLR {r.raw_llr:8.4f}{norm}{cal}  {r.decision}")
+        return [f"{r.audio}  model {r.model}  raw LLR {r.raw_llr:8.4f}{norm}{cal}  {r.decision}"]
+
+    first = results[0]
+    header = f"threshold {first.threshold:.4f}: {first.threshold_source}"
+    return _print_batch(results, as_json=a.json, header=header, skipped="  skipped: ", lines=lines)
+
+
+def _print_batch(
+    results: list[Any], *, as_json: bool, header: str | None, skipped: str, lines: Callable[[Any], list[str]]
+) -> int:
+    """Print a verify/identify batch and return its exit status.
+
+    ``--json``: one object per file (skipped files too, with their ``error``); else the
+    ``header``, then per file ``lines(result)``, or ``audio + skipped + error`` for a file
+    skipped as unusable.
+    """
+    if not as_json and header is not None:
+        print(header)
+    for r in results:
+        if as_json:
+            print(json.dumps(r.to_dict()))
+        elif r.error is not None:
+            print(f"{r.audio}{skipped}{r.error}")
+        else:
+            for line in lines(r):
+                print(line)
     return _batch_status(results)
 
 
@@ -296,17 +314,13 @@ def cmd_identify(a: argparse.Namespace) -> int:
     results = exp.identify(
         a.audio, top_n=a.top_n, threshold=a.threshold, channel=a.channel, on_bad_audio=a.on_bad_audio
     )
-    for r in results:
-        if a.json:
-            print(json.dumps(r.to_dict()))
-            continue
-        if r.error is not None:
-            print(f"{r.audio}: skipped: {r.error}")
-            continue
-        print(f"{r.audio}: {r.decision}")
-        for rank, (m, sc) in enumerate(r.ranking, 1):
-            print(f"  {rank:2d}. {m:<20} {sc:8.4f}")
-    return _batch_status(results)
+
+    def lines(r: Any) -> list[str]:
+        return [f"{r.audio}: {r.decision}"] + [
+            f"  {rank:2d}. {m:<20} {sc:8.4f}" for rank, (m, sc) in enumerate(r.ranking, 1)
+        ]
+
+    return _print_batch(results, as_json=a.json, header=None, skipped=": skipped: ", lines=lines)
 
 
 def cmd_models(a: argparse.Namespace) -> int:
@@ -614,6 +628,21 @@ class _HelpFormatter(argparse.HelpFormatter):
 _QUIET_HELP = "warnings and errors only: no progress bars, no information lines"
 _DEBUG_HELP = "show tracebacks and debug logs"
 _EXPDIR_HELP = "a trained experiment: the workdir of a 'gmmspeaker run'"
+
+
+def _audio_batch_args(p: argparse.ArgumentParser, verb: str) -> None:
+    """EXPDIR and AUDIO... of verify and identify."""
+    p.add_argument("expdir", metavar="EXPDIR", help=_EXPDIR_HELP)
+    p.add_argument("audio", nargs="+", metavar="AUDIO", help=f"audio files to {verb}")
+
+
+def _audio_batch_options(p: argparse.ArgumentParser) -> None:
+    """--json, --channel and --on-bad-audio of verify and identify."""
+    p.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    p.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
+    p.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=_BAD_AUDIO_HELP)
+
+
 _JOBS_HELP = "parallel workers (-1 = every core this process may use)"
 _ROOT_HELP = "corpus root the list's relative paths start from (default: the list's folder)"
 
@@ -773,8 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sampling rate is resampled to the experiment's; for multi-channel audio choose --channel. "
         "The default threshold is the EER threshold of the experiment's own trials.",
     )
-    vf.add_argument("expdir", metavar="EXPDIR", help=_EXPDIR_HELP)
-    vf.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files to verify")
+    _audio_batch_args(vf, "verify")
     vf.add_argument("--model", required=True, metavar="ID", help="the claimed model id (required)")
     how = vf.add_mutually_exclusive_group()
     how.add_argument("--threshold", type=float, help="accept when the score reaches this value")
@@ -783,26 +811,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=_p_target,
         help="Bayes threshold -logit(P) on the calibrated LLR (needs data.dev_trials in the recipe)",
     )
-    vf.add_argument("--json", action="store_true", help="one JSON object per line and file")
-    vf.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
-    vf.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=_BAD_AUDIO_HELP)
+    _audio_batch_options(vf)
     vf.set_defaults(func=cmd_verify, audio_args=True)
 
     idf = add_sub(
         "identify",
         help="rank the enrolled models of a trained experiment on audio files",
-        description="Rank every enrolled model on each audio file by raw LLR (closed set), or say "
-        "'unknown' below a --threshold (open set).",
+        description="Rank every enrolled model on each audio file by its score (closed set), or say "
+        "'unknown' below a --threshold (open set). The score is the one verify reports and decides on "
+        "for the same model and file: normalised as the recipe says (Z/T/ZT/S/AS-norm), fused in a "
+        "fusion; the raw LLR when the recipe does not normalise.",
     )
-    idf.add_argument("expdir", metavar="EXPDIR", help=_EXPDIR_HELP)
-    idf.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files to identify")
+    _audio_batch_args(idf, "identify")
     idf.add_argument("--top-n", type=int, default=5, help="models listed per file")
     idf.add_argument(
-        "--threshold", type=float, help="open set: 'unknown' when the best raw LLR is below this"
+        "--threshold",
+        type=float,
+        help="open set: 'unknown' when the best score is below this (on verify's score scale)",
     )
-    idf.add_argument("--json", action="store_true", help="one JSON object per line and file")
-    idf.add_argument("--channel", type=_channel, help=_CHANNEL_HELP)
-    idf.add_argument("--on-bad-audio", choices=["error", "skip"], default="error", help=_BAD_AUDIO_HELP)
+    _audio_batch_options(idf)
     idf.set_defaults(func=cmd_identify, audio_args=True)
 
     ms = add_sub(

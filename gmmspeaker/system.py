@@ -495,18 +495,18 @@ class Experiment:
         return scored[0][0], scored[0][1], per
 
     def score_matrix(self, tests_for: Callable[[TrainedSystem], Tests]) -> FloatArray:
-        """Every model on every test, (n_models, n_tests): raw scores of one system, fused scores of a fusion.
+        """Every model on every test, (n_models, n_tests): the score :meth:`verify` reports.
 
-        What :meth:`identify` ranks and the recipe's identification evaluation measures.
+        That is the system score decisions are made on: raw normalised as the recipe says
+        (one system), fused (a fusion). What :meth:`identify` ranks and the recipe's
+        identification evaluation measures; a normalised score depends only on its own
+        model and test, so it is the same whichever models and tests are scored with it.
         """
-        if not isinstance(self.system, Fused):
-            leaf = self._leaves[0]
-            return leaf.system.score_matrix(leaf.models, leaf.system.represent(tests_for(leaf.system)))
         ids = self.model_ids
         test_ids = tests_for(self._leaves[0].system).ids
         trials = [(m, u) for u in test_ids for m in ids]
-        _, fused, _ = self.score_trials(trials, tests_for)
-        return fused.reshape(len(test_ids), len(ids)).T
+        _, score, _ = self.score_trials(trials, tests_for)
+        return score.reshape(len(test_ids), len(ids)).T
 
     def calibration(self) -> Any | None:
         """The run's :class:`~gmmspeaker.scoring.calibration.LinearCalibration`, or None."""
@@ -672,8 +672,9 @@ class Experiment:
     ) -> list[IdentifyResult]:
         """Rank every enrolled model on each audio file.
 
-        One system: by raw score (all models of a system share its UBM / back end, so raw
-        scores compare across models); a fusion: by fused score.
+        By the score :meth:`verify` reports for the same model and file (normalised as the
+        recipe says for one system, fused in a fusion; the raw score without
+        normalisation), so a ranking's scores and ``threshold`` are on verify's scale.
 
         Parameters
         ----------
@@ -681,7 +682,8 @@ class Experiment:
         top_n : int, default 5
             Models listed per file.
         threshold : float, optional
-            Open-set rejection: the decision is ``"unknown"`` when the best score is below it.
+            Open-set rejection: the decision is ``"unknown"`` when the best score is below it
+            (verify's default threshold for a model is :meth:`threshold`).
         channel, on_bad_audio
             As for :meth:`verify`.
         """

@@ -195,8 +195,9 @@ def test_enroll_verify_identify_two_new_speakers(workdir):
     assert (ida.decision, idb.decision) == ("alice", "bob")
     assert [s for _, s in ida.ranking] == sorted((s for _, s in ida.ranking), reverse=True)
     assert len(ida.ranking) == 3
-    # the ranking is the raw LLR of every model (one vectorised pass)
-    assert ida.ranking[0][1] == pytest.approx(ra.raw_llr, abs=1e-6)
+    # the ranking is of the score verify reports and decides on (S-normed here), not the raw LLR
+    assert ida.ranking[0][1] == pytest.approx(ra.score, abs=1e-6)
+    assert abs(ra.score - ra.raw_llr) > 1e-3
     (unk,) = exp.identify([target], threshold=ida.ranking[0][1] + 0.01)
     assert unk.decision == "unknown"
     # re-enrolling needs replace=True, says so and replaces the model

@@ -113,7 +113,8 @@ class IdentifyResult:
     ----------
     audio : str
     ranking : list of (model_id, score)
-        The ``top_n`` best models, best first (raw scores of one system; fused scores of a fusion).
+        The ``top_n`` best models, best first, by the score :class:`VerifyResult` reports
+        for the same model and file (normalised, or fused in a fusion).
     decision : str
         The best model's id, or ``"unknown"`` when a threshold is set and its score is below
         it; ``"skipped"`` when the file was unusable and the call asked to skip.

@@ -129,8 +129,18 @@ def check_identify(wd: Path, capsys: pytest.CaptureFixture[str]) -> list[dict]:
     assert main(args) == 0
     out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(out) == len(tests)
-    for r in out:
+    for r, t in zip(out, tests):
         assert sorted(x["model"] for x in r["ranking"]) == models
         ranked = [x["score"] for x in r["ranking"]]
         assert ranked == sorted(ranked, reverse=True)
+        # the score verify reports (normalised / fused), which reproduces the run's scores.txt
+        for x in r["ranking"]:
+            if (x["model"], t) in scores:
+                assert x["score"] == pytest.approx(scores[(x["model"], t)], abs=1e-4), (x["model"], t)
+    # and verify itself, for the best and the worst model of the first file
+    for x in (out[0]["ranking"][0], out[0]["ranking"][-1]):
+        capsys.readouterr()
+        assert main(["-q", "verify", str(wd), "--model", x["model"], "--json", out[0]["audio"]]) == 0
+        v = json.loads(capsys.readouterr().out.splitlines()[0])
+        assert v["score"] == pytest.approx(x["score"], rel=1e-12, abs=1e-12), x["model"]
     return out
