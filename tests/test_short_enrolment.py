@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,7 @@ FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 
 @pytest.mark.corpus
 @pytest.mark.slow
-def test_fsdd_five_file_models_decide_in_balance(fsdd, tmp_path, capsys):
+def test_fsdd_five_file_models_decide_in_balance(fsdd, fsdd_run, tmp_path, capsys):
     """Issue #18's criterion: six models from five files each (0_S_40 .. 4_S_40), verified at the
     default threshold on 0_S2_45 .. 9_S2_45 of all six speakers (pooled over the six models):
     miss and false-alarm rates within 10 points of each other, at the equal-error point of these
@@ -132,7 +133,7 @@ def test_fsdd_five_file_models_decide_in_balance(fsdd, tmp_path, capsys):
     from gmmspeaker.scoring.metrics import eer_threshold
 
     wd = tmp_path / "fsdd"
-    assert main(["-q", "run", str(REPO / "recipes" / "fsdd.yaml"), "--workdir", str(wd)]) == 0
+    shutil.copytree(fsdd_run.workdir, wd)  # the session's run of recipes/fsdd.yaml; enrolling writes
     rec = fsdd / "recordings"
     tests = [rec / f"{d}_{s}_45.wav" for s in FSDD_SPEAKERS for d in range(10)]
     rows, key = [], []

@@ -193,8 +193,9 @@ def test_cli_run_prints_table_and_errors_are_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_fsdd_recipe_end_to_end(tmp_path, fsdd):
-    res = run_recipe(REPO / "recipes" / "fsdd.yaml", workdir=tmp_path / "fsdd", jobs=2)
+def test_fsdd_recipe_end_to_end(fsdd_run, fsdd):
+    """``run_recipe(recipes/fsdd.yaml, jobs=2)`` (the session's shared run, tests/conftest.py)."""
+    res = fsdd_run
     r = res.results
     assert r is not None and r["n_target"] == 900 and r["n_nontarget"] == 4500
     assert r["eer"] < 0.059, f"EER {r['eer']:.4f} not below the plain GMM-UBM's 5.9 %"
@@ -207,7 +208,7 @@ def test_fsdd_recipe_end_to_end(tmp_path, fsdd):
     from gmmspeaker.scoring.metrics import eer
     from gmmspeaker.store import FeatureStore
 
-    wd = tmp_path / "fsdd"
+    wd = res.workdir
     trials = read_trials(fsdd / "trials.txt")
     full = score_trials(
         FeatureStore(wd / "features"),
