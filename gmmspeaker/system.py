@@ -276,16 +276,8 @@ class Experiment:
 
         A file of another sampling rate is resampled to the system's (logged); a
         multi-channel file is averaged (with a warning) unless ``channel`` picks one
-        (0 = first) or is ``"mix"``. See :func:`gmmspeaker.audio.load_for_system`.
-
-        Returns
-        -------
-        ndarray, shape (n_frames, dim), float32
-
-        Raises
-        ------
-        AudioError, DataError
-            Unreadable or unusable audio, or no frames kept (the message names the file).
+        (0 = first) or is ``"mix"``: :func:`gmmspeaker.serving.audio.audio_features`
+        (shape (n_frames, dim) float32; AudioError / DataError naming an unusable file).
         """
         return audio_features(
             path, self.recipe.features, source=f"{self.wd.recipe}: features", channel=channel
