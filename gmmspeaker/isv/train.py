@@ -61,9 +61,9 @@ import numpy as np
 from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
-from gmmspeaker.ivector.em_driver import Checkpoint, n_cores, run_em
+from gmmspeaker.ivector.em_driver import Checkpoint, n_cores, run_em, share_with_workers, shared
 from gmmspeaker.ivector.stats import UtteranceStats
-from gmmspeaker.ivector.tv import TVAccumulators, packed_gram, tv_estep, tv_m_step
+from gmmspeaker.ivector.tv import TVAccumulators, initial_subspace, packed_gram, tv_estep, tv_m_step
 
 __all__ = ["ISVModel", "ISVBatch", "isv_estep", "train_isv", "speaker_offsets_mean_field"]
 
@@ -372,23 +372,10 @@ def _group(stats: UtteranceStats | PathLike, speakers: Mapping[str, str]) -> _Gr
 # ---------------------------------------------------------------------------------------
 
 
-def _initial_U(src: _Grouped, rank: int, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-    """Gaussian U with entries of the variance of the per-recording offsets (as the T matrix's start)."""
-    sf = sn = sn2 = 0.0
-    for a, b, _ in src.batches(batch_size):
-        n, f = src.rows(a, b)
-        sf += float(np.einsum("ij,ij->", f, f))
-        sn += float(n.sum())
-        sn2 += float(np.einsum("ij,ij->", n, n))
-    s2 = max(sf - src.D * sn, 1e-3 * sf) / (src.D * max(rank, 1) * max(sn2, 1e-300))
-    return rng.standard_normal((rank, src.K * src.D)) * np.sqrt(s2)
-
-
 def _batch_task(
     U_ref: Any, gram_ref: Any, d: float, rows: Any, x_prev: np.ndarray, starts: np.ndarray, dtype: str
 ) -> ISVBatch:
-    U = np.load(U_ref, mmap_mode="r") if isinstance(U_ref, str) else U_ref
-    gram = np.load(gram_ref, mmap_mode="r") if isinstance(gram_ref, str) else gram_ref
+    U, gram = shared(U_ref), shared(gram_ref)
     if isinstance(rows, tuple) and len(rows) == 3 and isinstance(rows[0], _Grouped):
         src, a, b = rows
         n, f = src.rows(a, b)
@@ -423,12 +410,8 @@ def _estep_all(
             for a, b, s in batches
         )
     else:
-        u_ref: Any = U
-        g_ref: Any = gram
-        if R and tmpdir is not None:  # U and its Gram matrices reach the workers once, memory-mapped
-            u_ref, g_ref = str(Path(tmpdir) / "U.npy"), str(Path(tmpdir) / "gram.npy")
-            np.save(u_ref, U)
-            np.save(g_ref, gram)
+        refs = share_with_workers(tmpdir if R else None, {"U": U, "gram": gram})
+        u_ref, g_ref = refs["U"], refs["gram"]
         parts = Parallel(n_jobs=n_jobs, return_as="generator")(
             delayed(_batch_task)(
                 u_ref, g_ref, d, (src, a, b) if file_rows else src.rows(a, b), x_prev[a:b], s, dtype
@@ -537,7 +520,12 @@ def train_isv(
 
     params, trace = run_em(
         step,
-        lambda: {"U": _initial_U(src, rank, rng, batch_size), "x": np.zeros((src.n_utts, rank))},
+        lambda: {
+            "U": initial_subspace(
+                (src.rows(a, b) for a, b, _ in src.batches(batch_size)), src.K, src.D, rank, rng
+            ),
+            "x": np.zeros((src.n_utts, rank)),
+        },
         iterations=iterations,
         checkpoint=ck,
         n_jobs=n_jobs,

@@ -35,7 +35,15 @@ from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ModelError
 
-__all__ = ["Checkpoint", "run_em", "n_cores", "backend_name", "release_loky_workers"]
+__all__ = [
+    "Checkpoint",
+    "run_em",
+    "n_cores",
+    "backend_name",
+    "release_loky_workers",
+    "share_with_workers",
+    "shared",
+]
 
 Params = dict[str, np.ndarray]
 
@@ -68,6 +76,30 @@ def release_loky_workers() -> None:
 
     # reuse=True returns the running executor as it is (no resize, no new workers)
     get_reusable_executor(reuse=True).shutdown(wait=True)
+
+
+def share_with_workers(tmpdir: str | None, arrays: Mapping[str, np.ndarray | None]) -> dict[str, Any]:
+    """What process workers are given for each array of an iteration (the model and its Gram matrices).
+
+    With a folder (loky workers): the path of a ``.npy`` file written there once, which the
+    workers memory-map (joblib would otherwise hash and copy the array for every batch).
+    Without one (in-process, or Dask, which scatters each array once per call): the array.
+    """
+    if tmpdir is None:
+        return dict(arrays)
+    out: dict[str, Any] = {}
+    for name, a in arrays.items():
+        if a is None:
+            out[name] = None
+            continue
+        out[name] = os.path.join(tmpdir, f"{name}.npy")
+        np.save(out[name], a)
+    return out
+
+
+def shared(ref: Any) -> Any:
+    """In a worker: the array :func:`share_with_workers` gave (a path is memory-mapped)."""
+    return np.load(ref, mmap_mode="r") if isinstance(ref, str) else ref
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ import numpy as np
 from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
-from gmmspeaker.ivector.em_driver import Checkpoint, n_cores, run_em
+from gmmspeaker.ivector.em_driver import Checkpoint, n_cores, run_em, share_with_workers, shared
 from gmmspeaker.ivector.stats import UtteranceStats
 
 __all__ = [
@@ -681,8 +680,7 @@ def _load_rows(view: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _estep_task(T_ref: Any, gram_ref: Any, view: Any, dtype: str) -> TVAccumulators:
     """Worker: accumulators of one batch; ``T_ref``/``gram_ref`` are arrays or .npy paths."""
-    T = np.load(T_ref, mmap_mode="r") if isinstance(T_ref, str) else T_ref
-    gram = np.load(gram_ref, mmap_mode="r") if isinstance(gram_ref, str) else gram_ref
+    T, gram = shared(T_ref), shared(gram_ref)
     n, f = _load_rows(view)
     return tv_estep(np.asarray(T), n, f, gram=np.asarray(gram), dtype=dtype)
 
@@ -706,15 +704,8 @@ def _map_reduce(
             tv_estep(T, *src.rows(a, b), gram=gram, n_threads=nt, dtype=dtype) for a, b in batches
         )
     else:
-        T_ref: Any = T
-        g_ref: Any = gram
-        if tmpdir is not None:
-            # T and the packed Gram matrices go to the workers once, as memory-mapped files
-            # (joblib would otherwise hash and copy them for every batch). Without a folder
-            # (Dask) they travel as arrays: joblib scatters each once per call.
-            T_ref, g_ref = os.path.join(tmpdir, "T.npy"), os.path.join(tmpdir, "gram.npy")
-            np.save(T_ref, T)
-            np.save(g_ref, gram)
+        refs = share_with_workers(tmpdir, {"T": T, "gram": gram})
+        T_ref, g_ref = refs["T"], refs["gram"]
         parts = Parallel(n_jobs=n_jobs, return_as="generator")(
             delayed(_estep_task)(T_ref, g_ref, src.worker_view(a, b), dtype) for a, b in batches
         )
@@ -769,21 +760,22 @@ def _min_divergence(T: np.ndarray, acc: TVAccumulators, n_threads: int = 1) -> n
     return _matmul(np.ascontiguousarray(G.T), T, n_threads)
 
 
-def _initial_T(src: _Source, rank: int, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-    """Gaussian T scaled so that ``T_k^T w`` has about the variance the statistics show.
+def initial_subspace(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]], K: int, D: int, rank: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Gaussian (rank, K*D) start of a subspace (T or U) scaled to the variance the statistics show.
 
     With ``f_uk ~ n_uk T_k^T w + noise`` (unit-variance noise per frame),
-    ``E||f_uk||^2 ~ n_uk^2 D R s^2 + n_uk D`` for entries of variance ``s^2``.
+    ``E||f_uk||^2 ~ n_uk^2 D R s^2 + n_uk D`` for entries of variance ``s^2``. ``batches``
+    yields ``(n, f)`` row blocks of the statistics, summed in the order given.
     """
     sf = sn = sn2 = 0.0
-    for a, b in _batches(src.n_utts, batch_size):
-        n, f = src.rows(a, b)
+    for n, f in batches:
         sf += float(np.einsum("ij,ij->", f, f))
         sn += float(n.sum())
         sn2 += float(np.einsum("ij,ij->", n, n))
-    D = src.D
-    s2 = max(sf - D * sn, 1e-3 * sf) / (D * rank * max(sn2, 1e-300))
-    return rng.standard_normal((rank, src.K * D)) * np.sqrt(s2)
+    s2 = max(sf - D * sn, 1e-3 * sf) / (D * max(rank, 1) * max(sn2, 1e-300))
+    return rng.standard_normal((rank, K * D)) * np.sqrt(s2)
 
 
 # ---------------------------------------------------------------------------------------
@@ -896,7 +888,11 @@ def train_tv(
 
     params, trace = run_em(
         step,
-        lambda: {"T": _initial_T(src, rank, rng, batch_size)},
+        lambda: {
+            "T": initial_subspace(
+                (src.rows(a, b) for a, b in _batches(src.n_utts, batch_size)), src.K, src.D, rank, rng
+            )
+        },
         iterations=iterations,
         checkpoint=ck,
         n_jobs=n_jobs,
