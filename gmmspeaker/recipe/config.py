@@ -1,7 +1,9 @@
 """Recipe files: YAML (safe loading only) -> validated, frozen dataclasses.
 
 A recipe is data. Paths inside it are relative to the file that names them;
-``${VAR}`` in a path is replaced by the environment variable ``VAR``. A recipe may name
+``${VAR}`` in a path is replaced by the environment variable ``VAR``, and ``${RECIPE_DIR}``
+by the folder of the recipe file (the one loaded, also inside its defaults files), so a
+list kept beside the recipe can be named under a ``data.root`` elsewhere. A recipe may name
 ``defaults:`` (one file or a list), recipe-shaped YAML files merged underneath it, section by
 section. Unknown keys, wrong types, out-of-range values and missing files are
 :class:`~gmmspeaker.errors.ConfigError` naming the file, the key and the line.
@@ -175,9 +177,13 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _expand(value: str, where: str) -> str:
+def _expand(value: str, where: str, recipe_dir: Path) -> str:
+    """``${RECIPE_DIR}`` -> the recipe file's folder, other ``${VAR}`` -> the environment variable."""
+
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
+        if name == "RECIPE_DIR":
+            return str(recipe_dir)
         if name not in os.environ:
             raise ConfigError(f"{where}: environment variable ${{{name}}} is not set")
         return os.environ[name]
@@ -729,7 +735,7 @@ def _load_with_defaults(
         loc = own.at("defaults")
         if not isinstance(name, str):
             raise ConfigError(f"{loc}: 'defaults' must be a path or a list of paths")
-        dpath = (path.parent / _expand(name, loc)).resolve()
+        dpath = (path.parent / _expand(name, loc, recipe_dir)).resolve()
         if not dpath.is_file():
             raise ConfigError(f"{loc}: defaults file {dpath} not found")
         merged = _merge(merged, _load_with_defaults(dpath, where, recipe_dir, chain + (path,)))
@@ -762,13 +768,13 @@ def _resolve_data(data: DataConfig, given: dict[str, Any], base: Path, where: Wh
     if missing:
         raise ConfigError(f"{where.at('data')}: data.{missing[0]} is required (or give data.synthetic)")
     root_s = given.get("root")
-    root = (base / _expand(root_s, where.at("data", "root"))).resolve() if root_s else base
+    root = (base / _expand(root_s, where.at("data", "root"), base)).resolve() if root_s else base
     if not root.is_dir():
         raise ConfigError(f"{where.at('data', 'root')}: data.root {root} is not a folder")
     out: dict[str, Any] = {"root": root}
     for k in ("ubm", "enroll", "trials", "cohort", "dev_trials", "train"):
         if k in given and given[k] is not None:
-            p = (root / _expand(given[k], where.at("data", k))).resolve()
+            p = (root / _expand(given[k], where.at("data", k), base)).resolve()
             if not p.is_file():
                 raise ConfigError(f"{where.at('data', k)}: data.{k} list {p} not found")
             out[k] = p

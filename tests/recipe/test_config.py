@@ -99,6 +99,26 @@ def test_env_variables_in_paths(tmp_path, monkeypatch):
         load_recipe(p)
 
 
+def test_recipe_dir_names_the_recipe_files_folder(tmp_path, monkeypatch):
+    """``${RECIPE_DIR}``: a list beside the recipe under a data.root elsewhere, also from a
+    defaults file in another folder (the loaded recipe's folder, not the defaults file's)."""
+    root = _corpus(tmp_path)
+    rdir = tmp_path / "recipes"
+    (rdir / "sub").mkdir(parents=True)
+    (rdir / "train.txt").write_text("")
+    monkeypatch.setenv("RECIPE_DIR", str(tmp_path / "elsewhere"))  # the recipe's own wins
+    text = BASE.replace("root: corpus", f"root: {root}") + "  train: ${RECIPE_DIR}/train.txt\n"
+    r = load_recipe(_write(rdir, text))
+    assert r.data.train == (rdir / "train.txt").resolve() and r.data.root == root.resolve()
+    assert r.data.ubm == (root / "ubm.txt").resolve()
+    (rdir / "sub" / "base.yaml").write_text(text)
+    r2 = load_recipe(_write(rdir, "defaults: sub/base.yaml\n", name="top.yaml"))
+    assert r2.data.train == (rdir / "train.txt").resolve()
+    (rdir / "train.txt").unlink()
+    with pytest.raises(ConfigError, match="train"):
+        load_recipe(rdir / "r.yaml")
+
+
 def test_defaults_inherited_and_overridden(tmp_path):
     _corpus(tmp_path)
     (tmp_path / "configs").mkdir()
