@@ -484,6 +484,8 @@ class FeatureStore:
         n_parts: int = 8,
         chunk_frames: int = 20_000,
         unit_frames: int | None = None,
+        every: int = 1,
+        phases: Sequence[int] | None = None,
     ) -> list[Callable[[], Iterator[np.ndarray]]]:
         """Split ``utt_ids`` into ``n_parts`` picklable chunk factories (for parallel EM).
 
@@ -491,17 +493,36 @@ class FeatureStore:
         number of jobs, so statistics summed over the parts do not depend on the
         parallelism. With ``unit_frames``, there are at least ``ceil(total frames /
         unit_frames)`` parts (so large data gives enough work units for many workers).
+        With ``every > 1`` the sources yield every ``every``-th frame of each utterance,
+        starting at its frame ``phases[i]`` (one per id, ``0 <= phase < every``); the
+        parts are split on the full frame counts.
         """
         ids = self.ids if utt_ids is None else list(utt_ids)
         if not ids:
             raise DataError(f"{self.path}: no utterances to stream")
+        every = int(every)
+        if every > 1:
+            if phases is None or len(phases) != len(ids):
+                raise ValueError(f"sources: every={every} needs one phase per utterance")
+            ph = [int(p) for p in phases]
+            if any(not 0 <= p < every for p in ph):
+                raise ValueError(f"sources: phases must lie in [0, {every})")
+        else:
+            every, ph = 1, [0] * len(ids)
         if unit_frames is not None:
             total = sum(self.n_frames(u) for u in ids)
             n_parts = max(n_parts, -(-total // max(1, int(unit_frames))))
         n_parts = max(1, min(n_parts, len(ids)))
         bounds = np.linspace(0, len(ids), n_parts + 1).round().astype(int)
         return [
-            functools.partial(_iter_chunks, str(self.path), [self.item(u) for u in ids[a:b]], chunk_frames)
+            functools.partial(
+                _iter_chunks,
+                str(self.path),
+                [self.item(u) for u in ids[a:b]],
+                chunk_frames,
+                every,
+                ph[a:b] if every > 1 else None,
+            )
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
 
@@ -645,12 +666,35 @@ def iter_utterances(
 
 
 def _iter_chunks(
-    store_dir: str, items: Sequence[tuple[str, str, int, int]], chunk_frames: int
+    store_dir: str,
+    items: Sequence[tuple[str, str, int, int]],
+    chunk_frames: int,
+    every: int = 1,
+    phases: Sequence[int] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield chunks of at most ``chunk_frames`` rows of the items' frames, in order."""
+    """Yield chunks of at most ``chunk_frames`` rows of the items' frames, in order.
+
+    With ``every > 1`` only every ``every``-th frame of each utterance is kept, from frame
+    ``phases[i]`` of item ``i`` (rows ``phases[i], phases[i] + every, ...``).
+    """
     buf: list[np.ndarray] = []
     n_buf = 0
-    for _, block in _read_rows(store_dir, items, chunk_frames):
+    k, got = 0, 0  # the item the next rows belong to, and rows of it already read
+    for owners, block in _read_rows(store_dir, items, chunk_frames):
+        if every > 1:
+            assert phases is not None
+            keep: list[np.ndarray] = []
+            pos = 0
+            for _, n in owners:
+                while items[k][3] == 0:  # _read_rows names no empty utterance
+                    k += 1
+                first = (int(phases[k]) - got) % every
+                keep.append(block[pos + first : pos + n : every])
+                pos += n
+                got += n
+                if got == items[k][3]:
+                    k, got = k + 1, 0
+            block = np.concatenate(keep) if len(keep) > 1 else keep[0]
         start = 0
         while start < block.shape[0]:
             take = min(chunk_frames - n_buf, block.shape[0] - start)

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "train_ubm",
+    "ubm_subsample_step",
+    "subsample_phases",
     "enroll_models",
     "adapt_model",
     "score_trials",
@@ -38,6 +40,31 @@ logger = logging.getLogger(__name__)
 
 #: UBM training: at least one work unit (joblib task per EM pass) per this many frames.
 UBM_UNIT_FRAMES = 200_000
+#: UBM training on every n-th frame (``subsample``) keeps at least this many frames per
+#: component: the step is lowered to ``N // (SUBSAMPLE_FRAMES_PER_COMPONENT * K)`` (at
+#: least 1) for N frames and K components.
+SUBSAMPLE_FRAMES_PER_COMPONENT = 500
+
+
+def ubm_subsample_step(n_frames: int, components: int, subsample: int) -> int:
+    """The frame step UBM training uses: ``subsample``, lowered so that at least
+    :data:`SUBSAMPLE_FRAMES_PER_COMPONENT` frames per component remain (1 = every frame).
+
+    With a step ``s > 1`` the frames used, about ``n_frames / s``, are at least
+    ``SUBSAMPLE_FRAMES_PER_COMPONENT * components``; a corpus with fewer than twice that
+    many frames trains on every frame.
+    """
+    cap = int(n_frames) // (SUBSAMPLE_FRAMES_PER_COMPONENT * max(1, int(components)))
+    return max(1, min(int(subsample), cap))
+
+
+def subsample_phases(utt_ids: Sequence[str], step: int, seed: int) -> list[int]:
+    """The first frame (``0 <= phase < step``) each utterance's every-``step``-th frames start
+    from: seeded by ``seed`` and drawn in the order of ``utt_ids`` (not of any worker split)."""
+    if step <= 1:
+        return [0] * len(utt_ids)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+    return rng.integers(0, step, size=len(utt_ids)).tolist()
 
 
 def _progress(iterable: Any, *, total: int, desc: str, unit: str, enabled: bool) -> Any:
@@ -66,6 +93,7 @@ def train_ubm(
     dtype: str = "float32",
     chunk_frames: int = 20_000,
     max_frames: int | None = None,
+    subsample: int = 1,
     seed: int = 0,
     jobs: int = 1,
     n_parts: int = 8,
@@ -73,6 +101,11 @@ def train_ubm(
     progress: bool = False,
 ) -> GaussianMixture:
     """Train a diagonal-covariance UBM by EM on the frames of ``utt_ids``, streamed from ``store``.
+
+    ``subsample`` n > 1 trains (initialisation and every EM iteration) on every n-th frame
+    of each utterance, as Kaldi's ``train_diag_ubm.sh --subsample``, from a seeded phase
+    per utterance (:func:`subsample_phases`); n is lowered by :func:`ubm_subsample_step`
+    so that enough frames per component remain (small corpora train on every frame).
 
     The frames are split into fixed work units (map-reduce over joblib workers): at least
     ``n_parts``, and at least one per ``UBM_UNIT_FRAMES`` frames, so ``jobs`` may exceed
@@ -94,7 +127,13 @@ def train_ubm(
         keep = order[: int(np.searchsorted(np.cumsum(counts), max_frames)) + 1]
         ids = [ids[i] for i in sorted(keep)]
     n_frames = sum(store.n_frames(u) for u in ids)
-    logger.info("training a %d-component UBM on %d frames of %d utterances", components, n_frames, len(ids))
+    step = ubm_subsample_step(n_frames, components, subsample)
+    logger.info(
+        "training a %d-component UBM on %s frames of %d utterances",
+        components,
+        f"{n_frames}" if step == 1 else f"every {step}th of {n_frames}",
+        len(ids),
+    )
     gmm = GaussianMixture(
         components,
         covariance_type="diag",
@@ -110,7 +149,14 @@ def train_ubm(
         checkpoint=checkpoint,
         progress=progress,
     )
-    sources = store.sources(ids, n_parts=n_parts, chunk_frames=chunk_frames, unit_frames=UBM_UNIT_FRAMES)
+    sources = store.sources(
+        ids,
+        n_parts=n_parts,
+        chunk_frames=chunk_frames,
+        unit_frames=UBM_UNIT_FRAMES,
+        every=step,
+        phases=subsample_phases(ids, step, seed),
+    )
     if tol is None:
         import warnings
 

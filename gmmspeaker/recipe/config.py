@@ -246,6 +246,7 @@ class UbmConfig:
     chunk_frames: int = 20_000
     max_frames: int | None = None
     parts: int = 8
+    subsample: int = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,6 +355,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 _POSITIVE = {
     ("ubm", "parts"),
+    ("ubm", "subsample"),
     ("scoring", "top_c"),
     ("ubm", "max_frames"),
     ("scoring", "cohort_top_n"),

@@ -375,6 +375,7 @@ def _run_ubm(run: Run) -> dict[str, Any]:
         dtype=u.dtype,
         chunk_frames=u.chunk_frames,
         max_frames=u.max_frames,
+        subsample=u.subsample,
         n_parts=u.parts,
         seed=r.seed,
         jobs=r.jobs,

@@ -244,3 +244,19 @@ def test_a_stage_range_outside_the_recipe_is_an_error(tmp_path, flag):
     ):
         run_recipe(tiny(tmp_path), workdir=wd, **{flag: "tv"})
     assert not wd.exists()
+
+
+def test_changing_ubm_subsample_retrains_the_ubm(tmp_path):
+    """ubm.subsample is part of the UBM stage's fingerprint (even where the corpus is too
+    small for it to change the frames)."""
+    wd = tmp_path / "wd"
+    base = tiny(tmp_path)
+    run_recipe(base, workdir=wd, until_stage="ubm")
+    same = tmp_path / "same.yaml"
+    same.write_text(f"defaults: {base.name}\nubm: {{subsample: 5}}\n")  # the default
+    assert run_recipe(same, workdir=wd, dry_run=True).actions["ubm"] == "skipped"
+    other = tmp_path / "other.yaml"
+    other.write_text(f"defaults: {base.name}\nubm: {{subsample: 2}}\n")
+    r = run_recipe(other, workdir=wd, dry_run=True)
+    assert r.actions["ubm"] == "would run" and r.reasons["ubm"] == "inputs or configuration changed"
+    assert r.actions["features"] == "skipped"

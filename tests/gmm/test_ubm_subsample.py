@@ -1,0 +1,118 @@
+"""UBM training on every n-th frame (``ubm.subsample``): the frames it streams, the rule that
+lowers the step on small corpora, and that the model depends on the seed, not on the jobs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gmmspeaker.errors import ConvergenceWarning
+from gmmspeaker.features import FeatureConfig
+from gmmspeaker.gmm import GaussianMixture, batch
+from gmmspeaker.gmm.batch import subsample_phases, train_ubm, ubm_subsample_step
+from gmmspeaker.store import FeatureStore, extract_to_store
+from tests.helpers import speechlike, write_wav
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> FeatureStore:
+    tmp = tmp_path_factory.mktemp("subsample")
+    rng = np.random.default_rng(0)
+    utts = [
+        (
+            f"spk{i % 3}/u{i}",
+            write_wav(tmp / "wav" / f"u{i}.wav", speechlike(rng, 0.4 + 0.05 * i, f0=90 + 9 * i)),
+        )
+        for i in range(12)
+    ]
+    extract_to_store(
+        utts, tmp / "store", FeatureConfig(sample_rate=8000, n_mels=24, n_mfcc=13, deltas=1), shard_size=5
+    )
+    return FeatureStore(tmp / "store")
+
+
+@pytest.mark.parametrize(
+    ("n_frames", "K", "subsample", "step"),
+    [
+        # the bundled recipes' UBM lists (frames after VAD / K): every frame
+        (36_062, 64, 5, 1),  # demo.yaml: 563 frames per component
+        (55_998, 64, 5, 1),  # fsdd.yaml with a 64-component UBM: 875
+        (55_998, 128, 5, 1),  # fsdd.yaml with 128: 437
+        (55_780, 256, 5, 1),  # dspspeech20*.yaml: 218
+        # bench_e2e's 5-hour corpus: ~900 k frames, 3,500 per component
+        (900_000, 256, 5, 5),
+        (900_000, 256, 1, 1),
+        (3 * 500 * 256 + 499, 256, 5, 3),  # lowered: 3 x 500 x K frames allow a step of 3
+        (2 * 500 * 256 - 1, 256, 5, 1),  # under 2 x 500 frames per component: every frame
+    ],
+)
+def test_step_keeps_500_frames_per_component(n_frames, K, subsample, step):
+    got = ubm_subsample_step(n_frames, K, subsample)
+    assert got == step
+    if got > 1:
+        assert n_frames / got >= batch.SUBSAMPLE_FRAMES_PER_COMPONENT * K
+
+
+def test_sources_stream_every_nth_frame_from_each_utterances_phase(store):
+    ids = store.ids
+    phases = subsample_phases(ids, 3, seed=4)
+    assert len(set(phases)) > 1 and all(0 <= p < 3 for p in phases)
+    want = np.concatenate([store.get(u)[p::3] for u, p in zip(ids, phases)])
+    # the same frames whatever the parts and chunk sizes (chunks cut utterances mid-way)
+    for n_parts, chunk in ((1, 7), (3, 50), (5, 1000)):
+        srcs = store.sources(ids, n_parts=n_parts, chunk_frames=chunk, every=3, phases=phases)
+        got = np.concatenate([c for s in srcs for c in s()])
+        np.testing.assert_array_equal(got, want)
+    assert subsample_phases(ids, 3, seed=4) == phases  # seeded
+    assert subsample_phases(ids, 1, seed=4) == [0] * len(ids)
+
+
+def _train(store, **kw):
+    opts = dict(components=4, iterations=3, chunk_frames=64, n_parts=3, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return train_ubm(store, store.ids, **{**opts, **kw})
+
+
+def _same(a: GaussianMixture, b: GaussianMixture) -> None:
+    np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a.covariances_, b.covariances_)
+    np.testing.assert_array_equal(a.weights_, b.weights_)
+
+
+def test_subsample_one_is_the_training_on_every_frame(store, monkeypatch):
+    """subsample=1 (and a step lowered to 1) streams exactly the sources of before."""
+    ids = store.ids
+    old = GaussianMixture(
+        4, covariance_type="diag", init="split", max_iter=3, tol=0.0, chunk_size=64, random_state=1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        old.fit_stream(store.sources(ids, n_parts=3, chunk_frames=64, unit_frames=batch.UBM_UNIT_FRAMES))
+    one = _train(store, subsample=1)
+    _same(one, old)
+    assert one.n_frames_ == sum(store.n_frames(u) for u in ids)
+    # a corpus this small (~30 frames per component) trains on every frame whatever subsample says
+    _same(_train(store, subsample=5), old)
+
+
+def test_subsampled_training_uses_the_rule_s_frames_and_not_the_jobs(store, monkeypatch):
+    ids = store.ids
+    n = sum(store.n_frames(u) for u in ids)
+    monkeypatch.setattr(batch, "SUBSAMPLE_FRAMES_PER_COMPONENT", 10)
+    step = ubm_subsample_step(n, 4, 3)
+    assert step == 3  # the corpus allows the full step at 10 frames per component
+    g = _train(store, subsample=3)
+    phases = subsample_phases(ids, 3, seed=1)
+    assert g.n_frames_ == sum(len(range(p, store.n_frames(u), 3)) for u, p in zip(ids, phases))
+    _same(_train(store, subsample=3, jobs=2), g)
+    full = _train(store, subsample=1)
+    assert not np.array_equal(g.means_, full.means_)
+    # lowered when the floor asks for more frames per component than a step of 3 leaves
+    monkeypatch.setattr(batch, "SUBSAMPLE_FRAMES_PER_COMPONENT", n // (2 * 4))
+    assert ubm_subsample_step(n, 4, 3) == 2
+    two = _train(store, subsample=3)
+    ph2 = subsample_phases(ids, 2, seed=1)
+    assert two.n_frames_ == sum(len(range(p, store.n_frames(u), 2)) for u, p in zip(ids, ph2))
