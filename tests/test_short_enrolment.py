@@ -220,35 +220,36 @@ FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 def test_fsdd_five_file_models_decide_in_balance(fsdd, fsdd_run, tmp_path, capsys):
     """Issue #18's criterion: six models from five files each (0_S_40 .. 4_S_40), verified at the
     default threshold on 0_S2_45 .. 9_S2_45 of all six speakers (pooled over the six models):
-    miss and false-alarm rates within 10 points of each other, at the equal-error point of these
-    models' own scores, and both at most 25 % whenever some threshold achieves that."""
+    miss and false-alarm rates both at most 25 % and within 10 points of each other.
+
+    recipes/fsdd.yaml (ISV on a 32-Gaussian UBM) was chosen on development models from
+    other files (its comments); these files were looked at once, to check it."""
     from gmmspeaker.scoring.metrics import eer_threshold
 
     wd = tmp_path / "fsdd"
     shutil.copytree(fsdd_run.workdir, wd)  # the session's run of recipes/fsdd.yaml; enrolling writes
     rec = fsdd / "recordings"
     tests = [rec / f"{d}_{s}_45.wav" for s in FSDD_SPEAKERS for d in range(10)]
+    dt = DurationThreshold.from_dict(json.loads((wd / "short_enrolment.json").read_text()))
     rows, key = [], []
     for s in FSDD_SPEAKERS:
-        _enroll(capsys, wd, f"u_{s}", [rec / f"{d}_{s}_40.wav" for d in range(5)])
+        secs = _enroll(capsys, wd, f"u_{s}", [rec / f"{d}_{s}_40.wav" for d in range(5)])
         r = _verify(capsys, wd, f"u_{s}", tests)
+        # the default threshold: the short_enrolment stage's for this model's enrolment speech
+        assert [x["threshold"] for x in r] == pytest.approx([float(dt.threshold(secs))] * len(r))
         rows += r
         key += [f"_{s}_" in x["audio"] for x in r]
     k = np.array(key)
+    assert k.sum() == 60 and (~k).sum() == 300
     dec = np.array([x["decision"] == "accept" for x in rows])
     miss, fa = float(np.mean(~dec[k])), float(np.mean(dec[~k]))
     run_thr = json.loads((wd / "results.json").read_text())["eer_threshold"]
     miss0, fa0 = _rates(rows, key, run_thr)
     assert miss0 > fa0 + 0.25  # the run's threshold: most misses (the issue: 56 % / 10 % for theo)
+    assert miss <= 0.25 and fa <= 0.25, (miss, fa)
     assert abs(miss - fa) <= 0.10, (miss, fa)
-    # the best any one threshold does on these scores: the equal-error point
+    # and not far from the best any one threshold does on these scores (the equal-error point)
     s = np.array([x["score"] for x in rows])
     t = eer_threshold(s[k], s[~k])
     eer = max(np.mean(s[k] < t), np.mean(s[~k] >= t))
     assert max(miss, fa) <= eer + 0.05, (miss, fa, eer)
-    if eer > 0.25:
-        pytest.xfail(
-            f"no threshold gets both rates to 25 %: these six 2-s models' equal-error rate is "
-            f"{100 * eer:.1f} % (measured {100 * miss:.1f} % / {100 * fa:.1f} %)"
-        )
-    assert miss <= 0.25 and fa <= 0.25, (miss, fa)
