@@ -41,11 +41,12 @@ file listed twice is used once, with a warning (:mod:`gmmspeaker.serving.audio`)
 
 **Short enrolment.** The run's EER threshold was set on models enrolled from its own
 enrolment lists; a model enrolled from a few seconds scores every trial closer to zero
-and would be rejected by it on most of its own speaker's audio. A GMM-UBM run therefore
-also measures the EER threshold of models enrolled from less speech (its
-``short_enrolment`` stage, :mod:`gmmspeaker.scoring.duration`), and a user model's
-default threshold is the one of its enrolment speech; the run's own models keep the
-run's threshold and decisions. ``enroll`` and ``verify`` warn when the enrolment or the
+and would be rejected by it on most of its own speaker's audio. A single-system run
+(GMM-UBM, i-vector or ISV) therefore also measures the EER threshold of models enrolled
+from less speech (its ``short_enrolment`` stage, :mod:`gmmspeaker.scoring.duration`), and
+a user model's default threshold is the one of its enrolment speech; the run's own models
+keep the run's threshold and decisions. A fusion does not measure it: its user models keep
+the run's threshold (with the warning below when their enrolment is short). ``enroll`` and ``verify`` warn when the enrolment or the
 test speech is shorter than anything the run's evaluation covered.
 """
 

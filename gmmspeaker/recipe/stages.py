@@ -202,7 +202,7 @@ class Stage:
     run : callable (Run) -> dict
         Runs it; returns extras for its stage record.
     alone : bool
-        Needed only when the recipe's system is exactly ``systems`` (not in a fusion).
+        Needed only when the recipe has one system, one of ``systems`` (not in a fusion).
     """
 
     name: str
@@ -219,7 +219,7 @@ class Stage:
         if self.systems == ("fusion",):
             return len(recipe.system) > 1
         if self.alone:
-            return tuple(recipe.system) == self.systems
+            return len(recipe.system) == 1 and recipe.system[0] in self.systems
         return any(s in recipe.system for s in self.systems)
 
 
@@ -591,12 +591,8 @@ def _run_isv_train(run: Run) -> dict[str, Any]:
 
 
 def _run_isv_enroll(run: Run) -> dict[str, Any]:
-    from gmmspeaker.ivector.stats import read_stats_rows, stats_ids
-
-    have = set(stats_ids(run.wd.ivector_stats))
-    ids = sorted({u.utt_id for e in run.enrollments for u in e.utterances} & have)
     system = Isv(run.wd, run.recipe)
-    models = system.enrol_stats(run.enrollments, read_stats_rows(run.wd.ivector_stats, ids))
+    models = system.enrol_store(run.store(), run.enrollments, jobs=run.recipe.jobs, progress=run.progress)
     models.save(run.wd.isv_models)
     return {"n_models": len(models), "speech_seconds": _model_seconds(run)}
 
@@ -774,7 +770,10 @@ def _run_short_enrolment(run: Run) -> dict[str, Any]:
     utterance), scored and normalised on their model's trials as the score stage scores
     the run's own (the run's cohort statistics and cohort models, the sub-model's
     enrolment utterances left out of its Z statistics), and the equal-error threshold of
-    each duration is fitted against log duration.
+    each duration is fitted against log duration. Any single system (GMM-UBM, i-vector,
+    ISV) runs it through its :meth:`~gmmspeaker.systems.base.TrainedSystem.enrol_store`,
+    ``score_trials`` and ``normalise``, the methods its own stages and serving call; a
+    fusion does not (its user models keep the run's threshold).
     """
     from gmmspeaker.corpora.lists import Enrollment
     from gmmspeaker.scoring.duration import DurationThreshold, draw_subsets, duration_grid
@@ -782,7 +781,7 @@ def _run_short_enrolment(run: Run) -> dict[str, Any]:
     from gmmspeaker.scoring.trials import read_scores
 
     r, wd = run.recipe, run.wd
-    system = GmmUbm(wd, r)
+    system = run.system(r.system[0])
     store = run.store()
     secs = _utterance_seconds(run)
     enrol = [
@@ -1016,8 +1015,8 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         "short_enrolment",
-        ("gmm_ubm",),
-        _const("score"),
+        ("gmm_ubm", "ivector", "isv"),
+        _final_scores_stage,
         lambda wd, r: [wd.short_enrolment],
         lambda run: {"seed": run.recipe.seed, "trials": _trial_sig(run.trials)},
         _run_short_enrolment,

@@ -276,6 +276,22 @@ class TrainedSystem:
         """Models from enrolment frames: one per id, pooling its utterances' frames."""
         raise NotImplementedError
 
+    def enrol_store(
+        self,
+        store: Any,
+        enrollments: Sequence[Any],
+        *,
+        jobs: int = 1,
+        progress: bool = False,
+        desc: str = "enroll",
+    ) -> Any:
+        """Models of an enrolment list (:class:`~gmmspeaker.corpora.lists.Enrollment`) from the run's files.
+
+        The recipe's enrolment stages and its ``short_enrolment`` stage call it: GMM-UBM
+        reads the feature ``store``, ISV the run's statistics, i-vector the run's i-vectors.
+        """
+        raise NotImplementedError
+
     @staticmethod
     def model_ids(models: Any) -> list[str]:
         return list(models.model_ids)

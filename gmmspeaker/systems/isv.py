@@ -77,7 +77,7 @@ class Isv(TrainedSystem):
             rows = [index[u] for u in ids]
             return have, UtteranceStats(ids, run.n[rows], run.f[rows], run.ubm_fingerprint)
         if isinstance(src, FeatureStore):
-            return have, compute_stats(((u, src.load(u)) for u in ids), self.ubm)
+            return have, compute_stats(((u, src.get(u)) for u in ids), self.ubm)
         return have, compute_stats(((u, np.asarray(src[u])) for u in ids), self.ubm)
 
     # -- models ------------------------------------------------------------------------
@@ -126,6 +126,22 @@ class Isv(TrainedSystem):
         pos = {m: i for i, m in enumerate(ids)}
         order = [pos[e.model_id] for e in enrollments]
         return ISVSpeakers([e.model_id for e in enrollments], offsets[order], isv_fingerprint(self.model))
+
+    def enrol_store(
+        self,
+        store: Any,
+        enrollments: Sequence[Any],
+        *,
+        jobs: int = 1,
+        progress: bool = False,
+        desc: str = "enroll",
+    ) -> Any:
+        """Models of an enrolment list from the run's statistics file (``ivector_stats.h5``)."""
+        from gmmspeaker.ivector.stats import read_stats_rows, stats_ids
+
+        have = set(stats_ids(self.wd.ivector_stats))
+        ids = sorted({u.utt_id for e in enrollments for u in e.utterances} & have)
+        return self.enrol_stats(enrollments, read_stats_rows(self.wd.ivector_stats, ids))
 
     def model_signature(self, models: Any) -> str:
         return fingerprint([list(models.model_ids), np.asarray(models.offsets)])

@@ -167,6 +167,18 @@ class Ivector(TrainedSystem):
             vecs.append(self.transform(np.vstack(rows)))
         return IvectorModels([e.model_id for e in enrollments], vecs)
 
+    def enrol_store(
+        self,
+        store: Any,
+        enrollments: Sequence[Any],
+        *,
+        jobs: int = 1,
+        progress: bool = False,
+        desc: str = "enroll",
+    ) -> IvectorModels:
+        """Models of an enrolment list from the run's i-vectors (``ivectors.h5``)."""
+        return self.enrol_ivectors(enrollments, self.ivectors())
+
     def join(self, a: Any, b: Any) -> Any:
         return IvectorModels([*a.model_ids, *b.model_ids], [*a.vectors, *b.vectors])
 

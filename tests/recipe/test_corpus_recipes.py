@@ -83,3 +83,17 @@ def test_corpus_recipes_need_their_root(tmp_path, monkeypatch):
     monkeypatch.delenv("VOXCELEB1_ROOT", raising=False)
     with pytest.raises(ConfigError, match="VOXCELEB1_ROOT"):
         run_recipe(_small(tmp_path, "voxceleb1.yaml"), workdir=tmp_path / "wd")
+
+
+def test_fsdd_training_list_is_ubm_txt_labelled_by_file_name(fsdd):
+    """recipes/fsdd-train.txt (the FSDD recipe's data.train, named ``${RECIPE_DIR}/...``):
+    exactly the corpus's ubm.txt, in order, each file with the speaker of its name."""
+    from gmmspeaker.corpora.lists import read_train_list, read_ubm_list
+    from gmmspeaker.recipe.config import load_recipe
+
+    r = load_recipe(REPO / "recipes" / "fsdd.yaml")
+    assert r.data.train == (REPO / "recipes" / "fsdd-train.txt").resolve()
+    train = read_train_list(r.data.train, root=r.data.root)
+    ubm = read_ubm_list(r.data.ubm, root=r.data.root)
+    assert [u.utt_id for u in train] == [u.utt_id for u in ubm] and len(train) == 1500
+    assert all(u.speaker == Path(u.path).stem.split("_")[1] for u in train)

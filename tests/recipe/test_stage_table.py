@@ -40,14 +40,27 @@ def test_table_order_is_the_clis_stage_list():
     "system, norm, expected",
     [
         ("gmm_ubm", "snorm", ("features", "ubm", "enroll", "score", "evaluate", "short_enrolment")),
-        ("ivector", "znorm", ("features", "ubm", "statistics", "tv", "extract", "backend", "evaluate")),
+        (
+            "ivector",
+            "znorm",
+            ("features", "ubm", "statistics", "tv", "extract", "backend", "evaluate", "short_enrolment"),
+        ),
         ("[gmm_ubm, ivector]", "none", tuple(s for s in STAGES[:-1] if not s.startswith("isv"))),
         (
             "isv",
             "snorm",
-            ("features", "ubm", "statistics", "isv_train", "isv_enroll", "isv_score", "evaluate"),
+            (
+                "features",
+                "ubm",
+                "statistics",
+                "isv_train",
+                "isv_enroll",
+                "isv_score",
+                "evaluate",
+                "short_enrolment",
+            ),
         ),
-        ("[gmm_ubm, ivector, isv]", "none", STAGES[:-1]),  # short_enrolment: GMM-UBM alone
+        ("[gmm_ubm, ivector, isv]", "none", STAGES[:-1]),  # short_enrolment: one system alone
     ],
 )
 def test_a_run_writes_the_tables_outputs_and_only_files_the_workdir_names(tmp_path, system, norm, expected):

@@ -129,7 +129,7 @@ def test_fusion_recipe_caches_and_reruns_only_later_stages(tmp_path):
 def test_ivector_alone_then_fused_with_dev_trials(tmp_path, corpus):
     wd = tmp_path / "wd"
     r1 = run_recipe(_lists(tmp_path, corpus, system="ivector"), workdir=wd)
-    assert r1.actions == {s: "ran" for s in ("features", "ubm", *IVEC, "evaluate")}
+    assert r1.actions == {s: "ran" for s in ("features", "ubm", *IVEC, "evaluate", "short_enrolment")}
     assert not (wd / "models.h5").exists() and not (wd / "scores.ivector.txt").exists()
     res = json.loads((wd / "results.json").read_text())
     assert res["system"] == ["ivector"] and "systems" not in res and "calibrated" in res
