@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,8 @@ __all__ = [
     "ScoringContext",
     "score_prepared",
     "score_all_models",
+    "score_tests",
+    "same_prepared_ubm",
     "score_utterance",
     "score_trials",
 ]
@@ -123,6 +125,18 @@ class ScoringContext:
     def n_dims(self) -> int:
         return int(self.ubm_means.shape[1])
 
+    def select(self, rows: IntArray | Sequence[int]) -> ScoringContext:
+        """The context of some of its models (``rows``, in this order), the UBM's
+        preparation shared and no model prepared again."""
+        r = np.asarray(rows, dtype=np.intp).reshape(-1)
+        return replace(
+            self,
+            d_lin=np.ascontiguousarray(self.d_lin[r]),
+            d_quad=None if self.d_quad is None else np.ascontiguousarray(self.d_quad[r]),
+            d_const=np.ascontiguousarray(self.d_const[r]),
+            model_ids=[self.model_ids[i] for i in r],
+        )
+
     @classmethod
     def build(
         cls,
@@ -131,6 +145,7 @@ class ScoringContext:
         *,
         model_index: IntArray | Sequence[int] | None = None,
         dtype: npt.DTypeLike = np.float32,
+        prepared: PreparedDiag | None = None,
     ) -> ScoringContext:
         """Prepare a UBM and (a subset of) its adapted models for scoring.
 
@@ -144,6 +159,10 @@ class ScoringContext:
             Rows of ``models`` to keep, in this order (default: all).
         dtype : numpy dtype, default float32
             Dtype of the matrix products.
+        prepared : PreparedDiag, optional
+            ``ubm`` already prepared in ``dtype`` (the ``ubm`` attribute of another
+            context of it): shared instead of prepared again, so that several contexts
+            of one UBM (trial and cohort models) compute one UBM pass.
 
         Raises
         ------
@@ -171,7 +190,9 @@ class ScoringContext:
             raise DataError(f"model_index out of range for {len(models)} models")
         dt = np.dtype(dtype)
         prec = 1.0 / var
-        ubm_prep = prepare(params, dt)
+        if prepared is not None and (prepared.dtype != dt or prepared.W.shape != (2 * d + 1, k)):
+            raise ModelError(f"prepared UBM of another shape or dtype than this {k} x {d} {dt} UBM")
+        ubm_prep = prepare(params, dt) if prepared is None else prepared
         assert isinstance(ubm_prep, PreparedDiag)
 
         # Differences are taken in the models' storage precision, so that a model stored
@@ -255,6 +276,12 @@ def _llr_full(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntArra
     return out
 
 
+def _select(Lu: FloatArray, c: int, selection: str) -> tuple[IntArray, FloatArray]:
+    """The UBM's top-c components of each frame (T, C) and their log-densities (T, C) float64."""
+    idx = select_top_c(Lu, c, method=selection)  # selected in the products' dtype (cheaper)
+    return idx, np.take_along_axis(Lu, idx, axis=1).astype(np.float64)
+
+
 def _llr_top_c(
     Xd: FloatArray,
     Lu: FloatArray,
@@ -262,12 +289,13 @@ def _llr_top_c(
     rows: IntArray,
     c: int,
     selection: str,
+    selected: tuple[IntArray, FloatArray] | None = None,
 ) -> FloatArray:
-    """Sum over frames of the per-frame LLR, (m,), over the UBM's top-c components."""
+    """Sum over frames of the per-frame LLR, (m,), over the UBM's top-c components
+    (``selected``: :func:`_select` of ``Lu``, when already done)."""
     t, d = Xd.shape
     k = ctx.n_components
-    idx = select_top_c(Lu, c, method=selection)  # (T, C), selected in ctx.dtype (cheaper)
-    Lu_sel = np.take_along_axis(Lu, idx, axis=1).astype(np.float64)  # (T, C)
+    idx, Lu_sel = _select(Lu, c, selection) if selected is None else selected
     lse_u = logsumexp(Lu_sel)
     Xcol = Xd[:, :, None]  # (T, D, 1)
     X2col = (Xd * Xd)[:, :, None] if ctx.d_quad is not None else None
@@ -310,6 +338,42 @@ def _llr_linear(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntAr
     )
 
 
+def _check_options(method: str, top_c: int, chunk_size: int, selection: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"unknown scoring method {method!r}; choose from {list(METHODS)}")
+    if method == "top_c" and (isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1):
+        raise ConfigError(f"top_c must be a positive integer, got {top_c!r}")
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    if selection not in ("argmax", "argpartition"):
+        raise ConfigError(f"selection must be 'argmax' or 'argpartition', got {selection!r}")
+
+
+def _check_rows(rows: IntArray | Sequence[int] | None, context: ScoringContext) -> IntArray:
+    r = np.arange(context.n_models) if rows is None else np.asarray(rows, dtype=np.intp).reshape(-1)
+    if r.size and (r.min() < -context.n_models or r.max() >= context.n_models):
+        raise DataError(f"rows out of range for {context.n_models} prepared models")
+    return r
+
+
+def _chunk_llr(
+    Xd: FloatArray,
+    Lu: FloatArray,
+    ctx: ScoringContext,
+    rows: IntArray,
+    method: str,
+    c: int,
+    selection: str,
+    selected: tuple[IntArray, FloatArray] | None = None,
+) -> FloatArray:
+    """Frame-summed LLRs (m,) of ``rows`` on one chunk, from its UBM log-densities ``Lu``."""
+    if method == "linear":
+        return _llr_linear(Xd, Lu, ctx, rows)
+    if method == "full" or c >= ctx.n_components:
+        return _llr_full(Xd, Lu, ctx, rows)
+    return _llr_top_c(Xd, Lu, ctx, rows, c, selection, selected)
+
+
 def score_prepared(
     X: FloatArray,
     context: ScoringContext,
@@ -347,31 +411,15 @@ def score_prepared(
     ndarray, shape (m,), float64
         Frame-averaged log-likelihood ratios.
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown scoring method {method!r}; choose from {list(METHODS)}")
-    if method == "top_c" and (isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1):
-        raise ConfigError(f"top_c must be a positive integer, got {top_c!r}")
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    _check_options(method, top_c, chunk_size, selection)
     X = _check_frames(X, context, "score")
-    r = np.arange(context.n_models) if rows is None else np.asarray(rows, dtype=np.intp).reshape(-1)
-    if r.size and (r.min() < -context.n_models or r.max() >= context.n_models):
-        raise DataError(f"rows out of range for {context.n_models} prepared models")
-    if selection not in ("argmax", "argpartition"):
-        raise ConfigError(f"selection must be 'argmax' or 'argpartition', got {selection!r}")
+    r = _check_rows(rows, context)
     c = int(top_c)
-    use_full = method == "full" or (method == "top_c" and c >= context.n_components)
     total = np.zeros(r.size)
     t_all = X.shape[0]
     for s in range(0, t_all, chunk_size):
         Xd = np.ascontiguousarray(X[s : s + chunk_size], dtype=context.dtype)
-        Lu = _ubm_logdens(Xd, context)
-        if method == "linear":
-            total += _llr_linear(Xd, Lu, context, r)
-        elif use_full:
-            total += _llr_full(Xd, Lu, context, r)
-        else:
-            total += _llr_top_c(Xd, Lu, context, r, c, selection)
+        total += _chunk_llr(Xd, _ubm_logdens(Xd, context), context, r, method, c, selection)
     return total / t_all
 
 
@@ -410,14 +458,7 @@ def score_all_models(
     ndarray, shape (M, U), float64
         ``out[m, u]`` is the frame-averaged LLR of model m on utterance u.
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown scoring method {method!r}; choose from {list(METHODS)}")
-    if method == "top_c" and (isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1):
-        raise ConfigError(f"top_c must be a positive integer, got {top_c!r}")
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
-    if selection not in ("argmax", "argpartition"):
-        raise ConfigError(f"selection must be 'argmax' or 'argpartition', got {selection!r}")
+    _check_options(method, top_c, chunk_size, selection)
     M, U = context.n_models, len(utterances)
     out = np.zeros((M, U))
     c = int(top_c)
@@ -435,9 +476,7 @@ def score_all_models(
         lengths[u] = X.shape[0]
         for s in range(0, X.shape[0], chunk_size):
             Xd = np.ascontiguousarray(X[s : s + chunk_size], dtype=context.dtype)
-            Lu = _ubm_logdens(Xd, context)
-            idx = select_top_c(Lu, c, method=selection)
-            pool.append((u, Xd, idx, np.take_along_axis(Lu, idx, axis=1).astype(np.float64)))
+            pool.append((u, Xd, *_select(_ubm_logdens(Xd, context), c, selection)))
             pooled += Xd.shape[0]
             if pooled >= frames_per_pool:
                 _pooled_top_c(pool, context, out)
@@ -445,6 +484,111 @@ def score_all_models(
     if pool:
         _pooled_top_c(pool, context, out)
     return out / lengths[None, :]
+
+
+def score_tests(
+    utterances: Sequence[FloatArray],
+    context: ScoringContext,
+    rows: Sequence[IntArray | Sequence[int]],
+    cohort: ScoringContext | None = None,
+    *,
+    method: str = "top_c",
+    top_c: int = 5,
+    chunk_size: int = 20_000,
+    selection: str = "argmax",
+) -> tuple[list[FloatArray], FloatArray | None]:
+    """Trial scores and cohort scores of test utterances from one UBM pass of each.
+
+    Each utterance's UBM log-densities (and top-C selection) are computed once and used
+    both for its trial models ``rows[u]`` of ``context`` -- the scores of
+    :func:`score_prepared` -- and for every model of ``cohort`` -- the scores of
+    :func:`score_all_models` (S-/T-norm's T side). Both contexts must hold the same
+    prepared UBM. With top-C and utterances shorter than the cohort pools' chunk, the
+    numbers are those of the two functions called separately on the same utterances, bit
+    for bit (longer utterances are cut into the same chunks for both, which changes
+    the trial scores by the float64 summation order only).
+
+    Parameters
+    ----------
+    utterances : sequence of ndarray, each shape (T_u, D)
+    context : ScoringContext
+        The trial models.
+    rows : sequence of int arrays
+        ``rows[u]``: the rows of ``context`` to score on utterance u.
+    cohort : ScoringContext, optional
+        Models scored on every utterance.
+    method, top_c, chunk_size, selection
+        As in :func:`score_prepared`.
+
+    Returns
+    -------
+    trial_scores : list of ndarray (len(rows[u]),) float64
+    cohort_scores : ndarray (n_cohort, U) float64, or None without ``cohort``
+
+    Raises
+    ------
+    ModelError
+        ``cohort`` was prepared with another UBM or dtype than ``context``.
+    """
+    _check_options(method, top_c, chunk_size, selection)
+    if len(rows) != len(utterances):
+        raise DataError(f"score_tests: {len(rows)} row lists for {len(utterances)} utterances")
+    if cohort is not None and not same_prepared_ubm(context, cohort):
+        raise ModelError("score_tests: the cohort models were prepared with another UBM or dtype")
+    c = int(top_c)
+    pooled = cohort is not None and method == "top_c" and c < context.n_components
+    if pooled:
+        assert cohort is not None
+        frames_per_pool = max(1, _POOL_ELEMENTS // max(1, cohort.n_models * c))
+        chunk_size = min(chunk_size, frames_per_pool)  # the chunks of score_all_models
+    U = len(utterances)
+    trial_out: list[FloatArray] = []
+    cohort_out = None if cohort is None else np.zeros((cohort.n_models, U))
+    every = None if cohort is None else np.arange(cohort.n_models)
+    pool: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    n_pooled = 0
+    lengths = np.empty(U)
+    for u, X in enumerate(utterances):
+        X = _check_frames(X, context, f"utterance {u}")
+        r = _check_rows(rows[u], context)
+        lengths[u] = X.shape[0]
+        total = np.zeros(r.size)
+        for s in range(0, X.shape[0], chunk_size):
+            Xd = np.ascontiguousarray(X[s : s + chunk_size], dtype=context.dtype)
+            Lu = _ubm_logdens(Xd, context)
+            if pooled:
+                sel = _select(Lu, c, selection)
+                total += _llr_top_c(Xd, Lu, context, r, c, selection, sel)
+                pool.append((u, Xd, *sel))
+                n_pooled += Xd.shape[0]
+                if n_pooled >= frames_per_pool:
+                    assert cohort is not None and cohort_out is not None
+                    _pooled_top_c(pool, cohort, cohort_out)
+                    pool, n_pooled = [], 0
+            else:
+                total += _chunk_llr(Xd, Lu, context, r, method, c, selection)
+                if cohort is not None and cohort_out is not None and every is not None:
+                    cohort_out[:, u] += _chunk_llr(Xd, Lu, cohort, every, method, c, selection)
+        trial_out.append(total / X.shape[0])
+    if pool:
+        assert cohort is not None and cohort_out is not None
+        _pooled_top_c(pool, cohort, cohort_out)
+    if cohort_out is not None:
+        cohort_out /= lengths[None, :]
+    return trial_out, cohort_out
+
+
+def same_prepared_ubm(a: ScoringContext, b: ScoringContext) -> bool:
+    """Whether two contexts compute the same UBM log-densities (same prepared UBM and dtype)."""
+    if a.ubm is b.ubm:
+        return True
+    return (
+        a.dtype == b.dtype
+        and a.ubm.W.shape == b.ubm.W.shape
+        and np.array_equal(a.ubm.W, b.ubm.W)
+        and np.array_equal(a.ubm.shift, b.ubm.shift)
+        and np.array_equal(a.ubm.far, b.ubm.far)
+    )
 
 
 def _pooled_top_c(

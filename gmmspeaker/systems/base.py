@@ -355,6 +355,28 @@ class TrainedSystem:
                 out[i] = S[pos[m], tpos[u]]
         return out
 
+    def score_trials_with_cohort(
+        self,
+        models: Any,
+        trials: Sequence[tuple[str, str]],
+        tests: Tests,
+        cohort: NormCohort | None,
+        *,
+        jobs: int = 1,
+        progress: bool = False,
+        parts_dir: Path | None = None,
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """:meth:`score_trials`, and the raw T side of ``cohort`` when its method needs one.
+
+        Returns the raw trial scores and, where a system can compute it from the same pass
+        over the tests (GMM-UBM: one UBM pass per test for its trial and cohort models),
+        the cohort models' raw scores on every test, (n_cohort, len(tests.ids)), for
+        :meth:`normalise`; None leaves the T side to :meth:`normalise` (the default).
+        """
+        return self.score_trials(
+            models, trials, tests, jobs=jobs, progress=progress, parts_dir=parts_dir
+        ), None
+
     # -- normalisation --------------------------------------------------------------------
     def cohort_tests(self, cohort: NormCohort) -> Tests:
         """The cohort utterances as tests, from the run's files (:meth:`stored_source`).
@@ -476,6 +498,12 @@ class TrainedSystem:
         the audio files are the same file (audio given to verify).
         """
         S = self.score_matrix(self.cohort_models(cohort), tests, jobs=jobs, progress=progress)
+        return self.mask_own_tests(cohort, tests, S)
+
+    @staticmethod
+    def mask_own_tests(cohort: NormCohort, tests: Tests, S: FloatArray) -> Any:
+        """T-side scores ``S`` (n_cohort, n_tests) masked where a test is the cohort model's
+        own utterance (see :meth:`cohort_test`)."""
         ids = np.asarray(cohort.cohort_ids, dtype=object)
         mask = ids[:, None] == np.asarray(tests.ids, dtype=object)[None, :]
         if tests.paths is not None and cohort.cohort_paths:
@@ -494,6 +522,7 @@ class TrainedSystem:
         method: str | None = None,
         jobs: int = 1,
         progress: bool = False,
+        cohort_scores: FloatArray | None = None,
     ) -> FloatArray:
         """Normalise raw trial scores with the cohort (the recipe's score stage and verify alike).
 
@@ -508,6 +537,9 @@ class TrainedSystem:
             The Z side must hold every model the trials name.
         method : str, optional
             Default: the cohort's method.
+        cohort_scores : ndarray (n_cohort, len(tests.ids)), optional
+            The T side's raw scores on ``tests`` when already computed
+            (:meth:`score_trials_with_cohort`); default: :meth:`cohort_test` computes them.
         """
         from gmmspeaker.scoring.norm import normalize_scores
 
@@ -539,11 +571,22 @@ class TrainedSystem:
                 raise ModelError(f"model {unknown[0]!r} has no cohort statistics (Z side)")
         model_idx = np.array([mpos.get(m, 0) for m, _ in kept], dtype=np.int64)
         test_idx = np.array([col[u] for _, u in kept], dtype=np.int64)
+        t_side = None
+        if t and cohort_scores is not None:
+            cs = np.asarray(cohort_scores, dtype=np.float64)
+            if cs.shape != (len(cohort.cohort_ids), len(tests.ids)):
+                raise DataError(
+                    f"normalisation: cohort scores of shape {cs.shape}, expected "
+                    f"({len(cohort.cohort_ids)}, {len(tests.ids)})"
+                )
+            t_side = self.mask_own_tests(cohort, sub, cs[:, [tpos[u] for u in test_ids]])
+        elif t:
+            t_side = self.cohort_test(cohort, sub, jobs=jobs, progress=progress)
         out[ok] = normalize_scores(
             raw[ok],
             method=method,
             model_cohort=cohort.model_cohort if z else None,
-            cohort_test=self.cohort_test(cohort, sub, jobs=jobs, progress=progress) if t else None,
+            cohort_test=t_side,
             cohort_cohort=cohort.cohort_cohort if zt else None,
             model_idx=model_idx,
             test_idx=test_idx,

@@ -43,6 +43,16 @@ def concat_models(a: Any, b: Any) -> Any:
     )
 
 
+def _as_trials(pairs: Sequence[tuple[str, str]]) -> list[Any]:
+    """``(model_id, test_id)`` pairs as the trial records of :mod:`gmmspeaker.gmm.batch`."""
+    from gmmspeaker.corpora.lists import Trial, Utterance
+
+    return [
+        Trial(model_id=m, test=Utterance(utt_id=u, path=Path(u)), target=None, line=i + 1)
+        for i, (m, u) in enumerate(pairs)
+    ]
+
+
 class GmmUbm(TrainedSystem):
     """GMM-UBM: ``ubm.h5``, MAP models (``models.h5``), top-C / full / linear LLR scoring."""
 
@@ -152,20 +162,15 @@ class GmmUbm(TrainedSystem):
         parts_dir: Path | None = None,
     ) -> FloatArray:
         """Raw LLRs of ``(model_id, test_id)`` pairs; each test passes through the UBM once."""
-        from gmmspeaker.corpora.lists import Trial, Utterance
         from gmmspeaker.store import FeatureStore
 
         sc = self.recipe.scoring
         if isinstance(tests.source, FeatureStore):
             from gmmspeaker.gmm.batch import score_trials
 
-            tr = [
-                Trial(model_id=m, test=Utterance(utt_id=u, path=Path(u)), target=None, line=i + 1)
-                for i, (m, u) in enumerate(trials)
-            ]
             return score_trials(
                 tests.source,
-                tr,
+                _as_trials(trials),
                 self.ubm,
                 models,
                 method=sc.method,
@@ -182,6 +187,71 @@ class GmmUbm(TrainedSystem):
         return score_in_memory(
             dict(tests.source), list(trials), self.ubm, models, method=sc.method, top_c=sc.top_c
         )
+
+    def score_trials_with_cohort(
+        self,
+        models: Any,
+        trials: Sequence[tuple[str, str]],
+        tests: Tests,
+        cohort: NormCohort | None,
+        *,
+        jobs: int = 1,
+        progress: bool = False,
+        parts_dir: Path | None = None,
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Raw LLRs of the trials and of the cohort models on every test (when the cohort's
+        method has a T side), from one UBM pass per test."""
+        from gmmspeaker.store import FeatureStore
+        from gmmspeaker.systems.base import cohort_sides
+
+        if cohort is None or not cohort_sides(cohort.method)[1]:
+            return super().score_trials_with_cohort(
+                models, trials, tests, cohort, jobs=jobs, progress=progress, parts_dir=parts_dir
+            )
+        sc = self.recipe.scoring
+        cohort_models = self.cohort_models(cohort)
+        if isinstance(tests.source, FeatureStore):
+            from gmmspeaker.gmm.batch import score_trials_with_cohort
+
+            return score_trials_with_cohort(
+                tests.source,
+                _as_trials(trials),
+                self.ubm,
+                models,
+                cohort_models,
+                tests.ids,
+                method=sc.method,
+                top_c=sc.top_c,
+                jobs=jobs,
+                parts_dir=parts_dir,
+                progress=progress,
+            )
+        from gmmspeaker.scoring.llr import ScoringContext, score_tests
+
+        index = {m: i for i, m in enumerate(models.model_ids)}
+        rows: dict[str, list[int]] = {u: [] for u in tests.ids}
+        where: dict[str, list[int]] = {u: [] for u in tests.ids}
+        for i, (m, u) in enumerate(trials):
+            if m not in index:
+                raise DataError(f"unknown model {m!r}")
+            if u not in rows:
+                raise DataError(f"trial {i + 1}: test {u!r} is not among the tests given")
+            rows[u].append(index[m])
+            where[u].append(i)
+        ctx = ScoringContext.build(self.ubm, models)
+        cctx = ScoringContext.build(self.ubm, cohort_models, prepared=ctx.ubm)
+        per_test, cs = score_tests(
+            [tests.source[u] for u in tests.ids],
+            ctx,
+            [rows[u] for u in tests.ids],
+            cctx,
+            method=sc.method,
+            top_c=sc.top_c,
+        )
+        raw = np.full(len(trials), np.nan)
+        for u, s in zip(tests.ids, per_test):
+            raw[where[u]] = s
+        return raw, cs
 
     # -- normalisation -----------------------------------------------------------------------
     def prepare_cohort(self, cohort: NormCohort, *, jobs: int = 1, progress: bool = False) -> None:
