@@ -341,13 +341,30 @@ class TrainedSystem:
         progress: bool = False,
         parts_dir: Path | None = None,
     ) -> FloatArray:
-        """Raw scores of ``(model_id, test_id)`` pairs, (n_trials,) float64 (NaN: no features)."""
+        """Raw scores of ``(model_id, test_id)`` pairs, (n_trials,) float64 (NaN: no features).
+
+        The default scores the models the trials name against the tests they name, in one
+        :meth:`score_matrix` (systems whose per-score cost is a small product, as PLDA and
+        ISV scoring, lose little to the pairs no trial asks for), and picks the trials.
+        """
         ids = self.model_ids(models)
         pos = {m: i for i, m in enumerate(ids)}
-        tpos = {u: j for j, u in enumerate(tests.ids)}
         for i, (m, _) in enumerate(trials):
             if m not in pos:
                 raise DataError(f"trial {i + 1}: unknown model {m!r}")
+        used = sorted({pos[m] for m, _ in trials})
+        if len(used) < len(ids):  # only the models the trials name
+            models = self.subset(models, used)
+            pos = {ids[r]: i for i, r in enumerate(used)}
+        named = {u for _, u in trials}
+        if len(named) < len(tests.ids):  # only the tests the trials name
+            keep = [j for j, u in enumerate(tests.ids) if u in named]
+            tests = Tests(
+                ids=[tests.ids[j] for j in keep],
+                source=tests.source,
+                paths=None if tests.paths is None else [tests.paths[j] for j in keep],
+            )
+        tpos = {u: j for j, u in enumerate(tests.ids)}
         S = self.score_matrix(models, tests, jobs=jobs, progress=progress)
         out = np.full(len(trials), np.nan)
         for i, (m, u) in enumerate(trials):
