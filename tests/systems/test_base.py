@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gmmspeaker.systems import base as system_base
 from gmmspeaker.systems.base import NormCohort, TrainedSystem
-from gmmspeaker.systems.base import Tests as TestSet
 
 
 class _Models:
@@ -42,7 +42,9 @@ class _Stub(TrainedSystem):
 def test_score_trials_scores_only_the_named_models_and_tests():
     sys_ = _Stub()
     models = _Models([f"m{i}" for i in range(6)])
-    tests = TestSet(ids=[f"t{j}" for j in range(5)], source=None, paths=[f"/a/t{j}.wav" for j in range(5)])
+    tests = system_base.Tests(
+        ids=[f"t{j}" for j in range(5)], source=None, paths=[f"/a/t{j}.wav" for j in range(5)]
+    )
     trials = [("m4", "t3"), ("m1", "t3"), ("m4", "t0")]
     got = sys_.score_trials(models, trials, tests)
     np.testing.assert_array_equal(got, [_score(m, u) for m, u in trials])
@@ -54,7 +56,9 @@ def test_normalise_with_given_t_side_equals_the_computed_one():
     cohort = NormCohort(
         method="tnorm", top_n=3, cohort_ids=["c1", "c2", "c3", "t2"], cohort_paths=["", "", "", "/a/t2.wav"]
     )
-    tests = TestSet(ids=["t0", "t2", "t4"], source=None, paths=["/a/t0.wav", "/a/t2.wav", "/a/t4.wav"])
+    tests = system_base.Tests(
+        ids=["t0", "t2", "t4"], source=None, paths=["/a/t0.wav", "/a/t2.wav", "/a/t4.wav"]
+    )
     trials = [("m1", "t2"), ("m2", "t0"), ("m3", "t4"), ("m1", "t0")]
     raw = np.array([1.0, np.nan, 3.0, 2.5])
     computed = sys_.normalise(raw, trials, tests, cohort)
