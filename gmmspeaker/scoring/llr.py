@@ -71,6 +71,8 @@ METHODS: tuple[str, ...] = ("full", "top_c", "linear")
 _BLOCK_ELEMENTS = 4_000_000
 # Elements (models x pooled frame-components) of the products of score_all_models per pool.
 _POOL_ELEMENTS = 2000000
+# Elements of the log-sum-exp blocks of score_all_models (float32: 640 KB, within a 1 MB L2).
+_CACHE_ELEMENTS = 160_000
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,32 @@ class ScoringContext:
     @property
     def n_dims(self) -> int:
         return int(self.ubm_means.shape[1])
+
+    def pooled_weights(self) -> FloatArray:
+        """The models' changes as one GEMM operand per component, (K, D [+ D] + 1, M) in ``dtype``.
+
+        ``[x, (x*x), 1] @ W[k]`` is every model's change of component k's log-density at
+        frame x (``x*x`` rows when variances are adapted; the last row is the constant).
+        Computed on first use and kept with the context (not pickled with it, not copied
+        by :meth:`select`).
+        """
+        w = self.__dict__.get("_pooled_weights")
+        if w is None:
+            parts = [self.d_lin.transpose(1, 2, 0)]
+            if self.d_quad is not None:
+                parts.append(self.d_quad.transpose(1, 2, 0))
+            parts.append(self.d_const.T[:, None, :].astype(self.dtype))
+            w = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=self.dtype)
+            object.__setattr__(self, "_pooled_weights", w)
+        return w
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_pooled_weights", None)  # derived: workers build their own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def select(self, rows: IntArray | Sequence[int]) -> ScoringContext:
         """The context of some of its models (``rows``, in this order), the UBM's
@@ -600,8 +628,12 @@ def _pooled_top_c(
     top C (``log w = Lu_sel - logsumexp(Lu_sel)``, float64, then rounded) and ``delta_c``
     the model's change of the log-density of component c: computed in ``ctx.dtype`` as
     ``max + log sum exp(. - max)`` (``log w`` is added before the exponential, so no
-    product of two small numbers can be subnormal). Each float32 term is within a few
-    ulps of ``|delta| + |log w|`` of the float64 value; the frame sums are float64.
+    product of two small numbers can be subnormal). ``delta`` is one GEMM per selected
+    component of the pairs' ``[x, (x*x), 1]`` and :meth:`ScoringContext.pooled_weights`
+    (the constant inside the product); the log-sum-exp then runs over blocks of
+    :data:`_CACHE_ELEMENTS`, each pass over a block that stays in cache. Each float32
+    term is within a few ulps of ``|delta| + |log w|`` of the float64 value; the frame
+    sums are float64.
     """
     M, K = ctx.n_models, ctx.n_components
     dt = ctx.dtype
@@ -609,31 +641,38 @@ def _pooled_top_c(
     idx = np.concatenate([p[2] for p in pool])  # (F, C)
     Lu_sel = np.concatenate([p[3] for p in pool])  # (F, C) float64
     F, C = idx.shape
+    D = X.shape[1]
     comp = idx.reshape(-1)  # pair p = f * C + j
     order = np.argsort(comp, kind="stable")
     starts = np.concatenate([[0], np.cumsum(np.bincount(comp, minlength=K))])
-    Xs = X[order // C]  # frames of the pairs, grouped by component
-    X2s = Xs * Xs if ctx.d_quad is not None else None
-    const = np.ascontiguousarray(ctx.d_const.T, dtype=dt)  # (K, M)
+    W = ctx.pooled_weights()  # (K, n_cols, M)
+    Xa = np.empty((order.size, W.shape[1]), dtype=dt)  # [x, (x*x), 1] of the pairs, by component
+    np.take(X, order // C, axis=0, out=Xa[:, :D])
+    if ctx.d_quad is not None:
+        np.multiply(Xa[:, :D], Xa[:, :D], out=Xa[:, D : 2 * D])
+    Xa[:, -1] = 1.0
     # column M is the UBM itself (no change): computed by the same operations as the
     # models, so that a model equal to the UBM scores exactly 0
     ds = np.empty((order.size, M + 1), dtype=dt)
     ds[:, M] = 0.0
     for k in np.flatnonzero(np.diff(starts)):  # one GEMM of all models per selected component
         a, b = starts[k], starts[k + 1]
-        np.matmul(Xs[a:b], ctx.d_lin[:, k, :].T, out=ds[a:b, :M])
-        if X2s is not None and ctx.d_quad is not None:
-            ds[a:b, :M] += X2s[a:b] @ ctx.d_quad[:, k, :].T
-        ds[a:b, :M] += const[k]
-    L = np.empty_like(ds)
-    L[order] = ds  # back to pair order
-    L = L.reshape(F, C, M + 1)
-    L += (Lu_sel - logsumexp(Lu_sel)[:, None]).astype(dt)[:, :, None]  # + log w
-    mx = L.max(axis=1)  # (F, M + 1)
-    L -= mx[:, None, :]
-    clipped_exp(L, out=L)
-    per_frame = np.log(L.sum(axis=1))
-    per_frame += mx
+        np.matmul(Xa[a:b], W[k], out=ds[a:b, :M])
+    where = np.empty_like(order)  # the row of ds of pair p
+    where[order] = np.arange(order.size)
+    log_w = (Lu_sel - logsumexp(Lu_sel)[:, None]).astype(dt)
+    per_frame = np.empty((F, M + 1), dtype=dt)
+    step = max(1, _CACHE_ELEMENTS // (C * (M + 1)))
+    for f0 in range(0, F, step):  # frames whose (frames, C, M + 1) block stays in cache
+        f1 = min(F, f0 + step)
+        L = np.take(ds, where[f0 * C : f1 * C], axis=0).reshape(f1 - f0, C, M + 1)
+        L += log_w[f0:f1, :, None]
+        mx = L.max(axis=1)  # (frames, M + 1)
+        L -= mx[:, None, :]
+        clipped_exp(L, out=L)
+        pf = per_frame[f0:f1]
+        np.log(L.sum(axis=1), out=pf)
+        pf += mx
     per_frame = per_frame[:, :M] - per_frame[:, M:]
     bounds = np.concatenate([[0], np.cumsum([p[1].shape[0] for p in pool])[:-1]])
     sums = np.add.reduceat(per_frame, bounds, axis=0, dtype=np.float64)  # (chunks, M)

@@ -437,3 +437,28 @@ def test_context_select_is_a_context_of_those_rows(world):
         score_prepared(X, sub, top_c=3),
         score_prepared(X, ScoringContext.build(ubm, all64, model_index=[3, 1]), top_c=3),
     )
+
+
+def test_pooled_weights_are_the_models_changes_and_stay_out_of_pickles(world, rng):
+    """W[k] rows: the linear changes, the quadratic ones (variances adapted), the constant;
+    a pickled context leaves them out (workers rebuild them) and scores the same."""
+    import pickle
+
+    ubm, means64, all64, X, _ = world
+    for models in (means64, all64):
+        ctx = ScoringContext.build(ubm, models)
+        W = ctx.pooled_weights()
+        d = ctx.n_dims
+        assert W.shape == (ctx.n_components, (2 * d if ctx.d_quad is not None else d) + 1, ctx.n_models)
+        k = 5
+        np.testing.assert_array_equal(W[k, :d], ctx.d_lin[:, k, :].T)
+        if ctx.d_quad is not None:
+            np.testing.assert_array_equal(W[k, d : 2 * d], ctx.d_quad[:, k, :].T)
+        np.testing.assert_array_equal(W[k, -1], ctx.d_const[:, k].astype(np.float32))
+        assert ctx.pooled_weights() is W  # kept
+        back = pickle.loads(pickle.dumps(ctx))
+        assert "_pooled_weights" not in back.__dict__
+        utts = [X, rng.normal(scale=2.0, size=(9, 3))]
+        np.testing.assert_array_equal(
+            llr.score_all_models(utts, back, top_c=3), llr.score_all_models(utts, ctx, top_c=3)
+        )
