@@ -130,10 +130,11 @@ def train_ubm(
     n_frames = sum(store.n_frames(u) for u in ids)
     step = ubm_subsample_step(n_frames, components, subsample)
     logger.info(
-        "training a %d-component UBM on %s frames of %d utterances",
+        "training a %d-component UBM on %d frames of %d utterances%s",
         components,
-        f"{n_frames}" if step == 1 else f"every {step}th of {n_frames}",
+        n_frames,
         len(ids),
+        "" if step == 1 else f" (EM on every {step}th frame of each utterance)",
     )
     gmm = GaussianMixture(
         components,
