@@ -200,58 +200,31 @@ class GmmUbm(TrainedSystem):
         parts_dir: Path | None = None,
     ) -> tuple[FloatArray, FloatArray | None]:
         """Raw LLRs of the trials and of the cohort models on every test (when the cohort's
-        method has a T side), from one UBM pass per test."""
+        method has a T side), from one UBM pass per test of a feature store (the recipe's
+        scoring stage); tests given as frames are scored by the separate passes."""
         from gmmspeaker.store import FeatureStore
         from gmmspeaker.systems.base import cohort_sides
 
-        if cohort is None or not cohort_sides(cohort.method)[1]:
+        if cohort is None or not cohort_sides(cohort.method)[1] or not isinstance(tests.source, FeatureStore):
             return super().score_trials_with_cohort(
                 models, trials, tests, cohort, jobs=jobs, progress=progress, parts_dir=parts_dir
             )
+        from gmmspeaker.gmm.batch import score_trials_with_cohort
+
         sc = self.recipe.scoring
-        cohort_models = self.cohort_models(cohort)
-        if isinstance(tests.source, FeatureStore):
-            from gmmspeaker.gmm.batch import score_trials_with_cohort
-
-            return score_trials_with_cohort(
-                tests.source,
-                _as_trials(trials),
-                self.ubm,
-                models,
-                cohort_models,
-                tests.ids,
-                method=sc.method,
-                top_c=sc.top_c,
-                jobs=jobs,
-                parts_dir=parts_dir,
-                progress=progress,
-            )
-        from gmmspeaker.scoring.llr import ScoringContext, score_tests
-
-        index = {m: i for i, m in enumerate(models.model_ids)}
-        rows: dict[str, list[int]] = {u: [] for u in tests.ids}
-        where: dict[str, list[int]] = {u: [] for u in tests.ids}
-        for i, (m, u) in enumerate(trials):
-            if m not in index:
-                raise DataError(f"unknown model {m!r}")
-            if u not in rows:
-                raise DataError(f"trial {i + 1}: test {u!r} is not among the tests given")
-            rows[u].append(index[m])
-            where[u].append(i)
-        ctx = ScoringContext.build(self.ubm, models)
-        cctx = ScoringContext.build(self.ubm, cohort_models, prepared=ctx.ubm)
-        per_test, cs = score_tests(
-            [tests.source[u] for u in tests.ids],
-            ctx,
-            [rows[u] for u in tests.ids],
-            cctx,
+        return score_trials_with_cohort(
+            tests.source,
+            _as_trials(trials),
+            self.ubm,
+            models,
+            self.cohort_models(cohort),
+            tests.ids,
             method=sc.method,
             top_c=sc.top_c,
+            jobs=jobs,
+            parts_dir=parts_dir,
+            progress=progress,
         )
-        raw = np.full(len(trials), np.nan)
-        for u, s in zip(tests.ids, per_test):
-            raw[where[u]] = s
-        return raw, cs
 
     # -- normalisation -----------------------------------------------------------------------
     def prepare_cohort(self, cohort: NormCohort, *, jobs: int = 1, progress: bool = False) -> None:
