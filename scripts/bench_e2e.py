@@ -15,7 +15,9 @@ How it measures
   ``--out/recipes/fusion.yaml``; one run in a fresh workdir gives both systems' scores
   (``scores.gmm_ubm.txt``, ``scores.ivector.txt``) and the fused ``scores.txt``.
   ``--set section.key=value`` changes a setting (an ablation row).
-* Per stage: seconds (the runner's stage records), its share of the total, and the
+* Per stage: seconds (the runner's stage records), CPU seconds (user + system of this
+  process and every descendant -- joblib / loky workers -- over the stage, the measure
+  least moved by other jobs on a shared machine), its share of the total, and the
   real-time factor (seconds of audio in all lists / seconds of processing). The load
   average at start and end is printed. EER and minDCF(0.01) per system with 95 %
   intervals from the bootstrap over models of ``scripts/ablate.py``.
@@ -148,16 +150,60 @@ def metrics(wd: Path, n_boot: int, p_target: float) -> dict[str, dict[str, Any]]
     return out
 
 
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its descendants so far.
+
+    A live descendant counts its own time and that of the children it reaped; a reaped
+    child of this process counts through ``children_user`` / ``children_system`` (its
+    whole life, so a worker ending mid-stage is neither lost nor counted twice).
+    """
+    import psutil
+
+    me = psutil.Process()
+    t = me.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in me.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.Error:  # ended between the listing and the reading
+            continue
+        total += c.user + c.system + c.children_user + c.children_system
+    return float(total)
+
+
+def record_stage_cpu() -> dict[str, float]:
+    """Wrap the runner's stage call to record each stage's CPU seconds (returned dict)."""
+    from gmmspeaker.recipe import stages as stages_mod
+
+    cpu: dict[str, float] = {}
+    run = stages_mod.Run.run
+
+    def timed(self: Any, name: str) -> dict[str, Any]:
+        c0 = tree_cpu_seconds()
+        try:
+            return run(self, name)
+        finally:
+            cpu[name] = tree_cpu_seconds() - c0
+
+    stages_mod.Run.run = timed  # type: ignore[method-assign]
+    return cpu
+
+
 def use_code_before() -> None:
     """Switch this process to the code paths before issue #22 (for same-code comparisons).
 
-    The UBM's split levels on every frame (``SPLIT_FRAMES_PER_COMPONENT = 0``) and cohort
-    score matrices through the per-trial scorer (each utterance's models one batched
-    matrix-vector product per frame and component, float64 log-sum-exp).
+    The UBM's split levels and EM iterations on every frame (``SPLIT_FRAMES_PER_COMPONENT =
+    0``, ``ubm.subsample`` ignored), cohort score matrices through the per-trial scorer
+    (each utterance's models one batched matrix-vector product per frame and component,
+    float64 log-sum-exp), and the T side of the normalisation a second pass over the tests.
     """
     from gmmspeaker.gmm import batch, em
+    from gmmspeaker.systems.base import TrainedSystem
+    from gmmspeaker.systems.gmm_ubm import GmmUbm
 
     em.SPLIT_FRAMES_PER_COMPONENT = 0
+    batch.ubm_subsample_step = lambda n_frames, components, subsample: 1
+    GmmUbm.score_trials_with_cohort = TrainedSystem.score_trials_with_cohort  # type: ignore[method-assign]
 
     def score_matrix_before(
         store, utt_ids, ubm, models, *, method="top_c", top_c=5, jobs=1, block_size=64, progress=False
@@ -178,7 +224,7 @@ def use_code_before() -> None:
             parts_dir=None,
             progress=progress,
             desc="cohort",
-        )
+        )[0]
         return flat.reshape(n_u, n_m).T
 
     batch.score_matrix = score_matrix_before
@@ -245,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--before",
         action="store_true",
-        help="the code paths before issue #22: split levels on every frame, cohort scored per utterance",
+        help="the code paths before issue #22: UBM on every frame, cohort scored per utterance in a second pass",
     )
     args = ap.parse_args(argv)
 
@@ -264,21 +310,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         summary = json.loads((wd / "bench_e2e.json").read_text())
         stages, total, m = summary["seconds"], summary["total_s"], summary["metrics"]
+        cpu = summary.get("cpu_s", {})
+        cpu_total = summary.get("cpu_total_s", float("nan"))
         load0, load1 = summary["load"]
     else:
         shutil.rmtree(wd, ignore_errors=True)
+        cpu_rec = record_stage_cpu()
         load0 = os.getloadavg()
+        c0 = tree_cpu_seconds()
         t0 = time.perf_counter()
         res = run_recipe(recipe, workdir=wd, log_file=True)
         total = time.perf_counter() - t0
+        cpu_total = tree_cpu_seconds() - c0
         load1 = os.getloadavg()
         stages = {s: float(v) for s, v in res.seconds.items()}
+        cpu = {s: float(cpu_rec.get(s, float("nan"))) for s in stages}
         m = metrics(wd, args.n_boot, args.p_target)
         summary = {
             "hours": audio_s / 3600,
             "overrides": overrides,
             "seconds": stages,
             "total_s": total,
+            "cpu_s": cpu,
+            "cpu_total_s": cpu_total,
             "rtf": audio_s / total,
             "load": [load0, load1],
             "metrics": m,
@@ -289,12 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"load average {load0[0]:.1f} / {load0[1]:.1f} (1 / 5 min) at start, {load1[0]:.1f} / {load1[1]:.1f} at end"
     )
-    print("| stage | s | share | x real time |\n|---|---|---|---|")
+    print("| stage | s | CPU s | share | x real time |\n|---|---|---|---|---|")
     for s, v in stages.items():
-        print(f"| {s} | {v:.1f} | {100 * v / total:.1f} % | {audio_s / max(v, 1e-9):.0f} |")
+        c = cpu.get(s, float("nan"))
+        print(f"| {s} | {v:.1f} | {c:.1f} | {100 * v / total:.1f} % | {audio_s / max(v, 1e-9):.0f} |")
     other = total - sum(stages.values())
-    print(f"| (runner, evaluation) | {other:.1f} | {100 * other / total:.1f} % | |")
-    print(f"| **total** | **{total:.1f}** | 100 % | **{audio_s / total:.0f}** |")
+    c_other = cpu_total - sum(cpu.get(s, 0.0) for s in stages)
+    print(f"| (runner, evaluation) | {other:.1f} | {c_other:.1f} | {100 * other / total:.1f} % | |")
+    print(f"| **total** | **{total:.1f}** | **{cpu_total:.1f}** | 100 % | **{audio_s / total:.0f}** |")
     print(
         f"\n| system | EER % [95 % CI] | minDCF({args.p_target:g}) [95 % CI] | trials (target) |\n|---|---|---|---|"
     )
@@ -310,11 +366,20 @@ def main(argv: list[str] | None = None) -> int:
         other = args.out / "runs" / args.compare
         om = json.loads((other / "bench_e2e.json").read_text())
         ot = om["total_s"]
-        print(f"\nagainst {args.compare}: total {ot:.1f} s -> {total:.1f} s ({ot / total:.2f}x)")
-        print("| stage | s before | s now | speed-up |\n|---|---|---|---|")
+        oc = om.get("cpu_s", {})
+        print(
+            f"\nagainst {args.compare}: total {ot:.1f} s -> {total:.1f} s ({ot / total:.2f}x); "
+            f"CPU {om.get('cpu_total_s', float('nan')):.1f} s -> {cpu_total:.1f} s"
+        )
+        print("| stage | s before | s now | speed-up | CPU s before | CPU s now | CPU ratio |")
+        print("|---|---|---|---|---|---|---|")
         for s_, v in stages.items():
             b = om["seconds"].get(s_, float("nan"))
-            print(f"| {s_} | {b:.1f} | {v:.1f} | {b / max(v, 1e-9):.2f}x |")
+            cb, cn = oc.get(s_, float("nan")), cpu.get(s_, float("nan"))
+            print(
+                f"| {s_} | {b:.1f} | {v:.1f} | {b / max(v, 1e-9):.2f}x | {cb:.1f} | {cn:.1f} | "
+                f"{cb / max(cn, 1e-9):.2f}x |"
+            )
         print(
             "\n| system | dEER points [95 % CI] | dminDCF [95 % CI] | max abs score change |\n|---|---|---|---|"
         )

@@ -33,6 +33,7 @@ __all__ = [
     "enroll_models",
     "adapt_model",
     "score_trials",
+    "score_trials_with_cohort",
     "score_matrix",
 ]
 
@@ -129,10 +130,11 @@ def train_ubm(
     n_frames = sum(store.n_frames(u) for u in ids)
     step = ubm_subsample_step(n_frames, components, subsample)
     logger.info(
-        "training a %d-component UBM on %s frames of %d utterances",
+        "training a %d-component UBM on %d frames of %d utterances%s",
         components,
-        f"{n_frames}" if step == 1 else f"every {step}th of {n_frames}",
+        n_frames,
         len(ids),
+        "" if step == 1 else f" (EM on every {step}th frame of each utterance)",
     )
     gmm = GaussianMixture(
         components,
@@ -267,26 +269,32 @@ def enroll_models(
 def _score_block(
     store_dir: str,
     block: list[tuple[tuple[str, str, int, int], list[int], list[int]]],
-    ubm: GaussianMixture,
-    models: SpeakerModels,
+    ctx: Any,
     method: str,
     top_c: int,
-) -> list[tuple[list[int], np.ndarray]]:
-    """Worker: [(test store item, trial indices, rows of ``models``)] -> [(trial indices, scores)].
+    cohort: Any = None,
+) -> tuple[list[tuple[list[int], np.ndarray]], np.ndarray | None]:
+    """Worker: [(test store item, trial indices, rows of ``ctx``)] -> ([(trial indices,
+    scores)], cohort scores (n_cohort, len(block)) or None).
 
-    ``models`` holds only the models this block's trials name, so a worker's memory does
-    not grow with the number of enrolled speakers.
+    ``ctx`` (a :class:`~gmmspeaker.scoring.llr.ScoringContext`) holds only the models this
+    block's trials name, so a worker's memory does not grow with the number of enrolled
+    speakers; ``cohort`` (all cohort models, sharing ``ctx``'s prepared UBM) is scored on
+    every test of the block from the same UBM pass.
     """
-    from gmmspeaker.scoring.llr import ScoringContext, score_prepared
+    from gmmspeaker.scoring.llr import score_tests
     from gmmspeaker.store import iter_utterances
 
     feats = dict(iter_utterances(store_dir, [item for item, _, _ in block]))
-    ctx = ScoringContext.build(ubm, models)
-    out = []
-    for item, trial_idx, rows in block:
-        s = score_prepared(feats[item[0]], ctx, np.asarray(rows, dtype=np.int64), method=method, top_c=top_c)
-        out.append((trial_idx, np.asarray(s, dtype=np.float64)))
-    return out
+    trial, coh = score_tests(
+        [feats[item[0]] for item, _, _ in block],
+        ctx,
+        [np.asarray(rows, dtype=np.int64) for _, _, rows in block],
+        cohort,
+        method=method,
+        top_c=top_c,
+    )
+    return [(trial_idx, s) for (_, trial_idx, _), s in zip(block, trial)], coh
 
 
 def score_trials(
@@ -315,6 +323,25 @@ def score_trials(
     utterance has no features (skipped bad audio) score NaN.
     """
 
+    scores, _ = _score_groups(
+        store,
+        _trial_groups(trials, models),
+        len(trials),
+        ubm,
+        models,
+        method=method,
+        top_c=top_c,
+        jobs=jobs,
+        block_size=block_size,
+        parts_dir=parts_dir,
+        progress=progress,
+        desc="score",
+    )
+    return scores
+
+
+def _trial_groups(trials: Sequence[Trial], models: SpeakerModels) -> dict[str, tuple[list[int], list[int]]]:
+    """{test id: (trial indices, model rows)} in trial order."""
     index = {m: i for i, m in enumerate(models.model_ids)}
     groups: dict[str, tuple[list[int], list[int]]] = {}
     for i, t in enumerate(trials):
@@ -323,7 +350,45 @@ def score_trials(
         g = groups.setdefault(t.test.utt_id, ([], []))
         g[0].append(i)
         g[1].append(index[t.model_id])
-    return _score_groups(
+    return groups
+
+
+def score_trials_with_cohort(
+    store: FeatureStore,
+    trials: Sequence[Trial],
+    ubm: GaussianMixture,
+    models: SpeakerModels,
+    cohort_models: SpeakerModels,
+    test_ids: Sequence[str],
+    *,
+    method: str = "top_c",
+    top_c: int = 5,
+    jobs: int = 1,
+    block_size: int = 64,
+    parts_dir: PathLike | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`score_trials` and the cohort models on every test, from one UBM pass per test.
+
+    Each test utterance of ``test_ids`` (which must include every trial's test) is read
+    and passed through the UBM once; that pass scores its trials' models (the numbers of
+    :func:`score_trials`) and every cohort model (those of :func:`score_matrix`: the T
+    side of S-/T-norm).
+
+    Returns
+    -------
+    scores : ndarray (n_trials,) float64
+        As :func:`score_trials` returns them.
+    cohort_scores : ndarray (n_cohort_models, len(test_ids)) float64
+        NaN for tests without features.
+    """
+    groups = _trial_groups(trials, models)
+    unknown = sorted(set(groups) - set(test_ids))
+    if unknown:
+        raise DataError(f"trial test {unknown[0]!r} is not among test_ids")
+    for u in test_ids:
+        groups.setdefault(u, ([], []))
+    scores, by_test = _score_groups(
         store,
         groups,
         len(trials),
@@ -336,7 +401,13 @@ def score_trials(
         parts_dir=parts_dir,
         progress=progress,
         desc="score",
+        cohort_models=cohort_models,
     )
+    out = np.full((len(cohort_models.model_ids), len(test_ids)), np.nan)
+    for j, u in enumerate(test_ids):
+        if u in by_test:
+            out[:, j] = by_test[u]
+    return scores, out
 
 
 #: Utterances per task of :func:`score_matrix` (fixed: the pooling of utterances inside a
@@ -419,66 +490,104 @@ def _score_groups(
     parts_dir: PathLike | None,
     progress: bool,
     desc: str,
-) -> np.ndarray:
-    """Score {test_id: (output indices, model indices)} in blocks of test utterances."""
+    cohort_models: SpeakerModels | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Score {test_id: (output indices, model indices)} in blocks of test utterances.
+
+    The UBM and the models are prepared once (one
+    :class:`~gmmspeaker.scoring.llr.ScoringContext`, of which each block gets the rows
+    it needs); with ``cohort_models`` every test is also scored against all of them from
+    the same UBM pass. Returns the scores (n_out,) and {test id: cohort scores
+    (n_cohort,)} ({} without cohort models).
+    """
     from joblib import Parallel, delayed
 
+    from gmmspeaker.scoring.llr import ScoringContext
+
     scores = np.full(n_out, np.nan)
+    by_test: dict[str, np.ndarray] = {}
     missing = [u for u in groups if u not in store]
     for u in missing:
         logger.warning("no features for utterance %s: its %d trials score NaN", u, len(groups[u][0]))
     tests = sorted(u for u in groups if u in store)
     blocks = [[(u, *groups[u]) for u in tests[i : i + block_size]] for i in range(0, len(tests), block_size)]
     pdir = Path(parts_dir) if parts_dir is not None else None
+    salt = None if cohort_models is None else list(cohort_models.model_ids)
     todo = []
     for b, block in enumerate(blocks):
-        done = _load_part(pdir, b, block) if pdir is not None else None
+        done = _load_part(pdir, b, block, salt) if pdir is not None else None
         if done is not None:
             scores[done[0]] = done[1]
+            by_test.update(zip([u for u, _, _ in block], done[2]))
         else:
             todo.append((b, block))
     if pdir is not None and len(todo) < len(blocks):
         logger.info(
             "scoring: %d of %d blocks reused from an interrupted run", len(blocks) - len(todo), len(blocks)
         )
+    if not todo:
+        return scores, by_test
+    ctx = ScoringContext.build(ubm, models)
+    cohort = None if cohort_models is None else ScoringContext.build(ubm, cohort_models, prepared=ctx.ubm)
 
     def task(block: list[tuple[str, list[int], list[int]]]) -> Any:
-        needed = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for _, _, m in block]))
+        named = [np.asarray(m, dtype=np.int64) for _, _, m in block]
+        needed = np.unique(np.concatenate(named)) if named else np.empty(0, dtype=np.int64)
         row_of = np.full(len(models.model_ids), -1, dtype=np.int64)
         row_of[needed] = np.arange(needed.size)
-        local = [(store.item(u), i, row_of[np.asarray(m, dtype=np.int64)].tolist()) for u, i, m in block]
-        return delayed(_score_block)(str(store.path), local, ubm, models.subset(needed), method, top_c)
+        local = [(store.item(u), i, row_of[m].tolist()) for (u, i, _), m in zip(block, named)]
+        return delayed(_score_block)(str(store.path), local, ctx.select(needed), method, top_c, cohort)
 
     results = Parallel(n_jobs=jobs, return_as="generator")(task(block) for _, block in todo)
-    for (b, block), res in _progress(
+    for (b, block), (res, coh) in _progress(
         zip(todo, results), total=len(todo), desc=desc, unit="block", enabled=progress
     ):
         idx = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in res])
         val = np.concatenate([s for _, s in res])
         scores[idx] = val
+        if coh is not None:
+            by_test.update(zip([u for u, _, _ in block], coh.T))
         if pdir is not None:
-            _save_part(pdir, b, block, idx, val)
-    return scores
+            _save_part(pdir, b, block, idx, val, salt, coh)
+    return scores, by_test
 
 
-def _block_key(block: list[tuple[str, list[int], list[int]]]) -> str:
-    return hashlib.sha1(json.dumps(block).encode()).hexdigest()
+def _block_key(block: list[tuple[str, list[int], list[int]]], salt: Any = None) -> str:
+    return hashlib.sha1(json.dumps(block if salt is None else [block, salt]).encode()).hexdigest()
 
 
-def _save_part(pdir: Path, b: int, block: Any, idx: np.ndarray, val: np.ndarray) -> None:
-    atomic_write_json(
-        pdir / f"block-{b:05d}.json",
-        {"key": _block_key(block), "idx": idx.tolist(), "scores": [repr(float(v)) for v in val]},
-        indent=None,
-    )
+def _save_part(
+    pdir: Path,
+    b: int,
+    block: Any,
+    idx: np.ndarray,
+    val: np.ndarray,
+    salt: Any = None,
+    cohort: np.ndarray | None = None,
+) -> None:
+    rec: dict[str, Any] = {
+        "key": _block_key(block, salt),
+        "idx": idx.tolist(),
+        "scores": [repr(float(v)) for v in val],
+    }
+    if cohort is not None:  # (n_cohort, len(block)): one row per test
+        rec["cohort"] = [[repr(float(v)) for v in col] for col in cohort.T]
+    atomic_write_json(pdir / f"block-{b:05d}.json", rec, indent=None)
 
 
-def _load_part(pdir: Path, b: int, block: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def _load_part(
+    pdir: Path, b: int, block: Any, salt: Any = None
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
     path = pdir / f"block-{b:05d}.json"
     try:
         rec = json.loads(path.read_text())
-        if rec["key"] != _block_key(block):
+        if rec["key"] != _block_key(block, salt):
             return None
-        return np.asarray(rec["idx"], dtype=np.int64), np.asarray([float(v) for v in rec["scores"]])
+        cohort = [np.asarray([float(v) for v in col]) for col in rec["cohort"]] if salt is not None else []
+        return (
+            np.asarray(rec["idx"], dtype=np.int64),
+            np.asarray([float(v) for v in rec["scores"]]),
+            cohort,
+        )
     except (OSError, ValueError, KeyError):
         return None

@@ -293,18 +293,21 @@ class _Grouped:
         return int(self.order.size)
 
     def rows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        n, f = self._read(a, b, ("n", "f"))
+        return n, f
+
+    def _read(self, a: int, b: int, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+        """Sorted rows ``a:b`` of the statistics ``names`` (``"n"``, ``"f"``)."""
         idx = self.order[a:b]
         if self.stats is not None:
-            return self.stats.n[idx], self.stats.f[idx]
+            return tuple(getattr(self.stats, name)[idx] for name in names)
         import h5py
 
         srt = np.argsort(idx, kind="stable")
         inv = np.empty_like(srt)
         inv[srt] = np.arange(srt.size)
         with h5py.File(self.path, "r") as h5:  # type: ignore[arg-type]
-            n = np.asarray(h5["n"][idx[srt]], dtype=np.float64)[inv]
-            f = np.asarray(h5["f"][idx[srt]], dtype=np.float64)[inv]
-        return n, f
+            return tuple(np.asarray(h5[name][idx[srt]], dtype=np.float64)[inv] for name in names)
 
     def batches(self, batch_size: int) -> list[tuple[int, int, np.ndarray]]:
         """Batches of whole speakers of about ``batch_size`` rows: (a, b, local starts)."""
@@ -324,7 +327,7 @@ class _Grouped:
         h.update("\n".join(self.ids[i] for i in self.order).encode())
         h.update(np.asarray(self.starts, dtype=np.int64).tobytes())
         for a, b, _ in self.batches(4096):
-            n, _ = self.rows(a, b)
+            (n,) = self._read(a, b, ("n",))  # the zeroth-order statistics only
             h.update(np.ascontiguousarray(n, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
 

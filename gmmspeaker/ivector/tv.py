@@ -560,21 +560,26 @@ def tv_estep(
 # ---------------------------------------------------------------------------------------
 
 
-def _read_file_rows(path: str, rows: np.ndarray | None, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``a:b`` of a statistics file, or of its selection ``rows`` (file row indices)."""
+def _read_file_rows(
+    path: str, rows: np.ndarray | None, a: int, b: int, names: tuple[str, ...] = ("n", "f")
+) -> tuple[np.ndarray, ...]:
+    """Rows ``a:b`` of a statistics file's datasets ``names`` (default the zeroth- and
+    first-order statistics), or of its selection ``rows`` (file row indices)."""
     import h5py
 
     with h5py.File(path, "r") as h5:
         if rows is None:
-            return np.asarray(h5["n"][a:b], dtype=np.float64), np.asarray(h5["f"][a:b], dtype=np.float64)
+            return tuple(np.asarray(h5[name][a:b], dtype=np.float64) for name in names)
         sel = rows[a:b]
         order = np.argsort(sel, kind="stable")  # HDF5 reads increasing rows
         back = np.empty_like(order)
         back[order] = np.arange(order.size)
         srt = sel[order]
-        n = np.asarray(h5["n"][srt], dtype=np.float64)[back]
-        f = np.asarray(h5["f"][srt], dtype=np.float64)[back]
-        return n, f
+        return tuple(np.asarray(h5[name][srt], dtype=np.float64)[back] for name in names)
+
+
+#: Rows of zeroth-order statistics hashed at a time by the training-data signature.
+SIGNATURE_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -590,7 +595,8 @@ class _Source:
     def rows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         if self.stats is not None:
             return self.stats.n[a:b], self.stats.f[a:b]
-        return _read_file_rows(self.path, self.file_rows, a, b)  # type: ignore[arg-type]
+        n, f = _read_file_rows(self.path, self.file_rows, a, b)  # type: ignore[arg-type]
+        return n, f
 
     def worker_view(self, a: int, b: int) -> Any:
         """What a worker gets for rows a:b: the arrays, or (path, file rows) to read them."""
@@ -600,22 +606,29 @@ class _Source:
         return (self.path, sel)
 
     def signature(self) -> str:
-        """A hash of the ids and zeroth-order statistics (identifies the training data)."""
+        """A hash of the ids and zeroth-order statistics (identifies the training data).
+
+        The zeroth-order statistics are read :data:`SIGNATURE_ROWS` rows at a time (never
+        the first-order ones): memory does not grow with the number of utterances.
+        """
         h = hashlib.sha256()
         if self.stats is not None:
-            ids, n = self.stats.ids, self.stats.n
+            ids = list(self.stats.ids)
         else:
             import h5py
 
             with h5py.File(self.path, "r") as h5:  # type: ignore[arg-type]
                 ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][()]]
-                if self.file_rows is None:
-                    n = h5["n"][()]
-                else:
-                    n = _read_file_rows(self.path, self.file_rows, 0, self.n_utts)[0]  # type: ignore[arg-type]
-                    ids = [ids[i] for i in self.file_rows]
+            if self.file_rows is not None:
+                ids = [ids[i] for i in self.file_rows]
         h.update("\n".join(ids).encode())
-        h.update(np.ascontiguousarray(n, dtype=np.float64).tobytes())
+        for a in range(0, self.n_utts, SIGNATURE_ROWS):
+            b = min(a + SIGNATURE_ROWS, self.n_utts)
+            if self.stats is not None:
+                n = self.stats.n[a:b]
+            else:
+                (n,) = _read_file_rows(self.path, self.file_rows, a, b, ("n",))  # type: ignore[arg-type]
+            h.update(np.ascontiguousarray(n, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
 
 
@@ -674,7 +687,8 @@ def _batches(U: int, batch_size: int) -> list[tuple[int, int]]:
 def _load_rows(view: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(view, tuple) and len(view) == 2 and isinstance(view[0], str):
         path, rows = view
-        return _read_file_rows(path, np.asarray(rows), 0, len(rows))
+        n, f = _read_file_rows(path, np.asarray(rows), 0, len(rows))
+        return n, f
     return view
 
 

@@ -431,12 +431,23 @@ def _score_system(
             continue
         pairs = [(t.model_id, t.test.utt_id) for t in trials]
         tests = run.tests(system, sorted({u for _, u in pairs}))
-        raw = system.score_trials(models, pairs, tests, jobs=jobs, progress=progress, parts_dir=pdir)
+        # one pass over the tests for the trials and the T side of the normalisation
+        raw, t_side = system.score_trials_with_cohort(
+            models,
+            pairs,
+            tests,
+            cohort if own != "none" else None,
+            jobs=jobs,
+            progress=progress,
+            parts_dir=pdir,
+        )
         scores = raw
         if own != "none":
             if kind == "scores":
                 write_scores(wd.scores(system.name, "scores.raw"), trials, raw)
-            scores = system.normalise(raw, pairs, tests, cohort, method=own, jobs=jobs, progress=progress)
+            scores = system.normalise(
+                raw, pairs, tests, cohort, method=own, jobs=jobs, progress=progress, cohort_scores=t_side
+            )
         write_scores(wd.scores(system.name, kind), trials, scores)
     return {"n_trials": len(run.trials)}
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,8 @@ __all__ = [
     "ScoringContext",
     "score_prepared",
     "score_all_models",
+    "score_tests",
+    "same_prepared_ubm",
     "score_utterance",
     "score_trials",
 ]
@@ -69,6 +71,8 @@ METHODS: tuple[str, ...] = ("full", "top_c", "linear")
 _BLOCK_ELEMENTS = 4_000_000
 # Elements (models x pooled frame-components) of the products of score_all_models per pool.
 _POOL_ELEMENTS = 2000000
+# Elements of the log-sum-exp blocks of score_all_models (float32: 640 KB, within a 1 MB L2).
+_CACHE_ELEMENTS = 160_000
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,44 @@ class ScoringContext:
     def n_dims(self) -> int:
         return int(self.ubm_means.shape[1])
 
+    def pooled_weights(self) -> FloatArray:
+        """The models' changes as one GEMM operand per component, (K, D [+ D] + 1, M) in ``dtype``.
+
+        ``[x, (x*x), 1] @ W[k]`` is every model's change of component k's log-density at
+        frame x (``x*x`` rows when variances are adapted; the last row is the constant).
+        Computed on first use and kept with the context (not pickled with it, not copied
+        by :meth:`select`).
+        """
+        w = self.__dict__.get("_pooled_weights")
+        if w is None:
+            parts = [self.d_lin.transpose(1, 2, 0)]
+            if self.d_quad is not None:
+                parts.append(self.d_quad.transpose(1, 2, 0))
+            parts.append(self.d_const.T[:, None, :].astype(self.dtype))
+            w = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=self.dtype)
+            object.__setattr__(self, "_pooled_weights", w)
+        return w
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_pooled_weights", None)  # derived: workers build their own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def select(self, rows: IntArray | Sequence[int]) -> ScoringContext:
+        """The context of some of its models (``rows``, in this order), the UBM's
+        preparation shared and no model prepared again."""
+        r = np.asarray(rows, dtype=np.intp).reshape(-1)
+        return replace(
+            self,
+            d_lin=np.ascontiguousarray(self.d_lin[r]),
+            d_quad=None if self.d_quad is None else np.ascontiguousarray(self.d_quad[r]),
+            d_const=np.ascontiguousarray(self.d_const[r]),
+            model_ids=[self.model_ids[i] for i in r],
+        )
+
     @classmethod
     def build(
         cls,
@@ -131,6 +173,7 @@ class ScoringContext:
         *,
         model_index: IntArray | Sequence[int] | None = None,
         dtype: npt.DTypeLike = np.float32,
+        prepared: PreparedDiag | None = None,
     ) -> ScoringContext:
         """Prepare a UBM and (a subset of) its adapted models for scoring.
 
@@ -144,6 +187,10 @@ class ScoringContext:
             Rows of ``models`` to keep, in this order (default: all).
         dtype : numpy dtype, default float32
             Dtype of the matrix products.
+        prepared : PreparedDiag, optional
+            ``ubm`` already prepared in ``dtype`` (the ``ubm`` attribute of another
+            context of it): shared instead of prepared again, so that several contexts
+            of one UBM (trial and cohort models) compute one UBM pass.
 
         Raises
         ------
@@ -171,7 +218,9 @@ class ScoringContext:
             raise DataError(f"model_index out of range for {len(models)} models")
         dt = np.dtype(dtype)
         prec = 1.0 / var
-        ubm_prep = prepare(params, dt)
+        if prepared is not None and (prepared.dtype != dt or prepared.W.shape != (2 * d + 1, k)):
+            raise ModelError(f"prepared UBM of another shape or dtype than this {k} x {d} {dt} UBM")
+        ubm_prep = prepare(params, dt) if prepared is None else prepared
         assert isinstance(ubm_prep, PreparedDiag)
 
         # Differences are taken in the models' storage precision, so that a model stored
@@ -255,6 +304,12 @@ def _llr_full(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntArra
     return out
 
 
+def _select(Lu: FloatArray, c: int, selection: str) -> tuple[IntArray, FloatArray]:
+    """The UBM's top-c components of each frame (T, C) and their log-densities (T, C) float64."""
+    idx = select_top_c(Lu, c, method=selection)  # selected in the products' dtype (cheaper)
+    return idx, np.take_along_axis(Lu, idx, axis=1).astype(np.float64)
+
+
 def _llr_top_c(
     Xd: FloatArray,
     Lu: FloatArray,
@@ -262,12 +317,13 @@ def _llr_top_c(
     rows: IntArray,
     c: int,
     selection: str,
+    selected: tuple[IntArray, FloatArray] | None = None,
 ) -> FloatArray:
-    """Sum over frames of the per-frame LLR, (m,), over the UBM's top-c components."""
+    """Sum over frames of the per-frame LLR, (m,), over the UBM's top-c components
+    (``selected``: :func:`_select` of ``Lu``, when already done)."""
     t, d = Xd.shape
     k = ctx.n_components
-    idx = select_top_c(Lu, c, method=selection)  # (T, C), selected in ctx.dtype (cheaper)
-    Lu_sel = np.take_along_axis(Lu, idx, axis=1).astype(np.float64)  # (T, C)
+    idx, Lu_sel = _select(Lu, c, selection) if selected is None else selected
     lse_u = logsumexp(Lu_sel)
     Xcol = Xd[:, :, None]  # (T, D, 1)
     X2col = (Xd * Xd)[:, :, None] if ctx.d_quad is not None else None
@@ -310,6 +366,42 @@ def _llr_linear(Xd: FloatArray, Lu: FloatArray, ctx: ScoringContext, rows: IntAr
     )
 
 
+def _check_options(method: str, top_c: int, chunk_size: int, selection: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"unknown scoring method {method!r}; choose from {list(METHODS)}")
+    if method == "top_c" and (isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1):
+        raise ConfigError(f"top_c must be a positive integer, got {top_c!r}")
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    if selection not in ("argmax", "argpartition"):
+        raise ConfigError(f"selection must be 'argmax' or 'argpartition', got {selection!r}")
+
+
+def _check_rows(rows: IntArray | Sequence[int] | None, context: ScoringContext) -> IntArray:
+    r = np.arange(context.n_models) if rows is None else np.asarray(rows, dtype=np.intp).reshape(-1)
+    if r.size and (r.min() < -context.n_models or r.max() >= context.n_models):
+        raise DataError(f"rows out of range for {context.n_models} prepared models")
+    return r
+
+
+def _chunk_llr(
+    Xd: FloatArray,
+    Lu: FloatArray,
+    ctx: ScoringContext,
+    rows: IntArray,
+    method: str,
+    c: int,
+    selection: str,
+    selected: tuple[IntArray, FloatArray] | None = None,
+) -> FloatArray:
+    """Frame-summed LLRs (m,) of ``rows`` on one chunk, from its UBM log-densities ``Lu``."""
+    if method == "linear":
+        return _llr_linear(Xd, Lu, ctx, rows)
+    if method == "full" or c >= ctx.n_components:
+        return _llr_full(Xd, Lu, ctx, rows)
+    return _llr_top_c(Xd, Lu, ctx, rows, c, selection, selected)
+
+
 def score_prepared(
     X: FloatArray,
     context: ScoringContext,
@@ -347,31 +439,15 @@ def score_prepared(
     ndarray, shape (m,), float64
         Frame-averaged log-likelihood ratios.
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown scoring method {method!r}; choose from {list(METHODS)}")
-    if method == "top_c" and (isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1):
-        raise ConfigError(f"top_c must be a positive integer, got {top_c!r}")
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    _check_options(method, top_c, chunk_size, selection)
     X = _check_frames(X, context, "score")
-    r = np.arange(context.n_models) if rows is None else np.asarray(rows, dtype=np.intp).reshape(-1)
-    if r.size and (r.min() < -context.n_models or r.max() >= context.n_models):
-        raise DataError(f"rows out of range for {context.n_models} prepared models")
-    if selection not in ("argmax", "argpartition"):
-        raise ConfigError(f"selection must be 'argmax' or 'argpartition', got {selection!r}")
+    r = _check_rows(rows, context)
     c = int(top_c)
-    use_full = method == "full" or (method == "top_c" and c >= context.n_components)
     total = np.zeros(r.size)
     t_all = X.shape[0]
     for s in range(0, t_all, chunk_size):
         Xd = np.ascontiguousarray(X[s : s + chunk_size], dtype=context.dtype)
-        Lu = _ubm_logdens(Xd, context)
-        if method == "linear":
-            total += _llr_linear(Xd, Lu, context, r)
-        elif use_full:
-            total += _llr_full(Xd, Lu, context, r)
-        else:
-            total += _llr_top_c(Xd, Lu, context, r, c, selection)
+        total += _chunk_llr(Xd, _ubm_logdens(Xd, context), context, r, method, c, selection)
     return total / t_all
 
 
@@ -410,14 +486,7 @@ def score_all_models(
     ndarray, shape (M, U), float64
         ``out[m, u]`` is the frame-averaged LLR of model m on utterance u.
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown scoring method {method!r}; choose from {list(METHODS)}")
-    if method == "top_c" and (isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1):
-        raise ConfigError(f"top_c must be a positive integer, got {top_c!r}")
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size!r}")
-    if selection not in ("argmax", "argpartition"):
-        raise ConfigError(f"selection must be 'argmax' or 'argpartition', got {selection!r}")
+    _check_options(method, top_c, chunk_size, selection)
     M, U = context.n_models, len(utterances)
     out = np.zeros((M, U))
     c = int(top_c)
@@ -435,9 +504,7 @@ def score_all_models(
         lengths[u] = X.shape[0]
         for s in range(0, X.shape[0], chunk_size):
             Xd = np.ascontiguousarray(X[s : s + chunk_size], dtype=context.dtype)
-            Lu = _ubm_logdens(Xd, context)
-            idx = select_top_c(Lu, c, method=selection)
-            pool.append((u, Xd, idx, np.take_along_axis(Lu, idx, axis=1).astype(np.float64)))
+            pool.append((u, Xd, *_select(_ubm_logdens(Xd, context), c, selection)))
             pooled += Xd.shape[0]
             if pooled >= frames_per_pool:
                 _pooled_top_c(pool, context, out)
@@ -445,6 +512,111 @@ def score_all_models(
     if pool:
         _pooled_top_c(pool, context, out)
     return out / lengths[None, :]
+
+
+def score_tests(
+    utterances: Sequence[FloatArray],
+    context: ScoringContext,
+    rows: Sequence[IntArray | Sequence[int]],
+    cohort: ScoringContext | None = None,
+    *,
+    method: str = "top_c",
+    top_c: int = 5,
+    chunk_size: int = 20_000,
+    selection: str = "argmax",
+) -> tuple[list[FloatArray], FloatArray | None]:
+    """Trial scores and cohort scores of test utterances from one UBM pass of each.
+
+    Each utterance's UBM log-densities (and top-C selection) are computed once and used
+    both for its trial models ``rows[u]`` of ``context`` -- the scores of
+    :func:`score_prepared` -- and for every model of ``cohort`` -- the scores of
+    :func:`score_all_models` (S-/T-norm's T side). Both contexts must hold the same
+    prepared UBM. With top-C and utterances shorter than the cohort pools' chunk, the
+    numbers are those of the two functions called separately on the same utterances, bit
+    for bit (longer utterances are cut into the same chunks for both, which changes
+    the trial scores by the float64 summation order only).
+
+    Parameters
+    ----------
+    utterances : sequence of ndarray, each shape (T_u, D)
+    context : ScoringContext
+        The trial models.
+    rows : sequence of int arrays
+        ``rows[u]``: the rows of ``context`` to score on utterance u.
+    cohort : ScoringContext, optional
+        Models scored on every utterance.
+    method, top_c, chunk_size, selection
+        As in :func:`score_prepared`.
+
+    Returns
+    -------
+    trial_scores : list of ndarray (len(rows[u]),) float64
+    cohort_scores : ndarray (n_cohort, U) float64, or None without ``cohort``
+
+    Raises
+    ------
+    ModelError
+        ``cohort`` was prepared with another UBM or dtype than ``context``.
+    """
+    _check_options(method, top_c, chunk_size, selection)
+    if len(rows) != len(utterances):
+        raise DataError(f"score_tests: {len(rows)} row lists for {len(utterances)} utterances")
+    if cohort is not None and not same_prepared_ubm(context, cohort):
+        raise ModelError("score_tests: the cohort models were prepared with another UBM or dtype")
+    c = int(top_c)
+    pooled = cohort is not None and method == "top_c" and c < context.n_components
+    if pooled:
+        assert cohort is not None
+        frames_per_pool = max(1, _POOL_ELEMENTS // max(1, cohort.n_models * c))
+        chunk_size = min(chunk_size, frames_per_pool)  # the chunks of score_all_models
+    U = len(utterances)
+    trial_out: list[FloatArray] = []
+    cohort_out = None if cohort is None else np.zeros((cohort.n_models, U))
+    every = None if cohort is None else np.arange(cohort.n_models)
+    pool: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    n_pooled = 0
+    lengths = np.empty(U)
+    for u, X in enumerate(utterances):
+        X = _check_frames(X, context, f"utterance {u}")
+        r = _check_rows(rows[u], context)
+        lengths[u] = X.shape[0]
+        total = np.zeros(r.size)
+        for s in range(0, X.shape[0], chunk_size):
+            Xd = np.ascontiguousarray(X[s : s + chunk_size], dtype=context.dtype)
+            Lu = _ubm_logdens(Xd, context)
+            if pooled:
+                sel = _select(Lu, c, selection)
+                total += _llr_top_c(Xd, Lu, context, r, c, selection, sel)
+                pool.append((u, Xd, *sel))
+                n_pooled += Xd.shape[0]
+                if n_pooled >= frames_per_pool:
+                    assert cohort is not None and cohort_out is not None
+                    _pooled_top_c(pool, cohort, cohort_out)
+                    pool, n_pooled = [], 0
+            else:
+                total += _chunk_llr(Xd, Lu, context, r, method, c, selection)
+                if cohort is not None and cohort_out is not None and every is not None:
+                    cohort_out[:, u] += _chunk_llr(Xd, Lu, cohort, every, method, c, selection)
+        trial_out.append(total / X.shape[0])
+    if pool:
+        assert cohort is not None and cohort_out is not None
+        _pooled_top_c(pool, cohort, cohort_out)
+    if cohort_out is not None:
+        cohort_out /= lengths[None, :]
+    return trial_out, cohort_out
+
+
+def same_prepared_ubm(a: ScoringContext, b: ScoringContext) -> bool:
+    """Whether two contexts compute the same UBM log-densities (same prepared UBM and dtype)."""
+    if a.ubm is b.ubm:
+        return True
+    return (
+        a.dtype == b.dtype
+        and a.ubm.W.shape == b.ubm.W.shape
+        and np.array_equal(a.ubm.W, b.ubm.W)
+        and np.array_equal(a.ubm.shift, b.ubm.shift)
+        and np.array_equal(a.ubm.far, b.ubm.far)
+    )
 
 
 def _pooled_top_c(
@@ -456,8 +628,12 @@ def _pooled_top_c(
     top C (``log w = Lu_sel - logsumexp(Lu_sel)``, float64, then rounded) and ``delta_c``
     the model's change of the log-density of component c: computed in ``ctx.dtype`` as
     ``max + log sum exp(. - max)`` (``log w`` is added before the exponential, so no
-    product of two small numbers can be subnormal). Each float32 term is within a few
-    ulps of ``|delta| + |log w|`` of the float64 value; the frame sums are float64.
+    product of two small numbers can be subnormal). ``delta`` is one GEMM per selected
+    component of the pairs' ``[x, (x*x), 1]`` and :meth:`ScoringContext.pooled_weights`
+    (the constant inside the product); the log-sum-exp then runs over blocks of
+    :data:`_CACHE_ELEMENTS`, each pass over a block that stays in cache. Each float32
+    term is within a few ulps of ``|delta| + |log w|`` of the float64 value; the frame
+    sums are float64.
     """
     M, K = ctx.n_models, ctx.n_components
     dt = ctx.dtype
@@ -465,31 +641,38 @@ def _pooled_top_c(
     idx = np.concatenate([p[2] for p in pool])  # (F, C)
     Lu_sel = np.concatenate([p[3] for p in pool])  # (F, C) float64
     F, C = idx.shape
+    D = X.shape[1]
     comp = idx.reshape(-1)  # pair p = f * C + j
     order = np.argsort(comp, kind="stable")
     starts = np.concatenate([[0], np.cumsum(np.bincount(comp, minlength=K))])
-    Xs = X[order // C]  # frames of the pairs, grouped by component
-    X2s = Xs * Xs if ctx.d_quad is not None else None
-    const = np.ascontiguousarray(ctx.d_const.T, dtype=dt)  # (K, M)
+    W = ctx.pooled_weights()  # (K, n_cols, M)
+    Xa = np.empty((order.size, W.shape[1]), dtype=dt)  # [x, (x*x), 1] of the pairs, by component
+    np.take(X, order // C, axis=0, out=Xa[:, :D])
+    if ctx.d_quad is not None:
+        np.multiply(Xa[:, :D], Xa[:, :D], out=Xa[:, D : 2 * D])
+    Xa[:, -1] = 1.0
     # column M is the UBM itself (no change): computed by the same operations as the
     # models, so that a model equal to the UBM scores exactly 0
     ds = np.empty((order.size, M + 1), dtype=dt)
     ds[:, M] = 0.0
     for k in np.flatnonzero(np.diff(starts)):  # one GEMM of all models per selected component
         a, b = starts[k], starts[k + 1]
-        np.matmul(Xs[a:b], ctx.d_lin[:, k, :].T, out=ds[a:b, :M])
-        if X2s is not None and ctx.d_quad is not None:
-            ds[a:b, :M] += X2s[a:b] @ ctx.d_quad[:, k, :].T
-        ds[a:b, :M] += const[k]
-    L = np.empty_like(ds)
-    L[order] = ds  # back to pair order
-    L = L.reshape(F, C, M + 1)
-    L += (Lu_sel - logsumexp(Lu_sel)[:, None]).astype(dt)[:, :, None]  # + log w
-    mx = L.max(axis=1)  # (F, M + 1)
-    L -= mx[:, None, :]
-    clipped_exp(L, out=L)
-    per_frame = np.log(L.sum(axis=1))
-    per_frame += mx
+        np.matmul(Xa[a:b], W[k], out=ds[a:b, :M])
+    where = np.empty_like(order)  # the row of ds of pair p
+    where[order] = np.arange(order.size)
+    log_w = (Lu_sel - logsumexp(Lu_sel)[:, None]).astype(dt)
+    per_frame = np.empty((F, M + 1), dtype=dt)
+    step = max(1, _CACHE_ELEMENTS // (C * (M + 1)))
+    for f0 in range(0, F, step):  # frames whose (frames, C, M + 1) block stays in cache
+        f1 = min(F, f0 + step)
+        L = np.take(ds, where[f0 * C : f1 * C], axis=0).reshape(f1 - f0, C, M + 1)
+        L += log_w[f0:f1, :, None]
+        mx = L.max(axis=1)  # (frames, M + 1)
+        L -= mx[:, None, :]
+        clipped_exp(L, out=L)
+        pf = per_frame[f0:f1]
+        np.log(L.sum(axis=1), out=pf)
+        pf += mx
     per_frame = per_frame[:, :M] - per_frame[:, M:]
     bounds = np.concatenate([[0], np.cumsum([p[1].shape[0] for p in pool])[:-1]])
     sums = np.add.reduceat(per_frame, bounds, axis=0, dtype=np.float64)  # (chunks, M)

@@ -357,19 +357,58 @@ class TrainedSystem:
         progress: bool = False,
         parts_dir: Path | None = None,
     ) -> FloatArray:
-        """Raw scores of ``(model_id, test_id)`` pairs, (n_trials,) float64 (NaN: no features)."""
+        """Raw scores of ``(model_id, test_id)`` pairs, (n_trials,) float64 (NaN: no features).
+
+        The default scores the models the trials name against the tests they name, in one
+        :meth:`score_matrix` (systems whose per-score cost is a small product, as PLDA and
+        ISV scoring, lose little to the pairs no trial asks for), and picks the trials.
+        """
         ids = self.model_ids(models)
         pos = {m: i for i, m in enumerate(ids)}
-        tpos = {u: j for j, u in enumerate(tests.ids)}
         for i, (m, _) in enumerate(trials):
             if m not in pos:
                 raise DataError(f"trial {i + 1}: unknown model {m!r}")
+        used = sorted({pos[m] for m, _ in trials})
+        if len(used) < len(ids):  # only the models the trials name
+            models = self.subset(models, used)
+            pos = {ids[r]: i for i, r in enumerate(used)}
+        named = {u for _, u in trials}
+        if len(named) < len(tests.ids):  # only the tests the trials name
+            keep = [j for j, u in enumerate(tests.ids) if u in named]
+            tests = Tests(
+                ids=[tests.ids[j] for j in keep],
+                source=tests.source,
+                paths=None if tests.paths is None else [tests.paths[j] for j in keep],
+            )
+        tpos = {u: j for j, u in enumerate(tests.ids)}
         S = self.score_matrix(models, tests, jobs=jobs, progress=progress)
         out = np.full(len(trials), np.nan)
         for i, (m, u) in enumerate(trials):
             if u in tpos:
                 out[i] = S[pos[m], tpos[u]]
         return out
+
+    def score_trials_with_cohort(
+        self,
+        models: Any,
+        trials: Sequence[tuple[str, str]],
+        tests: Tests,
+        cohort: NormCohort | None,
+        *,
+        jobs: int = 1,
+        progress: bool = False,
+        parts_dir: Path | None = None,
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """:meth:`score_trials`, and the raw T side of ``cohort`` when its method needs one.
+
+        Returns the raw trial scores and, where a system can compute it from the same pass
+        over the tests (GMM-UBM: one UBM pass per test for its trial and cohort models),
+        the cohort models' raw scores on every test, (n_cohort, len(tests.ids)), for
+        :meth:`normalise`; None leaves the T side to :meth:`normalise` (the default).
+        """
+        return self.score_trials(
+            models, trials, tests, jobs=jobs, progress=progress, parts_dir=parts_dir
+        ), None
 
     # -- normalisation --------------------------------------------------------------------
     def cohort_tests(self, cohort: NormCohort) -> Tests:
@@ -492,6 +531,12 @@ class TrainedSystem:
         the audio files are the same file (audio given to verify).
         """
         S = self.score_matrix(self.cohort_models(cohort), tests, jobs=jobs, progress=progress)
+        return self.mask_own_tests(cohort, tests, S)
+
+    @staticmethod
+    def mask_own_tests(cohort: NormCohort, tests: Tests, S: FloatArray) -> Any:
+        """T-side scores ``S`` (n_cohort, n_tests) masked where a test is the cohort model's
+        own utterance (see :meth:`cohort_test`)."""
         ids = np.asarray(cohort.cohort_ids, dtype=object)
         mask = ids[:, None] == np.asarray(tests.ids, dtype=object)[None, :]
         if tests.paths is not None and cohort.cohort_paths:
@@ -510,6 +555,7 @@ class TrainedSystem:
         method: str | None = None,
         jobs: int = 1,
         progress: bool = False,
+        cohort_scores: FloatArray | None = None,
     ) -> FloatArray:
         """Normalise raw trial scores with the cohort (the recipe's score stage and verify alike).
 
@@ -524,6 +570,9 @@ class TrainedSystem:
             The Z side must hold every model the trials name.
         method : str, optional
             Default: the cohort's method.
+        cohort_scores : ndarray (n_cohort, len(tests.ids)), optional
+            The T side's raw scores on ``tests`` when already computed
+            (:meth:`score_trials_with_cohort`); default: :meth:`cohort_test` computes them.
         """
         from gmmspeaker.scoring.norm import normalize_scores
 
@@ -555,11 +604,22 @@ class TrainedSystem:
                 raise ModelError(f"model {unknown[0]!r} has no cohort statistics (Z side)")
         model_idx = np.array([mpos.get(m, 0) for m, _ in kept], dtype=np.int64)
         test_idx = np.array([col[u] for _, u in kept], dtype=np.int64)
+        t_side = None
+        if t and cohort_scores is not None:
+            cs = np.asarray(cohort_scores, dtype=np.float64)
+            if cs.shape != (len(cohort.cohort_ids), len(tests.ids)):
+                raise DataError(
+                    f"normalisation: cohort scores of shape {cs.shape}, expected "
+                    f"({len(cohort.cohort_ids)}, {len(tests.ids)})"
+                )
+            t_side = self.mask_own_tests(cohort, sub, cs[:, [tpos[u] for u in test_ids]])
+        elif t:
+            t_side = self.cohort_test(cohort, sub, jobs=jobs, progress=progress)
         out[ok] = normalize_scores(
             raw[ok],
             method=method,
             model_cohort=cohort.model_cohort if z else None,
-            cohort_test=self.cohort_test(cohort, sub, jobs=jobs, progress=progress) if t else None,
+            cohort_test=t_side,
             cohort_cohort=cohort.cohort_cohort if zt else None,
             model_idx=model_idx,
             test_idx=test_idx,

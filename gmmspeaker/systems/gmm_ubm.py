@@ -43,6 +43,16 @@ def concat_models(a: Any, b: Any) -> Any:
     )
 
 
+def _as_trials(pairs: Sequence[tuple[str, str]]) -> list[Any]:
+    """``(model_id, test_id)`` pairs as the trial records of :mod:`gmmspeaker.gmm.batch`."""
+    from gmmspeaker.corpora.lists import Trial, Utterance
+
+    return [
+        Trial(model_id=m, test=Utterance(utt_id=u, path=Path(u)), target=None, line=i + 1)
+        for i, (m, u) in enumerate(pairs)
+    ]
+
+
 class GmmUbm(TrainedSystem):
     """GMM-UBM: ``ubm.h5``, MAP models (``models.h5``), top-C / full / linear LLR scoring."""
 
@@ -152,20 +162,15 @@ class GmmUbm(TrainedSystem):
         parts_dir: Path | None = None,
     ) -> FloatArray:
         """Raw LLRs of ``(model_id, test_id)`` pairs; each test passes through the UBM once."""
-        from gmmspeaker.corpora.lists import Trial, Utterance
         from gmmspeaker.store import FeatureStore
 
         sc = self.recipe.scoring
         if isinstance(tests.source, FeatureStore):
             from gmmspeaker.gmm.batch import score_trials
 
-            tr = [
-                Trial(model_id=m, test=Utterance(utt_id=u, path=Path(u)), target=None, line=i + 1)
-                for i, (m, u) in enumerate(trials)
-            ]
             return score_trials(
                 tests.source,
-                tr,
+                _as_trials(trials),
                 self.ubm,
                 models,
                 method=sc.method,
@@ -181,6 +186,44 @@ class GmmUbm(TrainedSystem):
                 raise DataError(f"unknown model {m!r}")
         return score_in_memory(
             dict(tests.source), list(trials), self.ubm, models, method=sc.method, top_c=sc.top_c
+        )
+
+    def score_trials_with_cohort(
+        self,
+        models: Any,
+        trials: Sequence[tuple[str, str]],
+        tests: Tests,
+        cohort: NormCohort | None,
+        *,
+        jobs: int = 1,
+        progress: bool = False,
+        parts_dir: Path | None = None,
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Raw LLRs of the trials and of the cohort models on every test (when the cohort's
+        method has a T side), from one UBM pass per test of a feature store (the recipe's
+        scoring stage); tests given as frames are scored by the separate passes."""
+        from gmmspeaker.store import FeatureStore
+        from gmmspeaker.systems.base import cohort_sides
+
+        if cohort is None or not cohort_sides(cohort.method)[1] or not isinstance(tests.source, FeatureStore):
+            return super().score_trials_with_cohort(
+                models, trials, tests, cohort, jobs=jobs, progress=progress, parts_dir=parts_dir
+            )
+        from gmmspeaker.gmm.batch import score_trials_with_cohort
+
+        sc = self.recipe.scoring
+        return score_trials_with_cohort(
+            tests.source,
+            _as_trials(trials),
+            self.ubm,
+            models,
+            self.cohort_models(cohort),
+            tests.ids,
+            method=sc.method,
+            top_c=sc.top_c,
+            jobs=jobs,
+            parts_dir=parts_dir,
+            progress=progress,
         )
 
     # -- normalisation -----------------------------------------------------------------------

@@ -259,3 +259,37 @@ def test_float32_products_stay_close_to_float64(rng):
     np.testing.assert_allclose(iv32, iv64, rtol=1e-3, atol=1e-3 * np.abs(iv64).max())
     with pytest.raises(ConfigError, match="dtype"):
         train_tv(stats, rank=2, rng=rng, dtype="float16")
+
+
+def test_checkpoint_key_reads_only_zeroth_order_statistics_in_batches(tmp_path, rng, monkeypatch):
+    """The training-data signature of a statistics file (what a checkpoint is keyed on)
+    hashes the ids and the zeroth-order statistics only, a batch of rows at a time: its
+    peak memory stays a small fraction of the first-order statistics and does not grow
+    with the number of utterances; the hash is that of all of them at once."""
+    import hashlib
+    import tracemalloc
+
+    from gmmspeaker.ivector import tv as tv_mod
+
+    monkeypatch.setattr(tv_mod, "SIGNATURE_ROWS", 64)
+    peaks = []
+    for U in (300, 1200):
+        stats, _ = synthetic_stats(rng, U=U, K=16, D=20, R=2, frames=50)
+        path = tmp_path / f"stats{U}.h5"
+        stats.save(path)
+        pick = [f"u{i}" for i in range(U - 1, -1, -2)]  # a selection, in another order
+        for src, ids, n in (
+            (tv_mod._open_source(path), stats.ids, stats.n),
+            (tv_mod._open_source(path, pick), pick, stats.subset(pick).n),
+        ):
+            tracemalloc.start()
+            got = src.signature()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            ref = hashlib.sha256("\n".join(ids).encode())
+            ref.update(np.ascontiguousarray(n, dtype=np.float64).tobytes())
+            assert got == ref.hexdigest()[:16]
+            assert src.signature() == tv_mod._open_source(stats, list(ids)).signature()  # in memory
+            peaks.append(peak)
+        assert max(peaks[-2:]) < stats.f.nbytes / 8
+    assert max(peaks[-2:]) < 2 * max(peaks[:2]) + 200_000  # 4x the utterances: not 4x the memory

@@ -18,8 +18,13 @@ def _scores(path: Path) -> np.ndarray:
     return np.array([float(line.split()[2]) for line in path.read_text().splitlines()])
 
 
-@pytest.mark.parametrize("method", ["znorm", "tnorm", "snorm"])
-def test_recipe_normalisation_matches_reference(tmp_path, method):
+@pytest.mark.parametrize(
+    ("method", "scoring"),
+    [("znorm", "full"), ("tnorm", "full"), ("snorm", "full"), ("snorm", "top_c"), ("tnorm", "linear")],
+)
+def test_recipe_normalisation_matches_reference(tmp_path, method, scoring):
+    """Trial scores and their T side come from one UBM pass per test (pooled top-C, or
+    per utterance); the reference scores every pair on its own."""
     from gmmspeaker.corpora.synthetic import SyntheticCorpusConfig, generate_corpus
 
     corpus = tmp_path / "corpus"
@@ -33,7 +38,8 @@ def test_recipe_normalisation_matches_reference(tmp_path, method):
     recipe.write_text(
         f"defaults: {REPO}/configs/features-8k.yaml\n"
         "data: {root: corpus, ubm: ubm.txt, enroll: enroll.txt, trials: trials.txt, cohort: ubm.txt}\n"
-        f"ubm: {{components: 4, iterations: 2}}\nscoring: {{method: full, normalization: {method}}}\n"
+        f"ubm: {{components: 4, iterations: 2}}\n"
+        f"scoring: {{method: {scoring}, top_c: 2, normalization: {method}}}\n"
         "evaluation: {det_plot: false}\n"
     )
     wd = tmp_path / "wd"
@@ -53,12 +59,16 @@ def test_recipe_normalisation_matches_reference(tmp_path, method):
     models = SpeakerModels.load(wd / "models.h5")
     cohort = [u.utt_id for u in read_ubm_list(corpus / "ubm.txt")]
     trials = read_trials(corpus / "trials.txt")
+    how = {"method": scoring, "top_c": 2}
+    for t, s in zip(trials, raw):
+        ref_raw = score_utterance(store.get(t.test.utt_id), ubm, models, [models.index(t.model_id)], **how)[0]
+        assert abs(s - ref_raw) < 1e-4
     ref = []
     for t, s in zip(trials, raw):
         if method in ("znorm", "snorm"):
             z = np.array(
                 [
-                    score_utterance(store.get(c), ubm, models, [models.index(t.model_id)], method="full")[0]
+                    score_utterance(store.get(c), ubm, models, [models.index(t.model_id)], **how)[0]
                     for c in cohort
                 ]
             )
@@ -70,7 +80,7 @@ def test_recipe_normalisation_matches_reference(tmp_path, method):
                 cm = SpeakerModels.from_adapted(
                     ["c"], [map_adapt(accumulate(store.get(c), ubm), ubm, relevance=16.0)], relevance=16.0
                 )
-                tt.append(score_utterance(x, ubm, cm, [0], method="full")[0])
+                tt.append(score_utterance(x, ubm, cm, [0], **how)[0])
             tt = np.array(tt)
             tn = (s - tt.mean()) / tt.std()
         ref.append({"znorm": lambda: zn, "tnorm": lambda: tn, "snorm": lambda: 0.5 * (zn + tn)}[method]())

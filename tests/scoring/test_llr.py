@@ -358,3 +358,107 @@ def test_score_all_models_model_equal_to_ubm_scores_exactly_zero(rng, dtype):
         models = enroll(["a", "b", "c"], data_stats, ubm, relevance=np.inf, adapt=adapt, dtype=dtype)
         s = llr.score_all_models(utts, ScoringContext.build(ubm, models), top_c=3)
         assert np.all(s == 0.0), (adapt, s)
+
+
+# -- score_tests: trials and cohort from one UBM pass ----------------------------------------
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("method", "c"), [("top_c", 3), ("top_c", 8), ("full", 3), ("linear", 3)])
+def test_score_tests_equals_the_two_separate_passes(world, rng, dtype, method, c):
+    """Trial rows as score_prepared scores them and the cohort as score_all_models does,
+    bit for bit (utterances shorter than a pool's chunk), and independent of each other."""
+    ubm, means64, _, _, enroll_data = world
+    cohort_models = enroll(
+        [f"c{i}" for i in range(4)],
+        [naive_stats(rng.normal(scale=1.5, size=(50, 3)), ubm) for _ in range(4)],
+        ubm,
+        relevance=4.0,
+        dtype=np.float64,
+    )
+    utts = [rng.normal(scale=2.0, size=(n, 3)) for n in (40, 7, 1, 25)]
+    rows = [[0, 2], [4], [], [1, 0, 3]]
+    ctx = ScoringContext.build(ubm, means64, dtype=dtype)
+    cctx = ScoringContext.build(ubm, cohort_models, dtype=dtype, prepared=ctx.ubm)
+    trial, coh = llr.score_tests(utts, ctx, rows, cctx, method=method, top_c=c)
+    for x, r, got in zip(utts, rows, trial):
+        np.testing.assert_array_equal(got, score_prepared(x, ctx, r, method=method, top_c=c))
+    np.testing.assert_array_equal(coh, llr.score_all_models(utts, cctx, method=method, top_c=c))
+    alone, none = llr.score_tests(utts, ctx, rows, method=method, top_c=c)
+    assert none is None and all(np.array_equal(a, b) for a, b in zip(alone, trial))
+
+
+@pytest.mark.numerics
+def test_score_tests_long_utterances_within_the_float32_bound(world, rng, monkeypatch):
+    """Utterances cut into several chunks (and pools): trial and cohort scores within the
+    float32 bound of the naive float64 per-frame top-C LLR (as score_all_models)."""
+    ubm, means64, all64, _, _ = world
+    monkeypatch.setattr(llr, "_POOL_ELEMENTS", 40)  # chunks of 40 // (5 x 3) = 2 frames
+    utts = [rng.normal(scale=2.0, size=(n, 3)) for n in (40, 17)]
+    rows = [[0, 3], [1, 2, 4]]
+    ctx = ScoringContext.build(ubm, means64)
+    cctx = ScoringContext.build(ubm, all64, prepared=ctx.ubm)
+    trial, coh = llr.score_tests(utts, ctx, rows, cctx, top_c=3)
+    scale = max(
+        np.abs(comp_logdens(x, *model_params(m, i, ubm))).max()
+        + np.abs(comp_logdens(x, ubm.weights_, ubm.means_, ubm.covariances_)).max()
+        for x in utts
+        for m in (means64, all64)
+        for i in range(len(m))
+    )
+    bound = 64 * np.finfo(np.float32).eps * scale
+    for x, r, got in zip(utts, rows, trial):
+        ref = [naive_llr(x, ubm, means64, i, top_c=3) for i in r]
+        np.testing.assert_allclose(got, ref, rtol=0, atol=bound)
+    ref_c = np.array([[naive_llr(x, ubm, all64, i, top_c=3) for x in utts] for i in range(len(all64))])
+    np.testing.assert_allclose(coh, ref_c, rtol=0, atol=bound)
+
+
+def test_score_tests_refuses_a_cohort_of_another_ubm(world, rng):
+    ubm, means64, _, X, _ = world
+    other = make_ubm(rng)
+    ctx = ScoringContext.build(ubm, means64)
+    foreign = enroll(["o"], [naive_stats(X, other)], other, relevance=4.0)
+    with pytest.raises(ModelError, match="another UBM"):
+        llr.score_tests([X], ctx, [[0]], ScoringContext.build(other, foreign), top_c=3)
+    with pytest.raises(ModelError, match="dtype"):
+        ScoringContext.build(ubm, means64, dtype=np.float64, prepared=ctx.ubm)
+    with pytest.raises(DataError, match="row lists"):
+        llr.score_tests([X, X], ctx, [[0]])
+
+
+def test_context_select_is_a_context_of_those_rows(world):
+    ubm, _, all64, X, _ = world
+    ctx = ScoringContext.build(ubm, all64)
+    sub = ctx.select([3, 1])
+    assert sub.ubm is ctx.ubm and sub.model_ids == ["m3", "m1"]
+    np.testing.assert_array_equal(
+        score_prepared(X, sub, top_c=3),
+        score_prepared(X, ScoringContext.build(ubm, all64, model_index=[3, 1]), top_c=3),
+    )
+
+
+def test_pooled_weights_are_the_models_changes_and_stay_out_of_pickles(world, rng):
+    """W[k] rows: the linear changes, the quadratic ones (variances adapted), the constant;
+    a pickled context leaves them out (workers rebuild them) and scores the same."""
+    import pickle
+
+    ubm, means64, all64, X, _ = world
+    for models in (means64, all64):
+        ctx = ScoringContext.build(ubm, models)
+        W = ctx.pooled_weights()
+        d = ctx.n_dims
+        assert W.shape == (ctx.n_components, (2 * d if ctx.d_quad is not None else d) + 1, ctx.n_models)
+        k = 5
+        np.testing.assert_array_equal(W[k, :d], ctx.d_lin[:, k, :].T)
+        if ctx.d_quad is not None:
+            np.testing.assert_array_equal(W[k, d : 2 * d], ctx.d_quad[:, k, :].T)
+        np.testing.assert_array_equal(W[k, -1], ctx.d_const[:, k].astype(np.float32))
+        assert ctx.pooled_weights() is W  # kept
+        back = pickle.loads(pickle.dumps(ctx))
+        assert "_pooled_weights" not in back.__dict__
+        utts = [X, rng.normal(scale=2.0, size=(9, 3))]
+        np.testing.assert_array_equal(
+            llr.score_all_models(utts, back, top_c=3), llr.score_all_models(utts, ctx, top_c=3)
+        )
