@@ -40,6 +40,7 @@ def store(tmp_path_factory) -> FeatureStore:
         (36_062, 64, 5, 1),  # demo.yaml: 563 frames per component
         (55_998, 64, 5, 1),  # fsdd.yaml with a 64-component UBM: 875
         (55_998, 128, 5, 1),  # fsdd.yaml with 128: 437
+        (55_998, 32, 5, 3),  # fsdd.yaml's 32 Gaussians: 1,750 (the recipe sets subsample: 1)
         (55_780, 256, 5, 1),  # dspspeech20*.yaml: 218
         # bench_e2e's 5-hour corpus: ~900 k frames, 3,500 per component
         (900_000, 256, 5, 5),
