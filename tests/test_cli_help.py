@@ -99,3 +99,16 @@ def test_help_exits_zero(argv, capsys):
     with pytest.raises(SystemExit) as ex:
         main(argv)
     assert ex.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    """``python -m gmmspeaker`` is the console script: the same help, the same exit status on a bad command."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "gmmspeaker", "run", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "--until-stage" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "gmmspeaker", "no-such-command"], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "no-such-command" in bad.stderr
