@@ -35,7 +35,6 @@ neighbouring utterances.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -43,7 +42,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from gmmspeaker.errors import AudioError, DataError, GmmSpeakerError, SkippedInp
 
 __all__ = [
     "FeatureStore",
+    "ChunkSource",
     "ExtractionReport",
     "extract_to_store",
     "config_hash",
@@ -486,7 +486,7 @@ class FeatureStore:
         unit_frames: int | None = None,
         every: int = 1,
         phases: Sequence[int] | None = None,
-    ) -> list[Callable[[], Iterator[np.ndarray]]]:
+    ) -> list[ChunkSource]:
         """Split ``utt_ids`` into ``n_parts`` picklable chunk factories (for parallel EM).
 
         The split depends only on the ids, ``n_parts`` and ``unit_frames``, never on the
@@ -515,16 +515,42 @@ class FeatureStore:
         n_parts = max(1, min(n_parts, len(ids)))
         bounds = np.linspace(0, len(ids), n_parts + 1).round().astype(int)
         return [
-            functools.partial(
-                _iter_chunks,
+            ChunkSource(
                 str(self.path),
-                [self.item(u) for u in ids[a:b]],
-                chunk_frames,
+                tuple(self.item(u) for u in ids[a:b]),
+                int(chunk_frames),
                 every,
-                ph[a:b] if every > 1 else None,
+                tuple(ph[a:b]) if every > 1 else None,
             )
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
+
+
+@dataclass(frozen=True)
+class ChunkSource:
+    """A picklable chunk factory over some utterances of a store (what :meth:`FeatureStore.sources` returns).
+
+    Calling it streams the frames (every ``every``-th of each utterance, from its phase) in
+    chunks of at most ``chunk_frames`` rows. ``n_frames`` is the number of rows it yields,
+    known from the store's index without reading: EM's first pass uses it to keep only
+    this source's share of the initialisation subsample (:meth:`GaussianMixture.fit_stream`).
+    """
+
+    store_dir: str
+    items: tuple[tuple[str, str, int, int], ...]
+    chunk_frames: int
+    every: int = 1
+    phases: tuple[int, ...] | None = None
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        return _iter_chunks(self.store_dir, self.items, self.chunk_frames, self.every, self.phases)
+
+    @property
+    def n_frames(self) -> int:
+        """Rows the source yields: ``len(range(phase, n, every))`` summed over its utterances."""
+        if self.every <= 1 or self.phases is None:
+            return sum(int(it[3]) for it in self.items)
+        return sum(len(range(int(p), int(it[3]), self.every)) for it, p in zip(self.items, self.phases))
 
 
 def _up_to_date(entry: dict[str, Any], path: Path, content_check: bool) -> bool:

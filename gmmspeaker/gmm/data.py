@@ -228,8 +228,18 @@ class StreamData:
 
         return list(Parallel(n_jobs=self.n_jobs)(delayed(fn)(*a) for a in args))
 
-    def summaries(self, m: int, seeds: list[np.random.SeedSequence]) -> list[SourceSummary]:
-        out = self._map(summarize_source, [(s, i, m, seeds[i]) for i, s in enumerate(self.sources)])
+    def declared_frames(self) -> list[int] | None:
+        """Each source's ``n_frames`` attribute (rows it says it yields), or None unless all declare one."""
+        counts = [getattr(s, "n_frames", None) for s in self.sources]
+        if any(not isinstance(c, (int, np.integer)) or isinstance(c, bool) for c in counts):
+            return None
+        return [int(c) for c in counts]  # type: ignore[arg-type]
+
+    def summaries(self, m: int | Sequence[int], seeds: list[np.random.SeedSequence]) -> list[SourceSummary]:
+        """First pass over every source; ``m`` rows of subsample kept per source (one int for
+        all, or one per source)."""
+        ms = [int(m)] * self.n_sources if isinstance(m, (int, np.integer)) else [int(x) for x in m]
+        out = self._map(summarize_source, [(s, i, ms[i], seeds[i]) for i, s in enumerate(self.sources)])
         dims = {int(o.rows.shape[1]) for o in out}
         if len(dims) > 1:
             raise DataError(f"fit_stream: sources have different dimensions {sorted(dims)}")

@@ -54,6 +54,9 @@ SPLIT_ITERS = 10
 #: splitting costs 10 x (1 + 2 + ... + K/2) ~ 10 K component-passes over the data
 #: otherwise, as much as the final iterations. 0: every split level sees every frame.
 SPLIT_FRAMES_PER_COMPONENT = 200
+#: Least size of the uniform frame subsample kept by the first pass (k-means++ seeds and
+#: random starts are drawn from it; at least 16 frames per component).
+INIT_SAMPLE_FRAMES = 10_000
 
 
 @dataclass(frozen=True)
@@ -120,17 +123,40 @@ def fit_sources(gmm: GaussianMixture, sources: Sequence[Callable[[], Iterable[An
     return _fit(gmm, StreamData(sources, gmm.chunk_size, gmm.n_jobs), where="fit_stream")
 
 
+def _subsample_split(counts: list[int], m: int, seq: np.random.SeedSequence) -> list[int]:
+    """How many rows of each source the initialisation subsample of ``min(m, N)`` rows takes."""
+    c = np.asarray(counts, dtype=np.int64)
+    take = np.random.default_rng(seq).multivariate_hypergeometric(c, min(m, int(c.sum())))
+    return [int(t) for t in take]
+
+
 def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> EMResult:
     K, cov_type = int(gmm.n_components), gmm.covariance_type
     dtype = resolve_dtype(gmm.dtype, cov_type)
     ss = _seed_sequence(gmm.random_state)
     seq_sample, seq_combine, seq_inits = ss.spawn(3)
     init_seeds = seq_inits.spawn(gmm.n_init)
-    m = max(10_000, 16 * K)
+    m = max(INIT_SAMPLE_FRAMES, 16 * K)
     if gmm.init == "split":
         m = max(m, SPLIT_FRAMES_PER_COMPONENT * K)
 
-    summaries = data.summaries(m, seq_sample.spawn(data.n_sources))
+    # The initialisation subsample: each source keeps its m rows of smallest random keys,
+    # then `take` (a hypergeometric split of min(m, N) over the sources' frame counts)
+    # says how many of each source's first rows the sample takes. Sources that declare
+    # their frame count (FeatureStore.sources) let `take` be drawn before the pass, so
+    # each keeps only its share: min(m, N) rows in all instead of m per source (memory
+    # flat in the number of sources), and the very same sample.
+    declared = data.declared_frames() if isinstance(data, StreamData) else None
+    take = None
+    if declared is not None:
+        take = _subsample_split(declared, m, seq_combine)
+    summaries = data.summaries(m if take is None else take, seq_sample.spawn(data.n_sources))
+    counts = np.array([s.n_frames for s in summaries], dtype=np.int64)
+    if declared is not None and counts.tolist() != declared:
+        bad = int(np.flatnonzero(counts != np.asarray(declared))[0])
+        raise DataError(
+            f"{where}: source {bad} yielded {counts[bad]} frames but declares n_frames = {declared[bad]}"
+        )
     n_total, mean, m2 = 0, summaries[0].mean, summaries[0].m2 * 0
     for s in summaries:  # fixed order
         n_total, mean, m2 = merge_moments(n_total, mean, m2, s.n_frames, s.mean, s.m2)
@@ -142,8 +168,8 @@ def _fit(gmm: GaussianMixture, data: ArrayData | StreamData, *, where: str) -> E
             "components (use fewer components or more data)"
         )
     _warn_few_frames(where, n_total, K, D, cov_type)
-    counts = np.array([s.n_frames for s in summaries], dtype=np.int64)
-    take = np.random.default_rng(seq_combine).multivariate_hypergeometric(counts, min(m, n_total))
+    if take is None:
+        take = _subsample_split(counts.tolist(), m, seq_combine)
     sample = np.concatenate([s.rows[:t] for s, t in zip(summaries, take)])
     del summaries
     # the splitting runs on the subsample when it is smaller than the data (threads over

@@ -117,3 +117,71 @@ def test_subsampled_training_uses_the_rule_s_frames_and_not_the_jobs(store, monk
     two = _train(store, subsample=3)
     ph2 = subsample_phases(ids, 2, seed=1)
     assert two.n_frames_ == sum(len(range(p, store.n_frames(u), 2)) for u, p in zip(ids, ph2))
+
+
+class _Undeclared:
+    """A store source without its ``n_frames`` attribute (the generic fit_stream path)."""
+
+    def __init__(self, src):
+        self.src = src
+
+    def __call__(self):
+        return self.src()
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_store_sources_declare_the_frames_they_yield(store, every):
+    ids = store.ids
+    phases = subsample_phases(ids, every, seed=2)
+    for src in store.sources(ids, n_parts=4, chunk_frames=37, every=every, phases=phases):
+        assert src.n_frames == sum(c.shape[0] for c in src())
+
+
+def test_declared_sources_keep_only_their_share_and_give_the_same_model(store, monkeypatch):
+    """With declared frame counts the first pass keeps min(m, N) subsample rows in all (not m
+    per source), and the split initialisation sees the very same sample: the same model."""
+    from gmmspeaker.gmm import data as gmm_data
+
+    kept: list[int] = []
+    real = gmm_data.summarize_source
+
+    def spy(source, index, m, seed):
+        out = real(source, index, m, seed)
+        kept.append(out.rows.shape[0])
+        return out
+
+    monkeypatch.setattr(gmm_data, "summarize_source", spy)
+    srcs = store.sources(store.ids, n_parts=5, chunk_frames=64)
+    n = sum(s.n_frames for s in srcs)
+
+    def fit(sources):
+        g = GaussianMixture(3, covariance_type="diag", init="split", max_iter=2, tol=0.0, random_state=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return g.fit_stream(sources)
+
+    # the default subsample (10,000 frames at least) exceeds this store: make it a third of the data
+    monkeypatch.setattr("gmmspeaker.gmm.em.INIT_SAMPLE_FRAMES", n // 3)
+    monkeypatch.setattr("gmmspeaker.gmm.em.SPLIT_FRAMES_PER_COMPONENT", 1)
+    declared = fit(srcs)
+    kept_declared, kept[:] = sum(kept), []
+    generic = fit([_Undeclared(s) for s in srcs])
+    kept_generic = sum(kept)
+    _same(declared, generic)
+    m = n // 3
+    assert m > 16 * 3
+    assert kept_declared == m
+    assert kept_generic == min(len(srcs) * m, n) > kept_declared
+
+
+def test_a_source_yielding_other_frames_than_it_declares_is_named(store):
+    from gmmspeaker.errors import DataError
+
+    srcs = store.sources(store.ids, n_parts=3, chunk_frames=64)
+
+    class Liar(_Undeclared):
+        n_frames = srcs[1].n_frames + 1
+
+    bad = [srcs[0], Liar(srcs[1]), srcs[2]]
+    with pytest.raises(DataError, match=r"source 1 yielded \d+ frames but declares n_frames"):
+        GaussianMixture(3, covariance_type="diag", max_iter=1).fit_stream(bad)
