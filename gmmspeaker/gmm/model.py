@@ -474,7 +474,11 @@ class GaussianMixture:
             pass over the data); it must be picklable for ``n_jobs > 1`` (e.g. a
             ``functools.partial`` of a module-level function, or ``FeatureStore.sources()``).
             One joblib task per source per EM iteration; the statistics are summed in
-            source order, so ``n_jobs`` does not change the result.
+            source order, so ``n_jobs`` does not change the result. A source may declare
+            the number of frames it yields as an int attribute ``n_frames`` (store sources
+            do): when all do, the first pass keeps only each source's share of the
+            initialisation subsample (memory flat in the number of sources; the same
+            model), and a source yielding another number is a DataError.
 
         Returns
         -------
