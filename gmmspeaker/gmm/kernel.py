@@ -161,6 +161,11 @@ class PreparedDiag:
     n_dims: int
     #: components whose statistics are computed in float64 (float32 only; see ``_FAR``)
     far: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+    #: ``W``'s columns in the E-step's order, the far components last (a contiguous block
+    #: of the posterior tile, so :func:`far_stats` slices instead of gathering), and the
+    #: component of each of its columns; None when no component is far (``W``'s order).
+    stats_W: np.ndarray | None = None
+    stats_order: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -231,8 +236,19 @@ def prepare(params: MixtureParams, dtype: np.dtype) -> PreparedDiag | PreparedFu
         far = np.empty(0, dtype=np.intp)
         if dtype == np.dtype(np.float32):
             far = np.flatnonzero((prec * mu_c**2).max(1) > _FAR)
+        order = None
+        if far.size:
+            is_far = np.zeros(K, dtype=bool)
+            is_far[far] = True
+            order = np.concatenate([np.flatnonzero(~is_far), far])
         return PreparedDiag(
-            W=np.ascontiguousarray(W, dtype=dtype), shift=shift, dtype=dtype, n_dims=D, far=far
+            W=np.ascontiguousarray(W, dtype=dtype),
+            shift=shift,
+            dtype=dtype,
+            n_dims=D,
+            far=far,
+            stats_W=None if order is None else np.ascontiguousarray(W[:, order], dtype=dtype),
+            stats_order=order,
         )
     tied = params.covariance_type == "tied"
     pc = precision_cholesky(np.asarray(params.covariances, dtype=np.float64))
@@ -402,7 +418,7 @@ def diag_tile(X: np.ndarray, prep: PreparedDiag, ws: DiagWorkspace) -> tuple[np.
     np.subtract(X, prep.shift.astype(prep.dtype), out=A[:, D : 2 * D], casting="unsafe")
     np.square(A[:, D : 2 * D], out=A[:, :D])
     A[:, 2 * D] = 1.0
-    np.matmul(A, prep.W, out=P)  # (n, K): the one fused log-density GEMM
+    np.matmul(A, prep.W if prep.stats_W is None else prep.stats_W, out=P)  # the one fused GEMM
     np.max(P, axis=1, out=m)
     if not np.isfinite(m).all():
         m[~np.isfinite(m)] = 0.0  # a frame with -inf everywhere (zero weights only) stays -inf
@@ -419,7 +435,10 @@ def diag_operands(X: np.ndarray, prep: PreparedDiag) -> tuple[np.ndarray, np.nda
     """Operands of the statistics GEMM of one block: ``(P, A, m, s)`` (:func:`diag_tile`,
     with the block as one tile, in new arrays)."""
     ws = DiagWorkspace(max(1, X.shape[0]), prep.W.shape[1], prep.n_dims, prep.dtype)
-    return diag_tile(X, prep, ws)
+    P, A, m, s = diag_tile(X, prep, ws)
+    if prep.stats_order is not None:  # back to the components' order
+        P = P[:, np.argsort(prep.stats_order)]
+    return P, A, m, s
 
 
 def gemm_tn_add(R: np.ndarray, P: np.ndarray, A: np.ndarray, tmp: np.ndarray, block: int) -> None:
@@ -440,25 +459,26 @@ def far_stats(
 ) -> np.ndarray:
     """float64 statistics of the far components on the frames where they have weight.
 
-    In place on ``P``: the far components' posteriors on the frames where any of them
-    exceeds ``_FAR_TAU`` are moved out of ``P`` (set to 0, so the float32 GEMM no longer
-    sees them) into the float64 product returned, ``(P_far / s).T @ [(x-c)**2, x-c, 1]``
-    over those frames: (K_far, 2D+1), or (K_far, D+1) without the first block when not
+    ``P`` is a tile from :func:`diag_tile`: its last ``prep.far.size`` columns are the far
+    components. In place on ``P``: their posteriors on the frames where any of them exceeds
+    ``_FAR_TAU`` are moved out of ``P`` (set to 0, so the float32 GEMM no longer sees them)
+    into the float64 product returned, ``(P_far / s).T @ [(x-c)**2, x-c, 1]`` over those
+    frames: (K_far, 2D+1), or (K_far, D+1) without the first block when not
     ``second_order``. Far components are narrow: a few % of the frames carry their weight.
     """
     n, D = X.shape
-    Pf = np.take(P, prep.far, axis=1)  # (n, K_far)
-    rows = np.flatnonzero(Pf.max(axis=1) > _FAR_TAU)
-    Pf = Pf[rows].astype(np.float64)
-    P[np.ix_(rows, prep.far)] = 0.0
-    Pf *= (1.0 / s[rows].astype(np.float64))[:, None]
+    Pf = P[:, P.shape[1] - prep.far.size :]  # (n, K_far), a view
+    rows = np.flatnonzero(np.max(Pf, axis=1) > _FAR_TAU)
+    Wf = Pf[rows].astype(np.float64)
+    Pf[rows] = 0.0
+    Wf *= (1.0 / s[rows].astype(np.float64))[:, None]
     A = np.empty((rows.size, 2 * D + 1))
     np.subtract(X[rows], prep.shift, out=A[:, D : 2 * D])
     A[:, 2 * D] = 1.0
     if not second_order:
-        return Pf.T @ A[:, D:]
+        return Wf.T @ A[:, D:]
     np.square(A[:, D : 2 * D], out=A[:, :D])
-    return Pf.T @ A
+    return Wf.T @ A
 
 
 def diag_unit_stats(X: np.ndarray, prep: PreparedDiag, second_order: bool, ws: DiagWorkspace) -> BlockStats:
@@ -466,7 +486,8 @@ def diag_unit_stats(X: np.ndarray, prep: PreparedDiag, second_order: bool, ws: D
 
     Each tile of ``ws.rows`` frames: :func:`diag_tile`, the far components' float64 part
     (:func:`far_stats`), and the statistics GEMM ``P.T @ A`` in sub-blocks of
-    ``_STAT_BLOCK`` frames summed in float64 (:func:`gemm_tn_add`), all in ``ws``'s buffers.
+    ``_STAT_BLOCK`` frames summed in float64 (:func:`gemm_tn_add`), all in ``ws``'s buffers;
+    the rows of the sum are put back in the components' order at the end.
     """
     n, D = X.shape
     K = prep.W.shape[1]
@@ -478,9 +499,11 @@ def diag_unit_stats(X: np.ndarray, prep: PreparedDiag, second_order: bool, ws: D
         P, A, m, s = diag_tile(Xt, prep, ws)
         loglik += float(np.sum(m, dtype=np.float64) + np.sum(np.log(s.astype(np.float64))))
         if prep.far.size:
-            R[prep.far] += far_stats(Xt, P, s, prep, second_order)
+            R[K - prep.far.size :] += far_stats(Xt, P, s, prep, second_order)
         # float64: one GEMM per tile (no sub-blocks needed)
         gemm_tn_add(R, P, A[:, cols], ws.tmp, _STAT_BLOCK if P.dtype == np.float32 else ws.rows)
+    if prep.stats_order is not None:
+        R[prep.stats_order] = R.copy()
     if second_order:
         return BlockStats(R[:, 2 * D], R[:, D : 2 * D], R[:, :D], loglik, n)
     return BlockStats(R[:, D], R[:, :D], None, loglik, n)
