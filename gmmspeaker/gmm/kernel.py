@@ -109,11 +109,21 @@ class Stats:
 #: ``K e**clip`` relative (``<= 2**-52`` for ``K <= 2**20`` in float32): below float32's
 #: own rounding (``2**-24``).
 _CLIP = {np.dtype(np.float32): -50.0, np.dtype(np.float64): -600.0}
-#: float32 statistics are summed in float64 over sub-blocks of this many frames: a float32
-#: GEMM sums at most ``_STAT_BLOCK`` products before a float64 addition, which bounds its
-#: rounding error by ``gamma_(b+4)`` whatever the BLAS kernel's summation order (see
-#: :func:`accumulate`).
+#: float32 statistics are computed by GEMMs over sub-blocks of this many frames: a float32
+#: GEMM sums at most ``_STAT_BLOCK`` products, whatever the BLAS kernel's summation order.
 _STAT_BLOCK = 128
+#: ... and the results of this many consecutive sub-blocks are added up in float32 (each
+#: added once to a float32 sum) before one float64 addition: a float64 addition per
+#: sub-block costs 0.4 ns per frame and component (the (K, 2D+1) result, read and added
+#: with a cast, per 128 frames), 5 % of the E-step; a float32 one half of that. A term of
+#: the statistics thus goes through at most ``b - 1 + g - 1`` float32 additions and one
+#: product, plus 4 roundings of its operands (``x - c``, its square, ``1/s``, the scaling),
+#: which bounds the float32 rounding error by ``gamma_(b+g+3)`` of the sum of the terms'
+#: magnitudes whatever the BLAS kernel's order (:data:`STAT_ROUNDINGS`; see
+#: :func:`accumulate`).
+_STAT_GROUP = 8
+#: ``m`` of the float32 statistics' error bound ``gamma_m`` (``b + g + 3`` = 139).
+STAT_ROUNDINGS = _STAT_BLOCK + _STAT_GROUP + 3
 #: Components whose squared distance from the shift exceeds this many variances (in some
 #: dimension, at the current parameters) get their statistics in float64: for them the
 #: float32 error, proportional to ``E[(x-c)**2] / var``, would no longer be bounded by a
@@ -396,6 +406,7 @@ class DiagWorkspace:
         self.clip = np.full((rows, 1), _CLIP[np.dtype(dtype)], dtype=dtype)
         self.ones = np.ones(n_components, dtype=dtype)
         self.tmp = np.empty((n_components, 2 * D + 1), dtype=dtype)  # one sub-block's product
+        self.C = np.empty((n_components, 2 * D + 1), dtype=dtype)  # a group's sum (StatSum)
 
 
 def diag_tile(X: np.ndarray, prep: PreparedDiag, ws: DiagWorkspace) -> tuple[np.ndarray, ...]:
@@ -441,17 +452,36 @@ def diag_operands(X: np.ndarray, prep: PreparedDiag) -> tuple[np.ndarray, np.nda
     return P, A, m, s
 
 
-def gemm_tn_add(R: np.ndarray, P: np.ndarray, A: np.ndarray, tmp: np.ndarray, block: int) -> None:
-    """``R += P.T @ A`` in float64 ``R``, as compute-dtype GEMMs over sub-blocks of ``block`` rows.
+class StatSum:
+    """``R += P.T @ A`` over tiles, in float64 ``R`` (K, c), by compute-dtype GEMMs.
 
-    Each GEMM sums at most ``block`` products in the compute dtype, whatever order the BLAS
-    kernel chooses; the sub-block results (in ``tmp``, (K, A's columns)) are added to ``R``
-    in float64.
+    Each GEMM sums ``block`` frames (a sub-block); the results of ``group`` consecutive
+    sub-blocks are added in the compute dtype (in ``C``) before one addition to ``R``
+    (:data:`STAT_ROUNDINGS`). Call :meth:`flush` after the last tile.
     """
-    tmp = tmp[:, : A.shape[1]]
-    for a in range(0, P.shape[0], block):
-        np.matmul(P[a : a + block].T, A[a : a + block], out=tmp)
-        R += tmp
+
+    def __init__(self, R: np.ndarray, ws: DiagWorkspace, block: int, group: int) -> None:
+        self.R, self.block, self.group = R, block, group
+        self.C, self.tmp = ws.C[:, : R.shape[1]], ws.tmp[:, : R.shape[1]]
+        self.count = 0  # sub-blocks summed in C
+
+    def add(self, P: np.ndarray, A: np.ndarray) -> None:
+        """Add ``P.T @ A`` for one tile (P (n, K), A (n, c), compute dtype)."""
+        for a in range(0, P.shape[0], self.block):
+            if self.count == 0:
+                np.matmul(P[a : a + self.block].T, A[a : a + self.block], out=self.C)
+            else:
+                np.matmul(P[a : a + self.block].T, A[a : a + self.block], out=self.tmp)
+                self.C += self.tmp
+            self.count += 1
+            if self.count == self.group:
+                self.flush()
+
+    def flush(self) -> None:
+        """Add the pending compute-dtype sum to ``R``."""
+        if self.count:
+            self.R += self.C
+            self.count = 0
 
 
 def far_stats(
@@ -486,22 +516,25 @@ def diag_unit_stats(X: np.ndarray, prep: PreparedDiag, second_order: bool, ws: D
 
     Each tile of ``ws.rows`` frames: :func:`diag_tile`, the far components' float64 part
     (:func:`far_stats`), and the statistics GEMM ``P.T @ A`` in sub-blocks of
-    ``_STAT_BLOCK`` frames summed in float64 (:func:`gemm_tn_add`), all in ``ws``'s buffers;
-    the rows of the sum are put back in the components' order at the end.
+    ``_STAT_BLOCK`` frames, in groups of ``_STAT_GROUP`` summed in float64
+    (:class:`StatSum`), all in ``ws``'s buffers; the rows of the sum are put back in the
+    components' order at the end.
     """
     n, D = X.shape
     K = prep.W.shape[1]
     cols = slice(0, 2 * D + 1) if second_order else slice(D, 2 * D + 1)
     R = np.zeros((K, cols.stop - cols.start))  # (K, 2D+1) = [S, F, N] or (K, D+1) = [F, N]
     loglik = 0.0
+    # float64: one GEMM per tile (no sub-blocks needed)
+    acc = StatSum(R, ws, _STAT_BLOCK if prep.dtype == np.float32 else ws.rows, _STAT_GROUP)
     for a in range(0, n, ws.rows):
         Xt = X[a : a + ws.rows]
         P, A, m, s = diag_tile(Xt, prep, ws)
         loglik += float(np.sum(m, dtype=np.float64) + np.sum(np.log(s.astype(np.float64))))
         if prep.far.size:
             R[K - prep.far.size :] += far_stats(Xt, P, s, prep, second_order)
-        # float64: one GEMM per tile (no sub-blocks needed)
-        gemm_tn_add(R, P, A[:, cols], ws.tmp, _STAT_BLOCK if P.dtype == np.float32 else ws.rows)
+        acc.add(P, A[:, cols])
+    acc.flush()
     if prep.stats_order is not None:
         R[prep.stats_order] = R.copy()
     if second_order:
