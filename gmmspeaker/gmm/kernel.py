@@ -20,6 +20,7 @@ re-exported by :mod:`gmmspeaker.gmm` (the public API is :mod:`gmmspeaker.gmm.sta
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,11 +109,21 @@ class Stats:
 #: ``K e**clip`` relative (``<= 2**-52`` for ``K <= 2**20`` in float32): below float32's
 #: own rounding (``2**-24``).
 _CLIP = {np.dtype(np.float32): -50.0, np.dtype(np.float64): -600.0}
-#: float32 statistics are summed in float64 over sub-blocks of this many frames: a float32
-#: GEMM sums at most ``_STAT_BLOCK`` products before a float64 addition, which bounds its
-#: rounding error by ``gamma_(b+4)`` whatever the BLAS kernel's summation order (see
-#: :func:`accumulate`).
+#: float32 statistics are computed by GEMMs over sub-blocks of this many frames: a float32
+#: GEMM sums at most ``_STAT_BLOCK`` products, whatever the BLAS kernel's summation order.
 _STAT_BLOCK = 128
+#: ... and the results of this many consecutive sub-blocks are added up in float32 (each
+#: added once to a float32 sum) before one float64 addition: a float64 addition per
+#: sub-block costs 0.4 ns per frame and component (the (K, 2D+1) result, read and added
+#: with a cast, per 128 frames), 5 % of the E-step; a float32 one half of that. A term of
+#: the statistics thus goes through at most ``b - 1 + g - 1`` float32 additions and one
+#: product, plus 4 roundings of its operands (``x - c``, its square, ``1/s``, the scaling),
+#: which bounds the float32 rounding error by ``gamma_(b+g+3)`` of the sum of the terms'
+#: magnitudes whatever the BLAS kernel's order (:data:`STAT_ROUNDINGS`; see
+#: :func:`accumulate`).
+_STAT_GROUP = 8
+#: ``m`` of the float32 statistics' error bound ``gamma_m`` (``b + g + 3`` = 139).
+STAT_ROUNDINGS = _STAT_BLOCK + _STAT_GROUP + 3
 #: Components whose squared distance from the shift exceeds this many variances (in some
 #: dimension, at the current parameters) get their statistics in float64: for them the
 #: float32 error, proportional to ``E[(x-c)**2] / var``, would no longer be bounded by a
@@ -121,10 +132,16 @@ _FAR = 64.0
 #: ... on the frames where their (unnormalised) posterior exceeds this (``2**-40``); the
 #: rest of their weight, at most this per frame, stays in the float32 product.
 _FAR_TAU = 2.0**-40
-#: Elements of one (frames x K) posterior tile: the E-step of a chunk runs over tiles of
-#: ``_TILE // K`` frames so the element-wise passes stay in cache (2**17 float32 = 512 KiB,
-#: within a core's L2; measured faster than 2**21 at K = 512) and threads balance.
+#: Elements of one (frames x K) posterior tile: the E-step runs over tiles of
+#: :func:`tile_rows` frames so the element-wise passes stay in cache (2**17 float32 =
+#: 512 KiB, one core's L2; measured faster than 2**21 at K = 512).
 _TILE = 1 << 17
+#: Tiles in one work unit of the diag E-step: a thread runs a unit's tiles in order in its
+#: own reused buffers and returns their float64 sum; units are summed in order, so the
+#: result does not depend on the number of threads (the boundaries depend on K and the
+#: chunk size only). 8 tiles = 2,048 frames at K = 512: ~60 units on FSDD's 128k frames
+#: balance two threads within a few %.
+_UNIT_TILES = 8
 _LOG_2PI = float(np.log(2.0 * np.pi))
 #: Element budget of one temporary block in the full-covariance E-step (8M doubles = 64 MB).
 _FULL_BUDGET = 8_000_000
@@ -154,6 +171,11 @@ class PreparedDiag:
     n_dims: int
     #: components whose statistics are computed in float64 (float32 only; see ``_FAR``)
     far: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+    #: ``W``'s columns in the E-step's order, the far components last (a contiguous block
+    #: of the posterior tile, so :func:`far_stats` slices instead of gathering), and the
+    #: component of each of its columns; None when no component is far (``W``'s order).
+    stats_W: np.ndarray | None = None
+    stats_order: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -224,8 +246,19 @@ def prepare(params: MixtureParams, dtype: np.dtype) -> PreparedDiag | PreparedFu
         far = np.empty(0, dtype=np.intp)
         if dtype == np.dtype(np.float32):
             far = np.flatnonzero((prec * mu_c**2).max(1) > _FAR)
+        order = None
+        if far.size:
+            is_far = np.zeros(K, dtype=bool)
+            is_far[far] = True
+            order = np.concatenate([np.flatnonzero(~is_far), far])
         return PreparedDiag(
-            W=np.ascontiguousarray(W, dtype=dtype), shift=shift, dtype=dtype, n_dims=D, far=far
+            W=np.ascontiguousarray(W, dtype=dtype),
+            shift=shift,
+            dtype=dtype,
+            n_dims=D,
+            far=far,
+            stats_W=None if order is None else np.ascontiguousarray(W[:, order], dtype=dtype),
+            stats_order=order,
         )
     tied = params.covariance_type == "tied"
     pc = precision_cholesky(np.asarray(params.covariances, dtype=np.float64))
@@ -347,38 +380,108 @@ class BlockStats:
     n_frames: int
 
 
+def tile_rows(n_components: int) -> int:
+    """Frames per tile of the diag E-step: ``_TILE // K`` rounded down to a multiple of
+    ``_STAT_BLOCK`` (at least one sub-block), so every statistics GEMM of a tile sums
+    exactly ``_STAT_BLOCK`` frames (the last tile of a chunk may sum fewer)."""
+    return max(_STAT_BLOCK, (_TILE // max(1, n_components)) // _STAT_BLOCK * _STAT_BLOCK)
+
+
+class DiagWorkspace:
+    """Buffers of the diag E-step for tiles of up to ``rows`` frames, reused from tile to tile.
+
+    A fresh (rows x K) array per tile is a fresh mapping of the allocator: measured 364 page
+    faults per 256 x 512 tile, half of the tile's time. One workspace serves one thread.
+    """
+
+    def __init__(self, rows: int, n_components: int, n_dims: int, dtype: np.dtype) -> None:
+        D = n_dims
+        self.rows = rows
+        self.key = (rows, n_components, n_dims, np.dtype(dtype))
+        self.A = np.empty((rows, 2 * D + 1), dtype=dtype)  # augmented frames, then scaled by 1/s
+        self.L = np.empty((rows, n_components), dtype=dtype)  # log-densities, then exp(L - m)
+        self.m = np.empty(rows, dtype=dtype)  # row maxima
+        self.s = np.empty(rows, dtype=dtype)  # row sums of exp(L - m)
+        self.inv = np.empty(rows, dtype=dtype)  # 1 / s
+        self.clip = np.full((rows, 1), _CLIP[np.dtype(dtype)], dtype=dtype)
+        self.ones = np.ones(n_components, dtype=dtype)
+        self.tmp = np.empty((n_components, 2 * D + 1), dtype=dtype)  # one sub-block's product
+        self.C = np.empty((n_components, 2 * D + 1), dtype=dtype)  # a group's sum (StatSum)
+
+
+def diag_tile(X: np.ndarray, prep: PreparedDiag, ws: DiagWorkspace) -> tuple[np.ndarray, ...]:
+    """The operands of the statistics GEMM of one tile X (n <= ws.rows frames), in ``ws``.
+
+    Returns views ``(P, A, m, s)`` into the workspace (valid until its next use): ``P`` (n, K)
+    holds ``exp(max(L - m, clip))`` (unnormalised posteriors, :func:`clipped_exp`) and ``A``
+    (n, 2D+1) the augmented frames ``[(x-c)**2, x-c, 1]`` scaled by ``1/s``, both in the
+    compute dtype; ``m`` and ``s`` are each frame's max of ``L`` and sum of ``P``'s row.
+
+    Five element-wise passes over the (n, K) tile between the two GEMMs: row max, subtract,
+    clip, exp, and the row sum as a matrix-vector product (a GEMV: 3x faster than a numpy
+    row reduction). The clip compares with a (n, 1) column, not a scalar (numpy's SIMD loop
+    takes the broadcast column 2x faster than the scalar). The posterior normalisation is
+    folded into the statistics GEMM: the (n, 2D+1) frames are scaled by 1/s, not the (n, K)
+    posteriors.
+    """
+    n, D = X.shape
+    A, P, m, s = ws.A[:n], ws.L[:n], ws.m[:n], ws.s[:n]
+    np.subtract(X, prep.shift.astype(prep.dtype), out=A[:, D : 2 * D], casting="unsafe")
+    np.square(A[:, D : 2 * D], out=A[:, :D])
+    A[:, 2 * D] = 1.0
+    np.matmul(A, prep.W if prep.stats_W is None else prep.stats_W, out=P)  # the one fused GEMM
+    np.max(P, axis=1, out=m)
+    if not np.isfinite(m).all():
+        m[~np.isfinite(m)] = 0.0  # a frame with -inf everywhere (zero weights only) stays -inf
+    np.subtract(P, m[:, None], out=P)
+    np.maximum(P, ws.clip[:n], out=P)
+    np.exp(P, out=P)
+    np.matmul(P, ws.ones, out=s)
+    inv = np.divide(1.0, s, out=ws.inv[:n])
+    np.multiply(A, inv[:, None], out=A)
+    return P, A, m, s
+
+
 def diag_operands(X: np.ndarray, prep: PreparedDiag) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Operands of the statistics GEMM of one block: ``(P, A, m, s)``.
+    """Operands of the statistics GEMM of one block: ``(P, A, m, s)`` (:func:`diag_tile`,
+    with the block as one tile, in new arrays)."""
+    ws = DiagWorkspace(max(1, X.shape[0]), prep.W.shape[1], prep.n_dims, prep.dtype)
+    P, A, m, s = diag_tile(X, prep, ws)
+    if prep.stats_order is not None:  # back to the components' order
+        P = P[:, np.argsort(prep.stats_order)]
+    return P, A, m, s
 
-    ``P`` (n, K) holds ``exp(L - m)`` (clipped, unnormalised posteriors) and ``A`` (n, 2D+1)
-    the augmented frames ``[(x-c)**2, x-c, 1]`` scaled by ``1/s``, both in the compute
-    dtype; ``m`` and ``s`` are each frame's max and sum of ``P``'s row before the scaling.
+
+class StatSum:
+    """``R += P.T @ A`` over tiles, in float64 ``R`` (K, c), by compute-dtype GEMMs.
+
+    Each GEMM sums ``block`` frames (a sub-block); the results of ``group`` consecutive
+    sub-blocks are added in the compute dtype (in ``C``) before one addition to ``R``
+    (:data:`STAT_ROUNDINGS`). Call :meth:`flush` after the last tile.
     """
-    A = diag_augmented(X, prep)
-    L = A @ prep.W  # (n, K): the one fused GEMM
-    m, s = shifted_exp(L)
-    # Posterior normalisation folded into the statistics GEMM: scale the (n, 2D+1)
-    # augmented frames by 1/s instead of the (n, K) posteriors.
-    A *= (1.0 / s)[:, None]
-    return L, A, m, s
 
+    def __init__(self, R: np.ndarray, ws: DiagWorkspace, block: int, group: int) -> None:
+        self.R, self.block, self.group = R, block, group
+        self.C, self.tmp = ws.C[:, : R.shape[1]], ws.tmp[:, : R.shape[1]]
+        self.count = 0  # sub-blocks summed in C
 
-def gemm_tn_sum(P: np.ndarray, A: np.ndarray, block: int) -> np.ndarray:
-    """``P.T @ A`` in float64, as float32 (or float64) GEMMs over sub-blocks of ``block`` rows.
+    def add(self, P: np.ndarray, A: np.ndarray) -> None:
+        """Add ``P.T @ A`` for one tile (P (n, K), A (n, c), compute dtype)."""
+        for a in range(0, P.shape[0], self.block):
+            if self.count == 0:
+                np.matmul(P[a : a + self.block].T, A[a : a + self.block], out=self.C)
+            else:
+                np.matmul(P[a : a + self.block].T, A[a : a + self.block], out=self.tmp)
+                self.C += self.tmp
+            self.count += 1
+            if self.count == self.group:
+                self.flush()
 
-    Each GEMM sums at most ``block`` products in the compute dtype, whatever order the BLAS
-    kernel chooses; the sub-block results are summed in float64. The loop runs over blocks of
-    frames (a few dozen per tile), each one a GEMM.
-    """
-    n = P.shape[0]
-    if P.dtype == np.float64 or n <= block:
-        return np.asarray(P.T @ A, dtype=np.float64)
-    R = np.zeros((P.shape[1], A.shape[1]))
-    tmp = np.empty((P.shape[1], A.shape[1]), dtype=P.dtype)
-    for a in range(0, n, block):
-        np.matmul(P[a : a + block].T, A[a : a + block], out=tmp)
-        R += tmp
-    return R
+    def flush(self) -> None:
+        """Add the pending compute-dtype sum to ``R``."""
+        if self.count:
+            self.R += self.C
+            self.count = 0
 
 
 def far_stats(
@@ -386,42 +489,67 @@ def far_stats(
 ) -> np.ndarray:
     """float64 statistics of the far components on the frames where they have weight.
 
-    In place on ``P``: the far components' posteriors on the frames where any of them
-    exceeds ``_FAR_TAU`` are moved out of ``P`` (set to 0, so the float32 GEMM no longer
-    sees them) into the float64 product returned, ``(P_far / s).T @ [(x-c)**2, x-c, 1]``
-    over those frames: (K_far, 2D+1), or (K_far, D+1) without the first block when not
+    ``P`` is a tile from :func:`diag_tile`: its last ``prep.far.size`` columns are the far
+    components. In place on ``P``: their posteriors on the frames where any of them exceeds
+    ``_FAR_TAU`` are moved out of ``P`` (set to 0, so the float32 GEMM no longer sees them)
+    into the float64 product returned, ``(P_far / s).T @ [(x-c)**2, x-c, 1]`` over those
+    frames: (K_far, 2D+1), or (K_far, D+1) without the first block when not
     ``second_order``. Far components are narrow: a few % of the frames carry their weight.
     """
     n, D = X.shape
-    Pf = np.take(P, prep.far, axis=1)  # (n, K_far)
-    rows = np.flatnonzero(Pf.max(axis=1) > _FAR_TAU)
-    Pf = Pf[rows].astype(np.float64)
-    P[np.ix_(rows, prep.far)] = 0.0
-    Pf *= (1.0 / s[rows].astype(np.float64))[:, None]
+    Pf = P[:, P.shape[1] - prep.far.size :]  # (n, K_far), a view
+    rows = np.flatnonzero(np.max(Pf, axis=1) > _FAR_TAU)
+    Wf = Pf[rows].astype(np.float64)
+    Pf[rows] = 0.0
+    Wf *= (1.0 / s[rows].astype(np.float64))[:, None]
     A = np.empty((rows.size, 2 * D + 1))
     np.subtract(X[rows], prep.shift, out=A[:, D : 2 * D])
     A[:, 2 * D] = 1.0
     if not second_order:
-        return Pf.T @ A[:, D:]
+        return Wf.T @ A[:, D:]
     np.square(A[:, D : 2 * D], out=A[:, :D])
-    return Pf.T @ A
+    return Wf.T @ A
+
+
+def diag_unit_stats(X: np.ndarray, prep: PreparedDiag, second_order: bool, ws: DiagWorkspace) -> BlockStats:
+    """Statistics (shifted coordinates) of frames X (n, D) under a diag mixture, tile by tile.
+
+    Each tile of ``ws.rows`` frames: :func:`diag_tile`, the far components' float64 part
+    (:func:`far_stats`), and the statistics GEMM ``P.T @ A`` in sub-blocks of
+    ``_STAT_BLOCK`` frames, in groups of ``_STAT_GROUP`` summed in float64
+    (:class:`StatSum`), all in ``ws``'s buffers; the rows of the sum are put back in the
+    components' order at the end.
+    """
+    n, D = X.shape
+    K = prep.W.shape[1]
+    cols = slice(0, 2 * D + 1) if second_order else slice(D, 2 * D + 1)
+    R = np.zeros((K, cols.stop - cols.start))  # (K, 2D+1) = [S, F, N] or (K, D+1) = [F, N]
+    loglik = 0.0
+    # float64: one GEMM per tile (no sub-blocks needed)
+    acc = StatSum(R, ws, _STAT_BLOCK if prep.dtype == np.float32 else ws.rows, _STAT_GROUP)
+    for a in range(0, n, ws.rows):
+        Xt = X[a : a + ws.rows]
+        P, A, m, s = diag_tile(Xt, prep, ws)
+        loglik += float(np.sum(m, dtype=np.float64) + np.sum(np.log(s.astype(np.float64))))
+        if prep.far.size:
+            R[K - prep.far.size :] += far_stats(Xt, P, s, prep, second_order)
+        acc.add(P, A[:, cols])
+    acc.flush()
+    if prep.stats_order is not None:
+        R[prep.stats_order] = R.copy()
+    if second_order:
+        return BlockStats(R[:, 2 * D], R[:, D : 2 * D], R[:, :D], loglik, n)
+    return BlockStats(R[:, D], R[:, :D], None, loglik, n)
 
 
 def block_stats(X: np.ndarray, prep: PreparedDiag | PreparedFull, second_order: bool) -> BlockStats:
     """Statistics (shifted coordinates) of one block X (n, D): one fused log-density GEMM,
-    clipped posteriors, one statistics GEMM (diag) or whitened products (full/tied)."""
+    clipped posteriors, one statistics GEMM (diag, :func:`diag_unit_stats`) or whitened
+    products (full/tied)."""
     D = X.shape[1]
     if isinstance(prep, PreparedDiag):
-        L, A, m, s = diag_operands(X, prep)
-        loglik = float(np.sum(m, dtype=np.float64) + np.sum(np.log(s.astype(np.float64))))
-        cols = slice(0, 2 * D + 1) if second_order else slice(D, 2 * D + 1)
-        far = far_stats(X, L, s, prep, second_order) if prep.far.size else None
-        R = gemm_tn_sum(L, A[:, cols], _STAT_BLOCK)  # (K, 2D+1) = [S, F, N] or (K, D+1) = [F, N]
-        if far is not None:
-            R[prep.far] += far
-        if second_order:
-            return BlockStats(R[:, 2 * D].copy(), R[:, D : 2 * D].copy(), R[:, :D].copy(), loglik, X.shape[0])
-        return BlockStats(R[:, D].copy(), R[:, :D].copy(), None, loglik, X.shape[0])
+        rows = min(max(1, X.shape[0]), tile_rows(prep.W.shape[1]))
+        return diag_unit_stats(X, prep, second_order, DiagWorkspace(rows, prep.W.shape[1], D, prep.dtype))
     L = full_logdens(X, prep)
     m, s = shifted_exp(L)
     loglik = float(np.sum(m) + np.sum(np.log(s)))
@@ -519,18 +647,40 @@ def sum_block_stats(parts: Iterable[BlockStats]) -> BlockStats:
 def accumulate_prepared(
     X: np.ndarray, prep: PreparedDiag | PreparedFull, second_order: bool, chunk_size: int, n_threads: int
 ) -> BlockStats:
-    """Shifted-coordinate statistics of X (non-empty) over blocks of ``chunk_size`` frames."""
-    if isinstance(prep, PreparedDiag):
-        chunk_size = min(chunk_size, max(256, _TILE // prep.W.shape[1]))
-    parts_ab = blocks(X.shape[0], chunk_size)
-    if isinstance(prep, PreparedDiag) and n_threads <= 1 and len(parts_ab) > 1:
+    """Shifted-coordinate statistics of X (non-empty) over blocks of ``chunk_size`` frames.
+
+    Diag: work units of at most ``_UNIT_TILES`` tiles (and at most ``chunk_size`` frames),
+    each run by one thread in a reused :class:`DiagWorkspace` (one per thread, created
+    for this call), summed in unit order.
+    """
+    if not isinstance(prep, PreparedDiag):
+        parts = run_blocks(
+            lambda a, b: block_stats(X[a:b], prep, second_order), blocks(X.shape[0], chunk_size), n_threads
+        )
+        return sum_block_stats(parts)
+    K = prep.W.shape[1]
+    rows = min(max(1, chunk_size), tile_rows(K))
+    parts_ab = blocks(X.shape[0], min(max(1, chunk_size), rows * _UNIT_TILES))
+    if n_threads <= 1 and len(parts_ab) > 1:
         # The diag tiles are small GEMMs (cache-sized): split across BLAS threads, each one
         # pays a thread synchronisation (measured 10-80x slower on a loaded 2-core machine).
         # Use as many of our own threads, each with one BLAS thread: the same cores, the
-        # same results (blocks are summed in order).
+        # same results (units are summed in order).
         n_threads = blas_threads()
-    parts = run_blocks(lambda a, b: block_stats(X[a:b], prep, second_order), parts_ab, n_threads)
-    return sum_block_stats(parts)
+    rows = min(rows, X.shape[0])
+    pool: queue.SimpleQueue[DiagWorkspace] = queue.SimpleQueue()
+
+    def unit(a: int, b: int) -> BlockStats:
+        try:
+            ws = pool.get_nowait()
+        except queue.Empty:
+            ws = DiagWorkspace(rows, K, prep.n_dims, prep.dtype)
+        try:
+            return diag_unit_stats(X[a:b], prep, second_order, ws)
+        finally:
+            pool.put(ws)
+
+    return sum_block_stats(run_blocks(unit, parts_ab, n_threads))
 
 
 def blas_threads() -> int:

@@ -119,25 +119,28 @@ def accumulate(
     Notes
     -----
     **float32 error bound (diag, spherical).** Let ``u = 2**-24`` (float32 unit roundoff),
-    ``gamma_m = m u / (1 - m u)``, ``b = _STAT_BLOCK`` (128) the frames per float32 GEMM
-    (sub-block sums are float64), ``c`` the shift (weighted mean of the means) and ``g_tk``
+    ``gamma_m = m u / (1 - m u)``, ``r = b + g + 3`` (139, ``STAT_ROUNDINGS`` in
+    :mod:`gmmspeaker.gmm.kernel`) with ``b = _STAT_BLOCK`` (128) the frames per float32 GEMM
+    and ``g = _STAT_GROUP`` (8) the consecutive GEMM results summed in float32 before a
+    float64 addition (so a term meets at most ``b + g - 2`` float32 additions, one product
+    and 4 roundings of its operands), ``c`` the shift (weighted mean of the means) and ``g_tk``
     the posteriors the float32 E-step computed (before their float32 normalisation). For
     the posterior-weighted mean ``m_kd`` and variance ``v_kd`` of the data under ``g``, the
     values ``F/N`` and ``S/N - (F/N)**2`` from these statistics satisfy, to first order in u,
 
-    * ``|dv_kd| <= 6 gamma_(b+4) Q_kd + 2 gamma_(K+1) v_kd`` with
+    * ``|dv_kd| <= 6 gamma_r Q_kd + 2 gamma_(K+1) v_kd`` with
       ``Q_kd = v_kd + (m_kd - c_d)**2`` (the data's spread about the shift), and
-    * ``|dm_kd| <= 2 gamma_(b+4) sqrt(Q_kd) + gamma_(K+1) E_k|x_d - m_kd|``.
+    * ``|dm_kd| <= 2 gamma_r sqrt(Q_kd) + gamma_(K+1) E_k|x_d - m_kd|``.
 
     The first term would grow with the distance of the component from the shift; it does
     not, because a component with ``(mu_kd - c_d)**2 > _FAR var_kd`` (64 variances) in any
     dimension at the current parameters is accumulated in float64 (same posteriors, frames
     and products in float64) on every frame where its unnormalised posterior exceeds
     ``tau = _FAR_TAU = 2**-40`` (a few % of the frames: far components are narrow); its
-    first term becomes ``6 gamma64_n Q_kd + 6 gamma_(b+4) tau sum_t (x_td - c_d)**2 / N_k``
+    first term becomes ``6 gamma64_n Q_kd + 6 gamma_r tau sum_t (x_td - c_d)**2 / N_k``
     (the float32 remainder of weights ``<= tau``), negligible. So for every component
-    ``|dv| / v <= 6 gamma_(b+4) (1 + 64) + 2 gamma_(K+1)`` (``~3.1e-3`` worst case at
-    ``b = 128``, plus the tau term; a rounding worst case: measured errors are 100-1000x
+    ``|dv| / v <= 6 gamma_r (1 + 64) + 2 gamma_(K+1)`` (``~3.2e-3`` worst case at
+    ``r = 139``, plus the tau term; a rounding worst case: measured errors are 100-1000x
     smaller),
     independent of the distance from the shift, the data's scale and the BLAS kernel's
     summation order. The second terms come from rounding the posteriors'

@@ -168,11 +168,12 @@ def far_mixture(rng: np.random.Generator, n: int = 6000, D: int = 5):
 def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng):
     """Variances from float32 statistics against float64 sums over the same posteriors.
 
-    Bound (``accumulate`` docstring): ``|dv| <= 6 gamma_(b+4) Q + 2 gamma_(K+1) v`` on the
-    float32 path, ``Q = v + (m - c)**2``; float64 path: ``2 gamma_(K+1) v`` plus float64
-    rounding and the float32 remainder of weights below ``_FAR_TAU``. Overall
-    ``|dv|/v <= 6 gamma_(b+4) (1 + _FAR) + 2 gamma_(K+1)``, whatever the
-    distance of the component from the shift.
+    Bound (``accumulate`` docstring): ``|dv| <= 6 gamma_r Q + 2 gamma_(K+1) v`` on the
+    float32 path, ``r = b + g + 3`` (``STAT_ROUNDINGS``: sub-blocks of b frames, g of them
+    summed in float32), ``Q = v + (m - c)**2``; float64 path: ``2 gamma_(K+1) v`` plus
+    float64 rounding and the float32 remainder of weights below ``_FAR_TAU``. Overall
+    ``|dv|/v <= 6 gamma_r (1 + _FAR) + 2 gamma_(K+1)``, whatever the distance of the
+    component from the shift.
     """
     from gmmspeaker.gmm import kernel
     from gmmspeaker.gmm import stats as stats_mod
@@ -180,7 +181,8 @@ def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng)
     X, gmm = far_mixture(rng)
     K = gmm.n_components
     u = stats_mod.FLOAT32_UNIT_ROUNDOFF
-    b = kernel._STAT_BLOCK
+    r = kernel.STAT_ROUNDINGS
+    assert r == kernel._STAT_BLOCK + kernel._STAT_GROUP + 3
     shift = gmm.weights_ @ gmm.means_
     rho2 = ((gmm.means_ - shift) ** 2 / gmm.covariances_).max(1)
     far = rho2 > kernel._FAR
@@ -197,13 +199,13 @@ def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng)
     v = np.einsum("tk,tkd->kd", G, (X64[:, None, :] - m[None]) ** 2) / N[:, None]
     Q = v + (m - shift) ** 2
     n = X.shape[0]
-    g32 = 6 * _gamma(b + 4, u)
+    g32 = 6 * _gamma(r, u)
     gK = 2 * _gamma(K + 1, u)
     g64 = 6 * _gamma(n + 4, np.finfo(np.float64).eps / 2)
     # far components: float64 on the frames where their weight exceeds tau, float32 below it
     tail = g32 * kernel._FAR_TAU * ((X64 - shift) ** 2).sum(0)[None, :] / N[:, None]
     bound = np.where(far[:, None], g64 * Q + tail, g32 * Q) + gK * v + 1e-12 * (X64**2).max()
-    overall = 6 * _gamma(b + 4, u) * (1 + kernel._FAR) + gK
+    overall = 6 * _gamma(r, u) * (1 + kernel._FAR) + gK
 
     for chunk, threads in [(20000, 1), (1000, 2), (333, 1)]:
         st = accumulate(X, gmm, dtype="float32", chunk_size=chunk, n_threads=threads)
@@ -212,10 +214,10 @@ def test_float32_second_order_statistics_within_stated_bound_far_from_shift(rng)
         err = np.abs(v_hat - v)
         assert (err <= bound).all(), (err / bound).max()
         assert (err / v).max() <= overall
-        # means: |dm| <= 2 gamma_(b+4) sqrt(Q) + gamma_(K+1) E|x - m| (<= sqrt(v))
-        mtail = 2 * _gamma(b + 4, u) * kernel._FAR_TAU * np.abs(X64 - shift).sum(0)[None, :] / N[:, None]
+        # means: |dm| <= 2 gamma_r sqrt(Q) + gamma_(K+1) E|x - m| (<= sqrt(v))
+        mtail = 2 * _gamma(r, u) * kernel._FAR_TAU * np.abs(X64 - shift).sum(0)[None, :] / N[:, None]
         mbound = np.where(
-            far[:, None], 2 * _gamma(n, 1.2e-16) * np.sqrt(Q) + mtail, 2 * _gamma(b + 4, u) * np.sqrt(Q)
+            far[:, None], 2 * _gamma(n, 1.2e-16) * np.sqrt(Q) + mtail, 2 * _gamma(r, u) * np.sqrt(Q)
         )
         assert (np.abs(m_hat - m) <= mbound + gK * np.sqrt(v) + 1e-12 * 50).all()
 
