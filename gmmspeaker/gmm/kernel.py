@@ -394,14 +394,15 @@ class DiagWorkspace:
     faults per 256 x 512 tile, half of the tile's time. One workspace serves one thread.
     """
 
-    def __init__(self, rows: int, n_components: int, n_dims: int, dtype: np.dtype) -> None:
+    def __init__(self, rows: int, n_components: int, n_dims: int, dtype: np.dtype, frames: int = 0) -> None:
         D = n_dims
         self.rows = rows
-        self.key = (rows, n_components, n_dims, np.dtype(dtype))
         self.A = np.empty((rows, 2 * D + 1), dtype=dtype)  # augmented frames, then scaled by 1/s
         self.L = np.empty((rows, n_components), dtype=dtype)  # log-densities, then exp(L - m)
-        self.m = np.empty(rows, dtype=dtype)  # row maxima
-        self.s = np.empty(rows, dtype=dtype)  # row sums of exp(L - m)
+        # row maxima and sums of exp(L - m) of up to ``frames`` frames (a unit's tiles), for
+        # one log-likelihood sum per unit
+        self.m = np.empty(max(rows, frames), dtype=dtype)
+        self.s = np.empty(max(rows, frames), dtype=dtype)
         self.inv = np.empty(rows, dtype=dtype)  # 1 / s
         self.clip = np.full((rows, 1), _CLIP[np.dtype(dtype)], dtype=dtype)
         self.ones = np.ones(n_components, dtype=dtype)
@@ -409,8 +410,11 @@ class DiagWorkspace:
         self.C = np.empty((n_components, 2 * D + 1), dtype=dtype)  # a group's sum (StatSum)
 
 
-def diag_tile(X: np.ndarray, prep: PreparedDiag, ws: DiagWorkspace) -> tuple[np.ndarray, ...]:
-    """The operands of the statistics GEMM of one tile X (n <= ws.rows frames), in ``ws``.
+def diag_tile(
+    X: np.ndarray, prep: PreparedDiag, ws: DiagWorkspace, offset: int = 0
+) -> tuple[np.ndarray, ...]:
+    """The operands of the statistics GEMM of one tile X (n <= ws.rows frames), in ``ws``
+    (``m`` and ``s`` at ``offset`` in its per-frame buffers).
 
     Returns views ``(P, A, m, s)`` into the workspace (valid until its next use): ``P`` (n, K)
     holds ``exp(max(L - m, clip))`` (unnormalised posteriors, :func:`clipped_exp`) and ``A``
@@ -425,7 +429,7 @@ def diag_tile(X: np.ndarray, prep: PreparedDiag, ws: DiagWorkspace) -> tuple[np.
     posteriors.
     """
     n, D = X.shape
-    A, P, m, s = ws.A[:n], ws.L[:n], ws.m[:n], ws.s[:n]
+    A, P, m, s = ws.A[:n], ws.L[:n], ws.m[offset : offset + n], ws.s[offset : offset + n]
     np.subtract(X, prep.shift.astype(prep.dtype), out=A[:, D : 2 * D], casting="unsafe")
     np.square(A[:, D : 2 * D], out=A[:, :D])
     A[:, 2 * D] = 1.0
@@ -553,26 +557,24 @@ def diag_unit_stats(
     ``_STAT_BLOCK`` frames, in groups of ``_STAT_GROUP`` summed in float64
     (:class:`StatSum`), all in ``ws``'s buffers.
 
-    Writes ``R`` (K, 2D+1) = ``[S, F, N]`` (or (K, D+1) = ``[F, N]`` when not
+    ``ws`` holds at least n frames' maxima and sums (its ``frames``). Writes ``R`` (K, 2D+1) = ``[S, F, N]`` (or (K, D+1) = ``[F, N]`` when not
     ``second_order``), float64, its rows in the E-step's order (``prep.stats_order``;
     :func:`diag_block_stats` puts them back); returns the log-likelihood of the frames.
     """
     n, D = X.shape
     cols = slice(0, 2 * D + 1) if second_order else slice(D, 2 * D + 1)
-    loglik = 0.0
     # float64: one GEMM per tile (no sub-blocks needed)
     acc = StatSum(R, ws, _STAT_BLOCK if prep.dtype == np.float32 else ws.rows, _STAT_GROUP)
     far = FarSum(prep.far.size, prep.dtype) if prep.far.size else None
     for a in range(0, n, ws.rows):
-        P, A, m, s = diag_tile(X[a : a + ws.rows], prep, ws)
-        loglik += float(np.sum(m, dtype=np.float64) + np.sum(np.log(s.astype(np.float64))))
+        P, A, m, s = diag_tile(X[a : a + ws.rows], prep, ws, a)
         if far is not None:
             far.take(P, s, a)
         acc.add(P, A[:, cols])
     acc.flush()
     if far is not None:
         R[R.shape[0] - far.n_far :] += far.stats(X, prep.shift, second_order)
-    return loglik
+    return float(np.sum(ws.m[:n], dtype=np.float64) + np.sum(np.log(ws.s[:n].astype(np.float64))))
 
 
 def diag_block_stats(
@@ -597,7 +599,8 @@ def block_stats(X: np.ndarray, prep: PreparedDiag | PreparedFull, second_order: 
         K = prep.W.shape[1]
         rows = min(max(1, X.shape[0]), tile_rows(K))
         R = np.empty((K, 2 * D + 1 if second_order else D + 1))
-        ll = diag_unit_stats(X, prep, second_order, DiagWorkspace(rows, K, D, prep.dtype), R)
+        ws = DiagWorkspace(rows, K, D, prep.dtype, frames=X.shape[0])
+        ll = diag_unit_stats(X, prep, second_order, ws, R)
         return diag_block_stats(R, ll, X.shape[0], prep, second_order)
     L = full_logdens(X, prep)
     m, s = shifted_exp(L)
@@ -709,7 +712,8 @@ def accumulate_prepared(
         return sum_block_stats(parts)
     K = prep.W.shape[1]
     rows = min(max(1, chunk_size), tile_rows(K))
-    parts_ab = blocks(X.shape[0], min(max(1, chunk_size), rows * _UNIT_TILES))
+    unit_frames = min(max(1, chunk_size), rows * _UNIT_TILES)
+    parts_ab = blocks(X.shape[0], unit_frames)
     if n_threads <= 1 and len(parts_ab) > 1:
         # The diag tiles are small GEMMs (cache-sized): split across BLAS threads, each one
         # pays a thread synchronisation (measured 10-80x slower on a loaded 2-core machine).
@@ -727,7 +731,7 @@ def accumulate_prepared(
         try:
             ws = workspaces.get_nowait()
         except queue.Empty:
-            ws = DiagWorkspace(rows, K, prep.n_dims, prep.dtype)
+            ws = DiagWorkspace(rows, K, prep.n_dims, prep.dtype, frames=unit_frames)
         try:
             R = results.get_nowait()
         except queue.Empty:
