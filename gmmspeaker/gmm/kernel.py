@@ -394,14 +394,15 @@ class DiagWorkspace:
     faults per 256 x 512 tile, half of the tile's time. One workspace serves one thread.
     """
 
-    def __init__(self, rows: int, n_components: int, n_dims: int, dtype: np.dtype) -> None:
+    def __init__(self, rows: int, n_components: int, n_dims: int, dtype: np.dtype, frames: int = 0) -> None:
         D = n_dims
         self.rows = rows
-        self.key = (rows, n_components, n_dims, np.dtype(dtype))
         self.A = np.empty((rows, 2 * D + 1), dtype=dtype)  # augmented frames, then scaled by 1/s
         self.L = np.empty((rows, n_components), dtype=dtype)  # log-densities, then exp(L - m)
-        self.m = np.empty(rows, dtype=dtype)  # row maxima
-        self.s = np.empty(rows, dtype=dtype)  # row sums of exp(L - m)
+        # row maxima and sums of exp(L - m) of up to ``frames`` frames (a unit's tiles), for
+        # one log-likelihood sum per unit
+        self.m = np.empty(max(rows, frames), dtype=dtype)
+        self.s = np.empty(max(rows, frames), dtype=dtype)
         self.inv = np.empty(rows, dtype=dtype)  # 1 / s
         self.clip = np.full((rows, 1), _CLIP[np.dtype(dtype)], dtype=dtype)
         self.ones = np.ones(n_components, dtype=dtype)
@@ -409,8 +410,11 @@ class DiagWorkspace:
         self.C = np.empty((n_components, 2 * D + 1), dtype=dtype)  # a group's sum (StatSum)
 
 
-def diag_tile(X: np.ndarray, prep: PreparedDiag, ws: DiagWorkspace) -> tuple[np.ndarray, ...]:
-    """The operands of the statistics GEMM of one tile X (n <= ws.rows frames), in ``ws``.
+def diag_tile(
+    X: np.ndarray, prep: PreparedDiag, ws: DiagWorkspace, offset: int = 0
+) -> tuple[np.ndarray, ...]:
+    """The operands of the statistics GEMM of one tile X (n <= ws.rows frames), in ``ws``
+    (``m`` and ``s`` at ``offset`` in its per-frame buffers).
 
     Returns views ``(P, A, m, s)`` into the workspace (valid until its next use): ``P`` (n, K)
     holds ``exp(max(L - m, clip))`` (unnormalised posteriors, :func:`clipped_exp`) and ``A``
@@ -425,13 +429,13 @@ def diag_tile(X: np.ndarray, prep: PreparedDiag, ws: DiagWorkspace) -> tuple[np.
     posteriors.
     """
     n, D = X.shape
-    A, P, m, s = ws.A[:n], ws.L[:n], ws.m[:n], ws.s[:n]
+    A, P, m, s = ws.A[:n], ws.L[:n], ws.m[offset : offset + n], ws.s[offset : offset + n]
     np.subtract(X, prep.shift.astype(prep.dtype), out=A[:, D : 2 * D], casting="unsafe")
     np.square(A[:, D : 2 * D], out=A[:, :D])
     A[:, 2 * D] = 1.0
     np.matmul(A, prep.W if prep.stats_W is None else prep.stats_W, out=P)  # the one fused GEMM
     np.max(P, axis=1, out=m)
-    if not np.isfinite(m).all():
+    if not np.isfinite(m.sum()):
         m[~np.isfinite(m)] = 0.0  # a frame with -inf everywhere (zero weights only) stays -inf
     np.subtract(P, m[:, None], out=P)
     np.maximum(P, ws.clip[:n], out=P)
@@ -457,13 +461,15 @@ class StatSum:
 
     Each GEMM sums ``block`` frames (a sub-block); the results of ``group`` consecutive
     sub-blocks are added in the compute dtype (in ``C``) before one addition to ``R``
-    (:data:`STAT_ROUNDINGS`). Call :meth:`flush` after the last tile.
+    (:data:`STAT_ROUNDINGS`). ``R``'s content is overwritten by the first addition. Call
+    :meth:`flush` after the last tile.
     """
 
     def __init__(self, R: np.ndarray, ws: DiagWorkspace, block: int, group: int) -> None:
         self.R, self.block, self.group = R, block, group
         self.C, self.tmp = ws.C[:, : R.shape[1]], ws.tmp[:, : R.shape[1]]
         self.count = 0  # sub-blocks summed in C
+        self.empty = True  # R holds no sum yet (its first flush assigns)
 
     def add(self, P: np.ndarray, A: np.ndarray) -> None:
         """Add ``P.T @ A`` for one tile (P (n, K), A (n, c), compute dtype)."""
@@ -480,66 +486,108 @@ class StatSum:
     def flush(self) -> None:
         """Add the pending compute-dtype sum to ``R``."""
         if self.count:
-            self.R += self.C
+            if self.empty:
+                np.copyto(self.R, self.C)
+                self.empty = False
+            else:
+                self.R += self.C
             self.count = 0
+        elif self.empty:
+            self.R.fill(0.0)
+            self.empty = False
 
 
-def far_stats(
-    X: np.ndarray, P: np.ndarray, s: np.ndarray, prep: PreparedDiag, second_order: bool
-) -> np.ndarray:
+class FarSum:
     """float64 statistics of the far components on the frames where they have weight.
 
-    ``P`` is a tile from :func:`diag_tile`: its last ``prep.far.size`` columns are the far
-    components. In place on ``P``: their posteriors on the frames where any of them exceeds
-    ``_FAR_TAU`` are moved out of ``P`` (set to 0, so the float32 GEMM no longer sees them)
-    into the float64 product returned, ``(P_far / s).T @ [(x-c)**2, x-c, 1]`` over those
-    frames: (K_far, 2D+1), or (K_far, D+1) without the first block when not
-    ``second_order``. Far components are narrow: a few % of the frames carry their weight.
+    :meth:`take` moves, in place on a tile ``P`` from :func:`diag_tile` (its last
+    ``n_far`` columns are the far components), their posteriors on the frames where they
+    exceed ``_FAR_TAU`` out of ``P`` (set to 0, so the float32 GEMM no longer sees them),
+    divided by ``s`` in float64; :meth:`stats` returns their float64 product with the
+    frames, ``(P_far / s).T @ [(x-c)**2, x-c, 1]`` over those frames: (K_far, 2D+1), or
+    (K_far, D+1) without the first block when not ``second_order``. Far components are
+    narrow: a few % of the frames carry their weight. One product per unit of tiles, not per
+    tile (a float64 GEMM on a few dozen frames costs its call, not its flops).
+
+    The frames are chosen by the sum of their far posteriors (a GEMV; a numpy row max over
+    a few strided columns costs 5x more): a frame left in ``P`` has every far posterior at
+    most ``_FAR_TAU``, as the error bound requires.
     """
-    n, D = X.shape
-    Pf = P[:, P.shape[1] - prep.far.size :]  # (n, K_far), a view
-    rows = np.flatnonzero(np.max(Pf, axis=1) > _FAR_TAU)
-    Wf = Pf[rows].astype(np.float64)
-    Pf[rows] = 0.0
-    Wf *= (1.0 / s[rows].astype(np.float64))[:, None]
-    A = np.empty((rows.size, 2 * D + 1))
-    np.subtract(X[rows], prep.shift, out=A[:, D : 2 * D])
-    A[:, 2 * D] = 1.0
-    if not second_order:
-        return Wf.T @ A[:, D:]
-    np.square(A[:, D : 2 * D], out=A[:, :D])
-    return Wf.T @ A
+
+    def __init__(self, n_far: int, dtype: np.dtype) -> None:
+        self.n_far = n_far
+        self.ones = np.ones(n_far, dtype=dtype)
+        self.rows: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []
+
+    def take(self, P: np.ndarray, s: np.ndarray, offset: int) -> None:
+        """Move the far posteriors of tile ``P`` (frames ``offset + i``; row sums ``s``) out."""
+        Pf = P[:, P.shape[1] - self.n_far :]  # (n, K_far), a view
+        rows = np.flatnonzero(Pf @ self.ones > _FAR_TAU)
+        if rows.size:
+            w = Pf[rows].astype(np.float64)
+            Pf[rows] = 0.0
+            w *= (1.0 / s[rows].astype(np.float64))[:, None]
+            self.weights.append(w)
+            self.rows.append(rows + offset)
+
+    def stats(self, X: np.ndarray, shift: FloatArray, second_order: bool) -> np.ndarray:
+        """The float64 product over every frame taken (X: the frames the offsets index)."""
+        D = X.shape[1]
+        if not self.rows:
+            return np.zeros((self.n_far, 2 * D + 1 if second_order else D + 1))
+        rows = np.concatenate(self.rows)
+        w = np.concatenate(self.weights)
+        A = np.empty((rows.size, 2 * D + 1))
+        np.subtract(X[rows], shift, out=A[:, D : 2 * D])
+        A[:, 2 * D] = 1.0
+        if not second_order:
+            return w.T @ A[:, D:]
+        np.square(A[:, D : 2 * D], out=A[:, :D])
+        return w.T @ A
 
 
-def diag_unit_stats(X: np.ndarray, prep: PreparedDiag, second_order: bool, ws: DiagWorkspace) -> BlockStats:
+def diag_unit_stats(
+    X: np.ndarray, prep: PreparedDiag, second_order: bool, ws: DiagWorkspace, R: np.ndarray
+) -> float:
     """Statistics (shifted coordinates) of frames X (n, D) under a diag mixture, tile by tile.
 
     Each tile of ``ws.rows`` frames: :func:`diag_tile`, the far components' float64 part
-    (:func:`far_stats`), and the statistics GEMM ``P.T @ A`` in sub-blocks of
+    (:class:`FarSum`), and the statistics GEMM ``P.T @ A`` in sub-blocks of
     ``_STAT_BLOCK`` frames, in groups of ``_STAT_GROUP`` summed in float64
-    (:class:`StatSum`), all in ``ws``'s buffers; the rows of the sum are put back in the
-    components' order at the end.
+    (:class:`StatSum`), all in ``ws``'s buffers.
+
+    ``ws`` holds at least n frames' maxima and sums (its ``frames``). Writes ``R`` (K, 2D+1) = ``[S, F, N]`` (or (K, D+1) = ``[F, N]`` when not
+    ``second_order``), float64, its rows in the E-step's order (``prep.stats_order``;
+    :func:`diag_block_stats` puts them back); returns the log-likelihood of the frames.
     """
     n, D = X.shape
-    K = prep.W.shape[1]
     cols = slice(0, 2 * D + 1) if second_order else slice(D, 2 * D + 1)
-    R = np.zeros((K, cols.stop - cols.start))  # (K, 2D+1) = [S, F, N] or (K, D+1) = [F, N]
-    loglik = 0.0
     # float64: one GEMM per tile (no sub-blocks needed)
     acc = StatSum(R, ws, _STAT_BLOCK if prep.dtype == np.float32 else ws.rows, _STAT_GROUP)
+    far = FarSum(prep.far.size, prep.dtype) if prep.far.size else None
     for a in range(0, n, ws.rows):
-        Xt = X[a : a + ws.rows]
-        P, A, m, s = diag_tile(Xt, prep, ws)
-        loglik += float(np.sum(m, dtype=np.float64) + np.sum(np.log(s.astype(np.float64))))
-        if prep.far.size:
-            R[K - prep.far.size :] += far_stats(Xt, P, s, prep, second_order)
+        P, A, m, s = diag_tile(X[a : a + ws.rows], prep, ws, a)
+        if far is not None:
+            far.take(P, s, a)
         acc.add(P, A[:, cols])
     acc.flush()
+    if far is not None:
+        R[R.shape[0] - far.n_far :] += far.stats(X, prep.shift, second_order)
+    return float(np.sum(ws.m[:n], dtype=np.float64) + np.sum(np.log(ws.s[:n].astype(np.float64))))
+
+
+def diag_block_stats(
+    R: np.ndarray, loglik: float, n_frames: int, prep: PreparedDiag, second_order: bool
+) -> BlockStats:
+    """:class:`BlockStats` from a sum of :func:`diag_unit_stats` results (rows put back in
+    the components' order)."""
+    D = prep.n_dims
     if prep.stats_order is not None:
-        R[prep.stats_order] = R.copy()
+        R = R[np.argsort(prep.stats_order)]
     if second_order:
-        return BlockStats(R[:, 2 * D], R[:, D : 2 * D], R[:, :D], loglik, n)
-    return BlockStats(R[:, D], R[:, :D], None, loglik, n)
+        return BlockStats(R[:, 2 * D].copy(), R[:, D : 2 * D].copy(), R[:, :D].copy(), loglik, n_frames)
+    return BlockStats(R[:, D].copy(), R[:, :D].copy(), None, loglik, n_frames)
 
 
 def block_stats(X: np.ndarray, prep: PreparedDiag | PreparedFull, second_order: bool) -> BlockStats:
@@ -548,8 +596,12 @@ def block_stats(X: np.ndarray, prep: PreparedDiag | PreparedFull, second_order: 
     products (full/tied)."""
     D = X.shape[1]
     if isinstance(prep, PreparedDiag):
-        rows = min(max(1, X.shape[0]), tile_rows(prep.W.shape[1]))
-        return diag_unit_stats(X, prep, second_order, DiagWorkspace(rows, prep.W.shape[1], D, prep.dtype))
+        K = prep.W.shape[1]
+        rows = min(max(1, X.shape[0]), tile_rows(K))
+        R = np.empty((K, 2 * D + 1 if second_order else D + 1))
+        ws = DiagWorkspace(rows, K, D, prep.dtype, frames=X.shape[0])
+        ll = diag_unit_stats(X, prep, second_order, ws, R)
+        return diag_block_stats(R, ll, X.shape[0], prep, second_order)
     L = full_logdens(X, prep)
     m, s = shifted_exp(L)
     loglik = float(np.sum(m) + np.sum(np.log(s)))
@@ -660,7 +712,8 @@ def accumulate_prepared(
         return sum_block_stats(parts)
     K = prep.W.shape[1]
     rows = min(max(1, chunk_size), tile_rows(K))
-    parts_ab = blocks(X.shape[0], min(max(1, chunk_size), rows * _UNIT_TILES))
+    unit_frames = min(max(1, chunk_size), rows * _UNIT_TILES)
+    parts_ab = blocks(X.shape[0], unit_frames)
     if n_threads <= 1 and len(parts_ab) > 1:
         # The diag tiles are small GEMMs (cache-sized): split across BLAS threads, each one
         # pays a thread synchronisation (measured 10-80x slower on a loaded 2-core machine).
@@ -668,19 +721,32 @@ def accumulate_prepared(
         # same results (units are summed in order).
         n_threads = blas_threads()
     rows = min(rows, X.shape[0])
-    pool: queue.SimpleQueue[DiagWorkspace] = queue.SimpleQueue()
+    shape = (K, 2 * prep.n_dims + 1 if second_order else prep.n_dims + 1)
+    # buffers reused across units (fresh ones would cost page faults): workspaces, one per
+    # thread, and unit results, back in the pool once added to the total
+    workspaces: queue.SimpleQueue[DiagWorkspace] = queue.SimpleQueue()
+    results: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
 
-    def unit(a: int, b: int) -> BlockStats:
+    def unit(a: int, b: int) -> tuple[np.ndarray, float]:
         try:
-            ws = pool.get_nowait()
+            ws = workspaces.get_nowait()
         except queue.Empty:
-            ws = DiagWorkspace(rows, K, prep.n_dims, prep.dtype)
+            ws = DiagWorkspace(rows, K, prep.n_dims, prep.dtype, frames=unit_frames)
         try:
-            return diag_unit_stats(X[a:b], prep, second_order, ws)
+            R = results.get_nowait()
+        except queue.Empty:
+            R = np.empty(shape)
+        try:
+            return R, diag_unit_stats(X[a:b], prep, second_order, ws, R)
         finally:
-            pool.put(ws)
+            workspaces.put(ws)
 
-    return sum_block_stats(run_blocks(unit, parts_ab, n_threads))
+    total, loglik = np.zeros(shape), 0.0
+    for R, ll in run_blocks(unit, parts_ab, n_threads):  # in unit order
+        total += R
+        loglik += ll
+        results.put(R)
+    return diag_block_stats(total, loglik, X.shape[0], prep, second_order)
 
 
 def blas_threads() -> int:

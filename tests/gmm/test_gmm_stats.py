@@ -256,3 +256,80 @@ def test_clipped_exp(rng):
         keep = L >= lv
         np.testing.assert_allclose(got[keep], np.exp(L[keep].astype(np.float64)), rtol=4 * np.finfo(dt).eps)
         np.testing.assert_array_equal(got[~keep], np.exp(dt(lv)))
+
+
+# ---------------------------------------------------------------------------------------
+# The tiled diag E-step: sub-block sums, far components, threads
+# ---------------------------------------------------------------------------------------
+
+
+def test_statsum_groups_within_derived_bound():
+    """``StatSum``: GEMMs of ``_STAT_BLOCK`` frames, ``_STAT_GROUP`` of them summed in
+    float32, then float64. Each term meets one product and at most ``b - 1 + g - 1``
+    float32 additions, so ``|R - exact| <= gamma_(b+g-1) |P|.T @ |A|`` (plus float64
+    rounding), here on sums whose float32 rounding errors do not cancel (a plain
+    sequential float32 sum of the same frames exceeds that bound)."""
+    from gmmspeaker.gmm import kernel
+
+    rng = np.random.default_rng(7)
+    b, g = kernel._STAT_BLOCK, kernel._STAT_GROUP
+    n, K, D = b * g * 3 + 77, 5, 3  # three full groups, then a partial one and a partial tile
+    P = np.ones((n, K), dtype=np.float32)
+    P[:, 1:] = rng.uniform(0.9, 1.0, size=(n, K - 1)).astype(np.float32)
+    A = np.empty((n, 2 * D + 1), dtype=np.float32)
+    A[:, :4] = np.float32(1 / 3)  # constant terms: float32 rounding errors of a chain add up
+    A[:, 4:] = rng.uniform(0.3, 0.4, size=(n, 3)).astype(np.float32)
+    ws = kernel.DiagWorkspace(256, K, D, np.dtype(np.float32))
+    R = np.full((K, 2 * D + 1), np.nan)  # overwritten by the first addition
+    acc = kernel.StatSum(R, ws, b, g)
+    for a in range(0, n, 256):
+        acc.add(P[a : a + 256], A[a : a + 256])
+    acc.flush()
+    P64, A64 = P.astype(np.float64), A.astype(np.float64)
+    exact = P64.T @ A64
+    bound = _gamma(b + g - 1, 2.0**-24) * (np.abs(P64).T @ np.abs(A64)) * (1 + 1e-9)
+    assert (np.abs(R - exact) <= bound).all(), (np.abs(R - exact) / bound).max()
+    seq = np.zeros((K, 2 * D + 1), dtype=np.float32)
+    for t in range(n):  # the bound is not vacuous: one float32 chain over all frames breaks it
+        seq += P[t][:, None] * A[t][None, :]
+    assert (np.abs(seq - exact) > bound).any()
+
+
+def test_float32_statistics_bitwise_equal_across_threads(rng):
+    """Work units do not depend on the number of threads and are summed in order."""
+    gmm = random_model(rng, "diag", K=24, D=6)
+    X = rng.normal(0, 2, size=(9000, 6)).astype(np.float32)
+    for chunk in (20000, 700):
+        a = accumulate(X, gmm, dtype="float32", chunk_size=chunk, n_threads=1)
+        b = accumulate(X, gmm, dtype="float32", chunk_size=chunk, n_threads=2)
+        for x, y in ((a.n, b.n), (a.f, b.f), (a.s, b.s)):
+            np.testing.assert_array_equal(x, y)
+        assert a.loglik == b.loglik
+
+
+def test_far_components_posteriors_in_component_order_and_moved_out(rng):
+    """With far components (their columns last in the E-step): ``statistics_operands``
+    gives the posteriors in the components' order, and ``FarSum.take`` leaves no far
+    posterior above ``_FAR_TAU`` in the float32 tile, while its float64 product equals
+    the product of the weights it moved out."""
+    from gmmspeaker.gmm import kernel
+    from gmmspeaker.gmm import stats as stats_mod
+
+    X, gmm = far_mixture(rng, n=700)
+    prep = kernel.prepare(stats_mod.as_params(gmm), np.dtype(np.float32))
+    assert prep.far.size == 2 and prep.stats_order is not None
+    assert list(prep.stats_order[-2:]) == list(prep.far)
+    P, A = stats_mod.statistics_operands(X, gmm, dtype="float32")
+    np.testing.assert_allclose(P / P.sum(1, keepdims=True), gmm.predict_proba(X), atol=2e-5)
+
+    ws = kernel.DiagWorkspace(X.shape[0], 6, X.shape[1], prep.dtype)
+    Pt, At, m, s = kernel.diag_tile(X, prep, ws)
+    before = Pt[:, -2:].astype(np.float64) / s[:, None].astype(np.float64)
+    far = kernel.FarSum(2, prep.dtype)
+    far.take(Pt, s, 0)
+    assert (Pt[:, -2:] <= kernel._FAR_TAU).all()
+    moved = before - Pt[:, -2:].astype(np.float64) / s[:, None].astype(np.float64)
+    assert (moved > 0).sum() > 0.2 * X.shape[0]  # the far components carry weight here
+    Xc = X.astype(np.float64) - prep.shift
+    aug = np.concatenate([Xc**2, Xc, np.ones((X.shape[0], 1))], axis=1)
+    np.testing.assert_allclose(far.stats(X, prep.shift, True), moved.T @ aug, rtol=1e-12)
