@@ -7,6 +7,7 @@ so the active ``joblib.parallel_config`` (loky, threading, dask) decides where i
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -570,8 +571,9 @@ def _save_part(
         "idx": idx.tolist(),
         "scores": [repr(float(v)) for v in val],
     }
-    if cohort is not None:  # (n_cohort, len(block)): one row per test
-        rec["cohort"] = [[repr(float(v)) for v in col] for col in cohort.T]
+    if cohort is not None:  # (n_cohort, len(block)): the float64 bytes, exact and fast to write
+        rec["cohort_shape"] = list(cohort.shape)
+        rec["cohort"] = base64.b64encode(np.ascontiguousarray(cohort, dtype="<f8").tobytes()).decode("ascii")
     atomic_write_json(pdir / f"block-{b:05d}.json", rec, indent=None)
 
 
@@ -583,7 +585,10 @@ def _load_part(
         rec = json.loads(path.read_text())
         if rec["key"] != _block_key(block, salt):
             return None
-        cohort = [np.asarray([float(v) for v in col]) for col in rec["cohort"]] if salt is not None else []
+        cohort: list[np.ndarray] = []
+        if salt is not None:
+            raw = np.frombuffer(base64.b64decode(rec["cohort"]), dtype="<f8")
+            cohort = list(raw.reshape(rec["cohort_shape"]).T.astype(np.float64))
         return (
             np.asarray(rec["idx"], dtype=np.int64),
             np.asarray([float(v) for v in rec["scores"]]),

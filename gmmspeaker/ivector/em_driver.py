@@ -20,6 +20,7 @@ for (as Kaldi's and SIDEKIT's do) and return the objective trace, which EM never
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -39,6 +40,7 @@ __all__ = [
     "Checkpoint",
     "run_em",
     "n_cores",
+    "one_blas_thread",
     "backend_name",
     "release_loky_workers",
     "share_with_workers",
@@ -54,6 +56,20 @@ def n_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """This process's threadpoolctl controller, found once (a scan of the loaded libraries
+    costs ~1-2 ms: ``threadpool_limits`` does it on every call)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def one_blas_thread() -> Any:
+    """A context in which the BLAS libraries use one thread (and their previous number after)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def backend_name() -> str:

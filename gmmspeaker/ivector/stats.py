@@ -8,9 +8,10 @@ means ``mu_k`` and standard deviations ``sigma_k``)::
 
 ``f`` is stored component-major as one (K*D,) row per utterance. In this whitened space
 every UBM component has unit covariance, which is what :mod:`gmmspeaker.ivector.tv`
-assumes. The frame posteriors come from :func:`gmmspeaker.gmm.stats.accumulate` (the
-E-step GEMMs, float32 products and float64 accumulation by default for diagonal UBMs);
-centring and whitening happen once, in :func:`baum_welch`.
+assumes. The frame posteriors come from the E-step of :func:`gmmspeaker.gmm.stats.accumulate`
+(the E-step GEMMs, float32 products and float64 accumulation by default for diagonal
+UBMs; the UBM prepared once per batch of utterances); centring and whitening happen
+once, in :func:`_baum_welch_prepared`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import numpy as np
 from gmmspeaker._io import atomic_path, read_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import DataError, ModelError
+from gmmspeaker.gmm.kernel import check_block, prepare, prepared_stats, resolve_dtype
 from gmmspeaker.gmm.map import ubm_fingerprint
-from gmmspeaker.gmm.stats import accumulate, as_params
+from gmmspeaker.gmm.stats import as_params
 
 __all__ = [
     "UtteranceStats",
@@ -252,9 +254,35 @@ def baum_welch(X: FloatArray, ubm: Any, *, dtype: Any = None) -> tuple[FloatArra
     ModelError
         The UBM has full or tied covariances.
     """
+    return _baum_welch_prepared(X, _prepare_ubm(ubm, dtype))
+
+
+@dataclass(frozen=True)
+class _PreparedUbm:
+    """A UBM prepared once for the statistics of many utterances."""
+
+    prep: Any  # gmmspeaker.gmm.kernel.PreparedDiag
+    mu: FloatArray  # (K, D) float64
+    sd: FloatArray  # (K, D) float64
+
+
+def _prepare_ubm(ubm: Any, dtype: Any) -> _PreparedUbm:
+    """The E-step preparation of :func:`gmmspeaker.gmm.stats.accumulate` (same dtype rule)."""
     mu, sd = _whitening(ubm)
-    st = accumulate(X, ubm, second_order=False, dtype=dtype)
-    f = (st.f - st.n[:, None] * mu) / sd
+    params = as_params(ubm)
+    dt = resolve_dtype(dtype if dtype is not None else getattr(ubm, "dtype", None), params.covariance_type)
+    return _PreparedUbm(prepare(params, dt), mu, sd)
+
+
+def _baum_welch_prepared(X: FloatArray, pu: _PreparedUbm) -> tuple[FloatArray, FloatArray]:
+    """:func:`baum_welch` with the UBM prepared: the statistics of ``accumulate``, centred
+    and whitened (the one place of that formula)."""
+    K, D = pu.mu.shape
+    X = check_block(X, D)
+    if X.shape[0] == 0:
+        return np.zeros(K), np.zeros(K * D)
+    st = prepared_stats(X, pu.prep, second_order=False, chunk_size=20000)
+    f = (st.f - st.n[:, None] * pu.mu) / pu.sd
     return st.n.astype(np.float64, copy=False), np.ascontiguousarray(f, dtype=np.float64).reshape(-1)
 
 
@@ -277,13 +305,14 @@ def compute_stats(
     ns: list[FloatArray] = []
     fs: list[FloatArray] = []
     seen: set[str] = set()
+    pu = _prepare_ubm(ubm, dtype)  # once for all the utterances
     for utt_id, X in utterances:
         if utt_id in seen:
             raise DataError(f"utterance {utt_id!r} appears twice in the statistics input")
         seen.add(utt_id)
         if np.shape(X)[0] == 0:
             raise DataError(f"utterance {utt_id!r} has no frames (VAD dropped every frame?)")
-        n, f = baum_welch(X, ubm, dtype=dtype)
+        n, f = _baum_welch_prepared(X, pu)
         ids.append(utt_id)
         ns.append(n)
         fs.append(f)
@@ -297,12 +326,14 @@ def compute_stats(
     )
 
 
-def _store_batch(store_dir: str, ids: list[str], ubm: Any, dtype: Any) -> tuple[FloatArray, FloatArray]:
-    """Worker: the statistics of ``ids`` read from the feature store at ``store_dir``."""
-    from gmmspeaker.store import FeatureStore
+def _store_batch(
+    store_dir: str, items: list[tuple[str, str, int, int]], ubm: Any, dtype: Any
+) -> tuple[FloatArray, FloatArray]:
+    """Worker: the statistics of the store ``items`` (:meth:`FeatureStore.item`) at ``store_dir``
+    (read directly: the worker does not load the store's manifest)."""
+    from gmmspeaker.store import iter_utterances
 
-    store = FeatureStore(store_dir)
-    st = compute_stats(store.get_many(ids).items(), ubm, dtype=dtype)
+    st = compute_stats(iter_utterances(store_dir, items), ubm, dtype=dtype)
     return st.n, st.f
 
 
@@ -331,7 +362,7 @@ def _store_batches(
     bs = max(1, int(batch_size))
     batches = [ids[i : i + bs] for i in range(0, len(ids), bs)]
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_store_batch)(str(store.path), b, ubm, dtype) for b in batches
+        delayed(_store_batch)(str(store.path), [store.item(u) for u in b], ubm, dtype) for b in batches
     )
     if progress:
         from tqdm.auto import tqdm

@@ -46,7 +46,14 @@ import numpy as np
 from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import FloatArray, PathLike
 from gmmspeaker.errors import ConfigError, DataError, ModelError
-from gmmspeaker.ivector.em_driver import Checkpoint, n_cores, run_em, share_with_workers, shared
+from gmmspeaker.ivector.em_driver import (
+    Checkpoint,
+    n_cores,
+    one_blas_thread,
+    run_em,
+    share_with_workers,
+    shared,
+)
 from gmmspeaker.ivector.stats import UtteranceStats
 
 __all__ = [
@@ -192,10 +199,8 @@ def _in_threads(fn: Callable[[int, int], None], n: int, block: int, n_threads: i
     threaded BLAS fighting over the same cores; the blocks write disjoint outputs, so the
     result does not depend on ``n_threads``.
     """
-    from threadpoolctl import threadpool_limits
-
     blocks = [(a, min(n, a + block)) for a in range(0, n, block)]
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         if n_threads <= 1 or len(blocks) <= 1:
             for a, b in blocks:
                 fn(a, b)

@@ -41,7 +41,6 @@ from gmmspeaker._typing import FloatArray, IntArray
 from gmmspeaker.errors import ConfigError, DataError, ModelError
 from gmmspeaker.gmm.kernel import (
     PreparedDiag,
-    clipped_exp,
     component_logdens,
     diag_ubm,
     logsumexp,
@@ -70,9 +69,7 @@ METHODS: tuple[str, ...] = ("full", "top_c", "linear")
 # Elements of the largest temporary (models x frames x components [x dims]) per block.
 _BLOCK_ELEMENTS = 4_000_000
 # Elements (models x pooled frame-components) of the products of score_all_models per pool.
-_POOL_ELEMENTS = 2000000
-# Elements of the log-sum-exp blocks of score_all_models (float32: 640 KB, within a 1 MB L2).
-_CACHE_ELEMENTS = 160_000
+_POOL_ELEMENTS = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -469,8 +466,10 @@ def score_all_models(
     utterances are pooled and sorted by component, and for each component that some
     frame selected, one ``dtype`` GEMM gives the changes of *all* models on those frames
     (``(n_k, D) @ (D, M)``, reading each model's parameters of that component once per
-    pool instead of once per frame). The log-sum-exp over the C components and the
-    frame sums are float64, as in :func:`score_prepared`. Other methods, or
+    pool instead of once per frame); their exponentials, weighted by the UBM's top-C
+    posteriors, are summed per frame by one sparse product and the frame sums are
+    float64 (see :func:`_pooled_top_c`; the same LLR as :func:`score_prepared` within
+    the float32 rounding of the terms). Other methods, or
     ``top_c >= K``, score utterance by utterance with :func:`score_prepared`.
 
     Parameters
@@ -624,17 +623,26 @@ def _pooled_top_c(
 ) -> None:
     """Add the frame-summed top-C LLRs of every model on the pooled chunks to ``out[:, u]``.
 
-    Per frame ``log sum_c w_c exp(delta_c)`` with ``w`` the UBM's posteriors over its
-    top C (``log w = Lu_sel - logsumexp(Lu_sel)``, float64, then rounded) and ``delta_c``
-    the model's change of the log-density of component c: computed in ``ctx.dtype`` as
-    ``max + log sum exp(. - max)`` (``log w`` is added before the exponential, so no
-    product of two small numbers can be subnormal). ``delta`` is one GEMM per selected
-    component of the pairs' ``[x, (x*x), 1]`` and :meth:`ScoringContext.pooled_weights`
-    (the constant inside the product); the log-sum-exp then runs over blocks of
-    :data:`_CACHE_ELEMENTS`, each pass over a block that stays in cache. Each float32
-    term is within a few ulps of ``|delta| + |log w|`` of the float64 value; the frame
-    sums are float64.
+    Per frame the LLR is ``log sum_c w_c exp(delta_c)``, with ``w`` the UBM's posteriors
+    over its top C (``exp(Lu_sel - logsumexp(Lu_sel))``, float64, then rounded) and
+    ``delta_c`` the model's change of the log-density of component c. The pairs (frame,
+    selected component) are sorted by component; one ``ctx.dtype`` GEMM per selected
+    component gives ``delta`` of all models on its pairs (``[x, (x*x), 1]`` against
+    :meth:`ScoringContext.pooled_weights`, the constant inside the product), and its
+    ``exp`` is taken in place while the block is in cache. The weighted sum over each
+    frame's C pairs is one sparse-times-dense product (a CSR matrix of the weights, one
+    row per frame), then one ``log`` per (frame, model): one exponential per pair and
+    model, and no max, shift or gather pass over the (pairs x models) products.
+
+    Column M of the products is the UBM itself (``delta = 0``, ``exp = 1``): the same
+    operations as the models, so a model equal to the UBM scores exactly 0. A frame whose
+    sum leaves the normal range of ``ctx.dtype`` (``delta`` above ~88 or all its terms
+    below ~1e-38 in float32: an overflow or underflow of the unshifted exponential) is
+    recomputed for that frame as a float64 log-sum-exp of ``log w + delta``. Each float32
+    term is within a few ulps of its float64 value; the frame sums are float64.
     """
+    from scipy.sparse import csr_matrix
+
     M, K = ctx.n_models, ctx.n_components
     dt = ctx.dtype
     X = np.concatenate([p[1] for p in pool])  # (F, D), ctx.dtype
@@ -651,32 +659,32 @@ def _pooled_top_c(
     if ctx.d_quad is not None:
         np.multiply(Xa[:, :D], Xa[:, :D], out=Xa[:, D : 2 * D])
     Xa[:, -1] = 1.0
-    # column M is the UBM itself (no change): computed by the same operations as the
-    # models, so that a model equal to the UBM scores exactly 0
-    ds = np.empty((order.size, M + 1), dtype=dt)
-    ds[:, M] = 0.0
-    for k in np.flatnonzero(np.diff(starts)):  # one GEMM of all models per selected component
-        a, b = starts[k], starts[k + 1]
-        np.matmul(Xa[a:b], W[k], out=ds[a:b, :M])
-    where = np.empty_like(order)  # the row of ds of pair p
+    E = np.empty((order.size, M + 1), dtype=dt)  # exp(delta) of the pairs, by component
+    E[:, M] = 1.0  # the UBM: exp(0)
+    with np.errstate(over="ignore", under="ignore"):  # out-of-range frames are redone below
+        for k in np.flatnonzero(np.diff(starts)):  # one GEMM of all models per selected component
+            a, b = starts[k], starts[k + 1]
+            blk = E[a:b, :M]
+            np.matmul(Xa[a:b], W[k], out=blk)
+            np.exp(blk, out=blk)
+    log_w = Lu_sel - logsumexp(Lu_sel)[:, None]  # (F, C) float64
+    w = np.exp(log_w).astype(dt)
+    w[w < np.finfo(dt).tiny] = 0.0  # no subnormal weight (a term below 1e-38 of its frame)
+    where = np.empty_like(order)  # the row of E of pair p
     where[order] = np.arange(order.size)
-    log_w = (Lu_sel - logsumexp(Lu_sel)[:, None]).astype(dt)
-    per_frame = np.empty((F, M + 1), dtype=dt)
-    step = max(1, _CACHE_ELEMENTS // (C * (M + 1)))
-    for f0 in range(0, F, step):  # frames whose (frames, C, M + 1) block stays in cache
-        f1 = min(F, f0 + step)
-        L = np.take(ds, where[f0 * C : f1 * C], axis=0).reshape(f1 - f0, C, M + 1)
-        L += log_w[f0:f1, :, None]
-        mx = L.max(axis=1)  # (frames, M + 1)
-        L -= mx[:, None, :]
-        clipped_exp(L, out=L)
-        pf = per_frame[f0:f1]
-        np.log(L.sum(axis=1), out=pf)
-        pf += mx
-    per_frame = per_frame[:, :M] - per_frame[:, M:]
+    S = csr_matrix((w.reshape(-1), where, np.arange(0, F * C + 1, C)), shape=(F, order.size))
+    sums = np.asarray(S @ E, dtype=dt)  # (F, M + 1): sum_c w_c exp(delta_c) per frame
+    fin = np.finfo(dt)
+    bad = np.flatnonzero(~((sums >= fin.tiny) & (sums <= fin.max)).all(axis=1))
+    with np.errstate(divide="ignore"):
+        np.log(sums, out=sums)
+    for f in bad:  # unshifted exp out of range: this frame's float64 log-sum-exp
+        rows = where[f * C : (f + 1) * C]
+        delta = np.matmul(Xa[rows][:, None, :], W[idx[f]])[:, 0, :].astype(np.float64)  # (C, M)
+        sums[f, :M] = logsumexp((delta + log_w[f][:, None]).T)
     bounds = np.concatenate([[0], np.cumsum([p[1].shape[0] for p in pool])[:-1]])
-    sums = np.add.reduceat(per_frame, bounds, axis=0, dtype=np.float64)  # (chunks, M)
-    np.add.at(out.T, np.array([p[0] for p in pool]), sums)
+    chunk_sums = np.add.reduceat(sums, bounds, axis=0, dtype=np.float64)  # (chunks, M + 1)
+    np.add.at(out.T, np.array([p[0] for p in pool]), chunk_sums[:, :M] - chunk_sums[:, M:])
 
 
 def score_utterance(

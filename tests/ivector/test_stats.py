@@ -56,6 +56,29 @@ def test_baum_welch_matches_direct_float64_computation(rng, dtype):
     assert n.sum() == pytest.approx(X.shape[0], rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [None, "float64"])
+def test_compute_stats_prepares_once_the_statistics_of_accumulate(rng, dtype):
+    """Rows of a batch (the UBM prepared once for all of them) are, bit for bit, the
+    per-utterance E-step of gmm.stats.accumulate centred and whitened, and each row the
+    reference's."""
+    from gmmspeaker.gmm.stats import accumulate
+
+    ubm = _ubm(rng, offset=5.0)
+    utts = [
+        (f"u{i}", (5.0 + rng.standard_normal((n, 3)) * 2).astype(np.float32))
+        for i, n in enumerate((50, 1, 7))
+    ]
+    st = compute_stats(utts, ubm, dtype=dtype)
+    for (_, X), n, f in zip(utts, st.n, st.f):
+        a = accumulate(X, ubm, second_order=False, dtype=dtype)
+        np.testing.assert_array_equal(n, a.n)
+        sd = np.sqrt(ubm.covariances_)
+        np.testing.assert_array_equal(f, ((a.f - a.n[:, None] * ubm.means_) / sd).reshape(-1))
+        n_ref, f_ref = _reference(X, ubm)
+        np.testing.assert_allclose(n, n_ref, rtol=2e-4, atol=2e-4 * len(X))
+        np.testing.assert_allclose(f, f_ref, rtol=2e-4, atol=6e-4 * len(X))
+
+
 def test_compute_stats_rows_and_errors(rng):
     ubm = _ubm(rng)
     utts = [(f"u{i}", rng.normal(0, 2, (50 + 10 * i, 3))) for i in range(4)]

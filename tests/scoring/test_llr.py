@@ -360,6 +360,46 @@ def test_score_all_models_model_equal_to_ubm_scores_exactly_zero(rng, dtype):
         assert np.all(s == 0.0), (adapt, s)
 
 
+@pytest.mark.numerics
+def test_score_all_models_frames_whose_exponential_leaves_float32_range(rng):
+    """The cohort products take exp(delta) unshifted; a frame where a model's delta is above
+    float32's exp range (~88) or every term is below its normal range (~-87) is recomputed in
+    float64: finite scores, equal to the naive float64 top-C LLR (the float32 bound of the
+    frames' magnitudes), beside models whose frames stayed in range."""
+    K, D = 4, 2
+    ubm = types.SimpleNamespace(
+        weights_=np.full(K, 1.0 / K),
+        means_=np.array([[0.0, 0.0], [30.0, 0.0], [0.0, 30.0], [30.0, 30.0]]),
+        covariances_=np.full((K, D), 0.25),
+    )
+    shift = np.zeros((3, K, D))
+    shift[0, 0] = [8.0, 0.0]  # frames near 8: delta ~ +128 under model 0 (overflows exp32)
+    shift[1, 0] = [-8.0, 0.0]  # the same frames: delta ~ -380 (every term underflows)
+    shift[2] = 0.01  # a model whose every delta stays small
+    models = SpeakerModels(
+        model_ids=["hi", "lo", "near"],
+        means=ubm.means_[None] + shift,
+        counts=np.ones((3, K)),
+    )
+    near8 = rng.normal(size=(5, D)) * 0.3 + [8.0, 0.0]
+    utts = [
+        near8,
+        np.vstack([near8, rng.normal(size=(7, D)) * 0.5]),
+        rng.normal(size=(9, D)) * 0.5 + [30.0, 0.0],
+    ]
+    got = llr.score_all_models(utts, ScoringContext.build(ubm, models), top_c=2)
+    assert np.all(np.isfinite(got))
+    ref = np.array([[naive_llr(x, ubm, models, i, top_c=2) for x in utts] for i in range(3)])
+    scale = max(
+        np.abs(comp_logdens(x, *model_params(models, i, ubm))).max()
+        + np.abs(comp_logdens(x, ubm.weights_, ubm.means_, ubm.covariances_)).max()
+        for x in utts
+        for i in range(3)
+    )
+    np.testing.assert_allclose(got, ref, rtol=0, atol=64 * np.finfo(np.float32).eps * scale)
+    assert got[0, 0] > 88 and got[1, 0] < -88  # the frames out of range did count
+
+
 # -- score_tests: trials and cohort from one UBM pass ----------------------------------------
 
 
