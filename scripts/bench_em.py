@@ -31,7 +31,8 @@ How it measures
   against a plain numpy matmul (N, 2D+1) @ (2D+1, K) of the same dtype, in the same run.
 
 Usage: ``python scripts/bench_em.py [--quick] [--ks 64 256 512 1024] [--datasets fsdd synthetic]
-[--states mid sharp] [--fit-ks 512]``
+[--states mid sharp] [--fit-ks 512]``; ``--passes``: the time of every pass of one thread's
+float32 E-step instead (where the time goes against the matmul rate).
 """
 
 from __future__ import annotations
@@ -252,6 +253,131 @@ def matmul_rate(N: int, D: int, K: int, dtype: str) -> float:
     return 2.0 * N * (2 * D + 1) * K / best / 1e9
 
 
+# ------------------------------------------------------------------------ per-pass times
+def pass_times(X: np.ndarray, K: int, state: str, reps: int = 9) -> None:
+    """Time every pass of the float32 diag E-step on X's tiles, one thread, one BLAS thread.
+
+    The passes are those of ``kernel.diag_tile`` / ``diag_unit_stats`` / ``StatSum`` /
+    ``FarSum``, called one by one (the tile's operands are checked equal to
+    ``kernel.diag_tile``'s, so this copy cannot drift from the kernel); CPU time of this
+    thread (``time.thread_time``, ~1.4 us per reading: ~0.01 ns per frame-component per
+    pass), the best of ``reps`` passes over the frames. The reference is two plain GEMMs,
+    ``(N, 2D+1) @ (2D+1, K)``, at the one-thread matmul rate of the same run.
+    """
+    from collections import defaultdict
+
+    from threadpoolctl import threadpool_limits
+
+    from gmmspeaker.gmm import kernel as kn
+
+    p = mid_state(X, K)[0] if state == "mid" else sharp_state(X, K)[0]
+    prep = kn.prepare(p, np.dtype(np.float32))
+    N, D = X.shape
+    rows = kn.tile_rows(K)
+    unit = rows * kn._UNIT_TILES
+    ws = kn.DiagWorkspace(rows, K, D, prep.dtype, frames=unit)
+    W = prep.W if prep.stats_W is None else prep.stats_W
+    clock = time.thread_time
+    R = np.empty((K, 2 * D + 1))
+
+    def tile(Xt: np.ndarray, a: int, acc: dict) -> tuple[np.ndarray, ...]:
+        n = Xt.shape[0]
+        A, P, m, s = ws.A[:n], ws.L[:n], ws.m[a : a + n], ws.s[a : a + n]
+        t0 = clock()
+        np.subtract(Xt, prep.shift.astype(prep.dtype), out=A[:, D : 2 * D], casting="unsafe")
+        np.square(A[:, D : 2 * D], out=A[:, :D])
+        A[:, 2 * D] = 1.0
+        t1 = clock()
+        np.matmul(A, W, out=P)
+        t2 = clock()
+        np.max(P, axis=1, out=m)
+        if not np.isfinite(m.sum()):
+            m[~np.isfinite(m)] = 0.0
+        t3 = clock()
+        np.subtract(P, m[:, None], out=P)
+        t4 = clock()
+        np.maximum(P, ws.clip[:n], out=P)
+        t5 = clock()
+        np.exp(P, out=P)
+        t6 = clock()
+        np.matmul(P, ws.ones, out=s)
+        t7 = clock()
+        inv = np.divide(1.0, s, out=ws.inv[:n])
+        np.multiply(A, inv[:, None], out=A)
+        t8 = clock()
+        for k, dt in (
+            ("augment [(x-c)^2, x-c, 1]", t1 - t0),
+            ("GEMM 1 (log-densities)", t2 - t1),
+            ("row max", t3 - t2),
+            ("subtract max", t4 - t3),
+            ("clip at -50", t5 - t4),
+            ("exp", t6 - t5),
+            ("row sums (GEMV)", t7 - t6),
+            ("scale frames by 1/s", t8 - t7),
+        ):
+            acc[k] += dt
+        return P, A, m, s
+
+    def one_pass(acc: dict) -> float:
+        t_all = clock()
+        for u in range(0, N, unit):
+            Xu = X[u : u + unit]
+            far = kn.FarSum(prep.far.size, prep.dtype) if prep.far.size else None
+            stat = kn.StatSum(R, ws, kn._STAT_BLOCK, kn._STAT_GROUP)
+            for a in range(0, Xu.shape[0], rows):
+                P, A, m, s = tile(Xu[a : a + rows], a, acc)
+                t0 = clock()
+                if far is not None:
+                    far.take(P, s, a)
+                t1 = clock()
+                stat.add(P, A)
+                t2 = clock()
+                acc[f"far: take ({prep.far.size} far components)"] += t1 - t0
+                acc["GEMM 2 (statistics, 128-frame blocks, groups of 8)"] += t2 - t1
+            t0 = clock()
+            stat.flush()
+            if far is not None:
+                R[K - far.n_far :] += far.stats(Xu, prep.shift, True)
+            nu = Xu.shape[0]
+            float(np.sum(ws.m[:nu], dtype=np.float64) + np.sum(np.log(ws.s[:nu].astype(np.float64))))
+            acc["per unit: flush, far product, log-likelihood"] += clock() - t0
+        return clock() - t_all
+
+    with threadpool_limits(1, "blas"):
+        # this copy of the passes computes what the kernel computes
+        P1, A1 = (v.copy() for v in tile(X[:rows], 0, defaultdict(float))[:2])
+        P0, A0 = kn.diag_tile(X[:rows], prep, kn.DiagWorkspace(rows, K, D, prep.dtype))[:2]
+        assert np.array_equal(P1, P0) and np.array_equal(A1, A0), (
+            "bench_em --passes: out of step with the kernel"
+        )
+        best_total, best = np.inf, {}
+        for _ in range(reps):
+            acc: dict = defaultdict(float)
+            total = one_pass(acc)
+            if total < best_total:
+                best_total, best = total, dict(acc)
+        Ab = np.random.default_rng(0).standard_normal((N, 2 * D + 1)).astype(np.float32)
+        Wb = np.random.default_rng(1).standard_normal((2 * D + 1, K)).astype(np.float32)
+        mm = np.inf
+        for _ in range(5):
+            t = clock()
+            Ab @ Wb
+            mm = min(mm, clock() - t)
+    el = N * K / 1e9  # ns per frame-component
+    print(
+        f"\nPer-pass CPU time of one thread's float32 E-step, K={K}, {state} state, N={N}, tiles of {rows} frames"
+    )
+    print(f"(ns per frame and component; best of {reps} passes over the frames)")
+    for k, v in best.items():
+        print(f"  {k:<52} {v / el:6.3f}")
+    print(f"  {'timer and loop overhead':<52} {(best_total - sum(best.values())) / el:6.3f}")
+    print(f"  {'total':<52} {best_total / el:6.3f}")
+    print(
+        f"  two GEMMs at the one-thread matmul rate ({2 * N * (2 * D + 1) * K / mm / 1e9:.1f} GF/s): "
+        f"{2 * mm / el:.3f} ns -> the E-step at {100 * 2 * mm / best_total:.0f} % of the matmul rate"
+    )
+
+
 # -------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -262,6 +388,11 @@ def main() -> None:
     ap.add_argument("--fit-ks", type=int, nargs="*", default=None, help="K of the public-fit timing (FSDD)")
     ap.add_argument("--repeat", type=int, default=None, help="timed iterations per case (best kept)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/gmmspeaker-bench"))
+    ap.add_argument(
+        "--passes",
+        action="store_true",
+        help="only the per-pass times of one thread's E-step (FSDD, --ks, --states)",
+    )
     args = ap.parse_args()
     import logging
 
@@ -271,6 +402,12 @@ def main() -> None:
     if args.fit_ks is None:
         args.fit_ks = [] if args.quick else [512]
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.passes:
+        X = fsdd_features(args.workdir / "fsdd_mfcc60.npy")
+        for K in args.ks or [512, 1024]:
+            for state in args.states:
+                pass_times(X, K, state)
+        return
 
     rows = []
     fit_rows: list[tuple[str, int, int, dict]] = []
