@@ -200,9 +200,7 @@ def _read_source(
     while it was read is read again (up to :data:`READ_ATTEMPTS` times), so the recorded
     signature always describes the frames stored, never a newer file.
     """
-    import soundfile as sf
-
-    from gmmspeaker.audio import load_audio
+    from gmmspeaker.audio import read_audio
     from gmmspeaker.features import extract
 
     for _ in range(READ_ATTEMPTS):
@@ -211,7 +209,7 @@ def _read_source(
             digest = content_hash(src) if content_check else None
         except OSError as exc:
             raise AudioError(f"{src}: cannot read audio file ({exc.strerror or exc})") from None
-        signal, _ = load_audio(
+        signal, _, channels = read_audio(  # the channels from the same open
             src,
             sample_rate=config.sample_rate,
             resample_audio=resample,
@@ -219,10 +217,6 @@ def _read_source(
             channel=channel,
         )
         feats = extract(signal, config, name=str(src))
-        try:
-            channels = int(sf.info(str(src)).channels)
-        except Exception:  # read a moment ago: a file replaced since is read again below
-            channels = 1
         if _signature_or_none(src) == before:
             return feats, before, digest, channels
         logger.info("%s changed while it was read; reading it again", src)
