@@ -200,9 +200,7 @@ def _read_source(
     while it was read is read again (up to :data:`READ_ATTEMPTS` times), so the recorded
     signature always describes the frames stored, never a newer file.
     """
-    import soundfile as sf
-
-    from gmmspeaker.audio import load_audio
+    from gmmspeaker.audio import read_audio
     from gmmspeaker.features import extract
 
     for _ in range(READ_ATTEMPTS):
@@ -211,7 +209,7 @@ def _read_source(
             digest = content_hash(src) if content_check else None
         except OSError as exc:
             raise AudioError(f"{src}: cannot read audio file ({exc.strerror or exc})") from None
-        signal, _ = load_audio(
+        signal, _, channels = read_audio(  # the channels from the same open
             src,
             sample_rate=config.sample_rate,
             resample_audio=resample,
@@ -219,10 +217,6 @@ def _read_source(
             channel=channel,
         )
         feats = extract(signal, config, name=str(src))
-        try:
-            channels = int(sf.info(str(src)).channels)
-        except Exception:  # read a moment ago: a file replaced since is read again below
-            channels = 1
         if _signature_or_none(src) == before:
             return feats, before, digest, channels
         logger.info("%s changed while it was read; reading it again", src)
@@ -288,14 +282,7 @@ def _extract_shard(
     with atomic_h5(final) as h5:
         h5.attrs["gmmspeaker_store_version"] = STORE_VERSION
         h5.attrs["config_hash"] = store_hash or config_hash(config_dict)
-        ds = h5.create_dataset(
-            "frames",
-            shape=(0, dim),
-            maxshape=(None, dim),
-            dtype=np.float32,
-            chunks=(4096, dim),
-            compression=compression,
-        )
+        blocks: list[np.ndarray] = []  # the frames, written once at the end (one HDF5 write)
         ids: list[str] = []
         offsets = [0]
         n_totals: list[int] = []
@@ -310,8 +297,7 @@ def _extract_shard(
                 continue
             frames = np.ascontiguousarray(feats.frames, dtype=np.float32)
             start = offsets[-1]
-            ds.resize(start + frames.shape[0], axis=0)
-            ds[start:] = frames
+            blocks.append(frames)
             ids.append(utt_id)
             offsets.append(start + frames.shape[0])
             n_totals.append(int(feats.n_total))
@@ -329,6 +315,16 @@ def _extract_shard(
                 meta[utt_id]["channels"] = channels  # averaged without being asked: warned
             if ticks is not None:
                 ticks.put(1)
+        ds = h5.create_dataset(
+            "frames",
+            shape=(offsets[-1], dim),
+            maxshape=(None, dim),
+            dtype=np.float32,
+            chunks=(4096, dim),
+            compression=compression,
+        )
+        if blocks:
+            ds[...] = np.concatenate(blocks)
         h5.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         h5.create_dataset("offsets", data=np.asarray(offsets, dtype=np.int64))
         h5.create_dataset("n_total", data=np.asarray(n_totals, dtype=np.int64))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gmmspeaker.audio import load_audio, resample
+from gmmspeaker.audio import load_audio, read_audio, resample
 from gmmspeaker.errors import AudioError
 from tests.helpers import speechlike, write_wav
 
@@ -17,6 +17,25 @@ def test_pcm16_scaled_to_float(tmp_path, rng):
     np.testing.assert_allclose(y, x, atol=1 / 32768 + 1e-6)
     raw, _ = sf.read(p, dtype="int16")
     np.testing.assert_allclose(y, raw / 32768.0, atol=1e-7)
+
+
+@pytest.mark.parametrize(("suffix", "subtype"), [(".wav", "PCM_16"), (".flac", "PCM_16"), (".wav", "PCM_24")])
+def test_samples_are_libsndfiles_float32_bit_for_bit(tmp_path, rng, suffix, subtype):
+    """16-bit PCM is read as int16 and scaled by 2**-15: the very float32 numbers libsndfile
+    gives (every int16 value, both extremes included), whole files, segments and channels;
+    other subtypes read as float32 by libsndfile."""
+    ints = np.concatenate([np.arange(-32768, 32768, dtype=np.int16), rng.integers(-32768, 32768, 6000)])
+    x = np.stack([ints, ints[::-1]], axis=1).astype(np.int16)
+    p = tmp_path / f"a{suffix}"
+    sf.write(p, x, 16000, subtype=subtype)
+    ref, _ = sf.read(p, dtype="float32", always_2d=True)
+    y, rate, n_channels = read_audio(p, channel=1)
+    assert (rate, n_channels) == (16000, 2) and y.dtype == np.float32
+    np.testing.assert_array_equal(y, ref[:, 1])
+    seg, _ = load_audio(p, start=0.5, end=1.25, channel=0)
+    np.testing.assert_array_equal(seg, ref[8000:20000, 0])
+    mix, _ = load_audio(p)
+    np.testing.assert_array_equal(mix, ref.mean(axis=1, dtype=np.float64).astype(np.float32))
 
 
 def test_multichannel_mixed_down(tmp_path, rng):

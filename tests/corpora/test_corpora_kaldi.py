@@ -146,17 +146,25 @@ def test_segment_reads_only_its_frames(
     import soundfile as sf
 
     d, _ = segmented
-    calls: list[dict] = []
-    real = sf.read
+    calls: list[tuple[str, int]] = []
+    real_seek, real_read = sf.SoundFile.seek, sf.SoundFile.read
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
+    def seek(self, frames, whence=sf.SEEK_SET):
+        if whence == sf.SEEK_SET:  # (libsndfile's own position queries are SEEK_CUR)
+            calls.append(("seek", frames))
+        return real_seek(self, frames, whence)
 
-    monkeypatch.setattr(sf, "read", spy)
+    def read(self, frames=-1, *args, **kwargs):
+        out = real_read(self, frames, *args, **kwargs)
+        calls.append(("read", len(out)))
+        return out
+
+    monkeypatch.setattr(sf.SoundFile, "seek", seek)
+    monkeypatch.setattr(sf.SoundFile, "read", read)
     seg = read_kaldi_data_dir(d, root=d.parent)[0]
     seg.load()
-    assert [(c.get("start"), c.get("stop")) for c in calls] == [(4000, 10000)]
+    # positioned at the segment's first frame, then its 6,000 frames read (no more)
+    assert calls[0] == ("seek", 4000) and [n for op, n in calls if op == "read"] == [6000]
 
 
 def test_segment_resampled_like_load_audio(segmented: tuple[Path, dict[str, np.ndarray]]) -> None:
