@@ -175,7 +175,7 @@ class PreparedDiag:
     #: components whose statistics are computed in float64 (float32 only; see ``_FAR``)
     far: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
     #: ``W``'s columns in the E-step's order, the far components last (a contiguous block
-    #: of the posterior tile, so :func:`far_stats` slices instead of gathering), and the
+    #: of the posterior tile, so :class:`FarSum` slices instead of gathering), and the
     #: component of each of its columns; None when no component is far (``W``'s order).
     stats_W: np.ndarray | None = None
     stats_order: np.ndarray | None = None
