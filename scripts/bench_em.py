@@ -26,7 +26,9 @@ How it measures
 * Each case runs in its own spawned child process; peak memory is that child's
   ``ru_maxrss`` (absolute) and that minus its high-water mark after loading the data
   (what the iteration itself adds). gmmspeaker's time is the best of ``--repeat``
-  iterations, scikit-learn's one iteration (it dominates the run time).
+  iterations, scikit-learn's one iteration (it dominates the run time). Each also reports its
+  CPU seconds (all threads of the process), steadier than wall time when other jobs share
+  the cores.
 * GFLOP/s counts the two fused GEMMs, 2 x 2 N (2D+1) K flops per iteration, and is set
   against a plain numpy matmul (N, 2D+1) @ (2D+1, K) of the same dtype, in the same run.
 
@@ -151,7 +153,8 @@ def _child(case: str, data_path: str, state_path: str, repeat: int, q: mp.Queue)
     if case == "sklearn":
         X = X.astype(np.float64)
     base = _rss_mib()
-    times = []
+    times: list[float] = []
+    cpus: list[float] = []  # CPU seconds of the process (all its threads): steadier on a shared machine
     if case == "sklearn":
         from sklearn.mixture import GaussianMixture as SK
 
@@ -164,10 +167,11 @@ def _child(case: str, data_path: str, state_path: str, repeat: int, q: mp.Queue)
                 s["covariances"].copy(),
             )
             sk.precisions_cholesky_ = 1.0 / np.sqrt(sk.covariances_)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             _, log_resp = sk._e_step(X)
             sk._m_step(X, log_resp)
             times.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
             del log_resp
     else:
         from gmmspeaker.gmm.em import m_step
@@ -177,11 +181,20 @@ def _child(case: str, data_path: str, state_path: str, repeat: int, q: mp.Queue)
         p = MixtureParams(s["weights"], s["means"], s["covariances"], "diag")
         accumulate(X[:4096], p, dtype=dtype)  # warm-up (thread pool, page faults)
         for _ in range(repeat):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             st = accumulate(X, p, dtype=dtype, n_threads=2)
             m_step(st, covariance_type="diag", floor=s["floor"])
             times.append(time.perf_counter() - t)
-    q.put({"time": min(times), "times": times, "peak_mib": _rss_mib() - base, "rss_mib": _rss_mib()})
+            cpus.append(time.process_time() - c)
+    q.put(
+        {
+            "time": min(times),
+            "times": times,
+            "cpu": min(cpus),
+            "peak_mib": _rss_mib() - base,
+            "rss_mib": _rss_mib(),
+        }
+    )
 
 
 def _fit_child(case: str, data_path: str, K: int, q: mp.Queue) -> None:
@@ -191,7 +204,7 @@ def _fit_child(case: str, data_path: str, K: int, q: mp.Queue) -> None:
 
     logging.getLogger("gmmspeaker").setLevel(logging.ERROR)
     X = np.load(data_path)
-    times = {}
+    times, cpus = {}, {}
     for n_iter in (1, 11):
         if case == "sklearn":
             from sklearn.mixture import GaussianMixture as SK
@@ -214,11 +227,20 @@ def _fit_child(case: str, data_path: str, K: int, q: mp.Queue) -> None:
                 dtype=dtype,
             )
             Xc = X
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         est.fit(Xc)
         times[n_iter] = time.perf_counter() - t
+        cpus[n_iter] = time.process_time() - c
         ll = float(est.lower_bound_)
-    q.put({"per_iter": (times[11] - times[1]) / 10.0, "fit1": times[1], "fit11": times[11], "ll": ll})
+    q.put(
+        {
+            "per_iter": (times[11] - times[1]) / 10.0,
+            "cpu_per_iter": (cpus[11] - cpus[1]) / 10.0,
+            "fit1": times[1],
+            "fit11": times[11],
+            "ll": ll,
+        }
+    )
 
 
 def run_fit(case: str, data_path: Path, K: int) -> dict:
@@ -448,6 +470,9 @@ def main() -> None:
                     "g64_s": res["gmm64"]["time"],
                     "x32": res["sklearn"]["time"] / res["gmm32"]["time"],
                     "x64": res["sklearn"]["time"] / res["gmm64"]["time"],
+                    "cpu_x32": res["sklearn"]["cpu"] / res["gmm32"]["cpu"],
+                    "sk_cpu": res["sklearn"]["cpu"],
+                    "g32_cpu": res["gmm32"]["cpu"],
                     "gf32": flops / res["gmm32"]["time"] / 1e9,
                     "mm32": mm32,
                     "gf64": flops / res["gmm64"]["time"] / 1e9,
@@ -462,7 +487,8 @@ def main() -> None:
                 rows.append(row)
                 print(
                     f"  K={K} {state}: sklearn {row['sk_s']:.3f}s  f32 {row['g32_s']:.3f}s ({row['x32']:.1f}x, "
-                    f"{100 * row['gf32'] / mm32:.0f} % of matmul)  f64 {row['g64_s']:.3f}s ({row['x64']:.1f}x)",
+                    f"{100 * row['gf32'] / mm32:.0f} % of matmul)  f64 {row['g64_s']:.3f}s ({row['x64']:.1f}x); "
+                    f"CPU s sklearn {row['sk_cpu']:.2f} f32 {row['g32_cpu']:.3f} ({row['cpu_x32']:.1f}x)",
                     flush=True,
                 )
         if name == "fsdd":
@@ -472,7 +498,9 @@ def main() -> None:
                 print(
                     f"  fit K={K}: sklearn {fr['sklearn']['per_iter']:.3f}s/it  f32 {fr['fit32']['per_iter']:.3f}s/it "
                     f"({fr['sklearn']['per_iter'] / fr['fit32']['per_iter']:.1f}x)  f64 "
-                    f"{fr['fit64']['per_iter']:.3f}s/it ({fr['sklearn']['per_iter'] / fr['fit64']['per_iter']:.1f}x)",
+                    f"{fr['fit64']['per_iter']:.3f}s/it ({fr['sklearn']['per_iter'] / fr['fit64']['per_iter']:.1f}x); "
+                    f"CPU s/it sklearn {fr['sklearn']['cpu_per_iter']:.2f} f32 {fr['fit32']['cpu_per_iter']:.3f} "
+                    f"({fr['sklearn']['cpu_per_iter'] / fr['fit32']['cpu_per_iter']:.1f}x)",
                     flush=True,
                 )
 

@@ -142,6 +142,9 @@ _TILE = 1 << 17
 #: chunk size only). 8 tiles = 2,048 frames at K = 512: ~60 units on FSDD's 128k frames
 #: balance two threads within a few %.
 _UNIT_TILES = 8
+#: ... but fewer on small data, so that there are at least this many units (when there are
+#: as many tiles) for the threads to balance.
+_MIN_UNITS = 32
 _LOG_2PI = float(np.log(2.0 * np.pi))
 #: Element budget of one temporary block in the full-covariance E-step (8M doubles = 64 MB).
 _FULL_BUDGET = 8_000_000
@@ -172,7 +175,7 @@ class PreparedDiag:
     #: components whose statistics are computed in float64 (float32 only; see ``_FAR``)
     far: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
     #: ``W``'s columns in the E-step's order, the far components last (a contiguous block
-    #: of the posterior tile, so :func:`far_stats` slices instead of gathering), and the
+    #: of the posterior tile, so :class:`FarSum` slices instead of gathering), and the
     #: component of each of its columns; None when no component is far (``W``'s order).
     stats_W: np.ndarray | None = None
     stats_order: np.ndarray | None = None
@@ -701,7 +704,8 @@ def accumulate_prepared(
 ) -> BlockStats:
     """Shifted-coordinate statistics of X (non-empty) over blocks of ``chunk_size`` frames.
 
-    Diag: work units of at most ``_UNIT_TILES`` tiles (and at most ``chunk_size`` frames),
+    Diag: work units of at most ``_UNIT_TILES`` tiles (fewer when X has less than
+    ``_MIN_UNITS`` units of them; at most ``chunk_size`` frames),
     each run by one thread in a reused :class:`DiagWorkspace` (one per thread, created
     for this call), summed in unit order.
     """
@@ -712,7 +716,9 @@ def accumulate_prepared(
         return sum_block_stats(parts)
     K = prep.W.shape[1]
     rows = min(max(1, chunk_size), tile_rows(K))
-    unit_frames = min(max(1, chunk_size), rows * _UNIT_TILES)
+    n_tiles = -(-X.shape[0] // rows)
+    unit_tiles = min(_UNIT_TILES, max(1, -(-n_tiles // _MIN_UNITS)))
+    unit_frames = min(max(1, chunk_size), rows * unit_tiles)
     parts_ab = blocks(X.shape[0], unit_frames)
     if n_threads <= 1 and len(parts_ab) > 1:
         # The diag tiles are small GEMMs (cache-sized): split across BLAS threads, each one
