@@ -186,9 +186,11 @@ def _enroll_batch(
     """Worker: [(model_id, store items of its utterances)] -> [(model_id, AdaptedModel)]."""
     from gmmspeaker.store import iter_utterances
 
+    # the batch's utterances in one read (each shard opened once, not once per model)
+    feats = dict(iter_utterances(store_dir, [it for _, items in batch for it in items]))
     out = []
     for model_id, items in batch:
-        X = np.concatenate([x for _, x in iter_utterances(store_dir, items)])
+        X = np.concatenate([feats[it[0]] for it in items])
         out.append((model_id, adapt_model(X, ubm, relevance=relevance, adapt=adapt)))
     return out
 
