@@ -381,6 +381,7 @@ def _run_ubm(run: Run) -> dict[str, Any]:
         jobs=r.jobs,
         checkpoint=ckpt,
         progress=run.progress,
+        cache_dir=run.wd.tmp,  # the subsampled frames, read once from the store
     )
     gmm.save(run.wd.ubm)
     if ckpt.exists():

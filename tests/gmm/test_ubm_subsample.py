@@ -117,3 +117,28 @@ def test_subsampled_training_uses_the_rule_s_frames_and_not_the_jobs(store, monk
     two = _train(store, subsample=3)
     ph2 = subsample_phases(ids, 2, seed=1)
     assert two.n_frames_ == sum(len(range(p, store.n_frames(u), 2)) for u, p in zip(ids, ph2))
+
+
+def test_cached_subsample_trains_the_same_model_and_leaves_no_file(store, monkeypatch, tmp_path):
+    """cache_dir: the subsampled frames of each unit read once and saved, the passes read
+    the copies: the same chunks, so the same model bit for bit (one job or two); the
+    copies hold 1/step of the frames and are removed on return."""
+    monkeypatch.setattr(batch, "SUBSAMPLE_FRAMES_PER_COMPONENT", 10)
+    ref = _train(store, subsample=3)
+    saved: list[int] = []
+    real = batch._cache_sources
+
+    def spy(sources, folder, chunk_frames, dim):
+        out = real(sources, folder, chunk_frames, dim)
+        saved.extend(np.load(p).shape[0] for p in sorted(folder.glob("unit-*.npy")))
+        return out
+
+    monkeypatch.setattr(batch, "_cache_sources", spy)
+    for jobs in (1, 2):
+        saved.clear()
+        _same(_train(store, subsample=3, jobs=jobs, cache_dir=tmp_path / "cache"), ref)
+        assert sum(saved) == ref.n_frames_ and len(saved) == 3  # one file per unit
+        assert list((tmp_path / "cache").iterdir()) == []
+    # every frame (a step of 1): nothing cached, the store streamed as before
+    _same(_train(store, subsample=1, cache_dir=tmp_path / "c1"), _train(store, subsample=1))
+    assert not (tmp_path / "c1").exists()
