@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gmmspeaker._io import atomic_write_json
+from gmmspeaker._io import atomic_write_json, make_temp_dir
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import DataError
 
@@ -101,6 +101,7 @@ def train_ubm(
     n_parts: int = 8,
     checkpoint: PathLike | None = None,
     progress: bool = False,
+    cache_dir: PathLike | None = None,
 ) -> GaussianMixture:
     """Train a diagonal-covariance UBM by EM on the frames of ``utt_ids``, streamed from ``store``.
 
@@ -116,6 +117,12 @@ def train_ubm(
     seeded random subset of utterances with about that many frames. ``tol=None`` runs
     exactly ``iterations`` EM iterations (as speaker toolkits do), without a convergence
     warning; a number stops early when the mean log-likelihood gains less than it.
+
+    ``cache_dir`` (with a step ``n > 1``): the subsampled frames of each work unit are read
+    from the store once and saved there as ``.npy`` files (1/n of the frames), which every
+    EM pass then reads (memory-mapped) instead of the store's full frames; the same chunks,
+    so the same model. Put it where the workers can read (the workdir on a cluster); the
+    files are removed on return.
     """
     from gmmspeaker.gmm.model import GaussianMixture
 
@@ -160,15 +167,49 @@ def train_ubm(
         every=step,
         phases=subsample_phases(ids, step, seed),
     )
-    if tol is None:
-        import warnings
+    cache = None
+    if cache_dir is not None and step > 1:
+        import shutil
 
-        from gmmspeaker.errors import ConvergenceWarning
+        cache = make_temp_dir(cache_dir, "ubm-frames-")  # removed by the next run if killed
+        sources = _cache_sources(sources, cache, chunk_frames, store.dim)
+    try:
+        if tol is None:
+            import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return gmm.fit_stream(sources)
-    return gmm.fit_stream(sources)
+            from gmmspeaker.errors import ConvergenceWarning
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                return gmm.fit_stream(sources)
+        return gmm.fit_stream(sources)
+    finally:
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+def _cache_sources(sources: Sequence[Any], folder: Path, chunk_frames: int, dim: int) -> list[Any]:
+    """Each source's frames saved once as ``folder/unit-i.npy``; sources that read them back."""
+    import functools
+
+    out = []
+    for i, src in enumerate(sources):
+        chunks = list(src())
+        X = np.concatenate(chunks) if chunks else np.empty((0, dim), dtype=np.float32)
+        path = folder / f"unit-{i:05d}.npy"
+        np.save(path, X)
+        src = functools.partial(_npy_chunks, str(path), int(chunk_frames))
+        src.n_frames = int(X.shape[0])  # type: ignore[attr-defined]  # declared, as store sources
+        out.append(src)
+    return out
+
+
+def _npy_chunks(path: str, chunk_frames: int) -> Any:
+    """Consecutive chunks of ``chunk_frames`` rows of a saved unit (the chunks the store's
+    source yielded: full chunks, then the rest)."""
+    X = np.load(path, mmap_mode="r")
+    for a in range(0, X.shape[0], chunk_frames):
+        yield np.asarray(X[a : a + chunk_frames])
 
 
 # ---------------------------------------------------------------------------
@@ -186,9 +227,11 @@ def _enroll_batch(
     """Worker: [(model_id, store items of its utterances)] -> [(model_id, AdaptedModel)]."""
     from gmmspeaker.store import iter_utterances
 
+    # the batch's utterances in one read (each shard opened once, not once per model)
+    feats = dict(iter_utterances(store_dir, [it for _, items in batch for it in items]))
     out = []
     for model_id, items in batch:
-        X = np.concatenate([x for _, x in iter_utterances(store_dir, items)])
+        X = np.concatenate([feats[it[0]] for it in items])
         out.append((model_id, adapt_model(X, ubm, relevance=relevance, adapt=adapt)))
     return out
 

@@ -129,9 +129,9 @@ def source_stats(
 ) -> Stats:
     """E-step statistics of one source (a joblib task)."""
     if blas_threads is not None:
-        from threadpoolctl import threadpool_limits
+        from gmmspeaker._blas import blas_limit
 
-        ctx: Any = threadpool_limits(limits=blas_threads, user_api="blas")
+        ctx: Any = blas_limit(blas_threads)  # one controller per process: no library scan per pass
     else:
         ctx = nullcontext()
     with ctx:

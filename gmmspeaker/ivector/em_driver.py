@@ -20,7 +20,6 @@ for (as Kaldi's and SIDEKIT's do) and return the objective trace, which EM never
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from gmmspeaker._blas import blas_limit
 from gmmspeaker._io import read_h5, write_h5
 from gmmspeaker._typing import PathLike
 from gmmspeaker.errors import ModelError
@@ -58,18 +58,10 @@ def n_cores() -> int:
         return os.cpu_count() or 1
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    """This process's threadpoolctl controller, found once (a scan of the loaded libraries
-    costs ~1-2 ms: ``threadpool_limits`` does it on every call)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def one_blas_thread() -> Any:
-    """A context in which the BLAS libraries use one thread (and their previous number after)."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+    """A context in which the BLAS libraries use one thread (and their previous number after),
+    through the process's one threadpoolctl controller (:func:`gmmspeaker._blas.blas_limit`)."""
+    return blas_limit(1)
 
 
 def backend_name() -> str:

@@ -576,6 +576,10 @@ def _read_file_rows(
         if rows is None:
             return tuple(np.asarray(h5[name][a:b], dtype=np.float64) for name in names)
         sel = rows[a:b]
+        if sel.size and np.array_equal(sel, np.arange(sel[0], sel[0] + sel.size)):  # a run of rows
+            return tuple(np.asarray(h5[name][sel[0] : sel[0] + sel.size], dtype=np.float64) for name in names)
+        if np.all(np.diff(sel) > 0):  # increasing (sorted ids): read as they are, no reordering
+            return tuple(np.asarray(h5[name][sel], dtype=np.float64) for name in names)
         order = np.argsort(sel, kind="stable")  # HDF5 reads increasing rows
         back = np.empty_like(order)
         back[order] = np.arange(order.size)

@@ -381,6 +381,7 @@ def _run_ubm(run: Run) -> dict[str, Any]:
         jobs=r.jobs,
         checkpoint=ckpt,
         progress=run.progress,
+        cache_dir=run.wd.tmp,  # the subsampled frames, read once from the store
     )
     gmm.save(run.wd.ubm)
     if ckpt.exists():
@@ -512,6 +513,10 @@ def _run_tv(run: Run) -> dict[str, Any]:
         batch_size=iv.batch_size,
         checkpoint=ckpt,
         progress=run.progress,
+        # the batch GEMMs in float32 (factorisations, accumulators, M-step and T float64):
+        # 20 % less CPU at R = 64; T moves by ~2e-5 relative, EER / minDCF unchanged
+        # (docs/benchmarks.md, bench_e2e)
+        dtype="float32",
     )
     tv.save(run.wd.tv)
     if ckpt.exists():

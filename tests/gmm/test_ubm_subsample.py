@@ -185,3 +185,38 @@ def test_a_source_yielding_other_frames_than_it_declares_is_named(store):
     bad = [srcs[0], Liar(srcs[1]), srcs[2]]
     with pytest.raises(DataError, match=r"source 1 yielded \d+ frames but declares n_frames"):
         GaussianMixture(3, covariance_type="diag", max_iter=1).fit_stream(bad)
+
+
+def test_cached_subsample_trains_the_same_model_and_leaves_no_file(store, monkeypatch, tmp_path):
+    """cache_dir: the subsampled frames of each unit read once and saved, the passes read
+    the copies: the same chunks, so the same model bit for bit (one job or two); the
+    copies hold 1/step of the frames and are removed on return."""
+    monkeypatch.setattr(batch, "SUBSAMPLE_FRAMES_PER_COMPONENT", 10)
+    ref = _train(store, subsample=3)
+    saved: list[int] = []
+    real = batch._cache_sources
+
+    def spy(sources, folder, chunk_frames, dim):
+        out = real(sources, folder, chunk_frames, dim)
+        saved.extend(np.load(p).shape[0] for p in sorted(folder.glob("unit-*.npy")))
+        return out
+
+    monkeypatch.setattr(batch, "_cache_sources", spy)
+    for jobs in (1, 2):
+        saved.clear()
+        _same(_train(store, subsample=3, jobs=jobs, cache_dir=tmp_path / "cache"), ref)
+        assert sum(saved) == ref.n_frames_ and len(saved) == 3  # one file per unit
+        assert list((tmp_path / "cache").iterdir()) == []
+    # every frame (a step of 1): nothing cached, the store streamed as before
+    _same(_train(store, subsample=1, cache_dir=tmp_path / "c1"), _train(store, subsample=1))
+    assert not (tmp_path / "c1").exists()
+
+
+def test_cached_unit_sources_declare_their_frames(store, tmp_path):
+    """The cached subsample's sources declare n_frames like the store's (so the first pass
+    keeps only each unit's share of the initialisation sample)."""
+    ids = store.ids
+    srcs = store.sources(ids, n_parts=3, chunk_frames=40, every=3, phases=subsample_phases(ids, 3, seed=0))
+    cached = batch._cache_sources(srcs, tmp_path, 40, store.dim)
+    for s, c in zip(srcs, cached):
+        assert c.n_frames == s.n_frames == sum(x.shape[0] for x in c())

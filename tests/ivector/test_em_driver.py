@@ -32,3 +32,19 @@ def test_one_blas_thread_limits_and_restores():
             raise RuntimeError("inside")
         assert _blas_threads() == outer
     assert _blas_threads() == before
+
+
+def test_blas_limit_sets_any_number_and_is_one_controller():
+    """gmmspeaker._blas.blas_limit (which one_blas_thread and the UBM's EM workers use): any
+    thread count, restored after, through the one cached controller."""
+    from gmmspeaker import _blas
+
+    before = _blas_threads()
+    if not before:
+        pytest.skip("threadpoolctl finds no BLAS library")
+    with _blas.blas_limit(1):
+        with _blas.blas_limit(2):
+            assert _blas_threads() == [2] * len(before)
+        assert _blas_threads() == [1] * len(before)
+    assert _blas_threads() == before
+    assert _blas._controller() is _blas._controller()

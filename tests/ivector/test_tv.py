@@ -193,13 +193,18 @@ def test_results_do_not_depend_on_jobs_and_file_statistics_match(tmp_path, rng):
 def test_training_on_a_subset_of_a_file_reads_only_its_rows_and_equals_the_subset(tmp_path, rng):
     stats, _ = synthetic_stats(rng, U=70, K=4, D=3, R=3, frames=80)
     stats.save(tmp_path / "stats.h5")
-    pick = [stats.ids[i] for i in rng.permutation(70)[:45]]  # any order
     kw = dict(rank=3, iterations=2, batch_size=16, rng=np.random.default_rng(2))
-    ref = train_tv(stats.subset(pick), n_jobs=1, **kw)
-    for jobs in (1, 2):
+    # rows in increasing order with gaps, one run of rows, any order (each batch read its way)
+    for rows in (np.sort(rng.permutation(70)[:45]), np.arange(10, 55), rng.permutation(70)[:45]):
+        pick = [stats.ids[i] for i in rows]
         kw["rng"] = np.random.default_rng(2)
-        got = train_tv(tmp_path / "stats.h5", utterances=pick, n_jobs=jobs, tmp_dir=tmp_path / "tmp", **kw)
-        np.testing.assert_allclose(got.T, ref.T, rtol=1e-12, atol=1e-14)
+        ref = train_tv(stats.subset(pick), n_jobs=1, **kw)
+        for jobs in (1, 2):
+            kw["rng"] = np.random.default_rng(2)
+            got = train_tv(
+                tmp_path / "stats.h5", utterances=pick, n_jobs=jobs, tmp_dir=tmp_path / "tmp", **kw
+            )
+            np.testing.assert_allclose(got.T, ref.T, rtol=1e-12, atol=1e-14)
     kw["rng"] = np.random.default_rng(2)
     in_memory = train_tv(stats, utterances=pick, n_jobs=1, **kw)
     np.testing.assert_array_equal(in_memory.T, ref.T)
