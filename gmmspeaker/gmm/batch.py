@@ -317,17 +317,22 @@ def _score_block(
     method: str,
     top_c: int,
     cohort: Any = None,
+    select: np.ndarray | None = None,
 ) -> tuple[list[tuple[list[int], np.ndarray]], np.ndarray | None]:
     """Worker: [(test store item, trial indices, rows of ``ctx``)] -> ([(trial indices,
     scores)], cohort scores (n_cohort, len(block)) or None).
 
     ``ctx`` (a :class:`~gmmspeaker.scoring.llr.ScoringContext`) holds only the models this
     block's trials name, so a worker's memory does not grow with the number of enrolled
-    speakers; ``cohort`` (all cohort models, sharing ``ctx``'s prepared UBM) is scored on
-    every test of the block from the same UBM pass.
+    speakers -- or, with ``select``, all of them memory-mapped (:meth:`ScoringContext.shared`)
+    and the worker keeps those rows; ``cohort`` (all cohort models, sharing ``ctx``'s
+    prepared UBM) is scored on every test of the block from the same UBM pass.
     """
     from gmmspeaker.scoring.llr import score_tests
     from gmmspeaker.store import iter_utterances
+
+    if select is not None:
+        ctx = ctx.select(select)
 
     feats = dict(iter_utterances(store_dir, [item for item, _, _ in block]))
     trial, coh = score_tests(
@@ -411,13 +416,15 @@ def score_trials_with_cohort(
     block_size: int = 64,
     parts_dir: PathLike | None = None,
     progress: bool = False,
+    tmp_dir: PathLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`score_trials` and the cohort models on every test, from one UBM pass per test.
 
     Each test utterance of ``test_ids`` (which must include every trial's test) is read
     and passed through the UBM once; that pass scores its trials' models (the numbers of
     :func:`score_trials`) and every cohort model (those of :func:`score_matrix`: the T
-    side of S-/T-norm).
+    side of S-/T-norm). ``tmp_dir``: where process workers get the prepared models from
+    (files written once; the workdir's ``tmp`` in a recipe), not their copies per block.
 
     Returns
     -------
@@ -446,6 +453,7 @@ def score_trials_with_cohort(
         progress=progress,
         desc="score",
         cohort_models=cohort_models,
+        tmp_dir=tmp_dir,
     )
     out = np.full((len(cohort_models.model_ids), len(test_ids)), np.nan)
     for j, u in enumerate(test_ids):
@@ -535,13 +543,16 @@ def _score_groups(
     progress: bool,
     desc: str,
     cohort_models: SpeakerModels | None = None,
+    tmp_dir: PathLike | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Score {test_id: (output indices, model indices)} in blocks of test utterances.
 
     The UBM and the models are prepared once (one
     :class:`~gmmspeaker.scoring.llr.ScoringContext`, of which each block gets the rows
     it needs); with ``cohort_models`` every test is also scored against all of them from
-    the same UBM pass. Returns the scores (n_out,) and {test id: cohort scores
+    the same UBM pass. With ``tmp_dir`` and process workers, the prepared models are
+    shared through files in a temporary folder there (:meth:`ScoringContext.shared`),
+    removed on return. Returns the scores (n_out,) and {test id: cohort scores
     (n_cohort,)} ({} without cohort models).
     """
     from joblib import Parallel, delayed
@@ -573,6 +584,16 @@ def _score_groups(
         return scores, by_test
     ctx = ScoringContext.build(ubm, models)
     cohort = None if cohort_models is None else ScoringContext.build(ubm, cohort_models, prepared=ctx.ubm)
+    share = None
+    if tmp_dir is not None and jobs != 1 and len(todo) > 1:
+        # process workers map the models from files written once (not hashed and copied
+        # by joblib for every block, nor the pooled weights rebuilt by every task)
+        import shutil
+
+        share = make_temp_dir(tmp_dir, "score-")
+        ctx = ctx.shared(share / "trials")
+        if cohort is not None:
+            cohort = cohort.shared(share / "cohort")
 
     def task(block: list[tuple[str, list[int], list[int]]]) -> Any:
         named = [np.asarray(m, dtype=np.int64) for _, _, m in block]
@@ -580,19 +601,25 @@ def _score_groups(
         row_of = np.full(len(models.model_ids), -1, dtype=np.int64)
         row_of[needed] = np.arange(needed.size)
         local = [(store.item(u), i, row_of[m].tolist()) for (u, i, _), m in zip(block, named)]
+        if share is not None:  # the worker keeps the rows it needs of the mapped models
+            return delayed(_score_block)(str(store.path), local, ctx, method, top_c, cohort, needed)
         return delayed(_score_block)(str(store.path), local, ctx.select(needed), method, top_c, cohort)
 
-    results = Parallel(n_jobs=jobs, return_as="generator")(task(block) for _, block in todo)
-    for (b, block), (res, coh) in _progress(
-        zip(todo, results), total=len(todo), desc=desc, unit="block", enabled=progress
-    ):
-        idx = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in res])
-        val = np.concatenate([s for _, s in res])
-        scores[idx] = val
-        if coh is not None:
-            by_test.update(zip([u for u, _, _ in block], coh.T))
-        if pdir is not None:
-            _save_part(pdir, b, block, idx, val, salt, coh)
+    try:
+        results = Parallel(n_jobs=jobs, return_as="generator")(task(block) for _, block in todo)
+        for (b, block), (res, coh) in _progress(
+            zip(todo, results), total=len(todo), desc=desc, unit="block", enabled=progress
+        ):
+            idx = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in res])
+            val = np.concatenate([s for _, s in res])
+            scores[idx] = val
+            if coh is not None:
+                by_test.update(zip([u for u, _, _ in block], coh.T))
+            if pdir is not None:
+                _save_part(pdir, b, block, idx, val, salt, coh)
+    finally:
+        if share is not None:
+            shutil.rmtree(share, ignore_errors=True)
     return scores, by_test
 
 

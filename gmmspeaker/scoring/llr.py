@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,10 +146,43 @@ class ScoringContext:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_pooled_weights", None)  # derived: workers build their own
+        shared = state.get("_shared")
+        if shared is not None:  # the large arrays travel as the paths of their files
+            for name in shared:
+                state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        shared = state.get("_shared")
+        if shared is not None:
+            for name, path in shared.items():
+                state[name] = np.load(path, mmap_mode="r")
         self.__dict__.update(state)
+
+    def shared(self, folder: str | Path) -> ScoringContext:
+        """This context with its large arrays in ``.npy`` files under ``folder``.
+
+        The copy's model changes (``d_lin``, ``d_quad``) and :meth:`pooled_weights` are
+        memory-mapped from files written once in ``folder``, and a pickle of it carries
+        their paths instead of their bytes: process workers given it for every task map
+        the files (joblib would hash and copy ``M x K x D`` elements per task, and each
+        worker rebuild the pooled weights). ``folder`` must be readable by the workers (the
+        workdir on a cluster) and outlive them; the caller removes it. Same numbers.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, str] = {}
+        arrays = {"d_lin": self.d_lin, "d_quad": self.d_quad, "_pooled_weights": self.pooled_weights()}
+        for name, arr in arrays.items():
+            if arr is not None:
+                path = folder / f"{name.strip('_')}.npy"
+                np.save(path, arr)
+                paths[name] = str(path)
+        state = {k: v for k, v in self.__dict__.items() if k != "_pooled_weights"}
+        state["_shared"] = paths
+        out = object.__new__(ScoringContext)
+        out.__setstate__(state)
+        return out
 
     def select(self, rows: IntArray | Sequence[int]) -> ScoringContext:
         """The context of some of its models (``rows``, in this order), the UBM's

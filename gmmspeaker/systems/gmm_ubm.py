@@ -224,6 +224,7 @@ class GmmUbm(TrainedSystem):
             jobs=jobs,
             parts_dir=parts_dir,
             progress=progress,
+            tmp_dir=self.wd.tmp,
         )
 
     # -- normalisation -----------------------------------------------------------------------

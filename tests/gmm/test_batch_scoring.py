@@ -62,6 +62,13 @@ def test_one_pass_equals_the_trial_and_cohort_passes(world, tmp_path):
     )
     np.testing.assert_allclose(s2, scores, rtol=0, atol=1e-12)
     np.testing.assert_allclose(c2, cs, rtol=1e-6, atol=1e-6)  # other pools: float32 rounding only
+    # the models shared with the workers through files under tmp_dir: the same numbers, no file left
+    s3, c3 = batch.score_trials_with_cohort(
+        store, trials, ubm, models, cohort, ids, top_c=3, block_size=3, jobs=2, tmp_dir=tmp_path / "tmp"
+    )
+    np.testing.assert_array_equal(s3, s2)
+    np.testing.assert_array_equal(c3, c2)
+    assert list((tmp_path / "tmp").iterdir()) == []
     with pytest.raises(DataError, match="not among test_ids"):
         batch.score_trials_with_cohort(store, trials, ubm, models, cohort, tests[:2])
 

@@ -502,3 +502,32 @@ def test_pooled_weights_are_the_models_changes_and_stay_out_of_pickles(world, rn
         np.testing.assert_array_equal(
             llr.score_all_models(utts, back, top_c=3), llr.score_all_models(utts, ctx, top_c=3)
         )
+
+
+def test_shared_context_pickles_as_paths_and_scores_the_same(world, rng, tmp_path):
+    """ScoringContext.shared: the models' changes and pooled weights in .npy files; its
+    pickle holds their paths (a few KB, not M x K x D elements), the unpickled copy maps
+    them and scores, selects and pools exactly as the context it came from."""
+    import pickle
+
+    ubm, means64, all64, X, _ = world
+    utts = [X, rng.normal(scale=2.0, size=(9, 3))]
+    for i, models in enumerate((means64, all64)):
+        ctx = ScoringContext.build(ubm, models)
+        sh = ctx.shared(tmp_path / f"ctx{i}")
+        names = {p.name for p in (tmp_path / f"ctx{i}").iterdir()}
+        assert names == (
+            {"d_lin.npy", "pooled_weights.npy"} | ({"d_quad.npy"} if ctx.d_quad is not None else set())
+        )
+        blob = pickle.dumps(sh)
+        assert len(blob) < len(pickle.dumps(ctx)) and b"d_lin.npy" in blob
+        back = pickle.loads(blob)
+        assert isinstance(back.d_lin, np.memmap) and isinstance(back.pooled_weights(), np.memmap)
+        np.testing.assert_array_equal(back.pooled_weights(), ctx.pooled_weights())
+        np.testing.assert_array_equal(
+            llr.score_all_models(utts, back, top_c=3), llr.score_all_models(utts, ctx, top_c=3)
+        )
+        np.testing.assert_array_equal(
+            score_prepared(X, back.select([3, 1]), top_c=3), score_prepared(X, ctx.select([3, 1]), top_c=3)
+        )
+        assert not isinstance(back.select([0]).d_lin, np.memmap)  # a selection is an ordinary copy
