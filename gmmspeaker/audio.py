@@ -107,6 +107,7 @@ def read_audio(
         raise AudioError(f"{p}: audio file not found")
     if p.is_dir():
         raise AudioError(f"{p}: is a directory, not an audio file")
+    integer = False  # samples scaled from 16-bit integers
     try:
         with sf.SoundFile(str(p)) as fh:  # one open: rate, channels, subtype and the samples
             rate, n_frames = fh.samplerate, fh.frames
@@ -121,7 +122,8 @@ def read_audio(
                     )
                 fh.seek(first)
                 count = min(last, n_frames) - first
-            if fh.subtype == "PCM_16":
+            integer = fh.subtype == "PCM_16"
+            if integer:
                 # libsndfile's float32 of 16-bit PCM is x / 32768 (exact); reading int16 and
                 # scaling gives the same numbers in a third of the time
                 raw = fh.read(count, dtype="int16", always_2d=True)
@@ -135,7 +137,7 @@ def read_audio(
         raise AudioError(f"{p}: not a readable audio file ({reason})") from exc
     if data.shape[0] == 0:
         raise AudioError(f"{p}: audio is empty (0 samples)")
-    if not np.isfinite(data).all():
+    if not integer and not np.isfinite(data).all():  # scaled integers are always finite
         n_bad = int(np.count_nonzero(~np.isfinite(data)))
         raise AudioError(f"{p}: audio contains {n_bad} NaN or infinite samples")
     if channel is not None and channel != "mix":
