@@ -64,41 +64,16 @@ def read_audio(
 ) -> tuple[np.ndarray, int, int]:
     """:func:`load_audio`, and the number of channels of the file (from the same open).
 
-    Parameters
-    ----------
-    path : path-like
-        Any format that soundfile (libsndfile) reads: WAV, FLAC, OGG, ...
-    sample_rate : int, optional
-        Expected rate in Hz. When the file has another rate it is resampled if
-        ``resample_audio`` is true, otherwise an :class:`AudioError` is raised.
-    resample_audio : bool
-        Allow resampling to ``sample_rate`` (see the module docstring for the method).
-    min_samples : int
-        Fewest samples (after resampling) the caller can use, e.g. one analysis frame.
-    start, end : float, float or None
-        Read only ``[start, end)`` seconds of the file (only those frames are read from
-        disk); ``end`` None = to the end. An ``end`` past the end of the file by up to
-        0.5 s is clipped (Kaldi ``extract-segments`` does the same), more is an error.
-    channel : int, "mix" or None
-        Which channel of a multi-channel file: an index (0 = the first, the left of a
-        stereo file), or ``"mix"`` / None for the mean of the channels.
+    Parameters, checks and errors are those of :func:`load_audio` (which calls this).
 
     Returns
     -------
     signal : ndarray, shape (n_samples,), float32
-        The chosen channel, or the mono mix-down (mean of the channels); integer PCM
-        scaled to [-1, 1).
+        As :func:`load_audio`.
     rate : int
         Sampling rate of ``signal`` in Hz.
     n_channels : int
         Channels in the file.
-
-    Raises
-    ------
-    AudioError
-        The file is missing, a directory, not audio, empty, shorter than ``min_samples``,
-        contains NaN or infinite samples, is entirely zero, has the wrong rate or lacks
-        the asked ``channel``.
     """
     import soundfile as sf
 
