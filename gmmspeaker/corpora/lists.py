@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from gmmspeaker._io import atomic_write_text
 from gmmspeaker._typing import PathLike
@@ -166,11 +167,29 @@ def utterance_id(path: Path, root: Path) -> str:
         POSIX-style relative path without suffix (``"recordings/0_george_0"``), or the
         absolute path without suffix when ``path`` is not under ``root``.
     """
-    try:
-        rel = path.relative_to(root)
-    except ValueError:
-        return path.with_suffix("").as_posix()
-    return PurePosixPath(rel.as_posix()).with_suffix("").as_posix()
+    return _utterance_id(os.fspath(path), os.fspath(root))
+
+
+def _utterance_id(path: str, root: str) -> str:
+    """:func:`utterance_id` on normalised absolute path strings (no pathlib objects: list
+    loading resolves every line of every list)."""
+    if path != root and _is_under(path, root):
+        rel = path[len(root) :].lstrip(os.sep)
+    else:
+        rel = path
+    rel = rel.replace(os.sep, "/")
+    # pathlib's suffix: the last component's text from its last dot, when that dot is
+    # neither its first nor its last character
+    name_start = rel.rfind("/") + 1
+    dot = rel.rfind(".")
+    if name_start < dot < len(rel) - 1:
+        rel = rel[:dot]
+    return rel
+
+
+def _is_under(path: str, root: str) -> bool:
+    """Whether the normalised absolute ``path`` is ``root`` or lies below it."""
+    return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
 
 
 class _Resolver:
@@ -184,6 +203,7 @@ class _Resolver:
         self.directories: list[tuple[int, str]] = []
         self._cache: dict[str, Utterance] = {}
         self._status: dict[Path, str] = {}
+        self._root_str = os.fspath(root)
 
     def __call__(self, field: str, line: int) -> Utterance:
         cached = self._cache.get(field)
@@ -193,11 +213,9 @@ class _Resolver:
         if self.check_exists:
             status = self._status.get(cached.path)
             if status is None:
-                if cached.path.is_dir():
-                    status = "dir"
-                elif cached.path.exists():
-                    status = "ok"
-                else:
+                try:  # one stat per distinct file
+                    status = "dir" if stat.S_ISDIR(os.stat(cached.path).st_mode) else "ok"
+                except (OSError, ValueError):
                     status = "missing"
                 self._status[cached.path] = status
                 # each distinct file is reported once, at its first line
@@ -208,17 +226,17 @@ class _Resolver:
         return cached
 
     def _resolve(self, field: str, line: int) -> Utterance:
-        given = Path(field)
-        if given.is_absolute():
-            full = Path(os.path.normpath(given))
+        root = self._root_str
+        if os.path.isabs(field):
+            full = os.path.normpath(field)
         else:
-            full = Path(os.path.normpath(self.root / given))
-            if os.path.commonpath([self.root, full]) != str(self.root):
+            full = os.path.normpath(os.path.join(root, field))
+            if not _is_under(full, root):
                 raise DataError(
                     f"{_where(self.list_path, line)}: path '{field}' escapes the corpus "
                     f"root '{self.root}'; use a path under the root or an absolute path"
                 )
-        return Utterance(utt_id=utterance_id(full, self.root), path=full)
+        return Utterance(utt_id=_utterance_id(full, root), path=Path(full))
 
     def raise_problems(self) -> None:
         """Raise one DataError listing every missing file and directory seen."""

@@ -298,3 +298,34 @@ def test_fsdd_lists() -> None:
     ids_test = {t.test.utt_id for t in trials}
     assert len(ids_test) == 900
     assert not (ids_ubm & ids_enroll) and not (ids_ubm & ids_test) and not (ids_enroll & ids_test)
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "recordings/0_george_0.wav",
+        "a/b.tar.gz",
+        "a/.hidden",
+        "a/noext",
+        "a/b.",
+        "a/b..",
+        "a.d/file",
+        "x.y/z.w.v",
+        "deep/er/still/f.flac",
+    ],
+)
+def test_utterance_id_is_pathlib_s_relative_path_without_suffix(rel, tmp_path):
+    """The string implementation list loading uses agrees with the pathlib definition,
+    under the root and outside it."""
+    from pathlib import PurePosixPath
+
+    from gmmspeaker.corpora.lists import utterance_id
+
+    root = tmp_path / "corpus"
+    inside = root / rel
+    assert utterance_id(inside, root) == PurePosixPath(rel).with_suffix("").as_posix()
+    outside = tmp_path / "elsewhere" / rel
+    assert utterance_id(outside, root) == outside.with_suffix("").as_posix()
+    # a sibling folder whose name starts with the root's is outside it
+    sibling = tmp_path / "corpus2" / rel
+    assert utterance_id(sibling, root) == sibling.with_suffix("").as_posix()
