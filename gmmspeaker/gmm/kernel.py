@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from gmmspeaker._blas import blas_limit, blas_threads
 from gmmspeaker._typing import FloatArray, IntArray
 from gmmspeaker.errors import DataError, ModelError
 from gmmspeaker.gmm.params import MixtureParams, as_params
@@ -676,9 +677,7 @@ def run_blocks(fn: Callable[[int, int], Any], blocks: list[tuple[int, int]], n_t
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(n_threads, len(blocks))) as ex:
+    with blas_limit(1), ThreadPoolExecutor(min(n_threads, len(blocks))) as ex:
         yield from ex.map(lambda ab: fn(*ab), blocks)
 
 
@@ -753,15 +752,6 @@ def accumulate_prepared(
         loglik += ll
         results.put(R)
     return diag_block_stats(total, loglik, X.shape[0], prep, second_order)
-
-
-def blas_threads() -> int:
-    """Threads the BLAS library would use now (1 when threadpoolctl finds none)."""
-    from threadpoolctl import threadpool_info
-
-    return max(
-        [int(i.get("num_threads", 1)) for i in threadpool_info() if i.get("user_api") == "blas"] or [1]
-    )
 
 
 def component_logdens(X: np.ndarray, prep: PreparedDiag | PreparedFull) -> np.ndarray:
