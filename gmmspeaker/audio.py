@@ -108,6 +108,12 @@ def read_audio(
     except AudioError:
         raise
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        try:
+            empty = p.stat().st_size == 0
+        except OSError:
+            empty = False
+        if empty:  # libsndfile's words for it are "Format not recognised"
+            raise AudioError(f"{p}: empty file (0 bytes), not audio") from exc
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise AudioError(f"{p}: not a readable audio file ({reason})") from exc
     if data.shape[0] == 0:

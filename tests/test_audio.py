@@ -85,7 +85,10 @@ def test_resampling_preserves_a_tone(tmp_path):
             lambda d, rng: (d / "text.wav").write_text("hello, not audio") and d / "text.wav",
             "not a readable audio",
         ),
-        (lambda d, rng: (d / "zero.wav").write_bytes(b"") or d / "zero.wav", "not a readable audio"),
+        (
+            lambda d, rng: (d / "zero.wav").write_bytes(b"") or d / "zero.wav",
+            r"empty file \(0 bytes\), not audio",
+        ),
         (lambda d, rng: write_wav(d / "empty.wav", np.zeros(0, np.float32)), "empty"),
         (lambda d, rng: write_wav(d / "silent.wav", np.zeros(4000, np.float32)), "silent"),
         (
